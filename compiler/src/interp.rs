@@ -1,0 +1,92 @@
+//! The reference interpreter: runs any graph with the plain loops of each op's
+//! [`crate::ops::OpRule::eval`], in `f32` or `f64`. It is the oracle the JIT back end is
+//! tested against, and a back end users can pick (`--backend interp`).
+
+use crate::ir::{Graph, OutputRole, ValueId};
+use crate::ops::{Op, SourceKind, StepCtx};
+use crate::tensor::{Real, Tensor};
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct InterpError {
+    /// The statement tag of the failing node (`conv2d_0`, `loss`), if any.
+    pub tag: String,
+    pub op: String,
+    pub message: String,
+}
+
+impl fmt::Display for InterpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.tag.is_empty() {
+            write!(f, "{}: {}", self.op, self.message)
+        } else {
+            write!(f, "{} ({}): {}", self.op, self.tag, self.message)
+        }
+    }
+}
+
+impl std::error::Error for InterpError {}
+
+/// Values computed by a run: outputs always, other values if asked to keep them.
+pub struct Run<T> {
+    pub values: Vec<Option<Tensor<T>>>,
+}
+
+impl<T: Real> Run<T> {
+    pub fn get(&self, v: ValueId) -> Option<&Tensor<T>> {
+        self.values[v.0 as usize].as_ref()
+    }
+
+    pub fn output(&self, g: &Graph, role: &OutputRole) -> Option<&Tensor<T>> {
+        g.output(role).and_then(|v| self.get(v))
+    }
+}
+
+/// Run `g`. `feed` supplies every source (data, targets, parameters, states). With
+/// `keep_all`, every intermediate value is kept (tests compare them); otherwise a value
+/// is freed after its last use unless it is an output.
+pub fn run<T: Real>(
+    g: &Graph,
+    feed: &dyn Fn(&SourceKind) -> Option<Tensor<T>>,
+    cx: &StepCtx,
+    keep_all: bool,
+) -> Result<Run<T>, InterpError> {
+    let mut values: Vec<Option<Tensor<T>>> = vec![None; g.values.len()];
+    let last_use = g.last_uses();
+    let is_output: Vec<bool> = {
+        let mut o = vec![false; g.values.len()];
+        for (_, v) in &g.outputs {
+            o[v.0 as usize] = true;
+        }
+        o
+    };
+    for (i, n) in g.nodes.iter().enumerate() {
+        let err = |message: String| InterpError { tag: n.origin.tag.clone(), op: n.op.name().to_string(), message };
+        let results = if let Op::Source(s) = &n.op {
+            let t = feed(&s.kind).ok_or_else(|| err(format!("no value was fed for {:?}", s.kind)))?;
+            if t.shape != s.shape {
+                return Err(err(format!(
+                    "fed a tensor of shape {:?} for {:?}, expected {:?}",
+                    t.shape, s.kind, s.shape
+                )));
+            }
+            vec![t]
+        } else {
+            let ins: Vec<&Tensor<T>> =
+                n.inputs.iter().map(|v| values[v.0 as usize].as_ref().expect("inputs computed before use")).collect();
+            n.op.eval(&ins, cx).map_err(err)?
+        };
+        for (v, t) in n.outputs.iter().zip(results) {
+            debug_assert_eq!(t.shape, g.shape(*v), "{} produced a wrong shape", n.op.name());
+            values[v.0 as usize] = Some(t);
+        }
+        if !keep_all {
+            for v in &n.inputs {
+                if last_use[v.0 as usize] == Some(i) && !is_output[v.0 as usize] {
+                    values[v.0 as usize] = None;
+                }
+            }
+        }
+    }
+    Ok(Run { values })
+}

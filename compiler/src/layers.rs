@@ -1,0 +1,552 @@
+//! The layer table: every layer of the language, its arguments and defaults, and how its
+//! arguments become a typed [`Layer`]. Both front ends (text and `network!`) resolve
+//! layers through this table, and `docs/LANGUAGE.md` documents exactly this table.
+
+use crate::ast::{Arg, Ident, Value, ValueKind};
+use crate::diag::{suggest, Diagnostic};
+use crate::span::Span;
+use std::fmt;
+
+/// An activation function (elementwise).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    Sigmoid,
+    Tanh,
+    /// relu′(0) = 0.
+    Relu,
+    /// x > 0 ? x : slope·x; derivative at 0 is `slope`.
+    LeakyRelu {
+        slope: f64,
+    },
+    /// x > 0 ? x : α(eˣ−1) (with expm1); derivative at 0 is α.
+    Elu {
+        alpha: f64,
+    },
+}
+
+impl Activation {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+            Activation::Relu => "relu",
+            Activation::LeakyRelu { .. } => "leaky_relu",
+            Activation::Elu { .. } => "elu",
+        }
+    }
+}
+
+impl fmt::Display for Activation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Activation::LeakyRelu { slope } => write!(f, "leaky_relu(slope: {slope})"),
+            Activation::Elu { alpha } => write!(f, "elu(alpha: {alpha})"),
+            a => f.write_str(a.name()),
+        }
+    }
+}
+
+/// Convolution padding as written: explicit (rows, columns) on each side, or `same`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    Explicit([usize; 2]),
+    /// (k−1)/2 on each side, output ⌈in/stride⌉ (odd kernels only).
+    Same,
+}
+
+/// A resolved layer with typed arguments.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Layer {
+    Dense { units: usize, bias: bool },
+    Conv2d { filters: usize, kernel: [usize; 2], stride: [usize; 2], padding: Padding, bias: bool },
+    MaxPool { size: [usize; 2], stride: [usize; 2] },
+    AvgPool { size: [usize; 2], stride: [usize; 2] },
+    BatchNorm { eps: f64, momentum: f64 },
+    Flatten,
+    GlobalAvgPool,
+    Dropout { p: f64 },
+    Add { other: Ident },
+    Softmax,
+    Activation(Activation),
+    Maxout { units: usize, pieces: usize },
+}
+
+/// The type an argument takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgType {
+    /// An integer ≥ 1.
+    Count,
+    /// An integer ≥ 1 or a list of two: `5` or `[3, 5]`.
+    Size2,
+    /// `p`, `[ph, pw]` (integers ≥ 0), `valid` or `same`.
+    Padding,
+    /// A number (integers are accepted).
+    Float,
+    Bool,
+    /// The name of an earlier statement.
+    Name,
+}
+
+impl ArgType {
+    pub fn describe(self) -> &'static str {
+        match self {
+            ArgType::Count => "a positive integer",
+            ArgType::Size2 => "a positive integer or a list of two, like `3` or `[3, 5]`",
+            ArgType::Padding => "a padding: an integer, `[rows, cols]`, `valid` or `same`",
+            ArgType::Float => "a number",
+            ArgType::Bool => "`true` or `false`",
+            ArgType::Name => "the name of an earlier statement",
+        }
+    }
+}
+
+/// An argument's default.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ArgDefault {
+    /// The argument must be given.
+    Required,
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Word(&'static str),
+    /// The value of another argument (`stride` defaults to `size`).
+    SameAs(&'static str),
+}
+
+impl fmt::Display for ArgDefault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArgDefault::Required => f.write_str("required"),
+            ArgDefault::Int(i) => write!(f, "{i}"),
+            ArgDefault::Float(x) if *x != 0.0 && x.abs() < 1e-3 => write!(f, "{x:e}"),
+            ArgDefault::Float(x) => f.write_str(&crate::ast::format_float(*x)),
+            ArgDefault::Bool(b) => write!(f, "{b}"),
+            ArgDefault::Word(w) => f.write_str(w),
+            ArgDefault::SameAs(a) => write!(f, "= {a}"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ArgSpec {
+    pub name: &'static str,
+    pub ty: ArgType,
+    pub default: ArgDefault,
+    pub doc: &'static str,
+}
+
+/// One row of the layer table.
+pub struct LayerDef {
+    pub name: &'static str,
+    pub args: &'static [ArgSpec],
+    pub doc: &'static str,
+    build: fn(&Args) -> Result<Layer, Diagnostic>,
+}
+
+const fn arg(name: &'static str, ty: ArgType, default: ArgDefault, doc: &'static str) -> ArgSpec {
+    ArgSpec { name, ty, default, doc }
+}
+
+use ArgDefault as D;
+use ArgType as T;
+
+/// Every layer of the language.
+pub static LAYERS: &[LayerDef] = &[
+    LayerDef {
+        name: "dense",
+        doc: "fully connected: y = x·Wᵀ + b on a flat input",
+        args: &[
+            arg("units", T::Count, D::Required, "output features"),
+            arg("bias", T::Bool, D::Bool(true), "add a learned bias"),
+        ],
+        build: |a| Ok(Layer::Dense { units: a.count("units")?, bias: a.bool("bias")? }),
+    },
+    LayerDef {
+        name: "conv2d",
+        doc: "2-D cross-correlation, NCHW",
+        args: &[
+            arg("filters", T::Count, D::Required, "output channels"),
+            arg("kernel", T::Size2, D::Required, "kernel size k or [kh, kw]"),
+            arg("stride", T::Size2, D::Int(1), "stride s or [sh, sw]"),
+            arg("padding", T::Padding, D::Int(0), "zeros on each side: p, [ph, pw], valid (=0) or same"),
+            arg("bias", T::Bool, D::Bool(true), "add a learned bias per filter"),
+        ],
+        build: |a| {
+            Ok(Layer::Conv2d {
+                filters: a.count("filters")?,
+                kernel: a.size2("kernel")?,
+                stride: a.size2("stride")?,
+                padding: a.padding("padding")?,
+                bias: a.bool("bias")?,
+            })
+        },
+    },
+    LayerDef {
+        name: "maxpool",
+        doc: "max over windows (floor mode, no padding); the first maximum wins, NaN wins",
+        args: &[
+            arg("size", T::Size2, D::Required, "window size"),
+            arg("stride", T::Size2, D::SameAs("size"), "window step"),
+        ],
+        build: |a| Ok(Layer::MaxPool { size: a.size2("size")?, stride: a.size2("stride")? }),
+    },
+    LayerDef {
+        name: "avgpool",
+        doc: "mean over windows (floor mode, no padding)",
+        args: &[
+            arg("size", T::Size2, D::Required, "window size"),
+            arg("stride", T::Size2, D::SameAs("size"), "window step"),
+        ],
+        build: |a| Ok(Layer::AvgPool { size: a.size2("size")?, stride: a.size2("stride")? }),
+    },
+    LayerDef {
+        name: "batchnorm",
+        doc: "batch normalization per feature (flat input) or per channel (image input)",
+        args: &[
+            arg("eps", T::Float, D::Float(1e-5), "added to the variance"),
+            arg("momentum", T::Float, D::Float(0.1), "running statistics: r ← (1−m)·r + m·stat"),
+        ],
+        build: |a| {
+            let eps = a.float("eps")?;
+            if eps <= 0.0 {
+                return Err(a.bad_value("eps", "a number greater than 0"));
+            }
+            let momentum = a.float("momentum")?;
+            if !(0.0..=1.0).contains(&momentum) {
+                return Err(a.bad_value("momentum", "a number from 0 to 1"));
+            }
+            Ok(Layer::BatchNorm { eps, momentum })
+        },
+    },
+    LayerDef {
+        name: "flatten", doc: "[C, H, W] → [C·H·W], in C,H,W order", args: &[], build: |_| Ok(Layer::Flatten)
+    },
+    LayerDef {
+        name: "global_avgpool",
+        doc: "[C, H, W] → [C], the mean of each channel",
+        args: &[],
+        build: |_| Ok(Layer::GlobalAvgPool),
+    },
+    LayerDef {
+        name: "dropout",
+        doc: "inverted dropout in training (kept values scaled by 1/(1−p)), identity otherwise",
+        args: &[arg("p", T::Float, D::Float(0.5), "probability of dropping a value")],
+        build: |a| {
+            let p = a.float("p")?;
+            if !(0.0..1.0).contains(&p) {
+                return Err(a.bad_value("p", "a probability from 0 up to (not including) 1"));
+            }
+            Ok(Layer::Dropout { p })
+        },
+    },
+    LayerDef {
+        name: "add",
+        doc: "the previous output plus a named earlier statement's output (equal shapes)",
+        args: &[arg("name", T::Name, D::Required, "the statement to add")],
+        build: |a| Ok(Layer::Add { other: a.name("name")? }),
+    },
+    LayerDef {
+        name: "softmax",
+        doc: "softmax over features; for inference outputs only",
+        args: &[],
+        build: |_| Ok(Layer::Softmax),
+    },
+    LayerDef { name: "sigmoid", doc: "1/(1+e⁻ˣ)", args: &[], build: |_| Ok(Layer::Activation(Activation::Sigmoid)) },
+    LayerDef { name: "tanh", doc: "hyperbolic tangent", args: &[], build: |_| Ok(Layer::Activation(Activation::Tanh)) },
+    LayerDef {
+        name: "relu",
+        doc: "max(0, x); relu′(0) = 0",
+        args: &[],
+        build: |_| Ok(Layer::Activation(Activation::Relu)),
+    },
+    LayerDef {
+        name: "leaky_relu",
+        doc: "x > 0 ? x : slope·x (the course's max(0.1x, x)); derivative at 0 is slope",
+        args: &[arg("slope", T::Float, D::Float(0.1), "slope for x ≤ 0 (PyTorch's default is 0.01)")],
+        build: |a| Ok(Layer::Activation(Activation::LeakyRelu { slope: a.float("slope")? })),
+    },
+    LayerDef {
+        name: "elu",
+        doc: "x > 0 ? x : α(eˣ−1); derivative at 0 is α",
+        args: &[arg("alpha", T::Float, D::Float(1.0), "α")],
+        build: |a| Ok(Layer::Activation(Activation::Elu { alpha: a.float("alpha")? })),
+    },
+    LayerDef {
+        name: "maxout",
+        doc: "max of `pieces` affine maps of a flat input",
+        args: &[
+            arg("units", T::Count, D::Required, "output features"),
+            arg("pieces", T::Count, D::Int(2), "affine pieces per output"),
+        ],
+        build: |a| Ok(Layer::Maxout { units: a.count("units")?, pieces: a.count("pieces")? }),
+    },
+];
+
+/// The losses of the language.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    SoftmaxCrossEntropy,
+    BinaryCrossEntropy,
+    Mse,
+}
+
+impl Loss {
+    pub const ALL: [Loss; 3] = [Loss::SoftmaxCrossEntropy, Loss::BinaryCrossEntropy, Loss::Mse];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::SoftmaxCrossEntropy => "softmax_cross_entropy",
+            Loss::BinaryCrossEntropy => "binary_cross_entropy",
+            Loss::Mse => "mse",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Loss> {
+        Loss::ALL.into_iter().find(|l| l.name() == name)
+    }
+}
+
+pub fn layer_def(name: &str) -> Option<&'static LayerDef> {
+    LAYERS.iter().find(|d| d.name == name)
+}
+
+/// Resolve a layer call against the table: check names, counts and types of the arguments.
+pub fn resolve_layer(name: &Ident, args: &[Arg], call_span: Span) -> Result<Layer, Diagnostic> {
+    let Some(def) = layer_def(&name.name) else {
+        let mut d = Diagnostic::new(name.span, format!("unknown layer `{}`", name.name)).with_label("unknown layer");
+        let known = LAYERS.iter().map(|l| l.name);
+        d = match (name.name.as_str(), suggest(&name.name, known)) {
+            ("model", _) => d.with_help("a file holds one model; `model` cannot appear inside it"),
+            (_, Some(s)) => d.with_help(format!("did you mean `{s}`?")),
+            (w, None) if Loss::from_name(w).is_some() => d.with_help(format!("a loss is written `loss {w}`")),
+            _ => {
+                d.with_help(format!("the layers are: {}", LAYERS.iter().map(|l| l.name).collect::<Vec<_>>().join(", ")))
+            }
+        };
+        return Err(d);
+    };
+    let args = Args::bind(def, args, call_span)?;
+    (def.build)(&args)
+}
+
+/// Arguments bound to a layer's parameters by position or keyword.
+pub struct Args<'a> {
+    def: &'static LayerDef,
+    values: Vec<Option<&'a Value>>,
+    call_span: Span,
+}
+
+impl<'a> Args<'a> {
+    fn bind(def: &'static LayerDef, args: &'a [Arg], call_span: Span) -> Result<Args<'a>, Diagnostic> {
+        let mut values: Vec<Option<&Value>> = vec![None; def.args.len()];
+        let mut seen_keyword = false;
+        for (i, a) in args.iter().enumerate() {
+            let slot = match &a.key {
+                None => {
+                    if seen_keyword {
+                        return Err(Diagnostic::new(a.span(), "a positional argument after a named one")
+                            .with_label("positional argument")
+                            .with_help("put positional arguments first"));
+                    }
+                    if i >= def.args.len() {
+                        return Err(Diagnostic::new(
+                            a.span(),
+                            format!(
+                                "`{}` takes {} argument{}, found more",
+                                def.name,
+                                def.args.len(),
+                                plural(def.args.len())
+                            ),
+                        )
+                        .with_label("extra argument")
+                        .with_help(signature(def)));
+                    }
+                    i
+                }
+                Some(k) => {
+                    seen_keyword = true;
+                    match def.args.iter().position(|s| s.name == k.name) {
+                        Some(j) => j,
+                        None => {
+                            let mut d = Diagnostic::new(k.span, format!("`{}` has no argument `{}`", def.name, k.name))
+                                .with_label("unknown argument");
+                            d = match suggest(&k.name, def.args.iter().map(|s| s.name)) {
+                                Some(s) => d.with_help(format!("did you mean `{s}`? ({})", signature(def))),
+                                None => d.with_help(signature(def)),
+                            };
+                            return Err(d);
+                        }
+                    }
+                }
+            };
+            if values[slot].is_some() {
+                return Err(Diagnostic::new(a.span(), format!("argument `{}` is given twice", def.args[slot].name))
+                    .with_label("given again here"));
+            }
+            values[slot] = Some(&a.value);
+        }
+        for (spec, v) in def.args.iter().zip(&values) {
+            if v.is_none() && spec.default == ArgDefault::Required {
+                return Err(Diagnostic::new(call_span, format!("`{}` needs the argument `{}`", def.name, spec.name))
+                    .with_label(format!("missing `{}`", spec.name))
+                    .with_help(signature(def)));
+            }
+        }
+        Ok(Args { def, values, call_span })
+    }
+
+    fn slot(&self, name: &str) -> (usize, &ArgSpec) {
+        let i = self.def.args.iter().position(|s| s.name == name).expect("argument in table");
+        (i, &self.def.args[i])
+    }
+
+    /// The value given for `name`, or its default, as a `ValueKind`.
+    fn get(&self, name: &str) -> (ValueKind, Span) {
+        let (i, spec) = self.slot(name);
+        match self.values[i] {
+            Some(v) => (v.kind.clone(), v.span),
+            None => match spec.default {
+                ArgDefault::Int(x) => (ValueKind::Int(x), self.call_span),
+                ArgDefault::Float(x) => (ValueKind::Float(x), self.call_span),
+                ArgDefault::Bool(x) => (ValueKind::Bool(x), self.call_span),
+                ArgDefault::Word(w) => (ValueKind::Name(w.into()), self.call_span),
+                ArgDefault::SameAs(other) => self.get(other),
+                ArgDefault::Required => unreachable!("checked in bind"),
+            },
+        }
+    }
+
+    fn type_error(&self, name: &str, found: &ValueKind, span: Span) -> Diagnostic {
+        let (_, spec) = self.slot(name);
+        Diagnostic::new(
+            span,
+            format!(
+                "`{}`'s argument `{}` expects {}, found {}",
+                self.def.name,
+                name,
+                spec.ty.describe(),
+                found.describe()
+            ),
+        )
+        .with_label(format!("expected {}", spec.ty.describe()))
+    }
+
+    fn bad_value(&self, name: &str, expected: &str) -> Diagnostic {
+        let (found, span) = self.get(name);
+        Diagnostic::new(
+            span,
+            format!("`{}`'s argument `{}` must be {}, found {}", self.def.name, name, expected, found.describe()),
+        )
+        .with_label(format!("expected {expected}"))
+    }
+
+    fn count(&self, name: &str) -> Result<usize, Diagnostic> {
+        let (v, span) = self.get(name);
+        match v {
+            ValueKind::Int(i) if i >= 1 => Ok(i as usize),
+            ValueKind::Int(_) => Err(self.bad_value(name, "at least 1")),
+            other => Err(self.type_error(name, &other, span)),
+        }
+    }
+
+    fn size2(&self, name: &str) -> Result<[usize; 2], Diagnostic> {
+        let (v, span) = self.get(name);
+        let one = |v: &Value| match v.kind {
+            ValueKind::Int(i) if i >= 1 => Ok(i as usize),
+            ValueKind::Int(_) => Err(Diagnostic::new(
+                v.span,
+                format!("`{}`'s argument `{}` must be at least 1, found {}", self.def.name, name, v.kind.describe()),
+            )
+            .with_label("expected at least 1")),
+            ref other => Err(self.type_error(name, other, v.span)),
+        };
+        match &v {
+            ValueKind::Int(_) => {
+                let x = one(&Value { kind: v.clone(), span })?;
+                Ok([x, x])
+            }
+            ValueKind::List(items) if items.len() == 2 => Ok([one(&items[0])?, one(&items[1])?]),
+            other => Err(self.type_error(name, other, span)),
+        }
+    }
+
+    fn padding(&self, name: &str) -> Result<Padding, Diagnostic> {
+        let (v, span) = self.get(name);
+        let one = |v: &Value| match v.kind {
+            ValueKind::Int(i) if i >= 0 => Ok(i as usize),
+            ValueKind::Int(_) => Err(Diagnostic::new(
+                v.span,
+                format!("`{}`'s padding must not be negative, found {}", self.def.name, v.kind.describe()),
+            )
+            .with_label("expected 0 or more")),
+            ref other => Err(self.type_error(name, other, v.span)),
+        };
+        match &v {
+            ValueKind::Int(_) => {
+                let p = one(&Value { kind: v.clone(), span })?;
+                Ok(Padding::Explicit([p, p]))
+            }
+            ValueKind::List(items) if items.len() == 2 => Ok(Padding::Explicit([one(&items[0])?, one(&items[1])?])),
+            ValueKind::Name(w) if w == "valid" => Ok(Padding::Explicit([0, 0])),
+            ValueKind::Name(w) if w == "same" => Ok(Padding::Same),
+            ValueKind::Name(w) => {
+                let mut d = self.type_error(name, &v, span);
+                if let Some(s) = suggest(w, ["same", "valid"]) {
+                    d = d.with_help(format!("did you mean `{s}`?"));
+                }
+                Err(d)
+            }
+            other => Err(self.type_error(name, other, span)),
+        }
+    }
+
+    fn float(&self, name: &str) -> Result<f64, Diagnostic> {
+        let (v, span) = self.get(name);
+        match v {
+            ValueKind::Int(i) => Ok(i as f64),
+            ValueKind::Float(x) => Ok(x),
+            other => Err(self.type_error(name, &other, span)),
+        }
+    }
+
+    fn bool(&self, name: &str) -> Result<bool, Diagnostic> {
+        let (v, span) = self.get(name);
+        match v {
+            ValueKind::Bool(b) => Ok(b),
+            other => Err(self.type_error(name, &other, span)),
+        }
+    }
+
+    fn name(&self, name: &str) -> Result<Ident, Diagnostic> {
+        let (v, span) = self.get(name);
+        match v {
+            ValueKind::Name(n) => Ok(Ident { name: n, span }),
+            other => Err(self.type_error(name, &other, span)),
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// `conv2d(filters, kernel, stride: 1, padding: 0, bias: true)`: a layer's signature.
+pub fn signature(def: &LayerDef) -> String {
+    let args: Vec<String> = def
+        .args
+        .iter()
+        .map(|a| match a.default {
+            ArgDefault::Required => a.name.to_string(),
+            d => format!("{}: {}", a.name, d),
+        })
+        .collect();
+    if args.is_empty() {
+        format!("`{}` takes no arguments", def.name)
+    } else {
+        format!("usage: `{}({})`", def.name, args.join(", "))
+    }
+}

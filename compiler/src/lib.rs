@@ -1,0 +1,26 @@
+//! Percept's compiler.
+//!
+//! The pipeline, one module per stage (see `docs/ARCHITECTURE.md`):
+//! `.nn` text —[`lex`] (nom)→ tokens —[`grammar`]→ [`ast`] —[`check`]→ [`check::ModelSpec`]
+//! (shapes per statement) —[`build`]→ [`ir::Graph`] (forward, batch N) —[`autodiff`]→ training
+//! graph —[`interp`] (reference) or the Cranelift back end (feature `codegen`).
+
+pub mod ast;
+pub mod autodiff;
+pub mod build;
+pub mod check;
+pub mod diag;
+pub mod grammar;
+pub mod interp;
+pub mod ir;
+pub mod layers;
+pub mod lex;
+pub mod ops;
+pub mod parse;
+pub mod span;
+pub mod tensor;
+
+pub use check::{check, ModelSpec};
+pub use diag::Diagnostic;
+pub use parse::{parse, parse_and_check};
+pub use span::{SourceFile, Span};

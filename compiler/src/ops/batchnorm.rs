@@ -1,0 +1,242 @@
+//! Batch normalization: training form (batch statistics), its gradient, evaluation form
+//! (running statistics), and the running-statistics update.
+//!
+//! Statistics are per feature of [N, F] or per channel of [N, C, H, W], computed two-pass
+//! in f64: mean, then the biased variance. The running variance uses the unbiased one.
+
+use super::{arity, Grads, OpRule, Shapes, StepCtx, VjpCtx};
+use crate::ir::{IrError, ValueId};
+use crate::tensor::{Real, Tensor};
+
+/// (batch, channels, elements per channel per sample) of an [N, C] or [N, C, H, W] shape.
+pub fn channel_layout(shape: &[usize]) -> (usize, usize, usize) {
+    (shape[0], shape[1], shape[2..].iter().product())
+}
+
+fn check_x(x: &[usize]) -> Result<(), String> {
+    if x.len() == 2 || x.len() == 4 {
+        Ok(())
+    } else {
+        Err(format!("batch norm input must be [N, F] or [N, C, H, W], found {x:?}"))
+    }
+}
+
+fn check_vec(v: &[usize], c: usize, what: &str) -> Result<(), String> {
+    if v == [c] {
+        Ok(())
+    } else {
+        Err(format!("{what} must be [{c}], found {v:?}"))
+    }
+}
+
+/// Per-channel mean and biased variance, two-pass in f64.
+pub fn channel_stats<T: Real>(x: &Tensor<T>) -> (Vec<f64>, Vec<f64>) {
+    let (n, c, inner) = channel_layout(&x.shape);
+    let count = (n * inner) as f64;
+    let mut mean = vec![0.0; c];
+    let mut var = vec![0.0; c];
+    for ch in 0..c {
+        let vals = || (0..n).flat_map(move |b| (0..inner).map(move |i| x.data[(b * c + ch) * inner + i].as_f64()));
+        let m = vals().sum::<f64>() / count;
+        mean[ch] = m;
+        var[ch] = vals().map(|v| (v - m) * (v - m)).sum::<f64>() / count;
+    }
+    (mean, var)
+}
+
+/// (x, γ, β) → (y, batch mean, biased batch variance).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormTrain {
+    pub eps: f64,
+}
+
+impl OpRule for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "batchnorm_train"
+    }
+
+    fn attrs(&self) -> String {
+        format!("eps={}", self.eps)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 3)?;
+        check_x(ins[0])?;
+        let (n, c, inner) = channel_layout(ins[0]);
+        if n * inner < 2 {
+            return Err(format!(
+                "batch norm in training needs more than one value per channel, found {} (batch {n})",
+                n * inner
+            ));
+        }
+        check_vec(ins[1], c, "γ")?;
+        check_vec(ins[2], c, "β")?;
+        Ok(vec![ins[0].to_vec(), vec![c], vec![c]])
+    }
+
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+        let Some(dy) = dys[0] else { return Ok(vec![None, None, None]) };
+        let (x, gamma) = (cx.inputs[0], cx.inputs[1]);
+        let (mean, var) = (cx.outputs[1], cx.outputs[2]);
+        let g = cx.emit(BatchNormTrainGrad { eps: self.eps }, &[x, mean, var, gamma, dy])?;
+        Ok(vec![Some(g[0]), Some(g[1]), Some(g[2])])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let (x, gamma, beta) = (ins[0], ins[1], ins[2]);
+        let (_, c, inner) = channel_layout(&x.shape);
+        let (mean, var) = channel_stats(x);
+        let istd: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+        let y = x
+            .data
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let ch = (i / inner) % c;
+                T::from_f64((v.as_f64() - mean[ch]) * istd[ch]) * gamma.data[ch] + beta.data[ch]
+            })
+            .collect();
+        let to_t = |v: &[f64]| Tensor::new(vec![c], v.iter().map(|&x| T::from_f64(x)).collect());
+        Ok(vec![Tensor::new(x.shape.clone(), y), to_t(&mean), to_t(&var)])
+    }
+
+    fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
+        7 * super::numel(ins[0])
+    }
+}
+
+/// (x, mean, var, γ, dy) → (dx, dγ, dβ).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormTrainGrad {
+    pub eps: f64,
+}
+
+impl OpRule for BatchNormTrainGrad {
+    fn name(&self) -> &'static str {
+        "batchnorm_train_grad"
+    }
+
+    fn attrs(&self) -> String {
+        format!("eps={}", self.eps)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 5)?;
+        check_x(ins[0])?;
+        let (_, c, _) = channel_layout(ins[0]);
+        for (i, what) in [(1, "mean"), (2, "var"), (3, "γ")] {
+            check_vec(ins[i], c, what)?;
+        }
+        super::same(ins[0], ins[4], "x and dy")?;
+        Ok(vec![ins[0].to_vec(), vec![c], vec![c]])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let (x, mean, var, gamma, dy) = (ins[0], ins[1], ins[2], ins[3], ins[4]);
+        let (n, c, inner) = channel_layout(&x.shape);
+        let m = (n * inner) as f64;
+        let istd: Vec<f64> = var.data.iter().map(|v| 1.0 / (v.as_f64() + self.eps).sqrt()).collect();
+        let xhat = |i: usize, ch: usize| (x.data[i].as_f64() - mean.data[ch].as_f64()) * istd[ch];
+        let mut dbeta = vec![0.0; c];
+        let mut dgamma = vec![0.0; c];
+        for i in 0..x.data.len() {
+            let ch = (i / inner) % c;
+            dbeta[ch] += dy.data[i].as_f64();
+            dgamma[ch] += dy.data[i].as_f64() * xhat(i, ch);
+        }
+        let dx = (0..x.data.len())
+            .map(|i| {
+                let ch = (i / inner) % c;
+                let g = gamma.data[ch].as_f64() * istd[ch];
+                T::from_f64(g * (dy.data[i].as_f64() - dbeta[ch] / m - xhat(i, ch) * dgamma[ch] / m))
+            })
+            .collect();
+        let to_t = |v: &[f64]| Tensor::new(vec![c], v.iter().map(|&x| T::from_f64(x)).collect());
+        Ok(vec![Tensor::new(x.shape.clone(), dx), to_t(&dgamma), to_t(&dbeta)])
+    }
+
+    fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
+        10 * super::numel(ins[0])
+    }
+}
+
+/// (x, running mean, running var, γ, β) → y, normalizing with the running statistics.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormEval {
+    pub eps: f64,
+}
+
+impl OpRule for BatchNormEval {
+    fn name(&self) -> &'static str {
+        "batchnorm_eval"
+    }
+
+    fn attrs(&self) -> String {
+        format!("eps={}", self.eps)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 5)?;
+        check_x(ins[0])?;
+        let (_, c, _) = channel_layout(ins[0]);
+        for (i, what) in [(1, "running mean"), (2, "running var"), (3, "γ"), (4, "β")] {
+            check_vec(ins[i], c, what)?;
+        }
+        Ok(vec![ins[0].to_vec()])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let (x, rm, rv, gamma, beta) = (ins[0], ins[1], ins[2], ins[3], ins[4]);
+        let (_, c, inner) = channel_layout(&x.shape);
+        let y = x
+            .data
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let ch = (i / inner) % c;
+                let istd = 1.0 / (rv.data[ch].as_f64() + self.eps).sqrt();
+                T::from_f64((v.as_f64() - rm.data[ch].as_f64()) * istd) * gamma.data[ch] + beta.data[ch]
+            })
+            .collect();
+        Ok(vec![Tensor::new(x.shape.clone(), y)])
+    }
+}
+
+/// r ← (1−m)·r + m·correction·stat (correction = M/(M−1) turns the biased batch variance
+/// into the unbiased one for `running_var`, as PyTorch does).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RunningUpdate {
+    pub momentum: f64,
+    pub correction: f64,
+}
+
+impl OpRule for RunningUpdate {
+    fn name(&self) -> &'static str {
+        "running_update"
+    }
+
+    fn attrs(&self) -> String {
+        format!("momentum={} correction={}", self.momentum, self.correction)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 2)?;
+        super::same(ins[0], ins[1], "running value and statistic")?;
+        Ok(vec![ins[0].to_vec()])
+    }
+
+    fn vjp(&self, _: &mut VjpCtx, _: &[Option<ValueId>]) -> Result<Grads, IrError> {
+        Ok(vec![None, None])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let m = self.momentum;
+        let data = ins[0]
+            .data
+            .iter()
+            .zip(&ins[1].data)
+            .map(|(&r, &s)| T::from_f64((1.0 - m) * r.as_f64() + m * self.correction * s.as_f64()))
+            .collect();
+        Ok(vec![Tensor::new(ins[0].shape.clone(), data)])
+    }
+}

@@ -1,0 +1,231 @@
+//! 2-D convolution (cross-correlation, NCHW) and its two backward passes.
+
+use super::{arity, rank, Grads, OpRule, Shapes, StepCtx, VjpCtx};
+use crate::check::window_out;
+use crate::ir::{IrError, ValueId};
+use crate::tensor::{Real, Tensor};
+
+/// Stride and zero padding (each side) of a convolution, as (rows, cols).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+}
+
+impl ConvGeom {
+    fn attrs(&self) -> String {
+        format!("stride={:?} padding={:?}", self.stride, self.padding)
+    }
+
+    /// Output height and width for an input and a kernel.
+    pub fn out_hw(&self, hw: [usize; 2], k: [usize; 2]) -> Option<[usize; 2]> {
+        Some([
+            window_out(hw[0], 2 * self.padding[0], k[0], self.stride[0])?,
+            window_out(hw[1], 2 * self.padding[1], k[1], self.stride[1])?,
+        ])
+    }
+
+    /// The input coordinate read by output `o` at kernel offset `k`, if inside the input.
+    #[inline]
+    pub fn src(&self, axis: usize, o: usize, k: usize, n: usize) -> Option<usize> {
+        let i = (o * self.stride[axis] + k).checked_sub(self.padding[axis])?;
+        (i < n).then_some(i)
+    }
+}
+
+/// y[n,f,oy,ox] = Σ_{c,ky,kx} x[n,c,oy·s+ky−p, ox·s+kx−p] · w[f,c,ky,kx].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    pub geom: ConvGeom,
+}
+
+impl OpRule for Conv2d {
+    fn name(&self) -> &'static str {
+        "conv2d"
+    }
+
+    fn attrs(&self) -> String {
+        self.geom.attrs()
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 2)?;
+        rank(ins[0], 4, "input")?;
+        rank(ins[1], 4, "weight")?;
+        let (x, w) = (ins[0], ins[1]);
+        if x[1] != w[1] {
+            return Err(format!("input has {} channels, weight expects {}", x[1], w[1]));
+        }
+        let [ho, wo] = self.geom.out_hw([x[2], x[3]], [w[2], w[3]]).ok_or("kernel larger than padded input")?;
+        Ok(vec![vec![x[0], w[0], ho, wo]])
+    }
+
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+        let Some(dy) = dys[0] else { return Ok(vec![None, None]) };
+        let (x, w) = (cx.inputs[0], cx.inputs[1]);
+        let xs = cx.shape(x).to_vec();
+        let ws = cx.shape(w).to_vec();
+        let dx = cx.emit1(Conv2dGradInput { geom: self.geom, input_hw: [xs[2], xs[3]] }, &[dy, w])?;
+        let dw = cx.emit1(Conv2dGradWeight { geom: self.geom, kernel: [ws[2], ws[3]] }, &[x, dy])?;
+        Ok(vec![Some(dx), Some(dw)])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let (x, w) = (ins[0], ins[1]);
+        let [n, c, h, wd] = x.shape[..] else { unreachable!() };
+        let [f, _, kh, kw] = w.shape[..] else { unreachable!() };
+        let [ho, wo] = self.geom.out_hw([h, wd], [kh, kw]).unwrap();
+        let mut y = Tensor::zeros(&[n, f, ho, wo]);
+        for b in 0..n {
+            for o in 0..f {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let mut s = T::zero();
+                        for ci in 0..c {
+                            for ky in 0..kh {
+                                let Some(iy) = self.geom.src(0, oy, ky, h) else { continue };
+                                for kx in 0..kw {
+                                    let Some(ix) = self.geom.src(1, ox, kx, wd) else { continue };
+                                    s += x.data[((b * c + ci) * h + iy) * wd + ix]
+                                        * w.data[((o * c + ci) * kh + ky) * kw + kx];
+                                }
+                            }
+                        }
+                        y.data[((b * f + o) * ho + oy) * wo + ox] = s;
+                    }
+                }
+            }
+        }
+        Ok(vec![y])
+    }
+
+    fn flops(&self, ins: &Shapes, outs: &Shapes) -> u64 {
+        let w = ins[1];
+        2 * super::numel(outs[0]) * (w[1] * w[2] * w[3]) as u64
+    }
+}
+
+/// dx of a convolution from dy and the weight (a transposed convolution).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dGradInput {
+    pub geom: ConvGeom,
+    pub input_hw: [usize; 2],
+}
+
+impl OpRule for Conv2dGradInput {
+    fn name(&self) -> &'static str {
+        "conv2d_grad_input"
+    }
+
+    fn attrs(&self) -> String {
+        format!("{} input_hw={:?}", self.geom.attrs(), self.input_hw)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 2)?;
+        rank(ins[0], 4, "dy")?;
+        rank(ins[1], 4, "weight")?;
+        let (dy, w) = (ins[0], ins[1]);
+        let out = self.geom.out_hw(self.input_hw, [w[2], w[3]]).ok_or("kernel larger than padded input")?;
+        if dy[1] != w[0] || [dy[2], dy[3]] != out {
+            return Err(format!("dy {dy:?} does not fit weight {w:?} and input {:?}", self.input_hw));
+        }
+        Ok(vec![vec![dy[0], w[1], self.input_hw[0], self.input_hw[1]]])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let (dy, w) = (ins[0], ins[1]);
+        let [n, f, ho, wo] = dy.shape[..] else { unreachable!() };
+        let [_, c, kh, kw] = w.shape[..] else { unreachable!() };
+        let [h, wd] = self.input_hw;
+        let mut dx = Tensor::zeros(&[n, c, h, wd]);
+        for b in 0..n {
+            for o in 0..f {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let g = dy.data[((b * f + o) * ho + oy) * wo + ox];
+                        for ci in 0..c {
+                            for ky in 0..kh {
+                                let Some(iy) = self.geom.src(0, oy, ky, h) else { continue };
+                                for kx in 0..kw {
+                                    let Some(ix) = self.geom.src(1, ox, kx, wd) else { continue };
+                                    dx.data[((b * c + ci) * h + iy) * wd + ix] +=
+                                        g * w.data[((o * c + ci) * kh + ky) * kw + kx];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(vec![dx])
+    }
+
+    fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
+        let w = ins[1];
+        2 * super::numel(ins[0]) * (w[1] * w[2] * w[3]) as u64
+    }
+}
+
+/// dw of a convolution from the input and dy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dGradWeight {
+    pub geom: ConvGeom,
+    pub kernel: [usize; 2],
+}
+
+impl OpRule for Conv2dGradWeight {
+    fn name(&self) -> &'static str {
+        "conv2d_grad_weight"
+    }
+
+    fn attrs(&self) -> String {
+        format!("{} kernel={:?}", self.geom.attrs(), self.kernel)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 2)?;
+        rank(ins[0], 4, "input")?;
+        rank(ins[1], 4, "dy")?;
+        let (x, dy) = (ins[0], ins[1]);
+        let out = self.geom.out_hw([x[2], x[3]], self.kernel).ok_or("kernel larger than padded input")?;
+        if dy[0] != x[0] || [dy[2], dy[3]] != out {
+            return Err(format!("dy {dy:?} does not fit input {x:?}"));
+        }
+        Ok(vec![vec![dy[1], x[1], self.kernel[0], self.kernel[1]]])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let (x, dy) = (ins[0], ins[1]);
+        let [n, c, h, wd] = x.shape[..] else { unreachable!() };
+        let [_, f, ho, wo] = dy.shape[..] else { unreachable!() };
+        let [kh, kw] = self.kernel;
+        let mut dw = Tensor::zeros(&[f, c, kh, kw]);
+        for o in 0..f {
+            for ci in 0..c {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let mut s = T::zero();
+                        for b in 0..n {
+                            for oy in 0..ho {
+                                let Some(iy) = self.geom.src(0, oy, ky, h) else { continue };
+                                for ox in 0..wo {
+                                    let Some(ix) = self.geom.src(1, ox, kx, wd) else { continue };
+                                    s += x.data[((b * c + ci) * h + iy) * wd + ix]
+                                        * dy.data[((b * f + o) * ho + oy) * wo + ox];
+                                }
+                            }
+                        }
+                        dw.data[((o * c + ci) * kh + ky) * kw + kx] = s;
+                    }
+                }
+            }
+        }
+        Ok(vec![dw])
+    }
+
+    fn flops(&self, ins: &Shapes, outs: &Shapes) -> u64 {
+        let dy = ins[1];
+        2 * super::numel(outs[0]) * (dy[0] * dy[2] * dy[3]) as u64
+    }
+}

@@ -1,0 +1,203 @@
+//! The op table: every primitive op of the graph IR.
+//!
+//! Each op is a small struct implementing [`OpRule`]: its shape rule, its gradient (VJP,
+//! emitted as more graph nodes: autodiff is a graph transform), its reference interpreter
+//! loop, and its cost. The [`Op`] enum is generated from the one list in [`op_table!`], so
+//! adding an op means writing its struct in its family's file and adding one line there.
+//! (Lowering to machine code lives with the back end, in `codegen::lower`.)
+
+mod activation;
+mod batchnorm;
+mod conv;
+mod dense;
+mod elementwise;
+mod loss;
+mod optim;
+mod pool;
+mod source;
+
+pub use activation::{Act, ActGrad, Softmax, SoftmaxGrad};
+pub use batchnorm::{
+    channel_layout as batchnorm_layout, channel_stats, BatchNormEval, BatchNormTrain, BatchNormTrainGrad, RunningUpdate,
+};
+pub use conv::{Conv2d, Conv2dGradInput, Conv2dGradWeight, ConvGeom};
+pub use dense::{BiasAdd, BiasGrad, MatMul, MaxoutGrad, MaxoutReduce};
+pub use elementwise::{dropout_keep, Add, Dropout, Reshape};
+pub use loss::{BceWithLogits, BceWithLogitsGrad, Mse, MseGrad, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad};
+pub use optim::{AdamUpdate, SgdUpdate};
+pub use pool::{AvgPool, AvgPoolGrad, GlobalAvgPool, GlobalAvgPoolGrad, MaxPool, MaxPoolGrad, PoolGeom};
+pub use source::{Source, SourceKind};
+
+use crate::ir::{Graph, IrError, Origin, ValueId};
+use crate::tensor::{Real, Tensor};
+
+/// Per-step values every op may read: the RNG seed and the step counter (dropout masks
+/// are a hash of seed, step, statement and element), and the optimizer's hyperparameters
+/// that change during training (learning rate; the Adam step for bias correction).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepCtx {
+    pub seed: u64,
+    pub step: u64,
+    pub lr: f64,
+}
+
+impl Default for StepCtx {
+    fn default() -> StepCtx {
+        StepCtx { seed: 0, step: 0, lr: 0.01 }
+    }
+}
+
+/// Shapes of an op's inputs.
+pub type Shapes<'a> = [&'a [usize]];
+
+/// What the VJP of an op is handed: the graph to add nodes to, and the node's values.
+pub struct VjpCtx<'g> {
+    pub graph: &'g mut Graph,
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+    pub origin: Origin,
+}
+
+impl VjpCtx<'_> {
+    /// Add a node to the backward graph and return its outputs.
+    pub fn emit(&mut self, op: impl Into<Op>, inputs: &[ValueId]) -> Result<Vec<ValueId>, IrError> {
+        self.graph.push(op.into(), inputs, self.origin.clone())
+    }
+
+    pub fn emit1(&mut self, op: impl Into<Op>, inputs: &[ValueId]) -> Result<ValueId, IrError> {
+        Ok(self.emit(op, inputs)?[0])
+    }
+
+    pub fn shape(&self, v: ValueId) -> &[usize] {
+        self.graph.shape(v)
+    }
+}
+
+/// The gradients of an op's inputs (`None`: no gradient flows to that input).
+pub type Grads = Vec<Option<ValueId>>;
+
+/// The rules of one primitive op.
+pub trait OpRule {
+    /// The op's name in the IR text.
+    fn name(&self) -> &'static str;
+
+    /// Attributes in the IR text (`stride=[2, 2] padding=[1, 1]`), empty if none.
+    fn attrs(&self) -> String {
+        String::new()
+    }
+
+    /// The shapes of the outputs, or why these inputs do not fit.
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String>;
+
+    /// Emit the vector-Jacobian product: given the cotangents of the outputs (`None`: zero,
+    /// except for a loss, whose single output is the root with cotangent 1), the
+    /// cotangents of the inputs.
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+        let _ = (cx, dys);
+        Err(IrError(format!("`{}` has no gradient (it only appears in backward or update graphs)", self.name())))
+    }
+
+    /// Run the op with plain loops.
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], cx: &StepCtx) -> Result<Vec<Tensor<T>>, String>;
+
+    /// Floating-point operations (a multiply-add counts 2), for kernel plans.
+    fn flops(&self, ins: &Shapes, outs: &Shapes) -> u64 {
+        let _ = ins;
+        outs.iter().map(|s| s.iter().product::<usize>() as u64).sum()
+    }
+}
+
+macro_rules! op_table {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        /// A primitive op of the graph IR with its attributes.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum Op { $($variant($ty)),* }
+
+        $(impl From<$ty> for Op {
+            fn from(op: $ty) -> Op { Op::$variant(op) }
+        })*
+
+        impl Op {
+            pub fn name(&self) -> &'static str { match self { $(Op::$variant(o) => o.name()),* } }
+            pub fn attrs(&self) -> String { match self { $(Op::$variant(o) => o.attrs()),* } }
+            pub fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+                match self { $(Op::$variant(o) => o.infer(ins)),* }
+            }
+            pub fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+                match self { $(Op::$variant(o) => o.vjp(cx, dys)),* }
+            }
+            pub fn eval<T: Real>(&self, ins: &[&Tensor<T>], cx: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+                match self { $(Op::$variant(o) => o.eval(ins, cx)),* }
+            }
+            pub fn flops(&self, ins: &Shapes, outs: &Shapes) -> u64 {
+                match self { $(Op::$variant(o) => o.flops(ins, outs)),* }
+            }
+        }
+    };
+}
+
+op_table! {
+    Source(Source),
+    MatMul(MatMul),
+    BiasAdd(BiasAdd),
+    BiasGrad(BiasGrad),
+    Conv2d(Conv2d),
+    Conv2dGradInput(Conv2dGradInput),
+    Conv2dGradWeight(Conv2dGradWeight),
+    Act(Act),
+    ActGrad(ActGrad),
+    Softmax(Softmax),
+    SoftmaxGrad(SoftmaxGrad),
+    MaxPool(MaxPool),
+    MaxPoolGrad(MaxPoolGrad),
+    AvgPool(AvgPool),
+    AvgPoolGrad(AvgPoolGrad),
+    GlobalAvgPool(GlobalAvgPool),
+    GlobalAvgPoolGrad(GlobalAvgPoolGrad),
+    Reshape(Reshape),
+    Add(Add),
+    Dropout(Dropout),
+    BatchNormTrain(BatchNormTrain),
+    BatchNormTrainGrad(BatchNormTrainGrad),
+    BatchNormEval(BatchNormEval),
+    RunningUpdate(RunningUpdate),
+    MaxoutReduce(MaxoutReduce),
+    MaxoutGrad(MaxoutGrad),
+    SoftmaxCrossEntropy(SoftmaxCrossEntropy),
+    SoftmaxCrossEntropyGrad(SoftmaxCrossEntropyGrad),
+    BceWithLogits(BceWithLogits),
+    BceWithLogitsGrad(BceWithLogitsGrad),
+    Mse(Mse),
+    MseGrad(MseGrad),
+    SgdUpdate(SgdUpdate),
+    AdamUpdate(AdamUpdate),
+}
+
+/// Helpers for shape rules.
+pub(crate) fn arity(ins: &Shapes, n: usize) -> Result<(), String> {
+    if ins.len() == n {
+        Ok(())
+    } else {
+        Err(format!("expects {n} inputs, found {}", ins.len()))
+    }
+}
+
+pub(crate) fn rank(s: &[usize], r: usize, what: &str) -> Result<(), String> {
+    if s.len() == r {
+        Ok(())
+    } else {
+        Err(format!("{what} must have rank {r}, found {s:?}"))
+    }
+}
+
+pub(crate) fn same(a: &[usize], b: &[usize], what: &str) -> Result<(), String> {
+    if a == b {
+        Ok(())
+    } else {
+        Err(format!("{what}: shapes {a:?} and {b:?} differ"))
+    }
+}
+
+pub(crate) fn numel(s: &[usize]) -> u64 {
+    s.iter().product::<usize>() as u64
+}

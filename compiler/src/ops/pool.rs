@@ -1,0 +1,267 @@
+//! Max, average and global-average pooling (floor mode, no padding) and their gradients.
+
+use super::{arity, rank, Grads, OpRule, Shapes, StepCtx, VjpCtx};
+use crate::check::window_out;
+use crate::ir::{IrError, ValueId};
+use crate::tensor::{Real, Tensor};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolGeom {
+    pub size: [usize; 2],
+    pub stride: [usize; 2],
+}
+
+impl PoolGeom {
+    fn attrs(&self) -> String {
+        format!("size={:?} stride={:?}", self.size, self.stride)
+    }
+
+    pub fn out_hw(&self, h: usize, w: usize) -> Option<[usize; 2]> {
+        Some([window_out(h, 0, self.size[0], self.stride[0])?, window_out(w, 0, self.size[1], self.stride[1])?])
+    }
+
+    fn infer_image(&self, x: &[usize]) -> Result<Vec<usize>, String> {
+        rank(x, 4, "input")?;
+        let [ho, wo] = self.out_hw(x[2], x[3]).ok_or("window larger than input")?;
+        Ok(vec![x[0], x[1], ho, wo])
+    }
+
+    /// For every output of one [H, W] plane: the flat input indices of its window in
+    /// row-major order.
+    fn windows(&self, h: usize, w: usize) -> impl Iterator<Item = Vec<usize>> + '_ {
+        let [ho, wo] = self.out_hw(h, w).unwrap_or([0, 0]);
+        (0..ho * wo).map(move |o| {
+            let (oy, ox) = (o / wo, o % wo);
+            let mut idx = Vec::with_capacity(self.size[0] * self.size[1]);
+            for ky in 0..self.size[0] {
+                for kx in 0..self.size[1] {
+                    idx.push((oy * self.stride[0] + ky) * w + ox * self.stride[1] + kx);
+                }
+            }
+            idx
+        })
+    }
+}
+
+/// Max over each window: the first maximum in row-major order wins (strict `>`); NaN wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxPool {
+    pub geom: PoolGeom,
+}
+
+fn winner<T: Real>(plane: &[T], window: &[usize]) -> usize {
+    let vals: Vec<T> = window.iter().map(|&i| plane[i]).collect();
+    window[super::dense::argmax_first(&vals)]
+}
+
+impl OpRule for MaxPool {
+    fn name(&self) -> &'static str {
+        "maxpool"
+    }
+
+    fn attrs(&self) -> String {
+        self.geom.attrs()
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 1)?;
+        Ok(vec![self.geom.infer_image(ins[0])?])
+    }
+
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+        let Some(dy) = dys[0] else { return Ok(vec![None]) };
+        let x = cx.inputs[0];
+        Ok(vec![Some(cx.emit1(MaxPoolGrad { geom: self.geom }, &[x, dy])?)])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let x = ins[0];
+        let (h, w) = (x.shape[2], x.shape[3]);
+        let out = self.geom.infer_image(&x.shape)?;
+        let mut data = Vec::with_capacity(out.iter().product());
+        for plane in x.data.chunks(h * w) {
+            data.extend(self.geom.windows(h, w).map(|win| plane[winner(plane, &win)]));
+        }
+        Ok(vec![Tensor::new(out, data)])
+    }
+
+    fn flops(&self, _: &Shapes, outs: &Shapes) -> u64 {
+        super::numel(outs[0]) * (self.geom.size[0] * self.geom.size[1]) as u64
+    }
+}
+
+/// The max-pool gradient: each dy goes to its window's winner; overlapping windows add.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxPoolGrad {
+    pub geom: PoolGeom,
+}
+
+impl OpRule for MaxPoolGrad {
+    fn name(&self) -> &'static str {
+        "maxpool_grad"
+    }
+
+    fn attrs(&self) -> String {
+        self.geom.attrs()
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 2)?;
+        super::same(&self.geom.infer_image(ins[0])?, ins[1], "pooled input and dy")?;
+        Ok(vec![ins[0].to_vec()])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let (x, dy) = (ins[0], ins[1]);
+        let (h, w) = (x.shape[2], x.shape[3]);
+        let per_plane = dy.shape[2] * dy.shape[3];
+        let mut dx = Tensor::zeros(&x.shape);
+        for (p, plane) in x.data.chunks(h * w).enumerate() {
+            for (o, win) in self.geom.windows(h, w).enumerate() {
+                dx.data[p * h * w + winner(plane, &win)] += dy.data[p * per_plane + o];
+            }
+        }
+        Ok(vec![dx])
+    }
+}
+
+/// Mean over each window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AvgPool {
+    pub geom: PoolGeom,
+}
+
+impl OpRule for AvgPool {
+    fn name(&self) -> &'static str {
+        "avgpool"
+    }
+
+    fn attrs(&self) -> String {
+        self.geom.attrs()
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 1)?;
+        Ok(vec![self.geom.infer_image(ins[0])?])
+    }
+
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+        let Some(dy) = dys[0] else { return Ok(vec![None]) };
+        let xs = cx.shape(cx.inputs[0]).to_vec();
+        Ok(vec![Some(cx.emit1(AvgPoolGrad { geom: self.geom, input_hw: [xs[2], xs[3]] }, &[dy])?)])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let x = ins[0];
+        let (h, w) = (x.shape[2], x.shape[3]);
+        let out = self.geom.infer_image(&x.shape)?;
+        let inv = T::one() / T::from_usize(self.geom.size[0] * self.geom.size[1]);
+        let mut data = Vec::with_capacity(out.iter().product());
+        for plane in x.data.chunks(h * w) {
+            data.extend(self.geom.windows(h, w).map(|win| win.iter().map(|&i| plane[i]).sum::<T>() * inv));
+        }
+        Ok(vec![Tensor::new(out, data)])
+    }
+}
+
+/// The average-pool gradient: dy / window size to every element of its window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AvgPoolGrad {
+    pub geom: PoolGeom,
+    pub input_hw: [usize; 2],
+}
+
+impl OpRule for AvgPoolGrad {
+    fn name(&self) -> &'static str {
+        "avgpool_grad"
+    }
+
+    fn attrs(&self) -> String {
+        format!("{} input_hw={:?}", self.geom.attrs(), self.input_hw)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 1)?;
+        rank(ins[0], 4, "dy")?;
+        let [h, w] = self.input_hw;
+        let x = vec![ins[0][0], ins[0][1], h, w];
+        super::same(&self.geom.infer_image(&x)?, ins[0], "pooled input and dy")?;
+        Ok(vec![x])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let dy = ins[0];
+        let [h, w] = self.input_hw;
+        let per_plane = dy.shape[2] * dy.shape[3];
+        let inv = T::one() / T::from_usize(self.geom.size[0] * self.geom.size[1]);
+        let mut dx = Tensor::zeros(&[dy.shape[0], dy.shape[1], h, w]);
+        for p in 0..dy.shape[0] * dy.shape[1] {
+            for (o, win) in self.geom.windows(h, w).enumerate() {
+                for i in win {
+                    dx.data[p * h * w + i] += dy.data[p * per_plane + o] * inv;
+                }
+            }
+        }
+        Ok(vec![dx])
+    }
+}
+
+/// [N, C, H, W] → [N, C]: the mean of each channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobalAvgPool;
+
+impl OpRule for GlobalAvgPool {
+    fn name(&self) -> &'static str {
+        "global_avgpool"
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 1)?;
+        rank(ins[0], 4, "input")?;
+        Ok(vec![vec![ins[0][0], ins[0][1]]])
+    }
+
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+        let Some(dy) = dys[0] else { return Ok(vec![None]) };
+        let xs = cx.shape(cx.inputs[0]).to_vec();
+        Ok(vec![Some(cx.emit1(GlobalAvgPoolGrad { hw: [xs[2], xs[3]] }, &[dy])?)])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let x = ins[0];
+        let hw = x.shape[2] * x.shape[3];
+        let inv = T::one() / T::from_usize(hw);
+        let data = x.data.chunks(hw).map(|p| p.iter().copied().sum::<T>() * inv).collect();
+        Ok(vec![Tensor::new(vec![x.shape[0], x.shape[1]], data)])
+    }
+}
+
+/// dx[n,c,·,·] = dy[n,c] / (H·W).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobalAvgPoolGrad {
+    pub hw: [usize; 2],
+}
+
+impl OpRule for GlobalAvgPoolGrad {
+    fn name(&self) -> &'static str {
+        "global_avgpool_grad"
+    }
+
+    fn attrs(&self) -> String {
+        format!("hw={:?}", self.hw)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 1)?;
+        rank(ins[0], 2, "dy")?;
+        Ok(vec![vec![ins[0][0], ins[0][1], self.hw[0], self.hw[1]]])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let dy = ins[0];
+        let hw = self.hw[0] * self.hw[1];
+        let inv = T::one() / T::from_usize(hw);
+        let data = dy.data.iter().flat_map(|&g| std::iter::repeat_n(g * inv, hw)).collect();
+        Ok(vec![Tensor::new(vec![dy.shape[0], dy.shape[1], self.hw[0], self.hw[1]], data)])
+    }
+}

@@ -1,0 +1,1 @@
+//! The `network!` proc-macro (work in progress: see issue "network!").

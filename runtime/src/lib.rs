@@ -1,0 +1,1 @@
+//! Percept's runtime.

@@ -1,0 +1,73 @@
+//! Subcommands of the `percept` binary, one module each.
+
+mod check;
+mod inspect;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "percept", version, about = "Percept: a declarative deep-learning model compiler for computer vision")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check a model: print its summary (shapes and parameter counts) or a pointed error.
+    Check(check::Args),
+    /// Print a stage of the compiler: the AST or the training graph.
+    Inspect(inspect::Args),
+}
+
+/// A failure the user can fix: the message says what and where. Exit code 1.
+#[derive(Debug)]
+pub struct UserError(pub String);
+
+impl std::fmt::Display for UserError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UserError {}
+
+pub type CliResult = Result<(), UserError>;
+
+/// Run the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let result = match cli.command {
+        Command::Check(a) => check::run(a),
+        Command::Inspect(a) => inspect::run(a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let msg = e.0.trim_end();
+            if msg.contains("error") {
+                eprintln!("{msg}");
+            } else {
+                eprintln!("error: {msg}");
+            }
+            1
+        }
+    }
+}
+
+/// Read and check a `.nn` file; a failure is the rendered diagnostic.
+pub fn load_model(
+    path: &std::path::Path,
+) -> Result<(percept_compiler::SourceFile, percept_compiler::ModelSpec, percept_compiler::ast::Model), UserError> {
+    let text = std::fs::read_to_string(path).map_err(|e| UserError(format!("cannot read {}: {e}", path.display())))?;
+    let src = percept_compiler::SourceFile::new(path.display().to_string(), text);
+    let ast = percept_compiler::parse(&src).map_err(|d| UserError(d.render(&src)))?;
+    let spec = percept_compiler::check(&ast).map_err(|d| UserError(d.render(&src)))?;
+    Ok((src, spec, ast))
+}
