@@ -240,7 +240,7 @@ pub fn group_digits(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -318,6 +318,7 @@ pub fn check(model: &ast::Model) -> Result<ModelSpec, Diagnostic> {
                 });
                 let ctx = ShapeCtx { span: s.span, name: &name.name, other: other_shape.as_deref() };
                 let out_shape = infer_shape(&layer, &in_shape, &ctx)?;
+                check_size(&out_shape, s.span, "output")?;
                 let prefix = s.label.as_ref().map_or_else(|| index.to_string(), |l| l.name.clone());
                 if let Some(l) = &s.label {
                     if let Some((_, prev)) = names.get(&l.name) {
@@ -332,6 +333,9 @@ pub fn check(model: &ast::Model) -> Result<ModelSpec, Diagnostic> {
                     names.insert(l.name.clone(), (Source::Layer(index), l.span));
                 }
                 let params = layer_params(&layer, &in_shape, &prefix);
+                for p in &params {
+                    check_size(&p.shape, s.span, "parameter")?;
+                }
                 let text = {
                     let mut st = s.clone();
                     st.label = None;
@@ -361,6 +365,21 @@ pub fn check(model: &ast::Model) -> Result<ModelSpec, Diagnostic> {
     Ok(ModelSpec { name: model.name.name.clone(), input, layers, loss, canonical: model.to_string(), span: model.span })
 }
 
+/// The most elements one sample's tensor or one parameter may have (2^31).
+pub const MAX_ELEMENTS: u128 = 1 << 31;
+
+fn check_size(shape: &[usize], span: Span, what: &str) -> Result<(), Diagnostic> {
+    let n: u128 = shape.iter().map(|&d| d as u128).product();
+    if n > MAX_ELEMENTS {
+        return Err(Diagnostic::new(
+            span,
+            format!("this statement's {what} {} has {n} elements, more than {MAX_ELEMENTS}", fmt_shape(shape)),
+        )
+        .with_label("too large"));
+    }
+    Ok(())
+}
+
 fn input_shape(v: &ast::Value) -> Result<Vec<usize>, Diagnostic> {
     let ValueKind::List(items) = &v.kind else {
         return Err(Diagnostic::new(
@@ -374,17 +393,23 @@ fn input_shape(v: &ast::Value) -> Result<Vec<usize>, Diagnostic> {
             .with_label("expected at least one dimension")
             .with_help("write `[features]` for flat inputs or `[channels, height, width]` for images"));
     }
-    items
+    let shape = items
         .iter()
         .map(|d| match d.kind {
-            ValueKind::Int(i) if i >= 1 && i <= 1 << 24 => Ok(i as usize),
+            ValueKind::Int(i) if (1..=crate::layers::MAX_SIZE).contains(&i) => Ok(i as usize),
             _ => Err(Diagnostic::new(
                 d.span,
-                format!("an input dimension must be a positive integer, found {}", d.kind.describe()),
+                format!(
+                    "an input dimension must be an integer from 1 to {}, found {}",
+                    crate::layers::MAX_SIZE,
+                    d.kind.describe()
+                ),
             )
             .with_label("expected a positive integer")),
         })
-        .collect()
+        .collect::<Result<Vec<usize>, Diagnostic>>()?;
+    check_size(&shape, v.span, "input")?;
+    Ok(shape)
 }
 
 fn lookup(

@@ -71,6 +71,10 @@ pub enum Layer {
     Maxout { units: usize, pieces: usize },
 }
 
+/// The largest size, count or padding an argument may have (2^24); it keeps every shape
+/// computation far from overflow.
+pub const MAX_SIZE: i64 = 1 << 24;
+
 /// The type an argument takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArgType {
@@ -443,6 +447,7 @@ impl<'a> Args<'a> {
     fn count(&self, name: &str) -> Result<usize, Diagnostic> {
         let (v, span) = self.get(name);
         match v {
+            ValueKind::Int(i) if i > MAX_SIZE => Err(self.bad_value(name, &format!("at most {MAX_SIZE}"))),
             ValueKind::Int(i) if i >= 1 => Ok(i as usize),
             ValueKind::Int(_) => Err(self.bad_value(name, "at least 1")),
             other => Err(self.type_error(name, &other, span)),
@@ -452,6 +457,16 @@ impl<'a> Args<'a> {
     fn size2(&self, name: &str) -> Result<[usize; 2], Diagnostic> {
         let (v, span) = self.get(name);
         let one = |v: &Value| match v.kind {
+            ValueKind::Int(i) if i > MAX_SIZE => Err(Diagnostic::new(
+                v.span,
+                format!(
+                    "`{}`'s argument `{}` must be at most {MAX_SIZE}, found {}",
+                    self.def.name,
+                    name,
+                    v.kind.describe()
+                ),
+            )
+            .with_label("too large")),
             ValueKind::Int(i) if i >= 1 => Ok(i as usize),
             ValueKind::Int(_) => Err(Diagnostic::new(
                 v.span,
@@ -473,6 +488,11 @@ impl<'a> Args<'a> {
     fn padding(&self, name: &str) -> Result<Padding, Diagnostic> {
         let (v, span) = self.get(name);
         let one = |v: &Value| match v.kind {
+            ValueKind::Int(i) if i > MAX_SIZE => Err(Diagnostic::new(
+                v.span,
+                format!("`{}`'s padding must be at most {MAX_SIZE}, found {}", self.def.name, v.kind.describe()),
+            )
+            .with_label("too large")),
             ValueKind::Int(i) if i >= 0 => Ok(i as usize),
             ValueKind::Int(_) => Err(Diagnostic::new(
                 v.span,

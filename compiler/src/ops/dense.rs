@@ -189,7 +189,7 @@ impl OpRule for MaxoutReduce {
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
         arity(ins, 1)?;
         rank(ins[0], 2, "input")?;
-        if ins[0][1] % self.pieces != 0 {
+        if !ins[0][1].is_multiple_of(self.pieces) {
             return Err(format!("{} features are not a multiple of {} pieces", ins[0][1], self.pieces));
         }
         Ok(vec![vec![ins[0][0], ins[0][1] / self.pieces]])

@@ -101,7 +101,7 @@ impl OpRule for SoftmaxCrossEntropyGrad {
             super::activation::softmax_row(row, out);
             out[class_index(label, k)?] -= T::one();
             for v in out.iter_mut() {
-                *v = *v * inv_n;
+                *v *= inv_n;
             }
         }
         Ok(vec![dz])

@@ -1,0 +1,101 @@
+//! End-to-end tests of `percept check` and `percept inspect` (the binary, as a user runs it).
+
+use std::process::{Command, Output};
+
+fn percept(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_percept")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn check_prints_the_summary_of_every_example() {
+    for (file, trainable, running) in [
+        ("examples/lenet5.nn", "61,706", "0"),
+        ("examples/mlp.nn", "235,146", "0"),
+        ("examples/cnn_bn.nn", "421,834", "192"),
+        ("examples/perceptron.nn", "3", "0"),
+        ("examples/xor.nn", "33", "0"),
+        ("examples/activations.nn", "120,522", "0"),
+        ("examples/residual.nn", "5,034", "64"),
+        ("examples/strided.nn", "14,730", "0"),
+    ] {
+        let o = percept(&["check", file]);
+        assert_eq!(o.status.code(), Some(0), "{file}: {}", stderr(&o));
+        let out = stdout(&o);
+        assert!(out.contains(&format!("trainable parameters: {trainable}\n")), "{file}:\n{out}");
+        assert!(out.contains(&format!("running statistics:   {running}\n")), "{file}:\n{out}");
+    }
+}
+
+#[test]
+fn check_json() {
+    let o = percept(&["check", "examples/lenet5.nn", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["trainable_parameters"], 61706);
+    assert_eq!(v["layers"][0]["output_shape"], serde_json::json!([6, 28, 28]));
+    assert_eq!(v["layers"].as_array().unwrap().len(), 12);
+}
+
+#[test]
+fn a_broken_model_is_a_pointed_error_with_exit_code_1() {
+    let dir = std::env::temp_dir().join(format!("percept-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.nn");
+    std::fs::write(
+        &path,
+        "model bad {\n    input [1, 28, 28]\n    conv2d(16, kernel: 5)\n    maxpool(2)\n    dense(10)\n}\n",
+    )
+    .unwrap();
+    let o = percept(&["check", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with(&format!(
+            "{}:5:5: error: dense expects a flat input [features], found [16, 12, 12]",
+            path.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("5 |     dense(10)\n"), "{err}");
+    assert!(err.contains("^^^^^^^^^"), "{err}");
+    assert!(err.contains("help: add `flatten` before it"), "{err}");
+    assert!(stdout(&o).is_empty());
+}
+
+#[test]
+fn a_missing_file_is_a_one_line_error() {
+    let o = percept(&["check", "no/such/model.nn"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot read no/such/model.nn"));
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    assert_eq!(percept(&["check"]).status.code(), Some(2));
+    assert_eq!(percept(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(percept(&["inspect", "examples/mlp.nn", "--emit", "nonsense"]).status.code(), Some(2));
+}
+
+#[test]
+fn inspect_prints_the_ast_and_the_training_graph() {
+    let o = percept(&["inspect", "examples/xor.nn", "--emit", "ast"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("Layer `dense` @5:5"));
+
+    let o = percept(&["inspect", "examples/lenet5.nn", "--emit", "graph", "--batch", "8"]);
+    assert_eq!(o.status.code(), Some(0));
+    let g = stdout(&o);
+    assert!(g.starts_with("graph lenet5 train batch=8 {"));
+    for part in ["// forward", "// loss", "// backward", "conv2d_grad_weight", "output grad \"0.weight\""] {
+        assert!(g.contains(part), "missing {part}:\n{g}");
+    }
+}
