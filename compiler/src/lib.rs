@@ -10,6 +10,7 @@ pub mod autodiff;
 pub mod build;
 pub mod check;
 pub mod diag;
+pub mod exec;
 pub mod grammar;
 pub mod interp;
 pub mod ir;

@@ -1,1 +1,17 @@
-//! Percept's runtime.
+//! Percept's runtime: data, initialization, optimizers and schedules, the training loop,
+//! evaluation, and PyTorch-compatible checkpoints, over the programs the compiler builds.
+
+pub mod data;
+pub mod error;
+pub mod init;
+pub mod model;
+pub mod rng;
+pub mod tensorfile;
+
+pub use error::{Error, Result};
+pub use model::{Backend, Model};
+pub mod eval;
+pub mod schedule;
+pub mod train;
+
+pub use train::{TrainConfig, Trainer};

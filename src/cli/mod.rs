@@ -1,7 +1,10 @@
 //! Subcommands of the `percept` binary, one module each.
 
 mod check;
+mod common;
 mod inspect;
+mod plot;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +21,8 @@ enum Command {
     Check(check::Args),
     /// Print a stage of the compiler: the AST or the training graph.
     Inspect(inspect::Args),
+    /// Train a model with mini-batches; evaluates after every epoch and saves the weights.
+    Train(train::Args),
 }
 
 /// A failure the user can fix: the message says what and where. Exit code 1.
@@ -46,6 +51,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Check(a) => check::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Train(a) => train::run(a),
     };
     match result {
         Ok(()) => 0,

@@ -22,7 +22,7 @@ pub use batchnorm::{
 };
 pub use conv::{Conv2d, Conv2dGradInput, Conv2dGradWeight, ConvGeom};
 pub use dense::{BiasAdd, BiasGrad, MatMul, MaxoutGrad, MaxoutReduce};
-pub use elementwise::{dropout_keep, Add, Dropout, Reshape};
+pub use elementwise::{dropout_keep, dropout_key, dropout_threshold, mix64, Add, Dropout, Reshape};
 pub use loss::{BceWithLogits, BceWithLogitsGrad, Mse, MseGrad, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad};
 pub use optim::{AdamUpdate, SgdUpdate};
 pub use pool::{AvgPool, AvgPoolGrad, GlobalAvgPool, GlobalAvgPoolGrad, MaxPool, MaxPoolGrad, PoolGeom};

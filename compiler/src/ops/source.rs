@@ -13,6 +13,8 @@ pub enum SourceKind {
     Param(String),
     /// A running statistic or optimizer state, by name.
     State(String),
+    /// The gradient of a parameter (an input of the optimizer's update).
+    Grad(String),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -28,12 +30,13 @@ impl OpRule for Source {
             SourceKind::Target => "target",
             SourceKind::Param(_) => "param",
             SourceKind::State(_) => "state",
+            SourceKind::Grad(_) => "grad",
         }
     }
 
     fn attrs(&self) -> String {
         match &self.kind {
-            SourceKind::Param(n) | SourceKind::State(n) => format!("\"{n}\""),
+            SourceKind::Param(n) | SourceKind::State(n) | SourceKind::Grad(n) => format!("\"{n}\""),
             _ => String::new(),
         }
     }

@@ -1,0 +1,127 @@
+//! The layout of a model's state in one flat f32 buffer.
+
+use crate::check::ModelSpec;
+use std::collections::HashMap;
+use std::ops::Range;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SlotKind {
+    /// A trainable parameter.
+    Param,
+    /// A running statistic (batch norm).
+    Running,
+    /// A parameter's gradient; all gradients are contiguous, in parameter order.
+    Grad,
+    /// Optimizer state (`0.weight.momentum_buffer`, `0.weight.exp_avg`, ...).
+    OptState,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slot {
+    pub kind: SlotKind,
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub offset: usize,
+}
+
+impl Slot {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn range(&self) -> Range<usize> {
+        self.offset..self.offset + self.len()
+    }
+}
+
+/// Where each parameter, statistic, gradient and optimizer state lives.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateLayout {
+    pub slots: Vec<Slot>,
+    pub len: usize,
+    index: HashMap<(SlotKind, String), usize>,
+}
+
+/// Slots start on 16-float (64-byte) boundaries, so vector code never straddles two.
+const ALIGN: usize = 16;
+
+impl StateLayout {
+    /// Parameters (statement order), running statistics, gradients, then the optimizer
+    /// state named by `opt_suffixes` for every parameter.
+    pub fn new(spec: &ModelSpec, opt_suffixes: &[&str]) -> StateLayout {
+        let mut layout = StateLayout { slots: vec![], len: 0, index: HashMap::new() };
+        let params: Vec<_> = spec.params().filter(|p| p.role.trainable()).collect();
+        for p in &params {
+            layout.push(SlotKind::Param, &p.name, &p.shape);
+        }
+        for p in spec.params().filter(|p| p.role.running()) {
+            layout.push(SlotKind::Running, &p.name, &p.shape);
+        }
+        for p in &params {
+            layout.push(SlotKind::Grad, &p.name, &p.shape);
+        }
+        for suffix in opt_suffixes {
+            for p in &params {
+                layout.push(SlotKind::OptState, &format!("{}.{suffix}", p.name), &p.shape);
+            }
+        }
+        layout
+    }
+
+    fn push(&mut self, kind: SlotKind, name: &str, shape: &[usize]) {
+        let offset = self.len.div_ceil(ALIGN) * ALIGN;
+        let slot = Slot { kind, name: name.to_string(), shape: shape.to_vec(), offset };
+        self.len = offset + slot.len();
+        self.index.insert((kind, name.to_string()), self.slots.len());
+        self.slots.push(slot);
+    }
+
+    pub fn find(&self, kind: SlotKind, name: &str) -> Option<&Slot> {
+        self.index.get(&(kind, name.to_string())).map(|&i| &self.slots[i])
+    }
+
+    pub fn of_kind(&self, kind: SlotKind) -> impl Iterator<Item = &Slot> {
+        self.slots.iter().filter(move |s| s.kind == kind)
+    }
+
+    /// The contiguous range holding every gradient (what an allreduce sums).
+    pub fn grads(&self) -> Range<usize> {
+        let mut g = self.of_kind(SlotKind::Grad);
+        match (g.next(), g.last()) {
+            (Some(first), Some(last)) => first.offset..last.offset + last.len(),
+            (Some(only), None) => only.range(),
+            _ => 0..0,
+        }
+    }
+}
+
+/// The model's state: one flat buffer laid out by a [`StateLayout`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateStore {
+    pub layout: StateLayout,
+    pub data: Vec<f32>,
+}
+
+impl StateStore {
+    /// Zeros everywhere, except running variances, which start at 1.
+    pub fn new(layout: StateLayout) -> StateStore {
+        let mut data = vec![0.0; layout.len];
+        for s in layout.of_kind(SlotKind::Running).filter(|s| s.name.ends_with("running_var")) {
+            data[s.range()].fill(1.0);
+        }
+        StateStore { layout, data }
+    }
+
+    pub fn get(&self, kind: SlotKind, name: &str) -> Option<&[f32]> {
+        self.layout.find(kind, name).map(|s| &self.data[s.range()])
+    }
+
+    pub fn get_mut(&mut self, kind: SlotKind, name: &str) -> Option<&mut [f32]> {
+        let r = self.layout.find(kind, name)?.range();
+        Some(&mut self.data[r])
+    }
+}

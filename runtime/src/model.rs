@@ -1,0 +1,328 @@
+//! A model at run time: its checked spec, its state (parameters, running statistics,
+//! gradients, optimizer state) and the programs compiled for it, cached by (program,
+//! batch size). Weights load and save as PyTorch-compatible safetensors.
+
+use crate::bail;
+use crate::data::Norm;
+use crate::error::{Error, Result};
+use crate::tensorfile::{Data, NamedTensor, TensorFile};
+use percept_compiler::check::{ModelSpec, ParamRole};
+use percept_compiler::exec::{
+    self, Executable, Feed, Fetch, InterpExecutable, Optimizer, SlotKind, StateLayout, StateStore,
+};
+use percept_compiler::ops::StepCtx;
+use percept_compiler::SourceFile;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Which back end runs the programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Backend {
+    /// The reference interpreter: plain loops, the oracle.
+    #[default]
+    Interp,
+    /// Shape-specialized machine code from Cranelift.
+    Jit,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Interp => "interp",
+            Backend::Jit => "jit",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum ProgramKey {
+    Grad { batch: usize },
+    Update,
+    Eval { batch: usize, loss: bool, expose: Vec<usize> },
+}
+
+/// What the user told us about the data when the weights were trained.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataMeta {
+    pub norm: Norm,
+    pub classes: Option<Vec<String>>,
+}
+
+impl Default for DataMeta {
+    fn default() -> DataMeta {
+        DataMeta { norm: Norm::IDENTITY, classes: None }
+    }
+}
+
+pub struct Model {
+    pub spec: ModelSpec,
+    pub store: StateStore,
+    /// `num_batches_tracked` of each batch-norm statement (PyTorch's counter).
+    pub batches_tracked: HashMap<String, i64>,
+    pub data_meta: DataMeta,
+    backend: Backend,
+    optimizer: Option<Optimizer>,
+    frozen: Vec<String>,
+    cache: HashMap<ProgramKey, Box<dyn Executable>>,
+    /// Total time spent compiling programs.
+    pub compile_time: Duration,
+}
+
+impl Model {
+    /// Parse and check model text. The error is the rendered diagnostic.
+    pub fn from_source(name: &str, text: &str) -> Result<Model> {
+        let src = SourceFile::new(name, text);
+        let spec = percept_compiler::parse_and_check(&src).map_err(|d| Error(d.render(&src)))?;
+        Ok(Model::new(spec))
+    }
+
+    /// Read, parse and check a `.nn` file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Model> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error(format!("cannot read {}: {e}", path.display())))?;
+        Model::from_source(&path.display().to_string(), &text)
+    }
+
+    /// A model with zero parameters (see [`crate::init`]) and unit running variances.
+    pub fn new(spec: ModelSpec) -> Model {
+        let store = StateStore::new(StateLayout::new(&spec, &[]));
+        let batches_tracked =
+            spec.params().filter(|p| p.role == ParamRole::BatchesTracked).map(|p| (p.name.clone(), 0)).collect();
+        Model {
+            spec,
+            store,
+            batches_tracked,
+            data_meta: DataMeta::default(),
+            backend: Backend::default(),
+            optimizer: None,
+            frozen: vec![],
+            cache: HashMap::new(),
+            compile_time: Duration::ZERO,
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn set_backend(&mut self, backend: Backend) -> Result<()> {
+        if backend == Backend::Jit {
+            bail!("the JIT back end is not built yet; use --backend interp");
+        }
+        if backend != self.backend {
+            self.cache.clear();
+            self.backend = backend;
+        }
+        Ok(())
+    }
+
+    pub fn optimizer(&self) -> Option<&Optimizer> {
+        self.optimizer.as_ref()
+    }
+
+    /// Choose the optimizer (and the parameters it must leave alone). Its state starts at
+    /// zero; parameters and statistics are kept.
+    pub fn set_optimizer(&mut self, opt: Optimizer, frozen: &[String]) -> Result<()> {
+        for f in frozen {
+            let known = self.spec.params().any(|p| p.role.trainable() && p.name.starts_with(&format!("{f}.")));
+            if !known {
+                let names: Vec<&str> =
+                    self.spec.layers.iter().filter(|l| !l.params.is_empty()).map(|l| l.prefix.as_str()).collect();
+                bail!(
+                    "--freeze {f}: no statement with parameters is named `{f}`; the statements with parameters are {}",
+                    names.join(", ")
+                );
+            }
+        }
+        let frozen_params: Vec<String> = self
+            .spec
+            .params()
+            .filter(|p| p.role.trainable() && frozen.iter().any(|f| p.name.starts_with(&format!("{f}."))))
+            .map(|p| p.name.clone())
+            .collect();
+        let layout = StateLayout::new(&self.spec, opt.state_suffixes());
+        let mut store = StateStore::new(layout);
+        for slot in self.store.layout.slots.iter().filter(|s| matches!(s.kind, SlotKind::Param | SlotKind::Running)) {
+            store.get_mut(slot.kind, &slot.name).unwrap().copy_from_slice(&self.store.data[slot.range()]);
+        }
+        self.store = store;
+        self.optimizer = Some(opt);
+        self.frozen = frozen_params;
+        self.cache.clear();
+        Ok(())
+    }
+
+    fn ensure(&mut self, key: &ProgramKey) -> Result<()> {
+        if self.cache.contains_key(key) {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let graph = match key {
+            ProgramKey::Grad { batch } => exec::grad_program(&self.spec, *batch, &self.frozen),
+            ProgramKey::Update => {
+                let opt = self.optimizer.ok_or_else(|| Error::new("no optimizer was chosen before training"))?;
+                Ok(exec::update_program(&self.spec, &opt, &self.frozen))
+            }
+            ProgramKey::Eval { batch, loss, expose } => exec::eval_program(&self.spec, *batch, *loss, expose),
+        }
+        .map_err(|d| Error(d.summary()))?;
+        let program: Box<dyn Executable> = match self.backend {
+            Backend::Interp | Backend::Jit => Box::new(InterpExecutable::new(graph)),
+        };
+        self.compile_time += start.elapsed();
+        self.cache.insert(key.clone(), program);
+        Ok(())
+    }
+
+    fn run(&mut self, key: ProgramKey, feed: &Feed, cx: &StepCtx) -> Result<Fetch> {
+        self.ensure(&key)?;
+        let program = self.cache.get_mut(&key).expect("compiled above");
+        Ok(program.run(&mut self.store, feed, cx)?)
+    }
+
+    /// The graph a program was compiled from (compiling it if needed), for inspection.
+    pub fn grad_graph(&mut self, batch: usize) -> Result<&percept_compiler::ir::Graph> {
+        let key = ProgramKey::Grad { batch };
+        self.ensure(&key)?;
+        Ok(self.cache[&key].graph())
+    }
+
+    /// Compile the training programs for a batch size now, so their errors (such as a
+    /// batch-norm batch of 1) surface before training starts.
+    pub fn prepare_training(&mut self, batch: usize) -> Result<()> {
+        self.ensure(&ProgramKey::Grad { batch })?;
+        self.ensure(&ProgramKey::Update)
+    }
+
+    fn batch_of(&self, data: &[f32]) -> Result<usize> {
+        let per: usize = self.spec.input.shape.iter().product();
+        if data.is_empty() || data.len() % per != 0 {
+            bail!(
+                "an input of {} values is not a whole number of samples of shape {:?}",
+                data.len(),
+                self.spec.input.shape
+            );
+        }
+        Ok(data.len() / per)
+    }
+
+    /// Forward, loss and backward on one batch: gradients land in the store, running
+    /// statistics are updated. Returns the loss and the predictions.
+    pub fn grad_step(&mut self, data: &[f32], target: &[f32], cx: &StepCtx) -> Result<Fetch> {
+        let batch = self.batch_of(data)?;
+        let fetch = self.run(ProgramKey::Grad { batch }, &Feed { data, target: Some(target) }, cx)?;
+        for n in self.batches_tracked.values_mut() {
+            *n += 1;
+        }
+        Ok(fetch)
+    }
+
+    /// The optimizer's update of every (unfrozen) parameter from the stored gradients.
+    pub fn update_step(&mut self, cx: &StepCtx) -> Result<()> {
+        self.run(ProgramKey::Update, &Feed::EMPTY, cx).map(|_| ())
+    }
+
+    /// The forward pass in evaluation mode; with `target`, also the loss. `expose` lists
+    /// layer indices whose outputs are returned as activations.
+    pub fn forward(&mut self, data: &[f32], target: Option<&[f32]>, expose: &[usize]) -> Result<Fetch> {
+        let batch = self.batch_of(data)?;
+        let key =
+            ProgramKey::Eval { batch, loss: target.is_some() && self.spec.loss.is_some(), expose: expose.to_vec() };
+        self.run(key, &Feed { data, target }, &StepCtx::default())
+    }
+
+    /// The weights as a safetensors file: PyTorch names and layouts, `num_batches_tracked`
+    /// as I64 scalars, and metadata (model name and text hash, normalization, classes).
+    pub fn weights(&self) -> TensorFile {
+        let mut tensors = Vec::new();
+        for p in self.spec.params() {
+            let t = match p.role {
+                ParamRole::BatchesTracked => NamedTensor {
+                    name: p.name.clone(),
+                    shape: vec![],
+                    data: Data::I64(vec![self.batches_tracked.get(&p.name).copied().unwrap_or(0)]),
+                },
+                r => {
+                    let kind = if r.running() { SlotKind::Running } else { SlotKind::Param };
+                    NamedTensor::f32(&p.name, &p.shape, self.store.get(kind, &p.name).expect("slot").to_vec())
+                }
+            };
+            tensors.push(t);
+        }
+        let mut metadata = HashMap::new();
+        metadata.insert("format".into(), "percept-weights".into());
+        metadata.insert("model".into(), self.spec.name.clone());
+        metadata.insert("model_hash".into(), self.spec.text_hash());
+        metadata.insert("input_shape".into(), format!("{:?}", self.spec.input.shape));
+        metadata.insert("normalize_mean".into(), self.data_meta.norm.mean.to_string());
+        metadata.insert("normalize_std".into(), self.data_meta.norm.std.to_string());
+        if let Some(c) = &self.data_meta.classes {
+            metadata.insert("classes".into(), serde_json::to_string(c).expect("strings serialize"));
+        }
+        TensorFile { tensors, metadata }
+    }
+
+    pub fn save_weights(&self, path: &Path) -> Result<()> {
+        self.weights().write(path)
+    }
+
+    /// Load weights (from Percept or PyTorch). Every parameter and running statistic must
+    /// be present with its exact shape, and nothing else; `num_batches_tracked` is read
+    /// when present. A mismatch is refused with the list of differences.
+    pub fn load_weights(&mut self, file: &TensorFile, what: &str) -> Result<()> {
+        let mut problems = Vec::new();
+        let expected: HashMap<&str, _> = self.spec.params().map(|p| (p.name.as_str(), p)).collect();
+        for p in self.spec.params() {
+            match file.get(&p.name) {
+                None if p.role == ParamRole::BatchesTracked => {}
+                None => problems.push(format!("missing `{}` {:?}", p.name, p.shape)),
+                Some(t) if t.shape != p.shape => {
+                    problems.push(format!("`{}` has shape {:?}, the model needs {:?}", p.name, t.shape, p.shape))
+                }
+                Some(t) if p.role == ParamRole::BatchesTracked && t.as_f32().is_some() => {
+                    problems.push(format!("`{}` must be an integer tensor", p.name))
+                }
+                Some(t) if p.role != ParamRole::BatchesTracked && t.as_f32().is_none() => {
+                    problems.push(format!("`{}` must be a float tensor", p.name))
+                }
+                Some(_) => {}
+            }
+        }
+        for t in &file.tensors {
+            if !expected.contains_key(t.name.as_str()) {
+                problems.push(format!("unexpected `{}` {:?}", t.name, t.shape));
+            }
+        }
+        if !problems.is_empty() {
+            bail!("{what} does not fit the model `{}`:\n  {}", self.spec.name, problems.join("\n  "));
+        }
+        for t in &file.tensors {
+            let p = expected[t.name.as_str()];
+            match (&t.data, p.role) {
+                (Data::I64(v), ParamRole::BatchesTracked) => {
+                    self.batches_tracked.insert(t.name.clone(), v[0]);
+                }
+                (Data::F32(v), r) => {
+                    let kind = if r.running() { SlotKind::Running } else { SlotKind::Param };
+                    self.store.get_mut(kind, &t.name).expect("slot").copy_from_slice(v);
+                }
+                _ => unreachable!("checked above"),
+            }
+        }
+        let meta = &file.metadata;
+        let num = |k: &str| meta.get(k).and_then(|v| v.parse::<f32>().ok());
+        if let (Some(mean), Some(std)) = (num("normalize_mean"), num("normalize_std")) {
+            self.data_meta.norm = Norm { mean, std };
+        }
+        if let Some(c) = meta.get("classes").and_then(|c| serde_json::from_str(c).ok()) {
+            self.data_meta.classes = Some(c);
+        }
+        Ok(())
+    }
+
+    pub fn load_weights_file(&mut self, path: &Path) -> Result<()> {
+        let file = TensorFile::read(path)?;
+        self.load_weights(&file, &path.display().to_string())
+    }
+}

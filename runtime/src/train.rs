@@ -1,0 +1,407 @@
+//! Mini-batch training, as the course teaches it: each epoch shuffles the whole training
+//! set (a seeded permutation per epoch), cuts it into mini-batches, runs one training step
+//! per mini-batch (grad program, then the optimizer's update program), and repeats for
+//! all mini-batches; the last partial batch is trained too (its own compiled
+//! specialization) unless `drop_last`. After every epoch the validation and test sets are
+//! evaluated and a resumable checkpoint is written atomically.
+
+use crate::bail;
+use crate::data::{Dataset, Splits, Targets};
+use crate::error::{Error, Result};
+use crate::eval::{count_correct, evaluate, EvalReport};
+use crate::init::InitScheme;
+use crate::model::Model;
+use crate::rng::epoch_order;
+use crate::schedule::Schedule;
+use crate::tensorfile::{NamedTensor, TensorFile};
+use percept_compiler::exec::{Optimizer, SlotKind};
+use percept_compiler::ops::StepCtx;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Sgd,
+    Adam,
+}
+
+/// Everything that decides a training run's numbers. Recorded in the metrics file and
+/// in checkpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: u64,
+    /// Stop after this many mini-batches in all (then evaluate).
+    pub steps: Option<u64>,
+    pub batch: usize,
+    pub eval_batch: usize,
+    pub lr: f64,
+    pub optimizer: OptimizerKind,
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub adam_eps: f64,
+    pub schedule: String,
+    pub seed: u64,
+    pub shuffle: bool,
+    pub drop_last: bool,
+    pub init: String,
+    pub freeze: Vec<String>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> TrainConfig {
+        TrainConfig {
+            epochs: 3,
+            steps: None,
+            batch: 64,
+            eval_batch: 500,
+            lr: 0.05,
+            optimizer: OptimizerKind::Sgd,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            adam_eps: 1e-8,
+            schedule: "constant".into(),
+            seed: 1,
+            shuffle: true,
+            drop_last: false,
+            init: "he".into(),
+            freeze: vec![],
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn optimizer(&self) -> Optimizer {
+        match self.optimizer {
+            OptimizerKind::Sgd => {
+                Optimizer::Sgd { momentum: self.momentum, nesterov: self.nesterov, weight_decay: self.weight_decay }
+            }
+            OptimizerKind::Adam => Optimizer::Adam {
+                beta1: self.beta1,
+                beta2: self.beta2,
+                eps: self.adam_eps,
+                weight_decay: self.weight_decay,
+            },
+        }
+    }
+
+    pub fn schedule(&self) -> Result<Schedule> {
+        Schedule::parse(&self.schedule)
+    }
+
+    pub fn init_scheme(&self) -> Result<InitScheme> {
+        InitScheme::parse(&self.init)
+            .ok_or_else(|| Error(format!("unknown initialization `{}`; use he, glorot or pytorch", self.init)))
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.batch == 0 || self.eval_batch == 0 {
+            bail!("the batch size must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("the learning rate must be a positive number, found {}", self.lr);
+        }
+        if self.optimizer == OptimizerKind::Adam && self.nesterov {
+            bail!("--nesterov is an SGD option");
+        }
+        if self.nesterov && self.momentum == 0.0 {
+            bail!("Nesterov momentum needs a momentum (--momentum)");
+        }
+        self.schedule()?;
+        self.init_scheme()?;
+        Ok(())
+    }
+}
+
+/// Where training is: the epoch, how many samples of its permutation are done, and the
+/// global step count. With the seed this is the whole random state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub epoch: u64,
+    pub sample: usize,
+    pub step: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EpochReport {
+    /// 1-based.
+    pub epoch: u64,
+    pub steps: u64,
+    pub samples: usize,
+    pub train_loss: f64,
+    pub train_accuracy: Option<f64>,
+    pub seconds: f64,
+    pub samples_per_s: f64,
+    pub lr: f64,
+    pub val: Option<EvalReport>,
+    pub test: Option<EvalReport>,
+    /// False when the epoch was cut short by `steps` or an interrupt.
+    pub complete: bool,
+}
+
+/// Progress within an epoch, for bars and logs.
+#[derive(Clone, Copy, Debug)]
+pub struct StepProgress {
+    pub epoch: u64,
+    pub batch: usize,
+    pub batches: usize,
+    pub loss: f64,
+    pub accuracy: Option<f64>,
+    pub samples_per_s: f64,
+}
+
+pub trait Observer {
+    fn step(&mut self, _p: &StepProgress) {}
+    /// Called after the epoch's evaluation and checkpoint.
+    fn epoch(&mut self, _model: &Model, _r: &EpochReport) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Observer for () {}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Finished,
+    StepLimit,
+    Interrupted,
+}
+
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub position: Position,
+    /// Where the resumable checkpoint goes (after each epoch, at the step limit, and on
+    /// interrupt).
+    pub checkpoint: Option<PathBuf>,
+    pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+const CHECKPOINT_FORMAT: &str = "percept-checkpoint";
+
+impl Trainer {
+    pub fn new(config: TrainConfig) -> Result<Trainer> {
+        config.validate()?;
+        Ok(Trainer { config, position: Position::default(), checkpoint: None, interrupt: None })
+    }
+
+    /// Set up a fresh model for training: initialize its weights from the seed and choose
+    /// the optimizer.
+    pub fn init_model(&self, model: &mut Model) -> Result<()> {
+        crate::init::initialize(&model.spec, &mut model.store, self.config.init_scheme()?, self.config.seed);
+        self.attach(model)
+    }
+
+    /// Choose the optimizer (keeping the weights, e.g. loaded with `--init`).
+    pub fn attach(&self, model: &mut Model) -> Result<()> {
+        model.set_optimizer(self.config.optimizer(), &self.config.freeze)
+    }
+
+    fn steps_per_epoch(&self, n: usize) -> u64 {
+        let b = self.config.batch;
+        if self.config.drop_last {
+            (n / b) as u64
+        } else {
+            n.div_ceil(b) as u64
+        }
+    }
+
+    /// Train on `data.train`, evaluating `data.val` and `data.test` after each epoch.
+    pub fn fit(&mut self, model: &mut Model, data: &Splits, obs: &mut dyn Observer) -> Result<Outcome> {
+        let cfg = self.config.clone();
+        let train = &data.train;
+        let loss = model
+            .spec
+            .loss
+            .ok_or_else(|| Error(format!("the model `{}` has no loss, so it cannot train", model.spec.name)))?
+            .loss;
+        train.check_fits(&model.spec.input.shape, model.spec.output_shape(), Some(loss))?;
+        for d in [&data.val, &data.test].into_iter().flatten() {
+            d.check_fits(&model.spec.input.shape, model.spec.output_shape(), Some(loss))?;
+        }
+        let n = train.len();
+        if n == 0 {
+            bail!("{} is empty", train.name);
+        }
+        if cfg.drop_last && n < cfg.batch {
+            bail!("with --drop-last, {} samples make no batch of {}", n, cfg.batch);
+        }
+        // Compile the specializations up front, so e.g. a batch-norm batch of 1 is an
+        // error before the first step rather than at the end of the epoch.
+        model.prepare_training(cfg.batch.min(n))?;
+        let partial = n % cfg.batch;
+        if partial != 0 && !cfg.drop_last && n > cfg.batch {
+            model.prepare_training(partial).map_err(|e| {
+                Error(format!(
+                    "the last mini-batch of each epoch has {partial} sample(s): {e} (or use --drop-last, or another --batch)"
+                ))
+            })?;
+        }
+        let schedule = cfg.schedule()?;
+        let per_epoch = self.steps_per_epoch(n);
+        let total_steps = cfg.steps.unwrap_or(u64::MAX).min(per_epoch * cfg.epochs);
+        let k: usize = model.spec.output_shape().iter().product();
+        let is_classes = matches!(train.targets, Targets::Classes { .. });
+        let (mut x, mut t) = (Vec::new(), Vec::new());
+
+        while self.position.epoch < cfg.epochs {
+            let epoch = self.position.epoch;
+            let order = epoch_order(n, cfg.seed, epoch, cfg.shuffle);
+            let start = Instant::now();
+            let (mut loss_sum, mut seen, mut correct, mut counted, mut steps) = (0.0f64, 0usize, 0usize, 0usize, 0u64);
+            let mut lr = cfg.lr;
+            let batches = order.len().div_ceil(cfg.batch);
+            let mut outcome = None;
+            while self.position.sample < n {
+                if cfg.steps.is_some_and(|s| self.position.step >= s) {
+                    outcome = Some(Outcome::StepLimit);
+                    break;
+                }
+                let end = (self.position.sample + cfg.batch).min(n);
+                let idx = &order[self.position.sample..end];
+                if idx.len() < cfg.batch && cfg.drop_last {
+                    self.position.sample = n;
+                    break;
+                }
+                lr = schedule.lr(cfg.lr, epoch, self.position.step, total_steps);
+                let cx = StepCtx { seed: cfg.seed, step: self.position.step, lr };
+                train.gather_x(idx, &mut x);
+                train.gather_targets(idx, loss, k, &mut t);
+                let fetch = model.grad_step(&x, &t, &cx)?;
+                let l = fetch.loss.unwrap_or(f32::NAN);
+                if !l.is_finite() {
+                    bail!(
+                        "the loss became {l} at epoch {}, step {} of the epoch (global step {}); training stopped. \
+                         Try a lower learning rate (--lr, now {lr})",
+                        epoch + 1,
+                        self.position.sample / cfg.batch + 1,
+                        self.position.step + 1
+                    );
+                }
+                model.update_step(&cx)?;
+                self.position.sample = end;
+                self.position.step += 1;
+                steps += 1;
+                loss_sum += l as f64 * idx.len() as f64;
+                seen += idx.len();
+                let (c, m) = count_correct(Some(loss), &fetch.prediction, &t, k, is_classes);
+                correct += c;
+                counted += m;
+                obs.step(&StepProgress {
+                    epoch: epoch + 1,
+                    batch: self.position.sample.div_ceil(cfg.batch),
+                    batches,
+                    loss: loss_sum / seen as f64,
+                    accuracy: (counted > 0).then(|| correct as f64 / counted as f64),
+                    samples_per_s: seen as f64 / start.elapsed().as_secs_f64().max(1e-9),
+                });
+                if self.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+                    outcome = Some(Outcome::Interrupted);
+                    break;
+                }
+            }
+            let seconds = start.elapsed().as_secs_f64();
+            let complete = self.position.sample >= n;
+            if complete {
+                self.position = Position { epoch: epoch + 1, sample: 0, step: self.position.step };
+            }
+            if outcome == Some(Outcome::Interrupted) {
+                self.save_checkpoint(model)?;
+                return Ok(Outcome::Interrupted);
+            }
+            let eval =
+                |m: &mut Model, d: &Option<Dataset>| d.as_ref().map(|d| evaluate(m, d, cfg.eval_batch)).transpose();
+            let report = EpochReport {
+                epoch: epoch + 1,
+                steps,
+                samples: seen,
+                train_loss: if seen > 0 { loss_sum / seen as f64 } else { f64::NAN },
+                train_accuracy: (counted > 0).then(|| correct as f64 / counted as f64),
+                seconds,
+                samples_per_s: seen as f64 / seconds.max(1e-9),
+                lr,
+                val: eval(model, &data.val)?,
+                test: eval(model, &data.test)?,
+                complete,
+            };
+            self.save_checkpoint(model)?;
+            obs.epoch(model, &report)?;
+            if let Some(o) = outcome {
+                return Ok(o);
+            }
+            if cfg.steps.is_some_and(|s| self.position.step >= s) && self.position.epoch < cfg.epochs {
+                return Ok(Outcome::StepLimit);
+            }
+        }
+        Ok(Outcome::Finished)
+    }
+
+    /// A resumable checkpoint: the weights, the optimizer state, the configuration and
+    /// the position (the random state follows from seed and position).
+    pub fn checkpoint_file(&self, model: &Model) -> TensorFile {
+        let mut file = model.weights();
+        for slot in model.store.layout.of_kind(SlotKind::OptState) {
+            file.tensors.push(NamedTensor::f32(
+                format!("optimizer.{}", slot.name),
+                &slot.shape,
+                model.store.data[slot.range()].to_vec(),
+            ));
+        }
+        file.metadata.insert("format".into(), CHECKPOINT_FORMAT.into());
+        file.metadata.insert("config".into(), serde_json::to_string(&self.config).expect("serializes"));
+        file.metadata.insert("position".into(), serde_json::to_string(&self.position).expect("serializes"));
+        file
+    }
+
+    pub fn save_checkpoint(&self, model: &Model) -> Result<()> {
+        match &self.checkpoint {
+            Some(p) => self.checkpoint_file(model).write(p),
+            None => Ok(()),
+        }
+    }
+
+    /// Restore a run from a checkpoint: weights, optimizer state, configuration and
+    /// position. `epochs` and `steps` may be changed to extend the run.
+    pub fn resume(model: &mut Model, file: &TensorFile, what: &str) -> Result<Trainer> {
+        if file.metadata.get("format").map(String::as_str) != Some(CHECKPOINT_FORMAT) {
+            bail!("{what} is not a Percept checkpoint (a weights file goes to --init)");
+        }
+        if file.metadata.get("model_hash") != Some(&model.spec.text_hash()) {
+            bail!("{what} was written for a different model text than `{}`", model.spec.name);
+        }
+        let config: TrainConfig = serde_json::from_str(&file.metadata["config"])
+            .map_err(|e| Error(format!("{what}: bad configuration in the checkpoint: {e}")))?;
+        let position: Position = file
+            .metadata
+            .get("position")
+            .and_then(|p| serde_json::from_str(p).ok())
+            .ok_or_else(|| Error(format!("{what}: the checkpoint has no position")))?;
+        let trainer = Trainer { config, position, checkpoint: None, interrupt: None };
+        trainer.attach(model)?;
+        let weights = TensorFile {
+            tensors: file.tensors.iter().filter(|t| !t.name.starts_with("optimizer.")).cloned().collect(),
+            metadata: file.metadata.clone(),
+        };
+        model.load_weights(&weights, what)?;
+        for t in file.tensors.iter().filter(|t| t.name.starts_with("optimizer.")) {
+            let name = &t.name["optimizer.".len()..];
+            let slot = model
+                .store
+                .get_mut(SlotKind::OptState, name)
+                .ok_or_else(|| Error(format!("{what}: unexpected optimizer state `{name}`")))?;
+            let v = t.as_f32().filter(|v| v.len() == slot.len());
+            slot.copy_from_slice(
+                v.ok_or_else(|| Error(format!("{what}: optimizer state `{name}` has the wrong size")))?,
+            );
+        }
+        Ok(trainer)
+    }
+}

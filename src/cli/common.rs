@@ -1,0 +1,51 @@
+//! Helpers shared by subcommands: loading data with the model's normalization, and
+//! progress output that suits where stderr goes.
+
+use super::UserError;
+use percept_runtime::data::{self, Norm, Splits};
+use percept_runtime::Model;
+use std::io::IsTerminal;
+
+impl From<percept_runtime::Error> for UserError {
+    fn from(e: percept_runtime::Error) -> UserError {
+        UserError(e.0)
+    }
+}
+
+/// Load the data at `source` for `model`, announcing what was used on stderr.
+pub fn load_data(source: &str, model: &Model) -> Result<Splits, UserError> {
+    let splits = data::load(source, &model.spec.input.shape)?;
+    if source == "xor" {
+        eprintln!("data: {} (no directory named `xor` exists)", splits.source);
+    } else {
+        eprintln!("data: {}", splits.source);
+    }
+    Ok(splits)
+}
+
+/// `auto` (the training set's mean and std), `none`, or `MEAN,STD`.
+pub fn parse_norm(s: &str, splits: &Splits) -> Result<Norm, UserError> {
+    match s {
+        "auto" => Ok(Norm::of(&splits.train)),
+        "none" => Ok(Norm::IDENTITY),
+        other => {
+            let parts: Vec<f32> = other.split(',').filter_map(|p| p.trim().parse().ok()).collect();
+            match parts[..] {
+                [mean, std] if std > 0.0 => Ok(Norm { mean, std }),
+                _ => Err(UserError(format!("--normalize takes auto, none or MEAN,STD (std > 0), found `{other}`"))),
+            }
+        }
+    }
+}
+
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+pub fn pct(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".to_string(), |a| format!("{:.2}%", a * 100.0))
+}
+
+pub fn group(n: f64) -> String {
+    percept_compiler::check::group_digits(n.round() as usize)
+}

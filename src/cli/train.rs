@@ -1,0 +1,383 @@
+use super::common::{group, load_data, parse_norm, pct, stderr_is_terminal};
+use super::{CliResult, UserError};
+use indicatif::{ProgressBar, ProgressStyle};
+use percept_runtime::train::{EpochReport, Observer, OptimizerKind, Outcome, StepProgress};
+use percept_runtime::{Backend, Model, TrainConfig, Trainer};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendArg {
+    Jit,
+    Interp,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(b: BackendArg) -> Backend {
+        match b {
+            BackendArg::Jit => Backend::Jit,
+            BackendArg::Interp => Backend::Interp,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The model file (.nn).
+    model: PathBuf,
+    /// The data: a directory of MNIST IDX files, a directory of class folders of images
+    /// (optionally split into train/ and test/), or `xor`.
+    #[arg(long, default_value = "data/mnist")]
+    data: String,
+    /// Passes over the training set [default: 3; on --resume, the checkpoint's].
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Stop after this many mini-batches in all, then evaluate.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Batch size for evaluation.
+    #[arg(long, default_value_t = 500)]
+    eval_batch: usize,
+    /// Learning rate (the peak rate under a schedule).
+    #[arg(long, default_value_t = 0.05)]
+    lr: f64,
+    #[arg(long, value_enum, default_value = "sgd")]
+    optimizer: OptArg,
+    /// SGD momentum (0 for plain SGD).
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// Nesterov momentum (SGD).
+    #[arg(long)]
+    nesterov: bool,
+    /// L2 weight decay, added to the gradient as PyTorch's SGD and Adam do.
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// Learning-rate schedule: constant, step:EVERY:GAMMA (per epoch), cosine[:WARMUP]
+    /// (per step) or onecycle (per step).
+    #[arg(long, default_value = "constant")]
+    schedule: String,
+    /// Seed of every random stream (initialization, shuffling, dropout, validation split).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Keep the file order: mini-batch k holds samples k·B to k·B+B−1.
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Skip the last mini-batch of an epoch when it is smaller than --batch.
+    #[arg(long)]
+    drop_last: bool,
+    /// Hold out this many training samples for validation.
+    #[arg(long, default_value_t = 0)]
+    val: usize,
+    /// Input normalization: auto (the training set's mean and std), none, or MEAN,STD.
+    #[arg(long, default_value = "auto")]
+    normalize: String,
+    /// Weight initialization: he (uniform, zero biases), glorot (uniform, zero biases) or
+    /// pytorch (PyTorch's default for Linear/Conv2d).
+    #[arg(long, default_value = "he")]
+    weight_init: String,
+    /// Start from these weights (Percept's or PyTorch's safetensors) instead of random ones.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Keep these statements' parameters fixed (names or indices, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    freeze: Vec<String>,
+    /// Where to save the weights [default: runs/<model>/weights.safetensors].
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// Where to write the resumable checkpoint [default: runs/<model>/checkpoint.safetensors].
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Continue a run from its checkpoint.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Back end that runs the compiled programs.
+    #[arg(long, value_enum, default_value = "interp")]
+    backend: BackendArg,
+    /// Worker threads [default: the number of cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Metrics, one JSON object per epoch [default: runs/<model>/metrics.jsonl].
+    #[arg(long)]
+    metrics: Option<PathBuf>,
+    /// Draw the loss and accuracy curves to this PNG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Print one JSON object per epoch and a summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum OptArg {
+    Sgd,
+    Adam,
+}
+
+struct Progress {
+    json: bool,
+    bar: Option<ProgressBar>,
+    epochs: u64,
+    weights: PathBuf,
+    metrics: Option<std::fs::File>,
+    history: Vec<EpochReport>,
+}
+
+impl Observer for Progress {
+    fn step(&mut self, p: &StepProgress) {
+        let Some(bar) = &self.bar else { return };
+        if bar.length() != Some(p.batches as u64) {
+            bar.reset();
+            bar.set_length(p.batches as u64);
+        }
+        bar.set_position(p.batch as u64);
+        bar.set_message(format!(
+            "epoch {}/{}  loss {:.4}  acc {}  {} samples/s",
+            p.epoch,
+            self.epochs,
+            p.loss,
+            pct(p.accuracy),
+            group(p.samples_per_s)
+        ));
+    }
+
+    fn epoch(&mut self, model: &Model, r: &EpochReport) -> percept_runtime::Result<()> {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        model.save_weights(&self.weights)?;
+        let mut line =
+            format!("epoch {}/{}  loss {:.4}  acc {}", r.epoch, self.epochs, r.train_loss, pct(r.train_accuracy));
+        for (name, e) in [("val", &r.val), ("test", &r.test)] {
+            if let Some(e) = e {
+                line += &format!("  {name} loss {:.4} acc {}", e.loss.unwrap_or(f64::NAN), pct(e.accuracy));
+            }
+        }
+        line += &format!("  {} samples/s  {:.1} s  lr {:.4}", group(r.samples_per_s), r.seconds, r.lr);
+        if !r.complete {
+            line += "  (partial epoch)";
+        }
+        eprintln!("{line}");
+        let json = epoch_json(r);
+        if self.json {
+            println!("{json}");
+        }
+        if let Some(f) = &mut self.metrics {
+            writeln!(f, "{json}").map_err(|e| percept_runtime::Error(format!("cannot write the metrics file: {e}")))?;
+        }
+        self.history.push(r.clone());
+        Ok(())
+    }
+}
+
+fn epoch_json(r: &EpochReport) -> serde_json::Value {
+    let e = |x: &Option<percept_runtime::eval::EvalReport>| {
+        x.as_ref().map(|e| serde_json::json!({"loss": e.loss, "accuracy": e.accuracy}))
+    };
+    serde_json::json!({
+        "epoch": r.epoch,
+        "steps": r.steps,
+        "samples": r.samples,
+        "loss": r.train_loss,
+        "accuracy": r.train_accuracy,
+        "seconds": r.seconds,
+        "samples_per_s": r.samples_per_s,
+        "lr": r.lr,
+        "val": e(&r.val),
+        "test": e(&r.test),
+        "complete": r.complete,
+    })
+}
+
+fn run_dir(model: &Model) -> PathBuf {
+    Path::new("runs").join(&model.spec.name)
+}
+
+pub fn run(a: Args) -> CliResult {
+    let mut model = Model::from_file(&a.model)?;
+    model.set_backend(a.backend.into())?;
+    let _threads = a.threads;
+    let mut splits = load_data(&a.data, &model)?;
+    let weights = a.save.clone().unwrap_or_else(|| run_dir(&model).join("weights.safetensors"));
+    let checkpoint = a.checkpoint.clone().unwrap_or_else(|| run_dir(&model).join("checkpoint.safetensors"));
+
+    let mut trainer = match &a.resume {
+        Some(path) => {
+            let file = percept_runtime::tensorfile::TensorFile::read(path)?;
+            let mut t = Trainer::resume(&mut model, &file, &path.display().to_string())?;
+            if let Some(e) = a.epochs {
+                t.config.epochs = e;
+            }
+            if a.steps.is_some() {
+                t.config.steps = a.steps;
+            }
+            eprintln!(
+                "resuming from {} at epoch {}, sample {} (step {})",
+                path.display(),
+                t.position.epoch + 1,
+                t.position.sample,
+                t.position.step
+            );
+            t
+        }
+        None => {
+            let config = TrainConfig {
+                epochs: a.epochs.unwrap_or(3),
+                steps: a.steps,
+                batch: a.batch,
+                eval_batch: a.eval_batch,
+                lr: a.lr,
+                optimizer: match a.optimizer {
+                    OptArg::Sgd => OptimizerKind::Sgd,
+                    OptArg::Adam => OptimizerKind::Adam,
+                },
+                momentum: if a.optimizer == OptArg::Adam { 0.0 } else { a.momentum },
+                nesterov: a.nesterov,
+                weight_decay: a.weight_decay,
+                schedule: a.schedule.clone(),
+                seed: a.seed,
+                shuffle: !a.no_shuffle,
+                drop_last: a.drop_last,
+                init: a.weight_init.clone(),
+                freeze: a.freeze.clone(),
+                ..TrainConfig::default()
+            };
+            let t = Trainer::new(config)?;
+            model.data_meta.norm = parse_norm(&a.normalize, &splits)?;
+            match &a.init {
+                Some(w) => {
+                    model.load_weights_file(w)?;
+                    t.attach(&mut model)?;
+                }
+                None => t.init_model(&mut model)?,
+            }
+            t
+        }
+    };
+    if a.val > 0 {
+        splits.hold_out(a.val, trainer.config.seed)?;
+    }
+    splits.apply_norm(model.data_meta.norm);
+    model.data_meta.classes = splits.train.class_names().map(|c| c.to_vec());
+    trainer.checkpoint = Some(checkpoint.clone());
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupted: finishing the current step and saving a checkpoint (Ctrl-C again to quit now)");
+        });
+    }
+    trainer.interrupt = Some(interrupted);
+
+    let metrics_path = a.metrics.clone().unwrap_or_else(|| run_dir(&model).join("metrics.jsonl"));
+    if let Some(dir) = metrics_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| UserError(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut metrics = std::fs::File::create(&metrics_path)
+        .map_err(|e| UserError(format!("cannot create the metrics file {}: {e}", metrics_path.display())))?;
+    let cfg = &trainer.config;
+    let header = serde_json::json!({
+        "run": {
+            "model": model.spec.name,
+            "model_file": a.model.display().to_string(),
+            "data": splits.source,
+            "train_samples": splits.train.len(),
+            "normalize": {"mean": model.data_meta.norm.mean, "std": model.data_meta.norm.std},
+            "backend": model.backend().name(),
+            "weights": weights.display().to_string(),
+            "checkpoint": checkpoint.display().to_string(),
+            "config": cfg,
+        }
+    });
+    writeln!(metrics, "{header}").map_err(|e| UserError(format!("cannot write the metrics file: {e}")))?;
+    eprintln!(
+        "training {} ({} parameters) on {} samples: batch {}, {} lr {}{}, schedule {}, {} epoch(s){}, backend {}",
+        model.spec.name,
+        group(model.spec.trainable_count() as f64),
+        group(splits.train.len() as f64),
+        cfg.batch,
+        cfg.optimizer().name(),
+        cfg.lr,
+        if cfg.optimizer == OptimizerKind::Sgd && cfg.momentum != 0.0 {
+            format!(" momentum {}", cfg.momentum)
+        } else {
+            String::new()
+        },
+        cfg.schedule,
+        cfg.epochs,
+        cfg.steps.map(|s| format!(" (at most {s} steps)")).unwrap_or_default(),
+        model.backend().name()
+    );
+    let bar = stderr_is_terminal().then(|| {
+        let b = ProgressBar::new(0);
+        b.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ETA {eta}").expect("valid template"));
+        b
+    });
+    let mut progress = Progress {
+        json: a.json,
+        bar,
+        epochs: cfg.epochs,
+        weights: weights.clone(),
+        metrics: Some(metrics),
+        history: vec![],
+    };
+    let outcome = trainer.fit(&mut model, &splits, &mut progress).map_err(|e| {
+        let note = if checkpoint.exists() {
+            format!("\nthe last good checkpoint is intact: {}", checkpoint.display())
+        } else {
+            String::new()
+        };
+        UserError(format!("{e}{note}"))
+    })?;
+    model.save_weights(&weights)?;
+    if let Some(plot) = &a.plot {
+        crate::cli::plot::draw(&progress.history, plot)?;
+        eprintln!("plot: {}", plot.display());
+    }
+    let last = progress.history.last();
+    let test_acc = last.and_then(|r| r.test.as_ref()).and_then(|t| t.accuracy);
+    let summary = serde_json::json!({
+        "model": model.spec.name,
+        "outcome": match outcome { Outcome::Finished => "finished", Outcome::StepLimit => "step_limit", Outcome::Interrupted => "interrupted" },
+        "epochs": trainer.position.epoch,
+        "steps": trainer.position.step,
+        "test_accuracy": test_acc,
+        "test_loss": last.and_then(|r| r.test.as_ref()).and_then(|t| t.loss),
+        "train_seconds": progress.history.iter().map(|r| r.seconds).sum::<f64>(),
+        "compile_seconds": model.compile_time.as_secs_f64(),
+        "weights": weights.display().to_string(),
+        "checkpoint": checkpoint.display().to_string(),
+        "metrics": metrics_path.display().to_string(),
+    });
+    if a.json {
+        println!("{summary}");
+    } else {
+        match outcome {
+            Outcome::Interrupted => println!(
+                "interrupted after step {}; resume with: percept train {} --resume {}",
+                trainer.position.step,
+                a.model.display(),
+                checkpoint.display()
+            ),
+            _ => println!(
+                "trained {} for {} step(s): test accuracy {}; weights saved to {}",
+                model.spec.name,
+                trainer.position.step,
+                pct(test_acc),
+                weights.display()
+            ),
+        }
+    }
+    if outcome == Outcome::Interrupted {
+        std::process::exit(130);
+    }
+    Ok(())
+}
