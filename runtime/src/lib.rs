@@ -5,6 +5,7 @@ pub mod data;
 pub mod error;
 pub mod init;
 pub mod model;
+pub mod npy;
 pub mod rng;
 pub mod tensorfile;
 

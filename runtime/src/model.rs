@@ -197,7 +197,7 @@ impl Model {
 
     fn batch_of(&self, data: &[f32]) -> Result<usize> {
         let per: usize = self.spec.input.shape.iter().product();
-        if data.is_empty() || data.len() % per != 0 {
+        if data.is_empty() || !data.len().is_multiple_of(per) {
             bail!(
                 "an input of {} values is not a whole number of samples of shape {:?}",
                 data.len(),

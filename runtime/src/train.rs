@@ -122,6 +122,13 @@ impl TrainConfig {
     }
 }
 
+/// The mini-batches of an epoch from sample `start` of its order: consecutive chunks of
+/// `batch` indices, the last one smaller unless `drop_last` drops it. Together they hold
+/// every sample of the order exactly once (all but the partial batch with `drop_last`).
+pub fn mini_batches(order: &[u32], start: usize, batch: usize, drop_last: bool) -> impl Iterator<Item = &[u32]> {
+    order[start.min(order.len())..].chunks(batch).filter(move |c| !drop_last || c.len() == batch)
+}
+
 /// Where training is: the epoch, how many samples of its permutation are done, and the
 /// global step count. With the seed this is the whole random state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,15 +267,9 @@ impl Trainer {
             let mut lr = cfg.lr;
             let batches = order.len().div_ceil(cfg.batch);
             let mut outcome = None;
-            while self.position.sample < n {
+            for idx in mini_batches(&order, self.position.sample, cfg.batch, cfg.drop_last) {
                 if cfg.steps.is_some_and(|s| self.position.step >= s) {
                     outcome = Some(Outcome::StepLimit);
-                    break;
-                }
-                let end = (self.position.sample + cfg.batch).min(n);
-                let idx = &order[self.position.sample..end];
-                if idx.len() < cfg.batch && cfg.drop_last {
-                    self.position.sample = n;
                     break;
                 }
                 lr = schedule.lr(cfg.lr, epoch, self.position.step, total_steps);
@@ -287,7 +288,7 @@ impl Trainer {
                     );
                 }
                 model.update_step(&cx)?;
-                self.position.sample = end;
+                self.position.sample += idx.len();
                 self.position.step += 1;
                 steps += 1;
                 loss_sum += l as f64 * idx.len() as f64;
@@ -307,6 +308,10 @@ impl Trainer {
                     outcome = Some(Outcome::Interrupted);
                     break;
                 }
+            }
+            if outcome.is_none() {
+                // Every mini-batch ran (a dropped partial batch counts as done).
+                self.position.sample = n;
             }
             let seconds = start.elapsed().as_secs_f64();
             let complete = self.position.sample >= n;
@@ -403,5 +408,33 @@ impl Trainer {
             );
         }
         Ok(trainer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sample_is_seen_exactly_once_per_epoch() {
+        for (n, b) in [(10, 3), (9, 3), (1, 4), (60_000, 64), (7, 7)] {
+            let order = epoch_order(n, 5, 2, true);
+            let mut seen: Vec<u32> = mini_batches(&order, 0, b, false).flatten().copied().collect();
+            assert_eq!(mini_batches(&order, 0, b, false).count(), n.div_ceil(b));
+            assert!(mini_batches(&order, 0, b, false).all(|c| c.len() == b || c.len() == n % b));
+            seen.sort_unstable();
+            assert_eq!(seen, (0..n as u32).collect::<Vec<_>>(), "n {n} batch {b}");
+            // Resuming after k batches continues with exactly the rest.
+            let k = (n / b) / 2;
+            let rest: Vec<u32> = mini_batches(&order, k * b, b, false).flatten().copied().collect();
+            assert_eq!(rest, order[k * b..]);
+            // drop_last skips only the partial batch.
+            let dropped: usize = mini_batches(&order, 0, b, true).map(|c| c.len()).sum();
+            assert_eq!(dropped, n - n % b);
+        }
+        // Without shuffling, mini-batch k holds samples k·B to k·B+B−1.
+        let order = epoch_order(10, 5, 0, false);
+        let batches: Vec<&[u32]> = mini_batches(&order, 0, 4, false).collect();
+        assert_eq!(batches, [&[0, 1, 2, 3][..], &[4, 5, 6, 7], &[8, 9]]);
     }
 }

@@ -2,8 +2,11 @@
 
 mod check;
 mod common;
+mod eval;
 mod inspect;
 mod plot;
+mod predict;
+mod run;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -22,7 +25,13 @@ enum Command {
     /// Print a stage of the compiler: the AST or the training graph.
     Inspect(inspect::Args),
     /// Train a model with mini-batches; evaluates after every epoch and saves the weights.
-    Train(train::Args),
+    Train(Box<train::Args>),
+    /// Evaluate trained weights: loss, accuracy, per-class accuracy, confusion matrix.
+    Eval(eval::Args),
+    /// Classify images with trained weights: the top classes and their probabilities.
+    Predict(predict::Args),
+    /// Run the forward pass on an input tensor and write the output (or a layer's).
+    Run(run::Args),
 }
 
 /// A failure the user can fix: the message says what and where. Exit code 1.
@@ -51,7 +60,10 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Check(a) => check::run(a),
         Command::Inspect(a) => inspect::run(a),
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
+        Command::Eval(a) => eval::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Run(a) => run::run(a),
     };
     match result {
         Ok(()) => 0,

@@ -161,7 +161,11 @@ impl Observer for Progress {
         if !r.complete {
             line += "  (partial epoch)";
         }
-        eprintln!("{line}");
+        // Long runs on tiny data (XOR: hundreds of one-step epochs) log about 20 lines.
+        let every = (self.epochs / 20).max(1);
+        if self.epochs <= 50 || r.epoch.is_multiple_of(every) || r.epoch == 1 || r.epoch == self.epochs || !r.complete {
+            eprintln!("{line}");
+        }
         let json = epoch_json(r);
         if self.json {
             println!("{json}");

@@ -84,7 +84,7 @@ fn load_classes(dir: &Path, shape: &[usize], names: Option<&[String]>, what: &st
     if labels.is_empty() {
         bail!("{} has no images: expected class folders holding .png or .jpg files", dir.display());
     }
-    let sample_shape = if shape.len() == 1 { shape.to_vec() } else { shape.to_vec() };
+    let sample_shape = shape.to_vec();
     Ok(Dataset {
         name: format!("{what} ({})", dir.display()),
         sample_shape,

@@ -4,6 +4,7 @@
 //! recorded in the weights' metadata so `eval` and `predict` preprocess the same way.
 
 mod folder;
+pub use folder::{image_to_tensor, load_image};
 pub mod idx;
 pub mod preprocess;
 
@@ -293,8 +294,8 @@ pub fn load(source: &str, sample_shape: &[usize]) -> Result<Splits> {
 fn load_mnist_pair(dir: &Path, images: &str, labels: &str, name: String) -> Result<Dataset> {
     let missing = |stem: &str| Error(format!("{}: missing {stem}.gz (or {stem})", dir.display()));
     let ipath = find_idx(dir, images).ok_or_else(|| missing(images))?;
-    let lpath = find_idx(dir, labels).ok_or_else(|| missing(labels))?;
     let imgs = idx::read_idx(&ipath)?;
+    let lpath = find_idx(dir, labels).ok_or_else(|| missing(labels))?;
     let labs = idx::read_idx(&lpath)?;
     if imgs.dims.len() != 3 {
         bail!("{}: expected images of 3 dimensions [count, rows, cols], found {:?}", ipath.display(), imgs.dims);

@@ -1,0 +1,91 @@
+use super::common::{load_data, pct};
+use super::{CliResult, UserError};
+use crate::cli::train::BackendArg;
+use percept_runtime::eval::evaluate;
+use percept_runtime::Model;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The model file (.nn).
+    model: PathBuf,
+    /// The trained weights (safetensors).
+    #[arg(long)]
+    weights: PathBuf,
+    /// The data (its test set, or its training set when it has none).
+    #[arg(long, default_value = "data/mnist")]
+    data: String,
+    /// Evaluation batch size.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    #[arg(long, value_enum, default_value = "interp")]
+    backend: BackendArg,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> CliResult {
+    let mut model = Model::from_file(&a.model)?;
+    model.set_backend(a.backend.into())?;
+    model.load_weights_file(&a.weights)?;
+    let splits = load_data(&a.data, &model)?;
+    let mut ds = match splits.test {
+        Some(t) => t,
+        None => {
+            eprintln!("note: {} has no test set; evaluating its training set", a.data);
+            splits.train
+        }
+    };
+    ds.check_fits(&model.spec.input.shape, model.spec.output_shape(), model.spec.loss.map(|l| l.loss))?;
+    ds.apply_norm(model.data_meta.norm);
+    if a.batch == 0 {
+        return Err(UserError("--batch must be at least 1".into()));
+    }
+    let r = evaluate(&mut model, &ds, a.batch)?;
+    if a.json {
+        let v = serde_json::json!({
+            "data": ds.name,
+            "samples": r.samples,
+            "loss": r.loss,
+            "accuracy": r.accuracy,
+            "classes": r.classes,
+            "per_class_accuracy": r.per_class,
+            "confusion": r.confusion,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+        return Ok(());
+    }
+    println!("{}: {} samples", ds.name, r.samples);
+    if let Some(l) = r.loss {
+        println!("loss      {l:.4}");
+    }
+    println!("accuracy  {}", pct(r.accuracy));
+    if !r.classes.is_empty() {
+        println!("\nper class:");
+        for (c, acc) in r.classes.iter().zip(&r.per_class) {
+            println!("  {c:>8}  {:.2}%", acc * 100.0);
+        }
+        let w = r
+            .confusion
+            .iter()
+            .flatten()
+            .max()
+            .map_or(1, |m| m.to_string().len())
+            .max(r.classes.iter().map(|c| c.len()).max().unwrap_or(1));
+        println!("\nconfusion matrix (rows: true class, columns: predicted):");
+        print!("  {:>w$} ", "");
+        for c in &r.classes {
+            print!(" {c:>w$}");
+        }
+        println!();
+        for (c, row) in r.classes.iter().zip(&r.confusion) {
+            print!("  {c:>w$} ");
+            for v in row {
+                print!(" {v:>w$}");
+            }
+            println!();
+        }
+    }
+    Ok(())
+}

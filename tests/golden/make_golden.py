@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Golden values from PyTorch for Percept's training step (run once by hand; CI does not
+need torch).
+
+For lenet5.nn and cnn_bn.nn (as the equivalent torch.nn.Sequential), writes
+`<model>.safetensors` holding:
+  init.<name>   the initial weights (PyTorch's default initialization, seed 0)
+  batch0.x, batch0.y, batch1.x, batch1.y   two mini-batches of 8 MNIST training images
+                (the first 16 in file order, pixels / 255, no normalization)
+  after.<name>  the weights after two steps of SGD (lr 0.05, momentum 0.9,
+                weight decay 1e-4) in training mode, running statistics included
+and metadata: the torch version, the hyperparameters, the two losses.
+
+    python3 tests/golden/make_golden.py
+"""
+import gzip
+import json
+import struct
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = Path(__file__).resolve().parent
+LR, MOMENTUM, WEIGHT_DECAY, BATCH = 0.05, 0.9, 1e-4, 8
+
+
+def lenet5():
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+
+
+def cnn_bn():
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def mnist_batches():
+    images = gzip.open(ROOT / "data/mnist/train-images-idx3-ubyte.gz").read()[16:]
+    labels = gzip.open(ROOT / "data/mnist/train-labels-idx1-ubyte.gz").read()[8:]
+    out = []
+    for b in range(2):
+        lo, hi = b * BATCH, (b + 1) * BATCH
+        x = torch.tensor(list(images[lo * 784:hi * 784]), dtype=torch.float32).reshape(BATCH, 1, 28, 28) / 255.0
+        y = torch.tensor(list(labels[lo:hi]), dtype=torch.int64)
+        out.append((x, y))
+    return out
+
+
+def save_safetensors(path, tensors, metadata):
+    """A minimal safetensors writer (F32 and I64), so the script needs only torch."""
+    header, blobs, offset = {"__metadata__": metadata}, [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous()
+        dtype = {torch.float32: "F32", torch.int64: "I64"}[t.dtype]
+        data = t.numpy().tobytes()
+        header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def main():
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    batches = mnist_batches()
+    for name, make in [("lenet5", lenet5), ("cnn_bn", cnn_bn)]:
+        torch.manual_seed(0)
+        model = make()
+        model.train()
+        tensors = {f"init.{k}": v.clone() for k, v in model.state_dict().items()}
+        for i, (x, y) in enumerate(batches):
+            tensors[f"batch{i}.x"] = x
+            tensors[f"batch{i}.y"] = y.to(torch.float32)
+        opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+        losses = []
+        for x, y in batches:
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        tensors.update({f"after.{k}": v.clone() for k, v in model.state_dict().items()})
+        meta = {"torch": torch.__version__, "python": sys.version.split()[0], "lr": str(LR),
+                "momentum": str(MOMENTUM), "weight_decay": str(WEIGHT_DECAY), "batch": str(BATCH),
+                "losses": json.dumps(losses)}
+        save_safetensors(OUT / f"{name}.safetensors", tensors, meta)
+        print(f"{name}: losses {losses}, torch {torch.__version__}")
+
+
+if __name__ == "__main__":
+    main()
