@@ -9,6 +9,8 @@ pub mod ast;
 pub mod autodiff;
 pub mod build;
 pub mod check;
+#[cfg(feature = "codegen")]
+pub mod codegen;
 pub mod diag;
 pub mod exec;
 pub mod grammar;

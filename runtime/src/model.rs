@@ -7,6 +7,7 @@ use crate::data::Norm;
 use crate::error::{Error, Result};
 use crate::tensorfile::{Data, NamedTensor, TensorFile};
 use percept_compiler::check::{ModelSpec, ParamRole};
+use percept_compiler::codegen::{self, CodegenOptions};
 use percept_compiler::exec::{
     self, Executable, Feed, Fetch, InterpExecutable, Optimizer, SlotKind, StateLayout, StateStore,
 };
@@ -67,6 +68,8 @@ pub struct Model {
     cache: HashMap<ProgramKey, Box<dyn Executable>>,
     /// Total time spent compiling programs.
     pub compile_time: Duration,
+    /// Debug switches of the JIT back end.
+    pub codegen: CodegenOptions,
 }
 
 impl Model {
@@ -99,6 +102,7 @@ impl Model {
             frozen: vec![],
             cache: HashMap::new(),
             compile_time: Duration::ZERO,
+            codegen: CodegenOptions::default(),
         }
     }
 
@@ -107,9 +111,6 @@ impl Model {
     }
 
     pub fn set_backend(&mut self, backend: Backend) -> Result<()> {
-        if backend == Backend::Jit {
-            bail!("the JIT back end is not built yet; use --backend interp");
-        }
         if backend != self.backend {
             self.cache.clear();
             self.backend = backend;
@@ -168,7 +169,11 @@ impl Model {
         }
         .map_err(|d| Error(d.summary()))?;
         let program: Box<dyn Executable> = match self.backend {
-            Backend::Interp | Backend::Jit => Box::new(InterpExecutable::new(graph)),
+            Backend::Interp => Box::new(InterpExecutable::new(graph)),
+            Backend::Jit => Box::new(
+                codegen::compile(&graph, &self.store.layout, self.codegen)
+                    .map_err(|e| Error(format!("JIT compilation failed: {e}")))?,
+            ),
         };
         self.compile_time += start.elapsed();
         self.cache.insert(key.clone(), program);

@@ -1,0 +1,189 @@
+//! Running JIT code. This is the one module of the back end with `unsafe`: turning code
+//! addresses into function pointers, calling them, and freeing the code.
+//!
+//! Why the calls are sound: every kernel was compiled for exactly this program's graph,
+//! memory plan and state layout; its every load and store was proved inside its buffer
+//! when it was emitted (see `builder::Kb::addr`); the arena is allocated here with the
+//! plan's size, the state store's layout is checked to be the compiled one before each
+//! run, and work-item ranges passed in are within each kernel's extent.
+
+use super::jit::CgResult;
+use super::plan::Loc;
+use super::{CodegenError, JitProgram};
+use crate::exec::{ExecError, Executable, Feed, Fetch, StateStore};
+use crate::ir::{Graph, OutputRole};
+use crate::ops::{Op, SourceKind, StepCtx};
+use cranelift_jit::JITModule;
+use cranelift_module::FuncId;
+use std::cell::Cell;
+
+/// The name under which JIT code may call [`bounds_report`].
+pub const BOUNDS_REPORT: &str = "percept_bounds_report";
+
+thread_local! {
+    static BOUNDS_FAILURE: Cell<Option<(i32, i64, i64)>> = const { Cell::new(None) };
+}
+
+/// Called by kernels compiled with run-time checks when an access is out of bounds:
+/// records (kernel, access, index); the kernel then returns and `run` reports it.
+pub extern "C" fn bounds_report(kernel: i32, access: i64, index: i64) {
+    BOUNDS_FAILURE.with(|c| {
+        if c.get().is_none() {
+            c.set(Some((kernel, access, index)));
+        }
+    });
+}
+
+/// The step context every kernel reads (layout fixed by `builder::ctx`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelCtx {
+    pub seed: u64,
+    pub step: u64,
+    pub lr: f32,
+    pub adam_step_size: f32,
+    pub adam_inv_sqrt_bc2: f32,
+    pub _pad: f32,
+}
+
+type KernelFn = unsafe extern "C" fn(*mut f32, *mut f32, *const KernelCtx, i64, i64, i64);
+
+pub struct JitExecutable {
+    pub program: JitProgram,
+    module: Option<JITModule>,
+    fns: Vec<KernelFn>,
+    arena: Vec<f32>,
+    /// Index of the first 64-byte-aligned float of `arena`.
+    base: usize,
+    adam: Option<crate::ops::AdamUpdate>,
+}
+
+// SAFETY: the module's code and data are immutable after finalization, and nothing in
+// the executor is shared between threads without `&mut`.
+unsafe impl Send for JitExecutable {}
+
+impl Drop for JitExecutable {
+    fn drop(&mut self) {
+        if let Some(m) = self.module.take() {
+            // SAFETY: the function pointers in `fns` die with `self`; no other copy of
+            // them escapes this executor.
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+fn loc_range(l: &Loc, base: usize) -> std::ops::Range<usize> {
+    base + l.offset..base + l.offset + l.len
+}
+
+impl JitExecutable {
+    pub(super) fn new(program: JitProgram, module: JITModule, ids: &[FuncId]) -> CgResult<JitExecutable> {
+        let fns = ids
+            .iter()
+            .map(|&id| {
+                let addr = module.get_finalized_function(id);
+                // SAFETY: `addr` is a finalized function of `module` defined with the
+                // kernel signature (arena, state, ctx, lo, hi, thread) → ().
+                unsafe { std::mem::transmute::<*const u8, KernelFn>(addr) }
+            })
+            .collect();
+        let arena = vec![0.0f32; program.plan.size + 16];
+        let base = (0..16).find(|i| (arena.as_ptr() as usize + 4 * i) % 64 == 0).unwrap_or(0);
+        let adam = program.graph.nodes.iter().find_map(|n| match &n.op {
+            Op::AdamUpdate(a) => Some(*a),
+            _ => None,
+        });
+        if program.kernels.len() != ids.len() {
+            return Err(CodegenError("kernel count mismatch".into()));
+        }
+        Ok(JitExecutable { program, module: Some(module), fns, arena, base, adam })
+    }
+
+    fn value_loc(&self, v: crate::ir::ValueId) -> Loc {
+        self.program.plan.locs[v.0 as usize]
+    }
+
+    fn read(&self, v: crate::ir::ValueId) -> Vec<f32> {
+        self.arena[loc_range(&self.value_loc(v), self.base)].to_vec()
+    }
+}
+
+impl Executable for JitExecutable {
+    fn graph(&self) -> &Graph {
+        &self.program.graph
+    }
+
+    fn backend(&self) -> &'static str {
+        "jit"
+    }
+
+    fn run(&mut self, store: &mut StateStore, feed: &Feed, cx: &StepCtx) -> Result<Fetch, ExecError> {
+        if store.layout != self.program.layout || store.data.len() != store.layout.len {
+            return Err(ExecError("the model state does not have the layout this program was compiled for".into()));
+        }
+        let g = &self.program.graph;
+        for (kind, v) in g.sources() {
+            let data = match kind {
+                SourceKind::Data => feed.data,
+                SourceKind::Target => match feed.target {
+                    Some(t) => t,
+                    None => return Err(ExecError("this program needs targets".into())),
+                },
+                _ => continue,
+            };
+            let r = loc_range(&self.program.plan.locs[v.0 as usize], self.base);
+            if data.len() != r.len() {
+                return Err(ExecError(format!(
+                    "fed {} values for {kind:?}, the program was compiled for {}",
+                    data.len(),
+                    r.len()
+                )));
+            }
+            self.arena[r].copy_from_slice(data);
+        }
+        let mut ctx = KernelCtx { seed: cx.seed, step: cx.step, lr: cx.lr as f32, ..Default::default() };
+        if let Some(a) = &self.adam {
+            let (s, i) = a.scalars(cx.lr, cx.step);
+            ctx.adam_step_size = s;
+            ctx.adam_inv_sqrt_bc2 = i;
+        }
+        let arena = self.arena[self.base..].as_mut_ptr();
+        let state = store.data.as_mut_ptr();
+        let checks = self.program.options.checks;
+        for (k, f) in self.fns.iter().enumerate() {
+            let info = &self.program.kernels[k];
+            // SAFETY: see the module documentation; `arena` holds the plan's size past
+            // `base`, `state` has the compiled layout (checked above), and 0..extent is
+            // the kernel's whole item range.
+            unsafe { f(arena, state, &ctx, 0, info.extent as i64, 0) };
+            if checks {
+                if let Some((kernel, access, index)) = BOUNDS_FAILURE.with(|c| c.take()) {
+                    let kname = &self.program.kernels[kernel as usize].name;
+                    let what = self.program.kernels[kernel as usize]
+                        .accesses
+                        .get(access as usize)
+                        .cloned()
+                        .unwrap_or_default();
+                    return Err(ExecError(format!("bounds check failed in kernel `{kname}`: {what} at index {index}")));
+                }
+            }
+            if self.program.options.poison {
+                let node = *info.nodes.last().expect("a kernel computes nodes");
+                for a in self.program.plan.allocs.iter().filter(|a| a.to == node && a.from <= node) {
+                    self.arena[self.base + a.offset..self.base + a.offset + a.len].fill(f32::NAN);
+                }
+            }
+        }
+        let mut fetch = Fetch::default();
+        for (role, v) in &g.outputs {
+            match role {
+                OutputRole::Loss => fetch.loss = Some(self.read(*v)[0]),
+                OutputRole::Prediction => fetch.prediction = self.read(*v),
+                OutputRole::Activation(name) => fetch.activations.push((name.clone(), self.read(*v))),
+                OutputRole::InputGrad => fetch.input_grad = Some(self.read(*v)),
+                _ => {}
+            }
+        }
+        Ok(fetch)
+    }
+}

@@ -1,0 +1,193 @@
+//! The one module that talks to Cranelift's code generator, module and JIT crates
+//! (pinned to 0.135.8): host ISA detection, compilation of one function at a chosen
+//! optimization level with its CLIF text and disassembly, the allowlist of symbols JIT
+//! code may call, and loading the finished code.
+
+use cranelift_codegen::ir::{types, AbiParam, Function, Signature, UserFuncName};
+use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::Context;
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, ModuleRelocTarget};
+use std::collections::HashMap;
+
+pub use cranelift_codegen::ir;
+pub use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CodegenError(pub String);
+
+impl std::fmt::Display for CodegenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CodegenError {}
+
+pub type CgResult<T> = Result<T, CodegenError>;
+
+pub fn err<T>(msg: impl Into<String>) -> CgResult<T> {
+    Err(CodegenError(msg.into()))
+}
+
+/// Cranelift's optimization level for one function. Measured: `None` runs the
+/// register-blocked GEMM tile fastest (`Speed`'s e-graph hoists loads and spills
+/// accumulators); `Speed` is better for the scalar index arithmetic of other kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OptLevel {
+    None,
+    Speed,
+}
+
+/// What the host CPU offers the code generator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostFeatures {
+    /// FMA is emitted only with both AVX and FMA; otherwise fmul + fadd (never libcalls).
+    pub fma: bool,
+    pub avx: bool,
+    pub avx2: bool,
+    pub avx512f: bool,
+}
+
+fn make_isa(opt: OptLevel, verify: bool) -> CgResult<OwnedTargetIsa> {
+    let mut flags = settings::builder();
+    let set =
+        |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| CodegenError(format!("{k}={v}: {e}")));
+    set(&mut flags, "opt_level", if opt == OptLevel::None { "none" } else { "speed" })?;
+    set(&mut flags, "is_pic", "false")?;
+    set(&mut flags, "use_colocated_libcalls", "false")?;
+    set(&mut flags, "enable_verifier", if verify { "true" } else { "false" })?;
+    let isa = cranelift_native::builder().map_err(|e| CodegenError(format!("unsupported host: {e}")))?;
+    isa.finish(settings::Flags::new(flags)).map_err(|e| CodegenError(format!("cannot configure the ISA: {e}")))
+}
+
+pub fn host_features() -> CgResult<HostFeatures> {
+    let isa = make_isa(OptLevel::Speed, false)?;
+    let flag = |name: &str| isa.isa_flags().iter().any(|v| v.name == name && v.as_bool() == Some(true));
+    let avx = flag("has_avx");
+    Ok(HostFeatures { fma: avx && flag("has_fma"), avx, avx2: flag("has_avx2"), avx512f: flag("has_avx512f") })
+}
+
+/// A compiled function, for inspection.
+#[derive(Clone, Debug, Default)]
+pub struct FunctionText {
+    pub clif: String,
+    pub disasm: String,
+    pub code_bytes: usize,
+}
+
+/// A set of JIT functions being built, then loaded.
+pub struct JitModule {
+    module: JITModule,
+    isas: HashMap<OptLevel, OwnedTargetIsa>,
+    allowed: Vec<String>,
+}
+
+/// The signature of every kernel: (arena, state, ctx, lo, hi, thread).
+pub fn kernel_signature(call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    for _ in 0..3 {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    for _ in 0..3 {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    sig
+}
+
+impl JitModule {
+    /// `symbols`: the Rust functions JIT code may call (the allowlist); nothing else
+    /// links, not even libc.
+    pub fn new(symbols: &[(&str, *const u8)], verify: bool) -> CgResult<JitModule> {
+        let isa = make_isa(OptLevel::Speed, verify)?;
+        let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+        let table: HashMap<String, usize> = symbols.iter().map(|(n, p)| (n.to_string(), *p as usize)).collect();
+        builder.symbol_lookup_fn(Box::new(move |name| table.get(name).map(|&p| p as *const u8)));
+        let mut isas = HashMap::new();
+        isas.insert(OptLevel::None, make_isa(OptLevel::None, verify)?);
+        isas.insert(OptLevel::Speed, make_isa(OptLevel::Speed, verify)?);
+        Ok(JitModule {
+            module: JITModule::new(builder),
+            isas,
+            allowed: symbols.iter().map(|(n, _)| n.to_string()).collect(),
+        })
+    }
+
+    pub fn call_conv(&self) -> CallConv {
+        self.module.isa().default_call_conv()
+    }
+
+    pub fn frontend_config(&self) -> cranelift_codegen::isa::TargetFrontendConfig {
+        self.module.isa().frontend_config()
+    }
+
+    pub fn pointer_type(&self) -> ir::Type {
+        self.module.isa().pointer_type()
+    }
+
+    pub fn declare(&mut self, name: &str, sig: &Signature, linkage: Linkage) -> CgResult<FuncId> {
+        self.module.declare_function(name, linkage, sig).map_err(|e| CodegenError(format!("declare {name}: {e}")))
+    }
+
+    /// Make an imported function (a micro-kernel, an allowlisted Rust function) callable
+    /// from `func`.
+    pub fn import(&mut self, id: FuncId, func: &mut Function) -> ir::FuncRef {
+        self.module.declare_func_in_func(id, func)
+    }
+
+    pub fn new_function(&self, id: FuncId, sig: Signature) -> Function {
+        Function::with_name_signature(UserFuncName::user(0, id.as_u32()), sig)
+    }
+
+    /// Compile `func` at `opt` and define it as `id`, refusing calls to anything outside
+    /// the allowlist and this module's own functions.
+    pub fn define(&mut self, id: FuncId, func: Function, opt: OptLevel) -> CgResult<FunctionText> {
+        let clif = func.display().to_string();
+        let mut ctx = Context::for_function(func);
+        ctx.set_disasm(true);
+        let isa = &self.isas[&opt];
+        ctx.compile(&**isa, &mut Default::default())
+            .map_err(|e| CodegenError(format!("Cranelift rejected a kernel: {:?}\n{clif}", e.inner)))?;
+        let code = ctx.compiled_code().expect("compiled above");
+        let relocs: Vec<ModuleReloc> =
+            code.buffer.relocs().iter().map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id)).collect();
+        for r in &relocs {
+            if let ModuleRelocTarget::User { .. } = r.name {
+                let callee = self.callee_name(&r.name);
+                if !self.allowed.contains(&callee) && !self.is_local(&callee) {
+                    return err(format!("JIT code may not call `{callee}`: it is not on the allowlist"));
+                }
+            } else {
+                return err(format!("JIT code may not call the library function {:?}", r.name));
+            }
+        }
+        let disasm = code.vcode.clone().unwrap_or_default();
+        let bytes = code.code_buffer().to_vec();
+        let align = code.buffer.alignment as u64;
+        self.module
+            .define_function_bytes(id, align, &bytes, &relocs)
+            .map_err(|e| CodegenError(format!("cannot define a kernel: {e}")))?;
+        Ok(FunctionText { clif, disasm, code_bytes: bytes.len() })
+    }
+
+    fn callee_name(&self, target: &ModuleRelocTarget) -> String {
+        match target {
+            ModuleRelocTarget::User { index, .. } => {
+                let id = FuncId::from_u32(*index);
+                self.module.declarations().get_function_decl(id).linkage_name(id).into_owned()
+            }
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn is_local(&self, name: &str) -> bool {
+        self.module.declarations().get_functions().any(|(id, d)| d.linkage_name(id) == name && d.linkage.is_definable())
+    }
+
+    /// Link and make executable. The module owns the code; see `exec::LoadedCode`.
+    pub fn finish(mut self) -> CgResult<JITModule> {
+        self.module.finalize_definitions().map_err(|e| CodegenError(format!("cannot link the kernels: {e}")))?;
+        Ok(self.module)
+    }
+}

@@ -1,0 +1,248 @@
+//! Matrix products and convolutions, all through the GEMM loop nest.
+//!
+//! Convolutions use im2col: each image's receptive fields are copied into a
+//! [C·kh·kw, Ho·Wo] matrix (zeros where the window covers padding), then one GEMM per
+//! image: y = W·col (forward), dcol = Wᵀ·dy then col2im (input gradient), dW += dy·colᵀ
+//! (weight gradient). The copy's bounds are static: for each kernel offset (ky, kx) the
+//! rows and columns whose window lands inside the image are computed at compile time, so
+//! the copy has no per-element tests and is vectorized for stride 1.
+
+use super::gemm::{emit_gemm, Gemm, GemmScratch, Mat, MicroKernel};
+use super::{LowerCtx, NodeBufs};
+use crate::codegen::builder::{Buf, Idx, Kb};
+use crate::codegen::jit::CgResult;
+use crate::ir::{Graph, Node};
+use crate::ops::{Conv2d, Conv2dGradInput, Conv2dGradWeight, ConvGeom, MatMul, Op};
+use cranelift_codegen::ir::{types, InstBuilder};
+
+fn gemm_scratch(bufs: &NodeBufs, first: usize) -> GemmScratch {
+    GemmScratch {
+        pack_a: bufs.scratch[first].clone(),
+        pack_b: bufs.scratch[first + 1].clone(),
+        tile: bufs.scratch[first + 2].clone(),
+    }
+}
+
+fn whole(buf: &Buf, rs: i64, cs: i64) -> Mat {
+    Mat { buf: buf.clone(), base: Idx::constant(0), rs, cs }
+}
+
+pub fn lower_matmul(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, mm: &MatMul) -> CgResult<()> {
+    let (sa, sb) = (cx.in_shape(0).to_vec(), cx.in_shape(1).to_vec());
+    let (m, k, n) = mm.dims(&sa, &sb);
+    let a = if mm.trans_a { whole(&bufs.inputs[0], 1, sa[1] as i64) } else { whole(&bufs.inputs[0], sa[1] as i64, 1) };
+    let b = if mm.trans_b { whole(&bufs.inputs[1], 1, sb[1] as i64) } else { whole(&bufs.inputs[1], sb[1] as i64, 1) };
+    let c = whole(&bufs.outputs[0], n as i64, 1);
+    let scratch = gemm_scratch(bufs, 0);
+    let g = Gemm { m, n, k, a, b, c, accumulate: false, scratch: &scratch, micro: cx.micro, call: cx.micro_call };
+    emit_gemm(kb, &g, None)
+}
+
+/// (N, C, H, W, F, kh, kw, Ho, Wo) of a convolution node.
+struct ConvDims {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    f: usize,
+    kh: usize,
+    kw: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl ConvDims {
+    fn ckk(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    fn p(&self) -> usize {
+        self.ho * self.wo
+    }
+}
+
+fn conv_dims(graph: &Graph, node: &Node) -> ConvDims {
+    let s = |i: usize| graph.shape(node.inputs[i]).to_vec();
+    let o = graph.shape(node.outputs[0]).to_vec();
+    let (x, w, y) = match &node.op {
+        Op::Conv2d(_) => (s(0), s(1), o),
+        Op::Conv2dGradInput(_) => (o, s(1), s(0)),
+        _ => (s(0), o, s(1)),
+    };
+    ConvDims { n: x[0], c: x[1], h: x[2], w: x[3], f: w[0], kh: w[2], kw: w[3], ho: y[2], wo: y[3] }
+}
+
+pub fn conv_scratch(graph: &Graph, node: &Node, micro: &MicroKernel) -> Vec<usize> {
+    let d = conv_dims(graph, node);
+    let (m, k, n) = match node.op {
+        Op::Conv2d(_) => (d.f, d.ckk(), d.p()),
+        Op::Conv2dGradInput(_) => (d.ckk(), d.f, d.p()),
+        _ => (d.f, d.p(), d.ckk()),
+    };
+    let mut v = vec![d.ckk() * d.p()];
+    v.extend(super::gemm::scratch((m, k, n), micro));
+    v
+}
+
+/// Output positions o in 0..out whose input o·s + k − p lies in 0..n: a range lo..hi.
+fn valid_range(out: usize, n: usize, k: usize, s: usize, p: usize) -> (usize, usize) {
+    let lo = p.saturating_sub(k).div_ceil(s).min(out);
+    // o·s + k − p ≤ n − 1  ⇔  o ≤ (n − 1 + p − k) / s
+    let hi = if n + p > k { ((n - 1 + p - k) / s + 1).min(out) } else { 0 };
+    (lo, hi.max(lo))
+}
+
+/// For each kernel offset and channel, the copy between image `n` of `x` and its im2col
+/// matrix `col`: `f(kb, x index, col index, width)` for the valid part, `zero(col index,
+/// width)` for the rest. `forward` = x → col (im2col), else col → x (col2im, adding).
+fn im2col_walk(kb: &mut Kb, d: &ConvDims, g: &ConvGeom, img: Idx, x: &Buf, col: &Buf, forward: bool) -> CgResult<()> {
+    let (sh, sw) = (g.stride[0], g.stride[1]);
+    let (ph, pw) = (g.padding[0], g.padding[1]);
+    let p = d.p() as i64;
+    for ky in 0..d.kh {
+        let (oy_lo, oy_hi) = valid_range(d.ho, d.h, ky, sh, ph);
+        for kx in 0..d.kw {
+            let (ox_lo, ox_hi) = valid_range(d.wo, d.w, kx, sw, pw);
+            kb.for_range(0, d.c as i64, 1, |kb, c| {
+                let row = kb.affine(((ky * d.kw + kx) as i64) * p, &[(c, (d.kh * d.kw) as i64 * p)]);
+                let zero_span = |kb: &mut Kb, start: Idx, len: usize| -> CgResult<()> {
+                    if forward {
+                        let z = kb.f(types::F32, 0.0);
+                        kb.for_range(0, len as i64, 1, |kb, i| {
+                            let at = kb.add(start, i);
+                            kb.store(z, col, at)
+                        })?;
+                    }
+                    Ok(())
+                };
+                // Rows of outputs whose window row is in the padding.
+                zero_span(kb, row, oy_lo * d.wo)?;
+                let after = row.plus((oy_hi * d.wo) as i64);
+                zero_span(kb, after, (d.ho - oy_hi) * d.wo)?;
+                kb.for_range(oy_lo as i64, oy_hi as i64, 1, |kb, oy| {
+                    let crow = kb.affine(0, &[(oy, d.wo as i64)]);
+                    let crow = kb.add(row, crow);
+                    zero_span(kb, crow, ox_lo)?;
+                    zero_span(kb, crow.plus(ox_hi as i64), d.wo - ox_hi)?;
+                    // x[img, c, oy·sh + ky − ph, ox·sw + kx − pw]
+                    let base = (ky as i64 - ph as i64) * d.w as i64 + kx as i64 - pw as i64;
+                    let xrow = kb.affine(
+                        base,
+                        &[(img, (d.c * d.h * d.w) as i64), (c, (d.h * d.w) as i64), (oy, (sh * d.w) as i64)],
+                    );
+                    let copy = |kb: &mut Kb, ox: Idx, ty: types::Type| -> CgResult<()> {
+                        let xo = kb.mul(ox, sw as i64);
+                        let xi = kb.add(xrow, xo);
+                        let ci = kb.add(crow, ox);
+                        if forward {
+                            let v = kb.load(ty, x, xi)?;
+                            kb.store(v, col, ci)
+                        } else {
+                            let v = kb.load(ty, col, ci)?;
+                            let old = kb.load(ty, x, xi)?;
+                            let s = kb.fb.ins().fadd(old, v);
+                            kb.store(s, x, xi)
+                        }
+                    };
+                    let vec_end = if sw == 1 { ox_lo + (ox_hi - ox_lo) / 4 * 4 } else { ox_lo };
+                    kb.for_range(ox_lo as i64, vec_end as i64, 4, |kb, ox| copy(kb, ox, types::F32X4))?;
+                    kb.for_range(vec_end as i64, ox_hi as i64, 1, |kb, ox| copy(kb, ox, types::F32))
+                })
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn zero_range(kb: &mut Kb, buf: &Buf, start: Idx, len: usize) -> CgResult<()> {
+    let z4 = kb.f(types::F32X4, 0.0);
+    let z1 = kb.f(types::F32, 0.0);
+    let vec_end = len / 4 * 4;
+    kb.for_range(0, vec_end as i64, 4, |kb, i| {
+        let at = kb.add(start, i);
+        kb.store(z4, buf, at)
+    })?;
+    kb.for_range(vec_end as i64, len as i64, 1, |kb, i| {
+        let at = kb.add(start, i);
+        kb.store(z1, buf, at)
+    })
+}
+
+pub fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv: &Conv2d) -> CgResult<()> {
+    let d = conv_dims(cx.graph, cx.node);
+    let (x, w, y) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
+    let col = &bufs.scratch[0];
+    let scratch = gemm_scratch(bufs, 1);
+    let (ckk, p) = (d.ckk(), d.p());
+    kb.for_range(0, d.n as i64, 1, |kb, img| {
+        im2col_walk(kb, &d, &conv.geom, img, x, col, true)?;
+        let c = Mat { buf: y.clone(), base: kb.mul(img, (d.f * p) as i64), rs: p as i64, cs: 1 };
+        let g = Gemm {
+            m: d.f,
+            n: p,
+            k: ckk,
+            a: whole(w, ckk as i64, 1),
+            b: whole(col, p as i64, 1),
+            c,
+            accumulate: false,
+            scratch: &scratch,
+            micro: cx.micro,
+            call: cx.micro_call,
+        };
+        emit_gemm(kb, &g, None)
+    })
+}
+
+pub fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv: &Conv2dGradInput) -> CgResult<()> {
+    let d = conv_dims(cx.graph, cx.node);
+    let (dy, w, dx) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
+    let dcol = &bufs.scratch[0];
+    let scratch = gemm_scratch(bufs, 1);
+    let (ckk, p) = (d.ckk(), d.p());
+    kb.for_range(0, d.n as i64, 1, |kb, img| {
+        let b = Mat { buf: dy.clone(), base: kb.mul(img, (d.f * p) as i64), rs: p as i64, cs: 1 };
+        let g = Gemm {
+            m: ckk,
+            n: p,
+            k: d.f,
+            a: whole(w, 1, ckk as i64),
+            b,
+            c: whole(dcol, p as i64, 1),
+            accumulate: false,
+            scratch: &scratch,
+            micro: cx.micro,
+            call: cx.micro_call,
+        };
+        emit_gemm(kb, &g, None)?;
+        let start = kb.mul(img, (d.c * d.h * d.w) as i64);
+        zero_range(kb, dx, start, d.c * d.h * d.w)?;
+        im2col_walk(kb, &d, &conv.geom, img, dx, dcol, false)
+    })
+}
+
+pub fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv: &Conv2dGradWeight) -> CgResult<()> {
+    let d = conv_dims(cx.graph, cx.node);
+    let (x, dy, dw) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
+    let col = &bufs.scratch[0];
+    let scratch = gemm_scratch(bufs, 1);
+    let (ckk, p) = (d.ckk(), d.p());
+    zero_range(kb, dw, Idx::constant(0), d.f * ckk)?;
+    // The batch is a reduction: images are summed in order, in one work item.
+    kb.for_range(0, d.n as i64, 1, |kb, img| {
+        im2col_walk(kb, &d, &conv.geom, img, x, col, true)?;
+        let a = Mat { buf: dy.clone(), base: kb.mul(img, (d.f * p) as i64), rs: p as i64, cs: 1 };
+        let g = Gemm {
+            m: d.f,
+            n: ckk,
+            k: p,
+            a,
+            b: whole(col, 1, p as i64),
+            c: whole(dw, ckk as i64, 1),
+            accumulate: true,
+            scratch: &scratch,
+            micro: cx.micro,
+            call: cx.micro_call,
+        };
+        emit_gemm(kb, &g, None)
+    })
+}

@@ -1,0 +1,373 @@
+//! GEMM: C (+)= op(A)·op(B) for any strides, as a loop nest that packs A and B into
+//! zero-padded panels and calls a micro-kernel on each MR×NR tile.
+//!
+//! The micro-kernel has a narrow interface — `tile = packedA · packedB` for one MR×NR
+//! tile over `kc` steps, on panels padded with zeros so it never reads past a buffer —
+//! so a pure Cranelift one (here) and native ones (later) are interchangeable. The loop
+//! nest keeps everything shape-specific: blocking (KC over k, NC over n), packing with
+//! constant strides, edge tiles, and the epilogue that adds, transforms and stores each
+//! tile while it is hot.
+
+use crate::codegen::builder::{Buf, Idx, Kb};
+use crate::codegen::jit::{CgResult, FunctionBuilder, FunctionBuilderContext, FunctionText, JitModule, OptLevel};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{types, AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, Value};
+use cranelift_module::{FuncId, Linkage};
+
+pub const GEMM_MR: usize = 6;
+pub const GEMM_NR: usize = 8;
+/// Depth of a packed panel: a 6×256 A panel (6 KB) and a 256×8 B panel (8 KB) stay in L1.
+const KC: usize = 256;
+/// Width of a packed B block: 256×512 floats (512 KB) stays in L2.
+const NC: usize = 512;
+
+/// The micro-kernel a program's GEMMs call.
+#[derive(Clone, Debug)]
+pub struct MicroKernel {
+    pub id: FuncId,
+    pub mr: usize,
+    pub nr: usize,
+    /// `cranelift-6x8`, ...
+    pub name: String,
+}
+
+/// A matrix view: element (r, c) is `buf[base + r·rs + c·cs]`.
+#[derive(Clone, Debug)]
+pub struct Mat {
+    pub buf: Buf,
+    pub base: Idx,
+    pub rs: i64,
+    pub cs: i64,
+}
+
+impl Mat {
+    fn at(&self, kb: &mut Kb, r: Idx, c: Idx) -> Idx {
+        let t = kb.affine(0, &[(r, self.rs), (c, self.cs)]);
+        kb.add(self.base, t)
+    }
+}
+
+pub struct GemmScratch {
+    pub pack_a: Buf,
+    pub pack_b: Buf,
+    pub tile: Buf,
+}
+
+/// Per tile element: the final value (after summation), its row and column in C.
+pub type Epilogue<'a> = &'a mut dyn FnMut(&mut Kb, Value, Idx, Idx) -> CgResult<Value>;
+
+/// How a tile reaches C.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Store {
+    /// C = epilogue(tile)
+    Set,
+    /// C = C + tile
+    Add,
+    /// C = epilogue(C + tile)
+    AddFinal,
+}
+
+fn blocks(total: usize, size: usize) -> (usize, usize) {
+    (total / size, total % size)
+}
+
+/// Scratch floats: packed A, packed B, the tile.
+pub fn scratch((m, k, n): (usize, usize, usize), micro: &MicroKernel) -> Vec<usize> {
+    let kc = k.min(KC);
+    let nc = n.min(NC).div_ceil(micro.nr) * micro.nr;
+    vec![m.div_ceil(micro.mr) * micro.mr * kc, kc * nc, micro.mr * micro.nr]
+}
+
+pub struct Gemm<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: Mat,
+    pub b: Mat,
+    pub c: Mat,
+    /// C += op(A)·op(B) instead of C = ….
+    pub accumulate: bool,
+    pub scratch: &'a GemmScratch,
+    pub micro: &'a MicroKernel,
+    pub call: FuncRef,
+}
+
+pub fn emit_gemm(kb: &mut Kb, g: &Gemm, mut epilogue: Option<Epilogue>) -> CgResult<()> {
+    let nr = g.micro.nr;
+    let kc_max = g.k.min(KC);
+    let (k_full, k_rem) = blocks(g.k, kc_max);
+    let k_blocks = k_full + (k_rem > 0) as usize;
+    let last_kc = if k_rem > 0 { k_rem } else { kc_max };
+    if k_blocks > 1 && !g.accumulate {
+        zero(kb, &g.c, g.m, g.n)?;
+    }
+    let single = k_blocks == 1;
+    let final_store = match (single, g.accumulate) {
+        (true, false) => Store::Set,
+        (true, true) if epilogue.is_none() => Store::Add,
+        _ => Store::AddFinal,
+    };
+    let nc_max = g.n.min(NC).div_ceil(nr) * nr;
+    let (n_full, n_rem) = blocks(g.n, nc_max);
+    let mut per_jc = |kb: &mut Kb, jc: Idx, nc: usize| -> CgResult<()> {
+        // All k blocks but the last accumulate into C (zeroed above); the last one
+        // finishes the sum and runs the epilogue.
+        kb.for_range(0, (k_blocks - 1) as i64 * kc_max as i64, kc_max as i64, |kb, pc| {
+            block(kb, g, jc, nc, pc, kc_max, Store::Add, &mut None)
+        })?;
+        let pc = Idx::constant(((k_blocks - 1) * kc_max) as i64);
+        block(kb, g, jc, nc, pc, last_kc, final_store, &mut epilogue)
+    };
+    kb.for_range(0, (n_full * nc_max) as i64, nc_max as i64, |kb, jc| per_jc(kb, jc, nc_max))?;
+    if n_rem > 0 {
+        per_jc(kb, Idx::constant((n_full * nc_max) as i64), n_rem)?;
+    }
+    Ok(())
+}
+
+fn zero(kb: &mut Kb, c: &Mat, m: usize, n: usize) -> CgResult<()> {
+    kb.for_range(0, m as i64, 1, |kb, i| {
+        let zero4 = kb.f(types::F32X4, 0.0);
+        let zero1 = kb.f(types::F32, 0.0);
+        let vec_end = if c.cs == 1 { n / 4 * 4 } else { 0 };
+        kb.for_range(0, vec_end as i64, 4, |kb, j| {
+            let at = c.at(kb, i, j);
+            kb.store(zero4, &c.buf, at)
+        })?;
+        kb.for_range(vec_end as i64, n as i64, 1, |kb, j| {
+            let at = c.at(kb, i, j);
+            kb.store(zero1, &c.buf, at)
+        })
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn block(
+    kb: &mut Kb,
+    g: &Gemm,
+    jc: Idx,
+    nc: usize,
+    pc: Idx,
+    kc: usize,
+    store: Store,
+    epi: &mut Option<Epilogue>,
+) -> CgResult<()> {
+    let (mr, nr) = (g.micro.mr, g.micro.nr);
+    let s = g.scratch;
+    pack_b(kb, &g.b, pc, kc, jc, nc, nr, &s.pack_b)?;
+    pack_a(kb, &g.a, g.m, pc, kc, mr, &s.pack_a)?;
+    let (q_full, q_rem) = blocks(nc, nr);
+    let (r_full, r_rem) = blocks(g.m, mr);
+    let mut tiles = |kb: &mut Kb, q: Idx, cols: usize| -> CgResult<()> {
+        let mut tile = |kb: &mut Kb, r: Idx, rows: usize| -> CgResult<()> {
+            let a_off = kb.mul(r, (kc * mr) as i64);
+            let b_off = kb.mul(q, (kc * nr) as i64);
+            let ap = kb.ptr(&s.pack_a, a_off, kc * mr)?;
+            let bp = kb.ptr(&s.pack_b, b_off, kc * nr)?;
+            let tp = kb.ptr(&s.tile, Idx::constant(0), mr * nr)?;
+            let kcv = kb.iconst(kc as i64);
+            kb.fb.ins().call(g.call, &[kcv, ap, bp, tp]);
+            store_tile(kb, g, r, rows, jc, q, cols, store, epi)
+        };
+        kb.for_range(0, r_full as i64, 1, |kb, r| tile(kb, r, mr))?;
+        if r_rem > 0 {
+            tile(kb, Idx::constant(r_full as i64), r_rem)?;
+        }
+        Ok(())
+    };
+    kb.for_range(0, q_full as i64, 1, |kb, q| tiles(kb, q, nr))?;
+    if q_rem > 0 {
+        tiles(kb, Idx::constant(q_full as i64), q_rem)?;
+    }
+    Ok(())
+}
+
+/// packed_b[q][p][j] = B(pc + p, jc + q·NR + j), zero past the valid columns.
+#[allow(clippy::too_many_arguments)]
+fn pack_b(kb: &mut Kb, b: &Mat, pc: Idx, kc: usize, jc: Idx, nc: usize, nr: usize, dst: &Buf) -> CgResult<()> {
+    let (q_full, q_rem) = blocks(nc, nr);
+    let panel = |kb: &mut Kb, q: Idx, cols: usize| -> CgResult<()> {
+        let col0 = kb.affine(0, &[(q, nr as i64)]);
+        let col0 = kb.add(col0, jc);
+        let base = kb.mul(q, (kc * nr) as i64);
+        kb.for_range(0, kc as i64, 1, |kb, p| {
+            let row = kb.add(pc, p);
+            let src = b.at(kb, row, col0);
+            let d = kb.affine(0, &[(p, nr as i64)]);
+            let d = kb.add(base, d);
+            let mut j = 0;
+            while j < nr {
+                if b.cs == 1 && j + 4 <= cols {
+                    let v = kb.load(types::F32X4, &b.buf, src.plus(j as i64))?;
+                    kb.store(v, dst, d.plus(j as i64))?;
+                    j += 4;
+                } else {
+                    let v = if j < cols {
+                        let at = kb.add(src, Idx::constant(j as i64 * b.cs));
+                        kb.load(types::F32, &b.buf, at)?
+                    } else {
+                        kb.f(types::F32, 0.0)
+                    };
+                    kb.store(v, dst, d.plus(j as i64))?;
+                    j += 1;
+                }
+            }
+            Ok(())
+        })
+    };
+    kb.for_range(0, q_full as i64, 1, |kb, q| panel(kb, q, nr))?;
+    if q_rem > 0 {
+        panel(kb, Idx::constant(q_full as i64), q_rem)?;
+    }
+    Ok(())
+}
+
+/// packed_a[r][p][i] = A(r·MR + i, pc + p), zero past the valid rows.
+fn pack_a(kb: &mut Kb, a: &Mat, m: usize, pc: Idx, kc: usize, mr: usize, dst: &Buf) -> CgResult<()> {
+    let (r_full, r_rem) = blocks(m, mr);
+    let panel = |kb: &mut Kb, r: Idx, rows: usize| -> CgResult<()> {
+        let row0 = kb.mul(r, mr as i64);
+        let base = kb.mul(r, (kc * mr) as i64);
+        kb.for_range(0, kc as i64, 1, |kb, p| {
+            let col = kb.add(pc, p);
+            let src = a.at(kb, row0, col);
+            let d = kb.affine(0, &[(p, mr as i64)]);
+            let d = kb.add(base, d);
+            for i in 0..mr {
+                let v = if i < rows {
+                    kb.load(types::F32, &a.buf, src.plus(i as i64 * a.rs))?
+                } else {
+                    kb.f(types::F32, 0.0)
+                };
+                kb.store(v, dst, d.plus(i as i64))?;
+            }
+            Ok(())
+        })
+    };
+    kb.for_range(0, r_full as i64, 1, |kb, r| panel(kb, r, mr))?;
+    if r_rem > 0 {
+        panel(kb, Idx::constant(r_full as i64), r_rem)?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn store_tile(
+    kb: &mut Kb,
+    g: &Gemm,
+    r: Idx,
+    rows: usize,
+    jc: Idx,
+    q: Idx,
+    cols: usize,
+    store: Store,
+    epi: &mut Option<Epilogue>,
+) -> CgResult<()> {
+    let (mr, nr) = (g.micro.mr, g.micro.nr);
+    let row0 = kb.mul(r, mr as i64);
+    let col0 = kb.affine(0, &[(q, nr as i64)]);
+    let col0 = kb.add(col0, jc);
+    for i in 0..rows {
+        let row = row0.plus(i as i64);
+        let c_at = g.c.at(kb, row, col0);
+        let mut j = 0;
+        while j < cols {
+            let (ty, w) = if g.c.cs == 1 && j + 4 <= cols { (types::F32X4, 4) } else { (types::F32, 1) };
+            let mut v = kb.load(ty, &g.scratch.tile, Idx::constant((i * nr + j) as i64))?;
+            let at = kb.add(c_at, Idx::constant(j as i64 * g.c.cs));
+            if store != Store::Set {
+                let old = kb.load(ty, &g.c.buf, at)?;
+                v = kb.fb.ins().fadd(old, v);
+            }
+            if store != Store::Add {
+                if let Some(e) = epi.as_mut() {
+                    v = e(kb, v, row, col0.plus(j as i64))?;
+                }
+            }
+            kb.store(v, &g.c.buf, at)?;
+            j += w;
+        }
+    }
+    Ok(())
+}
+
+/// The signature of a micro-kernel: (kc, packed A, packed B, tile).
+pub fn micro_signature(jit: &JitModule) -> Signature {
+    let mut sig = Signature::new(jit.call_conv());
+    for _ in 0..4 {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    sig
+}
+
+/// The pure-Cranelift micro-kernel: a 6×8 tile in twelve f32x4 accumulators; per step one
+/// broadcast of each A value and two loads of B. Compiled at `opt_level=none`: measured
+/// faster than `speed`, whose e-graph hoists the loads and spills accumulators.
+pub fn define_cranelift_micro(jit: &mut JitModule, fma: bool) -> CgResult<(MicroKernel, FunctionText)> {
+    let (mr, nr) = (GEMM_MR, GEMM_NR);
+    let sig = micro_signature(jit);
+    let name = "percept_micro_cranelift_6x8";
+    let id = jit.declare(name, &sig, Linkage::Local)?;
+    let mut func = jit.new_function(id, sig);
+    let mut fctx = FunctionBuilderContext::new();
+    let mut fb = FunctionBuilder::new(&mut func, &mut fctx);
+    let entry = fb.create_block();
+    fb.append_block_params_for_function_params(entry);
+    fb.switch_to_block(entry);
+    fb.seal_block(entry);
+    let p = fb.block_params(entry).to_vec();
+    let (kc, a0, b0, tile) = (p[0], p[1], p[2], p[3]);
+    let flags = MemFlagsData::new().with_notrap();
+    let zero = fb.ins().f32const(0.0);
+    let zero = fb.ins().splat(types::F32X4, zero);
+    let accs: Vec<_> = (0..mr * nr / 4).map(|_| fb.declare_var(types::F32X4)).collect();
+    for &v in &accs {
+        fb.def_var(v, zero);
+    }
+    let (av, bv, kv) = (fb.declare_var(types::I64), fb.declare_var(types::I64), fb.declare_var(types::I64));
+    fb.def_var(av, a0);
+    fb.def_var(bv, b0);
+    fb.def_var(kv, kc);
+    let body = fb.create_block();
+    let done = fb.create_block();
+    fb.ins().jump(body, &[]);
+    fb.switch_to_block(body);
+    let (a, b, k) = (fb.use_var(av), fb.use_var(bv), fb.use_var(kv));
+    let bs: Vec<_> = (0..nr / 4).map(|j| fb.ins().load(types::F32X4, flags, b, (16 * j) as i32)).collect();
+    for i in 0..mr {
+        let s = fb.ins().load(types::F32, flags, a, (4 * i) as i32);
+        let s = fb.ins().splat(types::F32X4, s);
+        for (j, &bj) in bs.iter().enumerate() {
+            let var = accs[i * (nr / 4) + j];
+            let acc = fb.use_var(var);
+            let next = if fma {
+                fb.ins().fma(s, bj, acc)
+            } else {
+                let m = fb.ins().fmul(s, bj);
+                fb.ins().fadd(m, acc)
+            };
+            fb.def_var(var, next);
+        }
+    }
+    let a2 = fb.ins().iadd_imm_s(a, (4 * mr) as i64);
+    let b2 = fb.ins().iadd_imm_s(b, (4 * nr) as i64);
+    let k2 = fb.ins().iadd_imm_s(k, -1);
+    fb.def_var(av, a2);
+    fb.def_var(bv, b2);
+    fb.def_var(kv, k2);
+    let more = fb.ins().icmp_imm_s(IntCC::SignedGreaterThan, k2, 0);
+    fb.ins().brif(more, body, &[], done, &[]);
+    fb.seal_block(body);
+    fb.switch_to_block(done);
+    fb.seal_block(done);
+    for i in 0..mr {
+        for j in 0..nr / 4 {
+            let v = fb.use_var(accs[i * (nr / 4) + j]);
+            fb.ins().store(flags, v, tile, (4 * (i * nr + 4 * j)) as i32);
+        }
+    }
+    fb.ins().return_(&[]);
+    fb.finalize(jit.frontend_config());
+    let text = jit.define(id, func, OptLevel::None)?;
+    Ok((MicroKernel { id, mr, nr, name: "cranelift-6x8".into() }, text))
+}

@@ -1,0 +1,115 @@
+//! Lowering: one graph node → the body of one kernel, written with the kernel builder.
+//! Each op family has its file; `lower_node` is the table that picks the lowering, and
+//! `scratch_for` says how much temporary arena space a node's kernel needs.
+
+mod dense;
+mod elementwise;
+mod gemm;
+mod norm;
+mod pool;
+mod reduce;
+
+pub use gemm::{define_cranelift_micro as gemm_micro, MicroKernel, GEMM_MR, GEMM_NR};
+
+use super::builder::{Buf, Kb};
+use super::jit::{err, CgResult};
+use crate::ir::{Graph, Node};
+use crate::ops::Op;
+
+/// The buffers of one node's kernel.
+pub struct NodeBufs {
+    pub inputs: Vec<Buf>,
+    pub outputs: Vec<Buf>,
+    pub scratch: Vec<Buf>,
+}
+
+/// What a kernel needs to know besides its buffers.
+pub struct LowerCtx<'a> {
+    pub graph: &'a Graph,
+    pub node: &'a Node,
+    pub micro: &'a MicroKernel,
+    /// The micro-kernel, imported into the function being built.
+    pub micro_call: cranelift_codegen::ir::FuncRef,
+}
+
+impl LowerCtx<'_> {
+    pub fn in_shape(&self, i: usize) -> &[usize] {
+        self.graph.shape(self.node.inputs[i])
+    }
+
+    pub fn out_shape(&self, i: usize) -> &[usize] {
+        self.graph.shape(self.node.outputs[i])
+    }
+}
+
+/// Floats of scratch space a node's kernel needs, one entry per scratch buffer.
+pub fn scratch_for(graph: &Graph, node: &Node, micro: &MicroKernel) -> Vec<usize> {
+    let shapes: Vec<&[usize]> = node.inputs.iter().map(|&v| graph.shape(v)).collect();
+    match &node.op {
+        Op::MatMul(m) => gemm::scratch(m.dims(shapes[0], shapes[1]), micro),
+        Op::Conv2d(_) | Op::Conv2dGradInput(_) | Op::Conv2dGradWeight(_) => dense::conv_scratch(graph, node, micro),
+        _ => vec![],
+    }
+}
+
+/// The number of independent work items a node's kernel splits into (threads take
+/// ranges of items; items never share a reduction, so any split gives the same bits).
+pub fn extent_of(graph: &Graph, node: &Node) -> usize {
+    match &node.op {
+        Op::Act(_)
+        | Op::ActGrad(_)
+        | Op::Add(_)
+        | Op::BiasAdd(_)
+        | Op::Dropout(_)
+        | Op::MaxPool(_)
+        | Op::MaxPoolGrad(_)
+        | Op::AvgPool(_)
+        | Op::AvgPoolGrad(_)
+        | Op::GlobalAvgPool(_)
+        | Op::GlobalAvgPoolGrad(_)
+        | Op::Softmax(_)
+        | Op::SoftmaxGrad(_)
+        | Op::MaxoutReduce(_)
+        | Op::MaxoutGrad(_)
+        | Op::BatchNormEval(_) => graph.shape(node.outputs[0])[0],
+        _ => 1,
+    }
+}
+
+/// Emit the kernel body of one node.
+pub fn lower_node(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
+    let op = &cx.node.op;
+    match op {
+        Op::MatMul(m) => dense::lower_matmul(kb, cx, bufs, m),
+        Op::Conv2d(c) => dense::lower_conv2d(kb, cx, bufs, c),
+        Op::Conv2dGradInput(c) => dense::lower_conv2d_grad_input(kb, cx, bufs, c),
+        Op::Conv2dGradWeight(c) => dense::lower_conv2d_grad_weight(kb, cx, bufs, c),
+        Op::Act(_)
+        | Op::ActGrad(_)
+        | Op::Add(_)
+        | Op::BiasAdd(_)
+        | Op::RunningUpdate(_)
+        | Op::SgdUpdate(_)
+        | Op::AdamUpdate(_)
+        | Op::MseGrad(_)
+        | Op::BceWithLogitsGrad(_)
+        | Op::Dropout(_) => elementwise::lower(kb, cx, bufs),
+        Op::BiasGrad(_) => reduce::lower_bias_grad(kb, cx, bufs),
+        Op::Softmax(_)
+        | Op::SoftmaxGrad(_)
+        | Op::SoftmaxCrossEntropy(_)
+        | Op::SoftmaxCrossEntropyGrad(_)
+        | Op::BceWithLogits(_)
+        | Op::Mse(_) => reduce::lower_rows(kb, cx, bufs),
+        Op::MaxPool(_)
+        | Op::MaxPoolGrad(_)
+        | Op::AvgPool(_)
+        | Op::AvgPoolGrad(_)
+        | Op::GlobalAvgPool(_)
+        | Op::GlobalAvgPoolGrad(_)
+        | Op::MaxoutReduce(_)
+        | Op::MaxoutGrad(_) => pool::lower(kb, cx, bufs),
+        Op::BatchNormTrain(_) | Op::BatchNormTrainGrad(_) | Op::BatchNormEval(_) => norm::lower(kb, cx, bufs),
+        Op::Source(_) | Op::Reshape(_) => err(format!("`{}` has no kernel (the memory plan handles it)", op.name())),
+    }
+}

@@ -1,0 +1,221 @@
+//! Batch normalization. Statistics are two-pass per channel: each sample's run of values
+//! is summed on f32x4 lanes (a fixed chunk), and the chunks are added in f64, in sample
+//! order — so the sums do not depend on how work is split.
+
+use super::{LowerCtx, NodeBufs};
+use crate::codegen::builder::{Buf, Idx, Kb};
+use crate::codegen::jit::{err, CgResult};
+use crate::ops::{batchnorm_layout, Op};
+use cranelift_codegen::ir::{types, InstBuilder, Value};
+
+/// Σ over the batch of f(row chunk sum) in f64 for one channel, where a chunk is one
+/// sample's `inner` values of that channel transformed by `f` lane-wise before summing.
+fn channel_sum(
+    kb: &mut Kb,
+    (n, c, inner): (usize, usize, usize),
+    ch: Idx,
+    f: &mut dyn FnMut(&mut Kb, types::Type, Idx) -> CgResult<Value>,
+) -> CgResult<Value> {
+    let acc = kb.var(types::F64);
+    let z = kb.fb.ins().f64const(0.0);
+    kb.fb.def_var(acc, z);
+    kb.for_range(0, n as i64, 1, |kb, b| {
+        let row = kb.affine(0, &[(b, (c * inner) as i64), (ch, inner as i64)]);
+        let end4 = inner / 4 * 4;
+        let lanes = kb.var(types::F32X4);
+        let z4 = kb.f(types::F32X4, 0.0);
+        kb.fb.def_var(lanes, z4);
+        kb.for_range(0, end4 as i64, 4, |kb, i| {
+            let at = kb.add(row, i);
+            let v = f(kb, types::F32X4, at)?;
+            let a = kb.fb.use_var(lanes);
+            let s = kb.fb.ins().fadd(a, v);
+            kb.fb.def_var(lanes, s);
+            Ok(())
+        })?;
+        let a = kb.fb.use_var(lanes);
+        let mut s = kb.fb.ins().extractlane(a, 0);
+        for l in 1..4 {
+            let x = kb.fb.ins().extractlane(a, l);
+            s = kb.fb.ins().fadd(s, x);
+        }
+        let tail = kb.var(types::F32);
+        kb.fb.def_var(tail, s);
+        kb.for_range(end4 as i64, inner as i64, 1, |kb, i| {
+            let at = kb.add(row, i);
+            let v = f(kb, types::F32, at)?;
+            let t = kb.fb.use_var(tail);
+            let t = kb.fb.ins().fadd(t, v);
+            kb.fb.def_var(tail, t);
+            Ok(())
+        })?;
+        let t = kb.fb.use_var(tail);
+        let t = kb.fb.ins().fpromote(types::F64, t);
+        let a = kb.fb.use_var(acc);
+        let a = kb.fb.ins().fadd(a, t);
+        kb.fb.def_var(acc, a);
+        Ok(())
+    })?;
+    Ok(kb.fb.use_var(acc))
+}
+
+/// out[x] = x·scale + shift over one channel of every sample.
+fn affine_channel(
+    kb: &mut Kb,
+    (n, c, inner): (usize, usize, usize),
+    ch: Idx,
+    f: &mut dyn FnMut(&mut Kb, types::Type, Idx) -> CgResult<()>,
+) -> CgResult<()> {
+    kb.for_range(0, n as i64, 1, |kb, b| {
+        let row = kb.affine(0, &[(b, (c * inner) as i64), (ch, inner as i64)]);
+        let end4 = inner / 4 * 4;
+        kb.for_range(0, end4 as i64, 4, |kb, i| {
+            let at = kb.add(row, i);
+            f(kb, types::F32X4, at)
+        })?;
+        kb.for_range(end4 as i64, inner as i64, 1, |kb, i| {
+            let at = kb.add(row, i);
+            f(kb, types::F32, at)
+        })
+    })
+}
+
+fn inv_std(kb: &mut Kb, var64: Value, eps: f64) -> Value {
+    let e = kb.fb.ins().f64const(eps);
+    let v = kb.fb.ins().fadd(var64, e);
+    let s = kb.fb.ins().sqrt(v);
+    let one = kb.fb.ins().f64const(1.0);
+    kb.fb.ins().fdiv(one, s)
+}
+
+fn load_c(kb: &mut Kb, buf: &Buf, ch: Idx) -> CgResult<Value> {
+    kb.load(types::F32, buf, ch)
+}
+
+pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
+    let shape = cx.in_shape(0).to_vec();
+    let dims = batchnorm_layout(&shape);
+    let (n, c, inner) = dims;
+    let m = (n * inner) as f64;
+    match &cx.node.op {
+        Op::BatchNormTrain(bn) => {
+            let (x, g, b) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.inputs[2]);
+            let (y, mean_o, var_o) = (&bufs.outputs[0], &bufs.outputs[1], &bufs.outputs[2]);
+            kb.for_range(0, c as i64, 1, |kb, ch| {
+                let s = channel_sum(kb, dims, ch, &mut |kb, ty, at| kb.load(ty, x, at))?;
+                let inv_m = kb.fb.ins().f64const(1.0 / m);
+                let mean = kb.fb.ins().fmul(s, inv_m);
+                let mean32 = kb.fb.ins().fdemote(types::F32, mean);
+                let ss = channel_sum(kb, dims, ch, &mut |kb, ty, at| {
+                    let v = kb.load(ty, x, at)?;
+                    let mu = kb.splat(ty, mean32);
+                    let d = kb.fb.ins().fsub(v, mu);
+                    Ok(kb.fb.ins().fmul(d, d))
+                })?;
+                let var = kb.fb.ins().fmul(ss, inv_m);
+                let var32 = kb.fb.ins().fdemote(types::F32, var);
+                kb.store(mean32, mean_o, ch)?;
+                kb.store(var32, var_o, ch)?;
+                let istd = inv_std(kb, var, bn.eps);
+                let istd = kb.fb.ins().fdemote(types::F32, istd);
+                let gv = load_c(kb, g, ch)?;
+                let bv = load_c(kb, b, ch)?;
+                let scale = kb.fb.ins().fmul(gv, istd);
+                affine_channel(kb, dims, ch, &mut |kb, ty, at| {
+                    let v = kb.load(ty, x, at)?;
+                    let mu = kb.splat(ty, mean32);
+                    let d = kb.fb.ins().fsub(v, mu);
+                    let sc = kb.splat(ty, scale);
+                    let sh = kb.splat(ty, bv);
+                    let out = kb.fma(d, sc, sh);
+                    kb.store(out, y, at)
+                })
+            })
+        }
+        Op::BatchNormTrainGrad(bn) => {
+            let (x, mean_i, var_i, g, dy) =
+                (&bufs.inputs[0], &bufs.inputs[1], &bufs.inputs[2], &bufs.inputs[3], &bufs.inputs[4]);
+            let (dx, dg, db) = (&bufs.outputs[0], &bufs.outputs[1], &bufs.outputs[2]);
+            kb.for_range(0, c as i64, 1, |kb, ch| {
+                let mean = load_c(kb, mean_i, ch)?;
+                let var = load_c(kb, var_i, ch)?;
+                let var64 = kb.fb.ins().fpromote(types::F64, var);
+                let istd64 = inv_std(kb, var64, bn.eps);
+                let istd = kb.fb.ins().fdemote(types::F32, istd64);
+                let dbeta = channel_sum(kb, dims, ch, &mut |kb, ty, at| kb.load(ty, dy, at))?;
+                let dgamma = channel_sum(kb, dims, ch, &mut |kb, ty, at| {
+                    let v = kb.load(ty, x, at)?;
+                    let gy = kb.load(ty, dy, at)?;
+                    let mu = kb.splat(ty, mean);
+                    let is = kb.splat(ty, istd);
+                    let d = kb.fb.ins().fsub(v, mu);
+                    let xh = kb.fb.ins().fmul(d, is);
+                    Ok(kb.fb.ins().fmul(xh, gy))
+                })?;
+                let db32 = kb.fb.ins().fdemote(types::F32, dbeta);
+                let dg32 = kb.fb.ins().fdemote(types::F32, dgamma);
+                kb.store(dg32, dg, ch)?;
+                kb.store(db32, db, ch)?;
+                // dx = a·dy − b·(x − mean) − a·dβ/M, a = γ·istd, b = a·istd·dγ/M
+                let gv = load_c(kb, g, ch)?;
+                let g64 = kb.fb.ins().fpromote(types::F64, gv);
+                let a64 = kb.fb.ins().fmul(g64, istd64);
+                let inv_m = kb.fb.ins().f64const(1.0 / m);
+                let t = kb.fb.ins().fmul(a64, istd64);
+                let t = kb.fb.ins().fmul(t, dgamma);
+                let b64 = kb.fb.ins().fmul(t, inv_m);
+                let c0 = kb.fb.ins().fmul(a64, dbeta);
+                let c64 = kb.fb.ins().fmul(c0, inv_m);
+                let a = kb.fb.ins().fdemote(types::F32, a64);
+                let bq = kb.fb.ins().fdemote(types::F32, b64);
+                let cc = kb.fb.ins().fdemote(types::F32, c64);
+                affine_channel(kb, dims, ch, &mut |kb, ty, at| {
+                    let v = kb.load(ty, x, at)?;
+                    let gy = kb.load(ty, dy, at)?;
+                    let mu = kb.splat(ty, mean);
+                    let d = kb.fb.ins().fsub(v, mu);
+                    let av = kb.splat(ty, a);
+                    let bv = kb.splat(ty, bq);
+                    let cv = kb.splat(ty, cc);
+                    let t1 = kb.fb.ins().fmul(av, gy);
+                    let t2 = kb.fb.ins().fmul(bv, d);
+                    let r = kb.fb.ins().fsub(t1, t2);
+                    let r = kb.fb.ins().fsub(r, cv);
+                    kb.store(r, dx, at)
+                })
+            })
+        }
+        Op::BatchNormEval(bn) => {
+            let (x, rm, rv, g, b) =
+                (&bufs.inputs[0], &bufs.inputs[1], &bufs.inputs[2], &bufs.inputs[3], &bufs.inputs[4]);
+            let y = &bufs.outputs[0];
+            kb.for_items(n, |kb, item| {
+                kb.for_range(0, c as i64, 1, |kb, ch| {
+                    let mean = load_c(kb, rm, ch)?;
+                    let var = load_c(kb, rv, ch)?;
+                    let var64 = kb.fb.ins().fpromote(types::F64, var);
+                    let istd = inv_std(kb, var64, bn.eps);
+                    let istd = kb.fb.ins().fdemote(types::F32, istd);
+                    let gv = load_c(kb, g, ch)?;
+                    let bv = load_c(kb, b, ch)?;
+                    let scale = kb.fb.ins().fmul(gv, istd);
+                    let row = kb.affine(0, &[(item, (c * inner) as i64), (ch, inner as i64)]);
+                    let f = |kb: &mut Kb, ty: types::Type, i: Idx| -> CgResult<()> {
+                        let at = kb.add(row, i);
+                        let v = kb.load(ty, x, at)?;
+                        let mu = kb.splat(ty, mean);
+                        let d = kb.fb.ins().fsub(v, mu);
+                        let sc = kb.splat(ty, scale);
+                        let sh = kb.splat(ty, bv);
+                        let out = kb.fma(d, sc, sh);
+                        kb.store(out, y, at)
+                    };
+                    let end4 = inner / 4 * 4;
+                    kb.for_range(0, end4 as i64, 4, |kb, i| f(kb, types::F32X4, i))?;
+                    kb.for_range(end4 as i64, inner as i64, 1, |kb, i| f(kb, types::F32, i))
+                })
+            })
+        }
+        other => err(format!("`{}` is not a batch-norm op", other.name())),
+    }
+}

@@ -1,0 +1,232 @@
+//! Pooling and maxout: max with the first maximum winning (strict `>`) and NaN winning,
+//! matching the interpreter; gradients recompute the winner and add into a zeroed input
+//! gradient (overlapping windows add). One work item per sample.
+
+use super::{LowerCtx, NodeBufs};
+use crate::codegen::builder::{Buf, Idx, Kb};
+use crate::codegen::jit::{err, CgResult};
+use crate::ops::{Op, PoolGeom};
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{types, InstBuilder, Value};
+
+/// Over candidates (value, offset) in order: the winning value and its offset.
+fn first_max(kb: &mut Kb, cands: &[(Value, i64)]) -> (Value, Value) {
+    let (mut best, off0) = cands[0];
+    let mut best_off = kb.iconst(off0);
+    for &(v, off) in &cands[1..] {
+        // Take v when it is greater or NaN, unless the best so far is NaN.
+        let up = kb.fcmp(FloatCC::UnorderedOrGreaterThan, v, best);
+        let ordered = kb.fcmp(FloatCC::Ordered, best, best);
+        let take = kb.fb.ins().band(up, ordered);
+        best = kb.fb.ins().select(take, v, best);
+        let o = kb.iconst(off);
+        best_off = kb.fb.ins().select(take, o, best_off);
+    }
+    (best, best_off)
+}
+
+fn zero_item(kb: &mut Kb, buf: &Buf, start: Idx, len: usize) -> CgResult<()> {
+    let z4 = kb.f(types::F32X4, 0.0);
+    let z1 = kb.f(types::F32, 0.0);
+    let end4 = len / 4 * 4;
+    kb.for_range(0, end4 as i64, 4, |kb, i| {
+        let at = kb.add(start, i);
+        kb.store(z4, buf, at)
+    })?;
+    kb.for_range(end4 as i64, len as i64, 1, |kb, i| {
+        let at = kb.add(start, i);
+        kb.store(z1, buf, at)
+    })
+}
+
+/// Loop over (item, channel, oy, ox) of a pooling node: `f(kb, window base in x, output
+/// index)`, with x of shape [N, C, H, W] and outputs [N, C, Ho, Wo].
+fn windows(
+    kb: &mut Kb,
+    x_shape: &[usize],
+    geom: &PoolGeom,
+    f: &mut dyn FnMut(&mut Kb, Idx, Idx) -> CgResult<()>,
+) -> CgResult<()> {
+    let (n, c, h, w) = (x_shape[0], x_shape[1], x_shape[2], x_shape[3]);
+    let [ho, wo] = geom.out_hw(h, w).expect("checked shapes");
+    let [sh, sw] = geom.stride;
+    kb.for_items(n, |kb, item| {
+        kb.for_range(0, c as i64, 1, |kb, ch| {
+            kb.for_range(0, ho as i64, 1, |kb, oy| {
+                kb.for_range(0, wo as i64, 1, |kb, ox| {
+                    let xb = kb.affine(
+                        0,
+                        &[(item, (c * h * w) as i64), (ch, (h * w) as i64), (oy, (sh * w) as i64), (ox, sw as i64)],
+                    );
+                    let yo =
+                        kb.affine(0, &[(item, (c * ho * wo) as i64), (ch, (ho * wo) as i64), (oy, wo as i64), (ox, 1)]);
+                    f(kb, xb, yo)
+                })
+            })
+        })
+    })
+}
+
+fn window_offsets(geom: &PoolGeom, w: usize) -> Vec<i64> {
+    let mut v = vec![];
+    for ky in 0..geom.size[0] {
+        for kx in 0..geom.size[1] {
+            v.push((ky * w + kx) as i64);
+        }
+    }
+    v
+}
+
+pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
+    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
+    match &cx.node.op {
+        Op::MaxPool(p) => {
+            let xs = cx.in_shape(0).to_vec();
+            let offs = window_offsets(&p.geom, xs[3]);
+            windows(kb, &xs, &p.geom, &mut |kb, xb, yo| {
+                let cands = offs
+                    .iter()
+                    .map(|&o| Ok((kb.load(types::F32, i0, xb.plus(o))?, o)))
+                    .collect::<CgResult<Vec<_>>>()?;
+                let (best, _) = first_max(kb, &cands);
+                kb.store(best, o0, yo)
+            })
+        }
+        Op::MaxPoolGrad(p) => {
+            let xs = cx.in_shape(0).to_vec();
+            let per: usize = xs[1..].iter().product();
+            let offs = window_offsets(&p.geom, xs[3]);
+            let span = *offs.last().unwrap_or(&0);
+            let dy = &bufs.inputs[1];
+            kb.for_items(xs[0], |kb, item| {
+                let start = kb.mul(item, per as i64);
+                zero_item(kb, o0, start, per)
+            })?;
+            windows(kb, &xs, &p.geom, &mut |kb, xb, yo| {
+                let cands = offs
+                    .iter()
+                    .map(|&o| Ok((kb.load(types::F32, i0, xb.plus(o))?, o)))
+                    .collect::<CgResult<Vec<_>>>()?;
+                let (_, off) = first_max(kb, &cands);
+                let win = Idx { v: Some(off), off: 0, lo: 0, hi: span };
+                let at = kb.add(xb, win);
+                let g = kb.load(types::F32, dy, yo)?;
+                let old = kb.load(types::F32, o0, at)?;
+                let s = kb.fb.ins().fadd(old, g);
+                kb.store(s, o0, at)
+            })
+        }
+        Op::AvgPool(p) => {
+            let xs = cx.in_shape(0).to_vec();
+            let offs = window_offsets(&p.geom, xs[3]);
+            let inv = 1.0 / offs.len() as f32;
+            windows(kb, &xs, &p.geom, &mut |kb, xb, yo| {
+                let mut s = kb.load(types::F32, i0, xb.plus(offs[0]))?;
+                for &o in &offs[1..] {
+                    let v = kb.load(types::F32, i0, xb.plus(o))?;
+                    s = kb.fb.ins().fadd(s, v);
+                }
+                let k = kb.f(types::F32, inv);
+                let y = kb.fb.ins().fmul(s, k);
+                kb.store(y, o0, yo)
+            })
+        }
+        Op::AvgPoolGrad(p) => {
+            let ys = cx.in_shape(0).to_vec();
+            let xs = cx.out_shape(0).to_vec();
+            let per: usize = xs[1..].iter().product();
+            let offs = window_offsets(&p.geom, xs[3]);
+            let inv = 1.0 / offs.len() as f32;
+            kb.for_items(ys[0], |kb, item| {
+                let start = kb.mul(item, per as i64);
+                zero_item(kb, o0, start, per)
+            })?;
+            windows(kb, &xs, &p.geom, &mut |kb, xb, yo| {
+                let g = kb.load(types::F32, i0, yo)?;
+                let k = kb.f(types::F32, inv);
+                let g = kb.fb.ins().fmul(g, k);
+                for &o in &offs {
+                    let old = kb.load(types::F32, o0, xb.plus(o))?;
+                    let s = kb.fb.ins().fadd(old, g);
+                    kb.store(s, o0, xb.plus(o))?;
+                }
+                Ok(())
+            })
+        }
+        Op::GlobalAvgPool(_) => {
+            let xs = cx.in_shape(0).to_vec();
+            let (c, hw) = (xs[1], xs[2] * xs[3]);
+            let inv = 1.0 / hw as f32;
+            kb.for_items(xs[0], |kb, item| {
+                kb.for_range(0, c as i64, 1, |kb, ch| {
+                    let row = kb.affine(0, &[(item, (c * hw) as i64), (ch, hw as i64)]);
+                    let s = super::reduce::sum_span(kb, i0, row, hw)?;
+                    let k = kb.f(types::F32, inv);
+                    let y = kb.fb.ins().fmul(s, k);
+                    let at = kb.affine(0, &[(item, c as i64), (ch, 1)]);
+                    kb.store(y, o0, at)
+                })
+            })
+        }
+        Op::GlobalAvgPoolGrad(_) => {
+            let xs = cx.out_shape(0).to_vec();
+            let (c, hw) = (xs[1], xs[2] * xs[3]);
+            let inv = 1.0 / hw as f32;
+            kb.for_items(xs[0], |kb, item| {
+                kb.for_range(0, c as i64, 1, |kb, ch| {
+                    let at = kb.affine(0, &[(item, c as i64), (ch, 1)]);
+                    let g = kb.load(types::F32, i0, at)?;
+                    let k = kb.f(types::F32, inv);
+                    let g = kb.fb.ins().fmul(g, k);
+                    let g4 = kb.splat(types::F32X4, g);
+                    let row = kb.affine(0, &[(item, (c * hw) as i64), (ch, hw as i64)]);
+                    let end4 = hw / 4 * 4;
+                    kb.for_range(0, end4 as i64, 4, |kb, i| {
+                        let a = kb.add(row, i);
+                        kb.store(g4, o0, a)
+                    })?;
+                    kb.for_range(end4 as i64, hw as i64, 1, |kb, i| {
+                        let a = kb.add(row, i);
+                        kb.store(g, o0, a)
+                    })
+                })
+            })
+        }
+        Op::MaxoutReduce(m) => {
+            let zs = cx.in_shape(0).to_vec();
+            let (n, units, k) = (zs[0], zs[1] / m.pieces, m.pieces);
+            kb.for_items(n, |kb, item| {
+                kb.for_range(0, units as i64, 1, |kb, u| {
+                    let zb = kb.affine(0, &[(item, (units * k) as i64), (u, k as i64)]);
+                    let cands = (0..k as i64)
+                        .map(|j| Ok((kb.load(types::F32, i0, zb.plus(j))?, j)))
+                        .collect::<CgResult<Vec<_>>>()?;
+                    let (best, _) = first_max(kb, &cands);
+                    let at = kb.affine(0, &[(item, units as i64), (u, 1)]);
+                    kb.store(best, o0, at)
+                })
+            })
+        }
+        Op::MaxoutGrad(m) => {
+            let zs = cx.in_shape(0).to_vec();
+            let (n, units, k) = (zs[0], zs[1] / m.pieces, m.pieces);
+            let dy = &bufs.inputs[1];
+            kb.for_items(n, |kb, item| {
+                let start = kb.mul(item, (units * k) as i64);
+                zero_item(kb, o0, start, units * k)?;
+                kb.for_range(0, units as i64, 1, |kb, u| {
+                    let zb = kb.affine(0, &[(item, (units * k) as i64), (u, k as i64)]);
+                    let cands = (0..k as i64)
+                        .map(|j| Ok((kb.load(types::F32, i0, zb.plus(j))?, j)))
+                        .collect::<CgResult<Vec<_>>>()?;
+                    let (_, off) = first_max(kb, &cands);
+                    let at = kb.add(zb, Idx { v: Some(off), off: 0, lo: 0, hi: k as i64 - 1 });
+                    let yi = kb.affine(0, &[(item, units as i64), (u, 1)]);
+                    let g = kb.load(types::F32, dy, yi)?;
+                    kb.store(g, o0, at)
+                })
+            })
+        }
+        other => err(format!("`{}` is not a pooling op", other.name())),
+    }
+}

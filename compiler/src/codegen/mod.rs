@@ -1,0 +1,182 @@
+//! The Cranelift back end: a graph and a state layout → a [`JitProgram`] of
+//! shape-specialized kernels over one arena.
+//!
+//! Stages: kernel list (one kernel per node; fusion comes later) → memory plan
+//! ([`plan`]) → lowering of each kernel with the loop-nest builder ([`builder`],
+//! [`lower`]) → Cranelift IR → machine code ([`jit`]) → an executor ([`exec`]).
+
+pub mod builder;
+pub mod exec;
+pub mod jit;
+pub mod lower;
+pub mod math;
+pub mod plan;
+
+use crate::exec::StateLayout;
+use crate::ir::{Graph, Phase};
+use crate::ops::Op;
+use builder::{Buf, Kb};
+use jit::{kernel_signature, CgResult, FunctionBuilder, FunctionBuilderContext, FunctionText, JitModule, OptLevel};
+use lower::{LowerCtx, NodeBufs};
+use plan::ArenaPlan;
+use std::time::{Duration, Instant};
+
+pub use exec::JitExecutable;
+pub use jit::{host_features, CodegenError, HostFeatures};
+
+/// Switches for code generation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CodegenOptions {
+    /// Emit a run-time bounds check before every load and store (debug).
+    pub checks: bool,
+    /// Fill freed arena regions with NaN after each kernel (debug), so reading a value
+    /// after its last planned use shows up.
+    pub poison: bool,
+}
+
+/// One compiled kernel, for inspection.
+#[derive(Clone, Debug)]
+pub struct KernelInfo {
+    /// `fwd.conv2d_0.conv2d`: phase, statement, op.
+    pub name: String,
+    /// Graph node indices it computes.
+    pub nodes: Vec<usize>,
+    pub ops: Vec<String>,
+    pub input_shapes: Vec<Vec<usize>>,
+    pub output_shapes: Vec<Vec<usize>>,
+    pub flops: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// (region, offset in floats, length) of each input and output.
+    pub inputs: Vec<Buf>,
+    pub outputs: Vec<Buf>,
+    /// Independent work items (threads split these).
+    pub extent: usize,
+    /// The micro-kernel its GEMMs call, if any.
+    pub micro: Option<String>,
+    pub text: FunctionText,
+    /// What each run-time-checked access is (with `checks`).
+    pub accesses: Vec<String>,
+}
+
+/// A compiled program: kernels, memory plan, code.
+pub struct JitProgram {
+    pub graph: Graph,
+    pub layout: StateLayout,
+    pub kernels: Vec<KernelInfo>,
+    pub plan: ArenaPlan,
+    pub micro_text: FunctionText,
+    pub micro_name: String,
+    pub compile_time: Duration,
+    pub options: CodegenOptions,
+}
+
+fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Forward => "fwd",
+        Phase::Loss => "loss",
+        Phase::Backward => "bwd",
+        Phase::Update => "upd",
+    }
+}
+
+fn is_gemm(op: &Op) -> bool {
+    matches!(op, Op::MatMul(_) | Op::Conv2d(_) | Op::Conv2dGradInput(_) | Op::Conv2dGradWeight(_))
+}
+
+/// Compile `graph` for a state laid out as `layout`.
+pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> CgResult<JitExecutable> {
+    let start = Instant::now();
+    let features = host_features()?;
+    let report = exec::bounds_report as extern "C" fn(i32, i64, i64);
+    let mut jit = JitModule::new(&[(exec::BOUNDS_REPORT, report as *const u8)], cfg!(debug_assertions))?;
+    let (micro, micro_text) = lower::gemm_micro(&mut jit, features.fma)?;
+    let scratch: Vec<Vec<usize>> = graph.nodes.iter().map(|n| lower::scratch_for(graph, n, &micro)).collect();
+    let plan = plan::plan_memory(graph, layout, &scratch)?;
+    let report_id = if options.checks {
+        let mut sig = cranelift_codegen::ir::Signature::new(jit.call_conv());
+        use cranelift_codegen::ir::{types, AbiParam};
+        sig.params.extend([AbiParam::new(types::I32), AbiParam::new(types::I64), AbiParam::new(types::I64)]);
+        Some(jit.declare(exec::BOUNDS_REPORT, &sig, cranelift_module::Linkage::Import)?)
+    } else {
+        None
+    };
+    let mut kernels = Vec::new();
+    let mut ids = Vec::new();
+    let mut names = std::collections::HashMap::<String, usize>::new();
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if matches!(node.op, Op::Source(_) | Op::Reshape(_)) {
+            continue;
+        }
+        let mut name = format!("{}.{}.{}", phase_name(node.origin.phase), node.origin.tag, node.op.name());
+        let count = names.entry(name.clone()).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            name = format!("{name}#{count}");
+        }
+        let bufs = NodeBufs {
+            inputs: node.inputs.iter().map(|&v| plan.buf(v, format!("{v}"))).collect(),
+            outputs: node.outputs.iter().map(|&v| plan.buf(v, format!("{v}"))).collect(),
+            scratch: plan.scratch[i]
+                .iter()
+                .enumerate()
+                .map(|(k, l)| Buf { region: l.region, offset: l.offset, len: l.len, name: format!("scratch{k}") })
+                .collect(),
+        };
+        let sig = kernel_signature(jit.call_conv());
+        let id = jit.declare(
+            &format!("k{}_{}", kernels.len(), name.replace(['.', '#'], "_")),
+            &sig,
+            cranelift_module::Linkage::Local,
+        )?;
+        let mut func = jit.new_function(id, sig);
+        let micro_call = jit.import(micro.id, &mut func);
+        let report_ref = report_id.map(|r| jit.import(r, &mut func));
+        let mut fctx = FunctionBuilderContext::new();
+        let fb = FunctionBuilder::new(&mut func, &mut fctx);
+        let mut kb =
+            Kb::new(fb, jit.frontend_config(), &name, features.fma, report_ref.map(|r| (r, kernels.len() as u32)));
+        let cx = LowerCtx { graph, node, micro: &micro, micro_call };
+        lower::lower_node(&mut kb, &cx, &bufs)?;
+        let accesses = std::mem::take(&mut kb.accesses);
+        kb.finish();
+        let text = jit.define(id, func, OptLevel::Speed)?;
+        let shapes = |vs: &[crate::ir::ValueId]| vs.iter().map(|&v| graph.shape(v).to_vec()).collect::<Vec<_>>();
+        let ins = shapes(&node.inputs);
+        let outs = shapes(&node.outputs);
+        let in_refs: Vec<&[usize]> = ins.iter().map(|s| s.as_slice()).collect();
+        let out_refs: Vec<&[usize]> = outs.iter().map(|s| s.as_slice()).collect();
+        let numel = |s: &Vec<usize>| s.iter().product::<usize>() as u64;
+        kernels.push(KernelInfo {
+            name,
+            nodes: vec![i],
+            ops: vec![node.op.name().to_string()],
+            flops: node.op.flops(&in_refs, &out_refs),
+            bytes_read: ins.iter().map(numel).sum::<u64>() * 4,
+            bytes_written: outs.iter().map(numel).sum::<u64>() * 4,
+            input_shapes: ins,
+            output_shapes: outs,
+            inputs: bufs.inputs,
+            outputs: bufs.outputs,
+            extent: lower::extent_of(graph, node),
+            micro: is_gemm(&node.op).then(|| micro.name.clone()),
+            text,
+            accesses,
+        });
+        ids.push(id);
+    }
+    let module = jit.finish()?;
+    let program = JitProgram {
+        graph: graph.clone(),
+        layout: layout.clone(),
+        kernels,
+        plan,
+        micro_text,
+        micro_name: micro.name.clone(),
+        compile_time: Duration::ZERO,
+        options,
+    };
+    let mut exe = JitExecutable::new(program, module, &ids)?;
+    exe.program.compile_time = start.elapsed();
+    Ok(exe)
+}

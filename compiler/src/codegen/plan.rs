@@ -1,0 +1,216 @@
+//! The memory plan: where every value of a program lives.
+//!
+//! Parameters, gradients, running statistics and optimizer state live in the model's
+//! state store at their slots (a gradient is written straight into its slot; a new
+//! parameter or statistic is written in place by the elementwise op that reads the old
+//! one). Everything else lives in one arena per compiled program: the batch and targets
+//! first, then each temporary placed first-fit by its lifetime (from the node that
+//! defines it to its last use), so activations and gradients reuse each other's space.
+//! Reshapes alias their input. `verify` re-checks the result independently.
+
+use super::builder::{Buf, Region};
+use super::jit::{err, CgResult};
+use crate::exec::{SlotKind, StateLayout};
+use crate::ir::{Graph, OutputRole, ValueId};
+use crate::ops::{Op, SourceKind};
+
+/// Where a value lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loc {
+    pub region: Region,
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// One arena allocation and the node indices during which it is live (inclusive).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alloc {
+    pub what: String,
+    pub offset: usize,
+    pub len: usize,
+    pub from: usize,
+    pub to: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArenaPlan {
+    pub locs: Vec<Loc>,
+    /// Scratch buffers per node.
+    pub scratch: Vec<Vec<Loc>>,
+    pub allocs: Vec<Alloc>,
+    /// Floats in the arena.
+    pub size: usize,
+}
+
+/// Arena offsets are multiples of 16 floats (64 bytes, a cache line).
+const ALIGN: usize = 16;
+
+impl ArenaPlan {
+    pub fn buf(&self, v: ValueId, name: String) -> Buf {
+        let l = self.locs[v.0 as usize];
+        Buf { region: l.region, offset: l.offset, len: l.len, name }
+    }
+
+    pub fn peak_bytes(&self) -> usize {
+        self.size * 4
+    }
+}
+
+fn state_slot(layout: &StateLayout, kind: SlotKind, name: &str) -> CgResult<Loc> {
+    match layout.find(kind, name) {
+        Some(s) => Ok(Loc { region: Region::State, offset: s.offset, len: s.len() }),
+        None => err(format!("the state has no {kind:?} slot `{name}`")),
+    }
+}
+
+fn state_kind(layout: &StateLayout, name: &str) -> SlotKind {
+    if layout.find(SlotKind::Running, name).is_some() {
+        SlotKind::Running
+    } else {
+        SlotKind::OptState
+    }
+}
+
+/// First-fit over the allocations live at one time.
+fn first_fit(live: &[(usize, usize)], len: usize) -> usize {
+    let mut spans: Vec<(usize, usize)> = live.to_vec();
+    spans.sort_unstable();
+    let mut at = 0;
+    for (off, l) in spans {
+        if at + len <= off {
+            break;
+        }
+        at = at.max((off + l).div_ceil(ALIGN) * ALIGN);
+    }
+    at
+}
+
+pub fn plan_memory(g: &Graph, layout: &StateLayout, scratch: &[Vec<usize>]) -> CgResult<ArenaPlan> {
+    let nv = g.values.len();
+    let end = g.nodes.len();
+    let mut locs: Vec<Option<Loc>> = vec![None; nv];
+    let mut alias_of: Vec<Option<ValueId>> = vec![None; nv];
+    // Values written straight into the state.
+    for (role, v) in &g.outputs {
+        let loc = match role {
+            OutputRole::Grad(p) => state_slot(layout, SlotKind::Grad, p)?,
+            OutputRole::Param(p) => state_slot(layout, SlotKind::Param, p)?,
+            OutputRole::State(n) => state_slot(layout, state_kind(layout, n), n)?,
+            _ => continue,
+        };
+        let producer = g.producer(*v);
+        if matches!(producer.op, Op::Source(_) | Op::Reshape(_)) {
+            return err(format!("output {role} is not computed by a kernel"));
+        }
+        locs[v.0 as usize] = Some(loc);
+    }
+    // Sources in the state; reshapes alias.
+    for n in &g.nodes {
+        match &n.op {
+            Op::Source(s) => {
+                let loc = match &s.kind {
+                    SourceKind::Param(p) => Some(state_slot(layout, SlotKind::Param, p)?),
+                    SourceKind::Grad(p) => Some(state_slot(layout, SlotKind::Grad, p)?),
+                    SourceKind::State(name) => Some(state_slot(layout, state_kind(layout, name), name)?),
+                    SourceKind::Data | SourceKind::Target => None,
+                };
+                locs[n.outputs[0].0 as usize] = loc;
+            }
+            Op::Reshape(_) => alias_of[n.outputs[0].0 as usize] = Some(n.inputs[0]),
+            _ => {}
+        }
+    }
+    let root = |mut v: ValueId| {
+        while let Some(a) = alias_of[v.0 as usize] {
+            v = a;
+        }
+        v
+    };
+    // Last use of each root value (aliases count for their root); outputs live to the end.
+    let mut last = vec![0usize; nv];
+    for (i, n) in g.nodes.iter().enumerate() {
+        for &v in &n.inputs {
+            let r = root(v).0 as usize;
+            last[r] = last[r].max(i);
+        }
+    }
+    for (_, v) in &g.outputs {
+        last[root(*v).0 as usize] = end;
+    }
+    let mut allocs: Vec<Alloc> = vec![];
+    let assign = |allocs: &mut Vec<Alloc>, what: String, len: usize, from: usize, to: usize| -> usize {
+        let live: Vec<(usize, usize)> =
+            allocs.iter().filter(|a| a.from <= to && from <= a.to).map(|a| (a.offset, a.len)).collect();
+        let offset = first_fit(&live, len.max(1));
+        allocs.push(Alloc { what, offset, len, from, to });
+        offset
+    };
+    let mut scratch_locs = vec![vec![]; g.nodes.len()];
+    for (i, n) in g.nodes.iter().enumerate() {
+        for &v in &n.outputs {
+            let vi = v.0 as usize;
+            if locs[vi].is_some() || alias_of[vi].is_some() {
+                continue;
+            }
+            let len = g.value(v).numel();
+            // The batch and targets are live for the whole program.
+            let (from, to) = if matches!(n.op, Op::Source(_)) { (0, end) } else { (i, last[vi].max(i)) };
+            let what = format!("{v} ({} {})", n.op.name(), n.origin.tag);
+            let offset = assign(&mut allocs, what, len, from, to);
+            locs[vi] = Some(Loc { region: Region::Arena, offset, len });
+        }
+        for (k, &len) in scratch[i].iter().enumerate() {
+            let offset = assign(&mut allocs, format!("scratch {k} of node {i} ({})", n.op.name()), len, i, i);
+            scratch_locs[i].push(Loc { region: Region::Arena, offset, len });
+        }
+    }
+    let mut resolved = Vec::with_capacity(nv);
+    for v in 0..nv {
+        let r = root(ValueId(v as u32)).0 as usize;
+        match locs[r] {
+            Some(l) => resolved.push(l),
+            None => return err(format!("value %{v} was not placed")),
+        }
+    }
+    let size = allocs.iter().map(|a| a.offset + a.len).max().unwrap_or(0).div_ceil(ALIGN) * ALIGN;
+    let plan = ArenaPlan { locs: resolved, scratch: scratch_locs, allocs, size };
+    verify(g, &plan)?;
+    Ok(plan)
+}
+
+/// Check a plan independently of how it was made: live allocations never overlap, every
+/// value fits its buffer, and every in-place state update is elementwise on its own slot.
+pub fn verify(g: &Graph, plan: &ArenaPlan) -> CgResult<()> {
+    for (i, a) in plan.allocs.iter().enumerate() {
+        if a.offset % ALIGN != 0 || a.offset + a.len > plan.size {
+            return err(format!("allocation {} at {}+{} is misaligned or outside the arena", a.what, a.offset, a.len));
+        }
+        for b in &plan.allocs[i + 1..] {
+            let live_together = a.from <= b.to && b.from <= a.to;
+            let overlap = a.offset < b.offset + b.len && b.offset < a.offset + a.len;
+            if live_together && overlap && a.len > 0 && b.len > 0 {
+                return err(format!("{} and {} are live together and overlap", a.what, b.what));
+            }
+        }
+    }
+    for (v, info) in g.values.iter().enumerate() {
+        if plan.locs[v].len != info.numel() {
+            return err(format!("%{v} has {} elements but its buffer has {}", info.numel(), plan.locs[v].len));
+        }
+    }
+    for (role, v) in &g.outputs {
+        if !matches!(role, OutputRole::Param(_) | OutputRole::State(_)) {
+            continue;
+        }
+        let node = g.producer(*v);
+        let in_place = matches!(node.op, Op::RunningUpdate(_) | Op::SgdUpdate(_) | Op::AdamUpdate(_));
+        let reads_own = node.inputs.iter().any(|&i| plan.locs[i.0 as usize] == plan.locs[v.0 as usize]);
+        if !in_place || !reads_own {
+            return err(format!(
+                "output {role} is updated in place by `{}`, which is not an elementwise update of it",
+                node.op.name()
+            ));
+        }
+    }
+    Ok(())
+}
