@@ -99,3 +99,42 @@ fn inspect_prints_the_ast_and_the_training_graph() {
         assert!(g.contains(part), "missing {part}:\n{g}");
     }
 }
+
+#[test]
+fn inspect_shows_the_kernel_plan_clif_and_machine_code() {
+    let o = percept(&["inspect", "examples/lenet5.nn", "--emit", "plan", "--batch", "64"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let plan = stdout(&o);
+    assert!(plan.starts_with("program lenet5 train batch=64:"), "{plan}");
+    assert!(plan.contains("kernel 0 fwd.conv2d_0.conv2d (items 1, gemm: cranelift-6x8)"), "{plan}");
+    assert!(plan.contains("arena peak:"), "{plan}");
+
+    let o = percept(&["inspect", "examples/lenet5.nn", "--emit", "plan", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let kernels = v["kernels"].as_array().unwrap();
+    assert!(kernels.len() > 20);
+    for k in kernels {
+        assert!(k["name"].is_string() && k["ops"].is_array() && k["flops"].is_u64() && k["bytes"].is_u64(), "{k}");
+    }
+    assert!(v["arena_bytes"].as_u64().unwrap() > 1_000_000);
+    let conv = kernels.iter().find(|k| k["name"] == "fwd.conv2d_0.conv2d").unwrap();
+    assert_eq!(conv["flops"], 2 * 64 * 6 * 28 * 28 * 25);
+
+    // The GEMM kernels' CLIF (with the micro-kernel they call) is vector code with FMA.
+    let fma = percept_compiler::codegen::host_features().unwrap().fma;
+    for kernel in ["fwd.conv2d_0.conv2d", "fwd.dense_7.matmul", "bwd.dense_7.matmul"] {
+        let o = percept(&["inspect", "examples/lenet5.nn", "--emit", "clif", "--kernel", kernel]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let clif = stdout(&o);
+        assert!(clif.contains("f32x4"), "{kernel}: no f32x4");
+        assert_eq!(clif.contains(" fma "), fma, "{kernel}: fma {fma}");
+        assert!(clif.contains("call fn"), "{kernel} calls its micro-kernel");
+    }
+    let o = percept(&["inspect", "examples/lenet5.nn", "--emit", "asm", "--kernel", "micro"]);
+    let asm = stdout(&o);
+    assert!(asm.contains(if fma { "vfmadd" } else { "mulps" }), "{asm}");
+    let o = percept(&["inspect", "examples/lenet5.nn", "--emit", "clif", "--kernel", "nonsense"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no kernel matches `nonsense`; the kernels are: micro, fwd.conv2d_0.conv2d"));
+}

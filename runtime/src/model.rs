@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Backend {
     /// The reference interpreter: plain loops, the oracle.
-    #[default]
     Interp,
     /// Shape-specialized machine code from Cranelift.
+    #[default]
     Jit,
 }
 
@@ -191,6 +191,24 @@ impl Model {
         let key = ProgramKey::Grad { batch };
         self.ensure(&key)?;
         Ok(self.cache[&key].graph())
+    }
+
+    /// The compiled JIT programs of a training step at `batch` (grad, then update), or of
+    /// the evaluation forward pass, compiling them if needed: their kernels with names,
+    /// ops, CLIF text and disassembly. Needs the JIT back end.
+    pub fn jit_programs(&mut self, batch: usize, training: bool) -> Result<Vec<&codegen::exec::JitExecutable>> {
+        if self.backend != Backend::Jit {
+            bail!("kernels exist only on the JIT back end");
+        }
+        let keys = if training {
+            vec![ProgramKey::Grad { batch }, ProgramKey::Update]
+        } else {
+            vec![ProgramKey::Eval { batch, loss: self.spec.loss.is_some(), expose: vec![] }]
+        };
+        for k in &keys {
+            self.ensure(k)?;
+        }
+        Ok(keys.iter().filter_map(|k| self.cache[k].as_any().downcast_ref::<codegen::exec::JitExecutable>()).collect())
     }
 
     /// Compile the training programs for a batch size now, so their errors (such as a

@@ -18,7 +18,7 @@ pub struct Args {
     /// Evaluation batch size.
     #[arg(long, default_value_t = 500)]
     batch: usize,
-    #[arg(long, value_enum, default_value = "interp")]
+    #[arg(long, value_enum, default_value = "jit")]
     backend: BackendArg,
     /// Print the results as JSON.
     #[arg(long)]

@@ -1,6 +1,8 @@
 use super::{load_model, CliResult, UserError};
 use percept_compiler::autodiff::{differentiate, GradOptions};
 use percept_compiler::build::{forward_graph, BuildOptions};
+use percept_runtime::train::TrainConfig;
+use percept_runtime::{Backend, Model};
 use std::path::PathBuf;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,6 +13,20 @@ pub enum Emit {
     Graph,
     /// The forward graph only, in evaluation mode.
     Forward,
+    /// The kernel plan: kernels, ops, shapes, FLOPs, bytes, buffers, arena size.
+    Plan,
+    /// The Cranelift IR of the kernels.
+    Clif,
+    /// The machine code of the kernels (Cranelift's VCode listing).
+    Asm,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The training step: the grad program, then the optimizer's update program.
+    Train,
+    /// The evaluation forward pass.
+    Eval,
 }
 
 #[derive(clap::Args, Debug)]
@@ -20,9 +36,18 @@ pub struct Args {
     /// Which stage to print.
     #[arg(long, value_enum, default_value = "graph")]
     emit: Emit,
-    /// The batch size the graph is specialized to.
+    /// The batch size the programs are specialized to.
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Which program (plan, clif, asm).
+    #[arg(long, value_enum, default_value = "train")]
+    mode: Mode,
+    /// Only this kernel (its name, or part of it; `micro` for the GEMM micro-kernel).
+    #[arg(long)]
+    kernel: Option<String>,
+    /// The plan as JSON (with --emit plan).
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(a: Args) -> CliResult {
@@ -51,6 +76,108 @@ pub fn run(a: Args) -> CliResult {
                 print!("{g}");
             }
         }
+        Emit::Plan | Emit::Clif | Emit::Asm => {
+            let training = a.mode == Mode::Train;
+            if training && spec.loss.is_none() {
+                return Err(UserError("the model has no loss, so it has no training step; use --mode eval".into()));
+            }
+            let mut model = Model::new(spec);
+            model.set_backend(Backend::Jit)?;
+            if training {
+                let cfg = TrainConfig::default();
+                model.set_optimizer(cfg.optimizer(), &[])?;
+            }
+            let programs = model.jit_programs(a.batch, training)?;
+            if a.emit == Emit::Plan {
+                if a.json {
+                    let v: Vec<serde_json::Value> = programs.iter().map(|p| plan_json(&p.program)).collect();
+                    let arena: usize = programs.iter().map(|p| p.program.plan.peak_bytes()).max().unwrap_or(0);
+                    let kernels: Vec<serde_json::Value> =
+                        v.iter().flat_map(|p| p["kernels"].as_array().cloned().unwrap_or_default()).collect();
+                    let out = serde_json::json!({"kernels": kernels, "arena_bytes": arena, "programs": v});
+                    println!("{}", serde_json::to_string_pretty(&out).expect("serializes"));
+                } else {
+                    for p in &programs {
+                        print!("{}", p.program.plan_text(true));
+                    }
+                }
+                return Ok(());
+            }
+            let mut shown = 0;
+            for p in &programs {
+                let prog = &p.program;
+                if a.kernel.as_deref() == Some("micro") {
+                    let t = &prog.micro_text;
+                    println!("; micro-kernel {}", prog.micro_name);
+                    println!("{}", if a.emit == Emit::Clif { &t.clif } else { &t.disasm });
+                    shown += 1;
+                    break;
+                }
+                let ks = match &a.kernel {
+                    Some(name) => prog.find_kernels(name),
+                    None => prog.kernels.iter().collect(),
+                };
+                for k in ks {
+                    println!("; kernel {} ({})", k.name, k.ops.join(" + "));
+                    println!("{}", if a.emit == Emit::Clif { &k.text.clif } else { &k.text.disasm });
+                    if a.kernel.is_some() && k.micro.is_some() {
+                        let t = &prog.micro_text;
+                        println!("; the micro-kernel it calls: {}", prog.micro_name);
+                        println!("{}", if a.emit == Emit::Clif { &t.clif } else { &t.disasm });
+                    }
+                    shown += 1;
+                }
+            }
+            if shown == 0 {
+                let names: Vec<String> =
+                    programs.iter().flat_map(|p| p.program.kernels.iter().map(|k| k.name.clone())).collect();
+                return Err(UserError(format!(
+                    "no kernel matches `{}`; the kernels are: micro, {}",
+                    a.kernel.unwrap_or_default(),
+                    names.join(", ")
+                )));
+            }
+        }
     }
     Ok(())
+}
+
+fn plan_json(p: &percept_compiler::codegen::JitProgram) -> serde_json::Value {
+    let kernels: Vec<serde_json::Value> = p
+        .kernels
+        .iter()
+        .map(|k| {
+            let buf = |b: &percept_compiler::codegen::builder::Buf| {
+                serde_json::json!({
+                    "value": b.name,
+                    "region": match b.region { percept_compiler::codegen::builder::Region::Arena => "arena", _ => "state" },
+                    "offset_bytes": b.offset * 4,
+                    "bytes": b.len * 4,
+                })
+            };
+            serde_json::json!({
+                "name": k.name,
+                "ops": k.ops,
+                "flops": k.flops,
+                "bytes": k.bytes_read + k.bytes_written,
+                "bytes_read": k.bytes_read,
+                "bytes_written": k.bytes_written,
+                "input_shapes": k.input_shapes,
+                "output_shapes": k.output_shapes,
+                "inputs": k.inputs.iter().map(buf).collect::<Vec<_>>(),
+                "outputs": k.outputs.iter().map(buf).collect::<Vec<_>>(),
+                "items": k.extent,
+                "microkernel": k.micro,
+                "code_bytes": k.text.code_bytes,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "graph": p.graph.name,
+        "mode": p.graph.mode.to_string(),
+        "batch": p.graph.batch,
+        "kernels": kernels,
+        "arena_bytes": p.plan.peak_bytes(),
+        "compile_ms": p.compile_time.as_secs_f64() * 1e3,
+    })
 }

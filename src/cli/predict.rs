@@ -20,7 +20,7 @@ pub struct Args {
     /// How many classes to show per image.
     #[arg(long, default_value_t = 3)]
     top: usize,
-    #[arg(long, value_enum, default_value = "interp")]
+    #[arg(long, value_enum, default_value = "jit")]
     backend: BackendArg,
     /// Print the results as JSON.
     #[arg(long)]

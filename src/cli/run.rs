@@ -25,7 +25,7 @@ pub struct Args {
     /// Batch size of the forward passes.
     #[arg(long, default_value_t = 256)]
     batch: usize,
-    #[arg(long, value_enum, default_value = "interp")]
+    #[arg(long, value_enum, default_value = "jit")]
     backend: BackendArg,
 }
 

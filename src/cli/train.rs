@@ -96,7 +96,7 @@ pub struct Args {
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Back end that runs the compiled programs.
-    #[arg(long, value_enum, default_value = "interp")]
+    #[arg(long, value_enum, default_value = "jit")]
     backend: BackendArg,
     /// Worker threads [default: the number of cores].
     #[arg(long)]

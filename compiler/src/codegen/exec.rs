@@ -88,7 +88,7 @@ impl JitExecutable {
             })
             .collect();
         let arena = vec![0.0f32; program.plan.size + 16];
-        let base = (0..16).find(|i| (arena.as_ptr() as usize + 4 * i) % 64 == 0).unwrap_or(0);
+        let base = (0..16).find(|i| (arena.as_ptr() as usize + 4 * i).is_multiple_of(64)).unwrap_or(0);
         let adam = program.graph.nodes.iter().find_map(|n| match &n.op {
             Op::AdamUpdate(a) => Some(*a),
             _ => None,
@@ -97,6 +97,34 @@ impl JitExecutable {
             return Err(CodegenError("kernel count mismatch".into()));
         }
         Ok(JitExecutable { program, module: Some(module), fns, arena, base, adam })
+    }
+
+    /// Debug: run kernel `k` alone over work items `lo..hi`, which may exceed its extent
+    /// only when the program was compiled with run-time bounds checks (which then report
+    /// the first bad access instead of touching memory outside the buffers).
+    pub fn run_kernel_items(&mut self, store: &mut StateStore, k: usize, lo: i64, hi: i64) -> Result<(), ExecError> {
+        let info = self.program.kernels.get(k).ok_or_else(|| ExecError(format!("no kernel {k}")))?;
+        let within = 0 <= lo && lo <= hi && hi <= info.extent as i64;
+        if !within && !self.program.options.checks {
+            return Err(ExecError(format!("items {lo}..{hi} exceed the extent {} of `{}`", info.extent, info.name)));
+        }
+        if store.layout != self.program.layout {
+            return Err(ExecError("the model state does not have the layout this program was compiled for".into()));
+        }
+        let ctx = KernelCtx::default();
+        let arena = self.arena[self.base..].as_mut_ptr();
+        // SAFETY: as in `run`; an item range past the extent is allowed only with the
+        // run-time checks, which stop the kernel at its first out-of-bounds access.
+        unsafe { (self.fns[k])(arena, store.data.as_mut_ptr(), &ctx, lo, hi, 0) };
+        match BOUNDS_FAILURE.with(|c| c.take()) {
+            Some((kernel, access, index)) => {
+                let kname = &self.program.kernels[kernel as usize].name;
+                let what =
+                    self.program.kernels[kernel as usize].accesses.get(access as usize).cloned().unwrap_or_default();
+                Err(ExecError(format!("bounds check failed in kernel `{kname}`: {what} at index {index}")))
+            }
+            None => Ok(()),
+        }
     }
 
     fn value_loc(&self, v: crate::ir::ValueId) -> Loc {
@@ -115,6 +143,10 @@ impl Executable for JitExecutable {
 
     fn backend(&self) -> &'static str {
         "jit"
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     fn run(&mut self, store: &mut StateStore, feed: &Feed, cx: &StepCtx) -> Result<Fetch, ExecError> {

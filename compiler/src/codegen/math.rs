@@ -80,7 +80,7 @@ pub fn exp(kb: &mut Kb, x: Value) -> Value {
     let r = kb.fma(nf, c1, xc);
     let r = kb.fma(nf, c2, r);
     // e^r = 1 + r + r²·P(r)
-    let p = poly(kb, r, &[5.000_000_1e-1, 1.666_666_5e-1, 4.166_579_6e-2, 8.333_452e-3, 1.398_2e-3, 1.987_569_1e-4]);
+    let p = poly(kb, r, &[0.5, 1.666_666_5e-1, 4.166_579_6e-2, 8.333_452e-3, 1.398_2e-3, 1.987_569_1e-4]);
     let r2 = kb.fb.ins().fmul(r, r);
     let one = kb.f(ty, 1.0);
     let q = kb.fb.ins().fadd(r, one);

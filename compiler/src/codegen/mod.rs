@@ -180,3 +180,66 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
     exe.program.compile_time = start.elapsed();
     Ok(exe)
 }
+
+impl JitProgram {
+    /// The kernel plan as text: each kernel with its statements, ops, shapes, cost and
+    /// buffers, then the arena's peak size. `detail` adds what varies with the host and
+    /// the run (code size, compile time); without it the text is stable for snapshots.
+    pub fn plan_text(&self, detail: bool) -> String {
+        use std::fmt::Write;
+        let g = &self.graph;
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            "program {} {} batch={}: {} kernels, arena {} bytes, micro-kernel {}",
+            g.name,
+            g.mode,
+            g.batch,
+            self.kernels.len(),
+            crate::check::group_digits(self.plan.peak_bytes()),
+            self.micro_name,
+        );
+        if detail {
+            let _ = write!(out, ", compiled in {:.1} ms", self.compile_time.as_secs_f64() * 1e3);
+        }
+        out.push('\n');
+        let loc = |b: &Buf| {
+            let r = match b.region {
+                builder::Region::Arena => "arena",
+                builder::Region::State => "state",
+            };
+            format!("{} {r}@{}+{}", b.name, b.offset * 4, b.len * 4)
+        };
+        for (i, k) in self.kernels.iter().enumerate() {
+            let gemm = k.micro.as_ref().map(|m| format!(", gemm: {m}")).unwrap_or_default();
+            let _ = writeln!(out, "kernel {i} {} (items {}{gemm})", k.name, k.extent);
+            let _ = writeln!(out, "  ops      {}", k.ops.join(" + "));
+            let shapes = |s: &[Vec<usize>]| s.iter().map(|v| crate::check::fmt_shape(v)).collect::<Vec<_>>().join(", ");
+            let _ = writeln!(out, "  shapes   {} -> {}", shapes(&k.input_shapes), shapes(&k.output_shapes));
+            let _ = writeln!(out, "  in       {}", k.inputs.iter().map(loc).collect::<Vec<_>>().join(", "));
+            let _ = writeln!(out, "  out      {}", k.outputs.iter().map(loc).collect::<Vec<_>>().join(", "));
+            let _ = write!(
+                out,
+                "  cost     {} flops, {} bytes read, {} bytes written",
+                crate::check::group_digits(k.flops as usize),
+                crate::check::group_digits(k.bytes_read as usize),
+                crate::check::group_digits(k.bytes_written as usize),
+            );
+            if detail {
+                let _ = write!(out, ", {} bytes of code", crate::check::group_digits(k.text.code_bytes));
+            }
+            out.push('\n');
+        }
+        let _ = writeln!(out, "arena peak: {} bytes", crate::check::group_digits(self.plan.peak_bytes()));
+        out
+    }
+
+    /// Kernels whose name is `name`, or contains it; `micro` selects the micro-kernel.
+    pub fn find_kernels(&self, name: &str) -> Vec<&KernelInfo> {
+        let exact: Vec<&KernelInfo> = self.kernels.iter().filter(|k| k.name == name).collect();
+        if !exact.is_empty() {
+            return exact;
+        }
+        self.kernels.iter().filter(|k| k.name.contains(name)).collect()
+    }
+}

@@ -38,6 +38,10 @@ impl Executable for InterpExecutable {
         "interp"
     }
 
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     fn run(&mut self, store: &mut StateStore, feed: &Feed, cx: &StepCtx) -> Result<Fetch, ExecError> {
         let g = &self.graph;
         let feed_fn = |kind: &SourceKind| -> Option<Tensor<f32>> {

@@ -64,4 +64,7 @@ pub trait Executable: Send {
 
     /// Which back end runs it (`interp`, `jit`).
     fn backend(&self) -> &'static str;
+
+    /// For inspection: the concrete executable (e.g. a JIT program with its kernels).
+    fn as_any(&self) -> &dyn std::any::Any;
 }

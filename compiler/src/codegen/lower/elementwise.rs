@@ -176,14 +176,11 @@ pub fn element(kb: &mut Kb, op: &Op, ty: Type, setup: &[Value], xs: &[Value], nu
     })
 }
 
+/// A per-element function on lanes of a type: input values → output values.
+pub type ElementFn<'a> = dyn FnMut(&mut Kb, Type, &[Value]) -> CgResult<Vec<Value>> + 'a;
+
 /// Emit `outs = f(ins)` over `space`.
-pub fn emit(
-    kb: &mut Kb,
-    space: Space,
-    ins: &[(Buf, Bcast)],
-    outs: &[Buf],
-    f: &mut dyn FnMut(&mut Kb, Type, &[Value]) -> CgResult<Vec<Value>>,
-) -> CgResult<()> {
+pub fn emit(kb: &mut Kb, space: Space, ins: &[(Buf, Bcast)], outs: &[Buf], f: &mut ElementFn) -> CgResult<()> {
     let Space { outer, chans, inner, items } = space;
     let mut per_outer = |kb: &mut Kb, o: Idx| -> CgResult<()> {
         kb.for_range(0, chans as i64, 1, |kb, ch| {

@@ -1,0 +1,258 @@
+//! The JIT against the reference interpreter: for every op, and for random small networks
+//! (random sequences of the language's layers with random channel counts, kernel sizes,
+//! strides, paddings, batch sizes including odd ones), the loss, the prediction, every
+//! gradient, the running statistics and the parameters and optimizer state after the
+//! update must agree, in training and in evaluation mode.
+//!
+//! Tolerance, per element of each compared tensor t:
+//!     |jit − interp| ≤ atol + rtol · S(t),   atol = 1e-5, rtol = 2e-4,
+//! where S(t), standing for Σ|terms| of the sums that make t's elements, is taken as the
+//! largest |interp| element of t (each element of a layer sums terms of that scale; the
+//! two sides differ only in summation order, FMA contraction and the polynomial exp).
+//! Half the cases run with run-time bounds checks and freed-memory poisoning on.
+
+mod common;
+
+use common::Rng;
+use percept_compiler::codegen::{compile, CodegenOptions};
+use percept_compiler::exec::{self, Executable, Feed, InterpExecutable, Optimizer, SlotKind, StateLayout, StateStore};
+use percept_compiler::ir::Graph;
+use percept_compiler::layers::Loss;
+use percept_compiler::ops::StepCtx;
+use percept_compiler::{parse_and_check, ModelSpec, SourceFile};
+use proptest::prelude::*;
+
+const ATOL: f32 = 1e-5;
+const RTOL: f32 = 2e-4;
+
+fn close(what: &str, a: &[f32], b: &[f32], ctx: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths differ\n{ctx}");
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let ok = (x - y).abs() <= ATOL + RTOL * scale || (x.is_nan() && y.is_nan());
+        assert!(ok, "{what}[{i}]: jit {x} vs interp {y} (scale {scale})\n{ctx}");
+    }
+}
+
+fn random_store(layout: &StateLayout, rng: &mut Rng) -> StateStore {
+    let mut store = StateStore::new(layout.clone());
+    for slot in &layout.slots {
+        let (lo, hi) = match slot.kind {
+            SlotKind::Running if slot.name.ends_with("running_var") => (0.5, 1.5),
+            SlotKind::OptState if slot.name.ends_with("exp_avg_sq") => (0.0, 0.01),
+            SlotKind::Grad => (0.0, 0.0),
+            _ => (-0.5, 0.5),
+        };
+        for v in &mut store.data[slot.range()] {
+            *v = rng.uniform(lo, hi) as f32;
+        }
+    }
+    store
+}
+
+fn targets(spec: &ModelSpec, batch: usize, rng: &mut Rng) -> Vec<f32> {
+    let k = spec.output_shape()[0];
+    match spec.loss.map(|l| l.loss) {
+        Some(Loss::SoftmaxCrossEntropy) => (0..batch).map(|_| rng.below(k) as f32).collect(),
+        Some(Loss::BinaryCrossEntropy) => (0..batch * k).map(|_| rng.below(2) as f32).collect(),
+        _ => (0..batch * k).map(|_| rng.uniform(-1.0, 1.0) as f32).collect(),
+    }
+}
+
+/// Run `graph` on both back ends from the same store; compare fetches and stores.
+fn compare(
+    graph: &Graph,
+    store: &StateStore,
+    feed: &Feed,
+    cx: &StepCtx,
+    opts: CodegenOptions,
+    ctx: &str,
+) -> StateStore {
+    let mut s_int = store.clone();
+    let mut s_jit = store.clone();
+    let f_int =
+        InterpExecutable::new(graph.clone()).run(&mut s_int, feed, cx).unwrap_or_else(|e| panic!("interp: {e}\n{ctx}"));
+    let mut jit = compile(graph, &store.layout, opts).unwrap_or_else(|e| panic!("compile: {e}\n{ctx}"));
+    let f_jit = jit.run(&mut s_jit, feed, cx).unwrap_or_else(|e| panic!("jit: {e}\n{ctx}"));
+    if let (Some(a), Some(b)) = (f_jit.loss, f_int.loss) {
+        close("loss", &[a], &[b], ctx);
+    }
+    close("prediction", &f_jit.prediction, &f_int.prediction, ctx);
+    for slot in &store.layout.slots {
+        close(&format!("{:?} {}", slot.kind, slot.name), &s_jit.data[slot.range()], &s_int.data[slot.range()], ctx);
+    }
+    s_int
+}
+
+/// Train step (grad + update) and evaluation of a model on both back ends.
+fn check_model(text: &str, batch: usize, seed: u64, opt: Optimizer) {
+    let src = SourceFile::new("gen.nn", text);
+    let spec = parse_and_check(&src).unwrap_or_else(|d| panic!("{}", d.render(&src)));
+    let mut rng = Rng(seed.wrapping_mul(0x9e3779b97f4a7c15) | 1);
+    let layout = StateLayout::new(&spec, opt.state_suffixes());
+    let store = random_store(&layout, &mut rng);
+    let per: usize = spec.input.shape.iter().product();
+    let data: Vec<f32> = (0..batch * per).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+    let t = targets(&spec, batch, &mut rng);
+    let feed = Feed { data: &data, target: Some(&t) };
+    let cx = StepCtx { seed, step: seed % 7, lr: 0.01 };
+    let opts = CodegenOptions { checks: seed.is_multiple_of(2), poison: seed.is_multiple_of(2) };
+    let ctx = format!("model (batch {batch}, seed {seed}, {opt:?}):\n{text}");
+    let grad = exec::grad_program(&spec, batch, &[]).unwrap_or_else(|d| panic!("{}\n{ctx}", d.render(&src)));
+    let after = compare(&grad, &store, &feed, &cx, opts, &ctx);
+    let update = exec::update_program(&spec, &opt, &[]);
+    compare(&update, &after, &Feed::EMPTY, &cx, opts, &ctx);
+    let eval = exec::eval_program(&spec, batch, true, &[]).unwrap();
+    compare(&eval, &store, &feed, &cx, opts, &ctx);
+}
+
+/// A random valid network in the model language.
+fn random_model(rng: &mut Rng) -> (String, usize) {
+    let mut lines = vec![];
+    let image = rng.below(3) > 0;
+    let mut shape: Vec<usize> =
+        if image { vec![1 + rng.below(3), 3 + rng.below(7), 3 + rng.below(7)] } else { vec![1 + rng.below(12)] };
+    lines.push(format!("input x: [{}]", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")));
+    let mut named: Vec<(String, Vec<usize>)> = vec![("x".into(), shape.clone())];
+    let acts = ["relu", "sigmoid", "tanh", "leaky_relu", "leaky_relu(slope: 0.2)", "elu", "elu(alpha: 0.5)"];
+    for i in 0..1 + rng.below(6) {
+        let same: Vec<&String> = named.iter().filter(|(_, s)| *s == shape).map(|(n, _)| n).collect();
+        let stmt = if shape.len() == 3 {
+            let (c, h, w) = (shape[0], shape[1], shape[2]);
+            match rng.below(10) {
+                0..=2 => {
+                    let f = 1 + rng.below(4);
+                    let (kh, kw) = (1 + rng.below(3.min(h + 2)), 1 + rng.below(3.min(w + 2)));
+                    let (sh, sw) = (1 + rng.below(2), 1 + rng.below(2));
+                    let same_pad = kh % 2 == 1 && kw % 2 == 1 && rng.below(3) == 0;
+                    let (ph, pw) = if same_pad { ((kh - 1) / 2, (kw - 1) / 2) } else { (rng.below(2), rng.below(2)) };
+                    if h + 2 * ph < kh || w + 2 * pw < kw {
+                        continue;
+                    }
+                    let pad = if same_pad { "same".to_string() } else { format!("[{ph}, {pw}]") };
+                    shape = vec![f, (h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1];
+                    let bias = if rng.below(4) == 0 { ", bias: false" } else { "" };
+                    format!("conv2d({f}, kernel: [{kh}, {kw}], stride: [{sh}, {sw}], padding: {pad}{bias})")
+                }
+                3 => {
+                    let k = 1 + rng.below(2.min(h).min(w));
+                    let s = 1 + rng.below(k);
+                    shape = vec![c, (h - k) / s + 1, (w - k) / s + 1];
+                    let kind = if rng.below(2) == 0 { "maxpool" } else { "avgpool" };
+                    format!("{kind}({k}, stride: {s})")
+                }
+                4 => "batchnorm(eps: 0.001)".into(),
+                5 if !same.is_empty() => format!("add({})", same[rng.below(same.len())]),
+                6 => {
+                    shape = vec![c];
+                    "global_avgpool".into()
+                }
+                7 => {
+                    shape = vec![c * h * w];
+                    "flatten".into()
+                }
+                8 => "dropout(p: 0.3)".into(),
+                _ => acts[rng.below(acts.len())].into(),
+            }
+        } else {
+            let f = shape[0];
+            match rng.below(8) {
+                0..=2 => {
+                    let u = 1 + rng.below(10);
+                    shape = vec![u];
+                    format!("dense({u})")
+                }
+                3 => {
+                    let (u, p) = (1 + rng.below(5), 1 + rng.below(3));
+                    shape = vec![u];
+                    format!("maxout({u}, pieces: {p})")
+                }
+                4 => "batchnorm(eps: 0.001)".into(),
+                5 if !same.is_empty() => format!("add({})", same[rng.below(same.len())]),
+                6 => "dropout(p: 0.5)".into(),
+                _ => {
+                    let _ = f;
+                    acts[rng.below(acts.len())].into()
+                }
+            }
+        };
+        if rng.below(3) == 0 {
+            let name = format!("s{i}");
+            named.push((name.clone(), shape.clone()));
+            lines.push(format!("{name}: {stmt}"));
+        } else {
+            lines.push(stmt);
+        }
+    }
+    if shape.len() == 3 {
+        lines.push("flatten".into());
+    }
+    let k = 2 + rng.below(4);
+    match rng.below(3) {
+        0 => {
+            lines.push(format!("dense({k})"));
+            lines.push("loss softmax_cross_entropy".into());
+        }
+        1 => {
+            lines.push(format!("dense({})", k - 1));
+            lines.push("sigmoid".into());
+            lines.push("loss binary_cross_entropy".into());
+        }
+        _ => {
+            lines.push(format!("dense({k})"));
+            if rng.below(2) == 0 {
+                lines.push("softmax".into());
+            }
+            lines.push("loss mse".into());
+        }
+    }
+    let has_bn = lines.iter().any(|l| l.contains("batchnorm"));
+    let batch = if has_bn { 2 + rng.below(4) } else { 1 + rng.below(5) };
+    (format!("model gen {{\n    {}\n}}\n", lines.join("\n    ")), batch)
+}
+
+fn optimizer(seed: u64) -> Optimizer {
+    match seed % 3 {
+        0 => Optimizer::Sgd { momentum: 0.9, nesterov: seed.is_multiple_of(2), weight_decay: 1e-3 },
+        1 => Optimizer::Sgd { momentum: 0.0, nesterov: false, weight_decay: 0.0 },
+        _ => Optimizer::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-4 },
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_networks_agree(seed in any::<u64>()) {
+        let mut rng = Rng(seed | 1);
+        let (text, batch) = random_model(&mut rng);
+        check_model(&text, batch, seed, optimizer(seed));
+    }
+}
+
+/// Each op of the IR, through a small model that uses it (odd sizes on purpose).
+#[test]
+fn every_op_agrees() {
+    let cases = [
+        ("input [7] dense(5) loss softmax_cross_entropy", 3),
+        ("input [7] dense(5, bias: false) relu dense(3) loss mse", 5),
+        ("input [3, 9, 7] conv2d(5, kernel: 3, stride: 2, padding: 1) flatten dense(2) loss mse", 3),
+        ("input [2, 8, 8] conv2d(3, kernel: [2, 4], stride: [1, 2], padding: [1, 0]) relu flatten dense(4) loss softmax_cross_entropy", 2),
+        ("input [2, 9, 9] conv2d(4, kernel: 5, padding: same) maxpool(2) flatten dense(3) loss softmax_cross_entropy", 3),
+        ("input [3, 7, 7] maxpool(3, stride: 2) avgpool(2, stride: 1) flatten dense(3) loss mse", 2),
+        ("input [3, 5, 6] global_avgpool dense(2) loss mse", 4),
+        ("input [3, 5, 5] conv2d(4, kernel: 3) batchnorm relu flatten dense(2) loss mse", 3),
+        ("input [9] dense(6) batchnorm(momentum: 0.3) tanh dense(2) loss mse", 5),
+        ("input [9] maxout(4, pieces: 3) elu dense(3) loss softmax_cross_entropy", 3),
+        ("input [9] dense(6) sigmoid dense(6) leaky_relu(slope: 0.05) dense(4) loss softmax_cross_entropy", 3),
+        ("input [9] dense(6) dropout(p: 0.4) dense(3) sigmoid loss binary_cross_entropy", 7),
+        ("input x: [6] a: dense(6) tanh add(a) add(x) dense(2) softmax loss mse", 3),
+        ("input [1, 28, 28] conv2d(6, kernel: 5, padding: 2) relu maxpool(2) conv2d(16, kernel: 5) relu maxpool(2) flatten dense(120) relu dense(84) relu dense(10) loss softmax_cross_entropy", 5),
+        ("input [300] dense(257) relu dense(300) loss softmax_cross_entropy", 13),
+    ];
+    for (i, (body, batch)) in cases.iter().enumerate() {
+        for seed in 0..3u64 {
+            check_model(&format!("model op {{ {body} }}"), *batch, i as u64 * 10 + seed, optimizer(seed));
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The JIT's safety nets: accesses are proved in bounds at compile time; a debug mode
+//! checks them at run time and reports which kernel and access failed; the memory plan is
+//! verified; a debug mode poisons freed memory so a use after the planned last use shows.
+
+mod common;
+
+use common::spec;
+use cranelift_codegen::ir::types;
+use percept_compiler::codegen::builder::{Buf, Idx, Kb, Region};
+use percept_compiler::codegen::jit::{kernel_signature, FunctionBuilder, FunctionBuilderContext, JitModule};
+use percept_compiler::codegen::{compile, plan, CodegenOptions};
+use percept_compiler::exec::{self, Executable, Feed, StateLayout, StateStore};
+use percept_compiler::ops::StepCtx;
+
+#[test]
+fn an_access_outside_its_buffer_is_a_compile_error() {
+    let mut jit = JitModule::new(&[], true).unwrap();
+    let sig = kernel_signature(jit.call_conv());
+    let id = jit.declare("probe", &sig, cranelift_module::Linkage::Local).unwrap();
+    let mut func = jit.new_function(id, sig);
+    let mut fctx = FunctionBuilderContext::new();
+    let fb = FunctionBuilder::new(&mut func, &mut fctx);
+    let mut kb = Kb::new(fb, jit.frontend_config(), "probe", false, None);
+    let buf = Buf { region: Region::Arena, offset: 0, len: 10, name: "%3".into() };
+    assert!(kb.load(types::F32, &buf, Idx::constant(9)).is_ok());
+    let e = kb.load(types::F32X4, &buf, Idx::constant(7)).unwrap_err();
+    assert!(e.0.contains("kernel `probe`: load of %3 at [7, 7] (width 4) is outside its 10 elements"), "{e}");
+    // A loop index is proved over its whole range.
+    let e = kb.for_range(0, 11, 1, |kb, i| kb.load(types::F32, &buf, i).map(|_| ())).unwrap_err();
+    assert!(e.0.contains("at [0, 10]"), "{e}");
+}
+
+#[test]
+fn run_time_checks_report_the_kernel_and_the_access() {
+    let spec = spec("model m { input [5] relu }");
+    let layout = StateLayout::new(&spec, &[]);
+    let g = exec::eval_program(&spec, 3, false, &[]).unwrap();
+    let mut exe = compile(&g, &layout, CodegenOptions { checks: true, poison: false }).unwrap();
+    let mut store = StateStore::new(layout.clone());
+    let x = vec![1.0; 15];
+    let out = exe.run(&mut store, &Feed { data: &x, target: None }, &StepCtx::default()).unwrap();
+    assert_eq!(out.prediction, x, "checked code computes the same");
+    // Items 0..3 are the batch; 0..5 walks past the end of both buffers.
+    assert!(exe.run_kernel_items(&mut store, 0, 0, 3).is_ok());
+    let e = exe.run_kernel_items(&mut store, 0, 0, 5).unwrap_err();
+    assert!(e.0.starts_with("bounds check failed in kernel `fwd.relu_0.relu`: load of %0"), "{e}");
+    assert!(e.0.contains("at index 15"), "{e}");
+    // Without checks, an out-of-range call is refused rather than run.
+    let mut unchecked = compile(&g, &layout, CodegenOptions::default()).unwrap();
+    assert!(unchecked.run_kernel_items(&mut store, 0, 0, 5).unwrap_err().0.contains("exceed the extent"));
+}
+
+#[test]
+fn the_plan_verifier_rejects_overlapping_live_buffers() {
+    let spec = spec("model m { input [8] dense(4) relu dense(3) loss mse }");
+    let layout = StateLayout::new(&spec, &[]);
+    let g = exec::grad_program(&spec, 2, &[]).unwrap();
+    let exe = compile(&g, &layout, CodegenOptions::default()).unwrap();
+    let mut bad = exe.program.plan.clone();
+    assert!(plan::verify(&g, &bad).is_ok());
+    // Move one allocation onto another that is live at the same time.
+    let (i, j) = (0..bad.allocs.len())
+        .flat_map(|i| (0..bad.allocs.len()).map(move |j| (i, j)))
+        .find(|&(i, j)| {
+            i != j
+                && bad.allocs[i].from <= bad.allocs[j].to
+                && bad.allocs[j].from <= bad.allocs[i].to
+                && bad.allocs[i].len > 0
+                && bad.allocs[j].len > 0
+        })
+        .unwrap();
+    bad.allocs[i].offset = bad.allocs[j].offset;
+    let e = plan::verify(&g, &bad).unwrap_err();
+    assert!(e.0.contains("are live together and overlap"), "{e}");
+}
+
+#[test]
+fn poisoning_exposes_a_value_read_after_its_planned_last_use() {
+    let spec = spec("model m { input [6] dense(5) tanh dense(3) loss mse }");
+    let layout = StateLayout::new(&spec, &[]);
+    let g = exec::grad_program(&spec, 4, &[]).unwrap();
+    let mut store = StateStore::new(layout.clone());
+    for (i, v) in store.data.iter_mut().enumerate() {
+        *v = ((i % 7) as f32 - 3.0) * 0.1;
+    }
+    let x: Vec<f32> = (0..24).map(|i| (i % 5) as f32 * 0.2).collect();
+    let t = vec![0.5; 12];
+    let feed = Feed { data: &x, target: Some(&t) };
+    let opts = CodegenOptions { checks: false, poison: true };
+    let mut good = compile(&g, &layout, opts).unwrap();
+    let loss = good.run(&mut store.clone(), &feed, &StepCtx::default()).unwrap().loss.unwrap();
+    assert!(loss.is_finite(), "a correct plan computes the same with poisoning on");
+    // Pretend the first hidden activation dies right after it is made (the backward
+    // pass still reads it): its memory is poisoned, and the gradients become NaN.
+    let mut bad = compile(&g, &layout, opts).unwrap();
+    let a = bad.program.plan.allocs.iter_mut().find(|a| a.what.contains("(tanh")).unwrap();
+    a.to = a.from;
+    let mut s = store.clone();
+    bad.run(&mut s, &feed, &StepCtx::default()).unwrap();
+    let grad = s.get(exec::SlotKind::Grad, "2.weight").unwrap();
+    assert!(grad.iter().any(|v| v.is_nan()), "{grad:?}");
+}

@@ -1,0 +1,31 @@
+//! Snapshots of the kernel plan of lenet5.nn and of the CLIF of one small kernel, so
+//! changes to lowering and memory planning show up in review. Update with
+//! `UPDATE_EXPECT=1 cargo test -p percept-compiler --test jit_snapshots`.
+
+mod common;
+
+use common::{example, spec};
+use expect_test::expect_file;
+use percept_compiler::codegen::{compile, CodegenOptions};
+use percept_compiler::exec::{self, Optimizer, StateLayout};
+
+#[test]
+fn lenet5_training_plan() {
+    let spec = spec(&example("lenet5.nn"));
+    let opt = Optimizer::Sgd { momentum: 0.9, nesterov: false, weight_decay: 0.0 };
+    let layout = StateLayout::new(&spec, opt.state_suffixes());
+    let grad = compile(&exec::grad_program(&spec, 64, &[]).unwrap(), &layout, CodegenOptions::default()).unwrap();
+    let update = compile(&exec::update_program(&spec, &opt, &[]), &layout, CodegenOptions::default()).unwrap();
+    let text = grad.program.plan_text(false) + &update.program.plan_text(false);
+    expect_file!["snapshots/lenet5_plan.txt"].assert_eq(&text);
+}
+
+#[test]
+fn clif_of_a_small_kernel() {
+    let spec = spec("model tiny { input [6] leaky_relu }");
+    let layout = StateLayout::new(&spec, &[]);
+    let eval = compile(&exec::eval_program(&spec, 2, false, &[]).unwrap(), &layout, CodegenOptions::default()).unwrap();
+    let k = &eval.program.kernels[0];
+    assert_eq!(k.name, "fwd.leaky_relu_0.leaky_relu");
+    expect_file!["snapshots/leaky_relu_kernel.clif"].assert_eq(&k.text.clif);
+}
