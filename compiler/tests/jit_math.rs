@@ -76,10 +76,10 @@ fn exp_based_functions_are_accurate_over_their_whole_range() {
     check("sigmoid", &run(act(Activation::Sigmoid), &xs, None), &xs, |x| 1.0 / (1.0 + (-x).exp()));
     check("tanh", &run(act(Activation::Tanh), &xs, None), &xs, |x| x.tanh());
     check("elu", &run(act(Activation::Elu { alpha: 1.0 }), &xs, None), &xs, |x| if x > 0.0 { x } else { expm1(x) });
-    // elu′ for x ≤ 0 is α·eˣ: the plain exp.
+    // elu′ for x ≤ 0 is α·eˣ, computed from the input with the plain exp when α < 0.
     let ones = vec![1.0f32; xs.len()];
-    let grad = Op::ActGrad(ops::ActGrad { act: Activation::Elu { alpha: 1.0 } });
-    check("exp (elu′)", &run(grad, &xs, Some(&ones)), &xs, |x| if x > 0.0 { 1.0 } else { x.exp() });
+    let grad = Op::ActGrad(ops::ActGrad { act: Activation::Elu { alpha: -1.0 } });
+    check("exp (elu′, α = −1)", &run(grad, &xs, Some(&ones)), &xs, |x| if x > 0.0 { 1.0 } else { -x.exp() });
 }
 
 #[test]

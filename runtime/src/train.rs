@@ -69,11 +69,11 @@ impl Default for TrainConfig {
             beta1: 0.9,
             beta2: 0.999,
             adam_eps: 1e-8,
-            schedule: "constant".into(),
+            schedule: "onecycle".into(),
             seed: 1,
             shuffle: true,
             drop_last: false,
-            init: "he".into(),
+            init: "pytorch".into(),
             freeze: vec![],
         }
     }

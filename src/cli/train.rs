@@ -58,8 +58,9 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
     /// Learning-rate schedule: constant, step:EVERY:GAMMA (per epoch), cosine[:WARMUP]
-    /// (per step) or onecycle (per step).
-    #[arg(long, default_value = "constant")]
+    /// (per step) or onecycle (per step: up from lr/10 over the first quarter of the run,
+    /// then down to lr/1000 on a cosine).
+    #[arg(long, default_value = "onecycle")]
     schedule: String,
     /// Seed of every random stream (initialization, shuffling, dropout, validation split).
     #[arg(long, default_value_t = 1)]
@@ -76,9 +77,9 @@ pub struct Args {
     /// Input normalization: auto (the training set's mean and std), none, or MEAN,STD.
     #[arg(long, default_value = "auto")]
     normalize: String,
-    /// Weight initialization: he (uniform, zero biases), glorot (uniform, zero biases) or
-    /// pytorch (PyTorch's default for Linear/Conv2d).
-    #[arg(long, default_value = "he")]
+    /// Weight initialization: pytorch (PyTorch's default for Linear/Conv2d: weights and
+    /// biases U(±1/√fan_in)), he (uniform, zero biases) or glorot (uniform, zero biases).
+    #[arg(long, default_value = "pytorch")]
     weight_init: String,
     /// Start from these weights (Percept's or PyTorch's safetensors) instead of random ones.
     #[arg(long)]

@@ -50,6 +50,8 @@ type KernelFn = unsafe extern "C" fn(*mut f32, *mut f32, *const KernelCtx, i64, 
 
 pub struct JitExecutable {
     pub program: JitProgram,
+    /// When set, `run` adds each kernel's wall time here (per kernel, in order).
+    pub profile: Option<Vec<std::time::Duration>>,
     module: Option<JITModule>,
     fns: Vec<KernelFn>,
     arena: Vec<f32>,
@@ -96,7 +98,7 @@ impl JitExecutable {
         if program.kernels.len() != ids.len() {
             return Err(CodegenError("kernel count mismatch".into()));
         }
-        Ok(JitExecutable { program, module: Some(module), fns, arena, base, adam })
+        Ok(JitExecutable { program, profile: None, module: Some(module), fns, arena, base, adam })
     }
 
     /// Debug: run kernel `k` alone over work items `lo..hi`, which may exceed its extent
@@ -184,10 +186,15 @@ impl Executable for JitExecutable {
         let checks = self.program.options.checks;
         for (k, f) in self.fns.iter().enumerate() {
             let info = &self.program.kernels[k];
+            let started = self.profile.as_ref().map(|_| std::time::Instant::now());
             // SAFETY: see the module documentation; `arena` holds the plan's size past
             // `base`, `state` has the compiled layout (checked above), and 0..extent is
             // the kernel's whole item range.
             unsafe { f(arena, state, &ctx, 0, info.extent as i64, 0) };
+            if let (Some(t), Some(p)) = (started, self.profile.as_mut()) {
+                p.resize(self.program.kernels.len(), std::time::Duration::ZERO);
+                p[k] += t.elapsed();
+            }
             if checks {
                 if let Some((kernel, access, index)) = BOUNDS_FAILURE.with(|c| c.take()) {
                     let kname = &self.program.kernels[kernel as usize].name;

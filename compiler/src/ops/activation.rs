@@ -8,10 +8,17 @@ use crate::layers::Activation;
 use crate::tensor::{Real, Tensor};
 
 impl Activation {
-    /// Whether the derivative is computed from the output (sigmoid, tanh) rather than
-    /// the input (relu, leaky_relu, elu). The backward pass keeps only that one alive.
+    /// Whether the derivative is computed from the output rather than the input, so the
+    /// backward pass keeps only the output alive (and a forward GEMM can fuse its
+    /// activation without storing the pre-activation). The output determines the
+    /// derivative for sigmoid and tanh, and for relu, leaky_relu with a positive slope
+    /// and elu with a positive α (y > 0 exactly when x > 0; elu′ = y + α for x ≤ 0).
     pub fn grad_uses_output(self) -> bool {
-        matches!(self, Activation::Sigmoid | Activation::Tanh)
+        match self {
+            Activation::Sigmoid | Activation::Tanh | Activation::Relu => true,
+            Activation::LeakyRelu { slope } => slope > 0.0,
+            Activation::Elu { alpha } => alpha > 0.0,
+        }
     }
 
     pub fn apply<T: Real>(self, x: T) -> T {
@@ -50,10 +57,11 @@ impl Activation {
         }
     }
 
-    /// dy · f′, where `v` is the input or the output as [`Self::grad_uses_output`] says.
+    /// dy · f′, where `v` is the output if [`Self::grad_uses_output`], else the input.
     /// At 0: relu′ = 0, leaky_relu′ = slope, elu′ = α.
     pub fn derivative<T: Real>(self, v: T, dy: T) -> T {
         let c = T::from_f64;
+        let from_output = self.grad_uses_output();
         match self {
             Activation::Relu => {
                 if v > T::zero() {
@@ -72,6 +80,8 @@ impl Activation {
             Activation::Elu { alpha } => {
                 if v > T::zero() {
                     dy
+                } else if from_output {
+                    dy * (v + c(alpha))
                 } else {
                     dy * c(alpha) * v.exp()
                 }

@@ -65,7 +65,7 @@ pub fn activation(kb: &mut Kb, act: Activation, x: Value) -> Value {
     }
 }
 
-/// dy·f′ from the input (relu, leaky_relu, elu) or the output (sigmoid, tanh).
+/// dy·f′ from the output or the input, as [`Activation::grad_uses_output`] says.
 pub fn activation_grad(kb: &mut Kb, act: Activation, v: Value, dy: Value) -> Value {
     let ty = kb.fb.func.dfg.value_type(v);
     let zero = kb.f(ty, 0.0);
@@ -76,6 +76,12 @@ pub fn activation_grad(kb: &mut Kb, act: Activation, v: Value, dy: Value) -> Val
         Activation::LeakyRelu { slope } => {
             let s = kb.f(ty, slope as f32);
             let neg = kb.fb.ins().fmul(dy, s);
+            kb.select(gt, dy, neg)
+        }
+        Activation::Elu { alpha } if act.grad_uses_output() => {
+            let a = kb.f(ty, alpha as f32);
+            let t = kb.fb.ins().fadd(v, a);
+            let neg = kb.fb.ins().fmul(dy, t);
             kb.select(gt, dy, neg)
         }
         Activation::Elu { alpha } => {

@@ -328,36 +328,73 @@ pub fn define_cranelift_micro(jit: &mut JitModule, fma: bool) -> CgResult<(Micro
     fb.def_var(av, a0);
     fb.def_var(bv, b0);
     fb.def_var(kv, kc);
-    let body = fb.create_block();
-    let done = fb.create_block();
-    fb.ins().jump(body, &[]);
-    fb.switch_to_block(body);
-    let (a, b, k) = (fb.use_var(av), fb.use_var(bv), fb.use_var(kv));
-    let bs: Vec<_> = (0..nr / 4).map(|j| fb.ins().load(types::F32X4, flags, b, (16 * j) as i32)).collect();
-    for i in 0..mr {
-        let s = fb.ins().load(types::F32, flags, a, (4 * i) as i32);
-        let s = fb.ins().splat(types::F32X4, s);
-        for (j, &bj) in bs.iter().enumerate() {
-            let var = accs[i * (nr / 4) + j];
-            let acc = fb.use_var(var);
-            let next = if fma {
-                fb.ins().fma(s, bj, acc)
-            } else {
-                let m = fb.ins().fmul(s, bj);
-                fb.ins().fadd(m, acc)
-            };
-            fb.def_var(var, next);
+    // One step of the k loop: rank-1 update of the tile from A column p and B row p.
+    // Each FMA gets its own single-use broadcast of the A value: Cranelift folds a
+    // single-use `splat(load)` into one `vbroadcastss mem`, and since x64's FMA writes
+    // its result over its first operand, a single-use first operand needs no copy.
+    let step = |fb: &mut FunctionBuilder, a: Value, b: Value, p: usize| {
+        let bs: Vec<_> =
+            (0..nr / 4).map(|j| fb.ins().load(types::F32X4, flags, b, (4 * (p * nr + 4 * j)) as i32)).collect();
+        for i in 0..mr {
+            for (j, &bj) in bs.iter().enumerate() {
+                let s = fb.ins().load(types::F32, flags, a, (4 * (p * mr + i)) as i32);
+                let s = fb.ins().splat(types::F32X4, s);
+                let var = accs[i * (nr / 4) + j];
+                let acc = fb.use_var(var);
+                let next = if fma {
+                    fb.ins().fma(s, bj, acc)
+                } else {
+                    let m = fb.ins().fmul(s, bj);
+                    fb.ins().fadd(m, acc)
+                };
+                fb.def_var(var, next);
+            }
         }
+    };
+    // The k loop, unrolled by UNROLL, then single steps for the rest.
+    const UNROLL: usize = 8;
+    let head4 = fb.create_block();
+    let body4 = fb.create_block();
+    let head1 = fb.create_block();
+    let body1 = fb.create_block();
+    let done = fb.create_block();
+    fb.ins().jump(head4, &[]);
+    fb.switch_to_block(head4);
+    let k = fb.use_var(kv);
+    let more4 = fb.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, k, UNROLL as i64);
+    fb.ins().brif(more4, body4, &[], head1, &[]);
+    fb.switch_to_block(body4);
+    fb.seal_block(body4);
+    let (a, b) = (fb.use_var(av), fb.use_var(bv));
+    for p in 0..UNROLL {
+        step(&mut fb, a, b, p);
     }
+    let a2 = fb.ins().iadd_imm_s(a, (4 * mr * UNROLL) as i64);
+    let b2 = fb.ins().iadd_imm_s(b, (4 * nr * UNROLL) as i64);
+    let k = fb.use_var(kv);
+    let k2 = fb.ins().iadd_imm_s(k, -(UNROLL as i64));
+    fb.def_var(av, a2);
+    fb.def_var(bv, b2);
+    fb.def_var(kv, k2);
+    fb.ins().jump(head4, &[]);
+    fb.seal_block(head4);
+    fb.switch_to_block(head1);
+    let k = fb.use_var(kv);
+    let more1 = fb.ins().icmp_imm_s(IntCC::SignedGreaterThan, k, 0);
+    fb.ins().brif(more1, body1, &[], done, &[]);
+    fb.switch_to_block(body1);
+    fb.seal_block(body1);
+    let (a, b) = (fb.use_var(av), fb.use_var(bv));
+    step(&mut fb, a, b, 0);
     let a2 = fb.ins().iadd_imm_s(a, (4 * mr) as i64);
     let b2 = fb.ins().iadd_imm_s(b, (4 * nr) as i64);
+    let k = fb.use_var(kv);
     let k2 = fb.ins().iadd_imm_s(k, -1);
     fb.def_var(av, a2);
     fb.def_var(bv, b2);
     fb.def_var(kv, k2);
-    let more = fb.ins().icmp_imm_s(IntCC::SignedGreaterThan, k2, 0);
-    fb.ins().brif(more, body, &[], done, &[]);
-    fb.seal_block(body);
+    fb.ins().jump(head1, &[]);
+    fb.seal_block(head1);
     fb.switch_to_block(done);
     fb.seal_block(done);
     for i in 0..mr {
