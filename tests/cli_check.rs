@@ -106,7 +106,8 @@ fn inspect_shows_the_kernel_plan_clif_and_machine_code() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let plan = stdout(&o);
     assert!(plan.starts_with("program lenet5 train batch=64:"), "{plan}");
-    assert!(plan.contains("kernel 0 fwd.conv2d_0.conv2d (items 1, gemm: cranelift-6x8)"), "{plan}");
+    assert!(plan.contains("kernel 0 fwd.conv2d_0+relu_1 (items 1, gemm: cranelift-6x8)"), "{plan}");
+    assert!(plan.contains("  ops      conv2d + bias_add + relu\n"), "{plan}");
     assert!(plan.contains("arena peak:"), "{plan}");
 
     let o = percept(&["inspect", "examples/lenet5.nn", "--emit", "plan", "--json"]);
@@ -118,12 +119,13 @@ fn inspect_shows_the_kernel_plan_clif_and_machine_code() {
         assert!(k["name"].is_string() && k["ops"].is_array() && k["flops"].is_u64() && k["bytes"].is_u64(), "{k}");
     }
     assert!(v["arena_bytes"].as_u64().unwrap() > 1_000_000);
-    let conv = kernels.iter().find(|k| k["name"] == "fwd.conv2d_0.conv2d").unwrap();
-    assert_eq!(conv["flops"], 2 * 64 * 6 * 28 * 28 * 25);
+    let conv = kernels.iter().find(|k| k["name"] == "fwd.conv2d_0+relu_1").unwrap();
+    assert_eq!(conv["ops"], serde_json::json!(["conv2d", "bias_add", "relu"]));
+    assert_eq!(conv["flops"], 2 * 64 * 6 * 28 * 28 * 25 + 2 * 64 * 6 * 28 * 28);
 
     // The GEMM kernels' CLIF (with the micro-kernel they call) is vector code with FMA.
     let fma = percept_compiler::codegen::host_features().unwrap().fma;
-    for kernel in ["fwd.conv2d_0.conv2d", "fwd.dense_7.matmul", "bwd.dense_7.matmul"] {
+    for kernel in ["fwd.conv2d_0+relu_1", "fwd.dense_7+relu_8", "bwd.dense_7.matmul"] {
         let o = percept(&["inspect", "examples/lenet5.nn", "--emit", "clif", "--kernel", kernel]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         let clif = stdout(&o);
@@ -136,5 +138,5 @@ fn inspect_shows_the_kernel_plan_clif_and_machine_code() {
     assert!(asm.contains(if fma { "vfmadd" } else { "mulps" }), "{asm}");
     let o = percept(&["inspect", "examples/lenet5.nn", "--emit", "clif", "--kernel", "nonsense"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("no kernel matches `nonsense`; the kernels are: micro, fwd.conv2d_0.conv2d"));
+    assert!(stderr(&o).contains("no kernel matches `nonsense`; the kernels are: micro, fwd.conv2d_0+relu_1"));
 }

@@ -33,7 +33,19 @@ fn train_mlp_then_eval_predict_and_run() {
     let mnist = repo("data/mnist");
     let o = percept(
         &dir,
-        &["train", &repo("examples/mlp.nn"), "--data", &mnist, "--steps", "300", "--epochs", "1", "--json"],
+        &[
+            "train",
+            &repo("examples/mlp.nn"),
+            "--data",
+            &mnist,
+            "--steps",
+            "300",
+            "--epochs",
+            "1",
+            "--json",
+            "--plot",
+            "curves.png",
+        ],
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let lines = json_lines(&o);
@@ -44,6 +56,8 @@ fn train_mlp_then_eval_predict_and_run() {
     assert_eq!(lines[0]["epoch"], 1, "one JSON object per epoch, then the summary");
     let weights = dir.join("runs/mlp/weights.safetensors");
     assert!(weights.is_file() && dir.join("runs/mlp/checkpoint.safetensors").is_file());
+    let plot = image::open(dir.join("curves.png")).unwrap();
+    assert_eq!((plot.width(), plot.height()), (960, 400), "the loss and accuracy curves");
     // The metrics file records the run's configuration (every default) and each epoch.
     let metrics = std::fs::read_to_string(dir.join("runs/mlp/metrics.jsonl")).unwrap();
     let header: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
@@ -183,21 +197,33 @@ fn error_paths() {
 fn ctrl_c_saves_a_checkpoint_and_resume_continues() {
     let dir = tmpdir("interrupt");
     let mnist = repo("data/mnist");
-    let child = Command::new(env!("CARGO_BIN_EXE_percept"))
-        .args(["train", &repo("examples/mlp.nn"), "--data", &mnist, "--epochs", "1"])
+    // LeNet-5 takes several seconds an epoch: long enough to interrupt in the middle.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_percept"))
+        .args(["train", &repo("examples/lenet5.nn"), "--data", &mnist, "--epochs", "1"])
         .current_dir(&dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Let it load the data and run some steps.
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // Wait until training has started, then let it run some steps.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    while !log.contains("training lenet5") {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() == 0 {
+            panic!("training did not start:\n{log}");
+        }
+        log += &line;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(130), "{log}{rest}");
     assert!(text(&out.stdout).contains("resume with: percept train"), "{}", text(&out.stdout));
-    let ck = dir.join("runs/mlp/checkpoint.safetensors");
+    let ck = dir.join("runs/lenet5/checkpoint.safetensors");
     let file = percept_runtime::tensorfile::TensorFile::read(&ck).unwrap();
     let pos: serde_json::Value = serde_json::from_str(&file.metadata["position"]).unwrap();
     let step = pos["step"].as_u64().unwrap();
@@ -207,7 +233,7 @@ fn ctrl_c_saves_a_checkpoint_and_resume_continues() {
         &dir,
         &[
             "train",
-            &repo("examples/mlp.nn"),
+            &repo("examples/lenet5.nn"),
             "--data",
             &mnist,
             "--resume",

@@ -82,10 +82,12 @@ fn same_seed_same_bits_and_resume_gives_identical_weights() {
     assert_ne!(bits(&a), bits(&other), "another seed gives other weights");
     assert_eq!(a.batches_tracked["1.num_batches_tracked"], 6);
 
-    // 1 epoch, then resume for the second.
+    // Stop after the first epoch (its 3 steps), then resume for the second. (The
+    // schedule is planned over the 2 epochs; `steps` only stops early.)
     let ck = tmp("between.safetensors");
-    let (_, outcome) = train(config(1), &splits, Some(&ck));
-    assert_eq!(outcome, Outcome::Finished);
+    let (_, outcome) = train(TrainConfig { steps: Some(3), ..config(2) }, &splits, Some(&ck));
+    assert_eq!(outcome, Outcome::StepLimit);
+    assert_eq!(TensorFile::read(&ck).unwrap().metadata["position"], r#"{"epoch":1,"sample":0,"step":3}"#);
     let b = resume(&ck, 2, &splits);
     assert_eq!(bits(&a), bits(&b), "1 epoch + resume + 1 epoch = 2 epochs");
 

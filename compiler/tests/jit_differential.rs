@@ -96,7 +96,11 @@ fn check_model(text: &str, batch: usize, seed: u64, opt: Optimizer) {
     let t = targets(&spec, batch, &mut rng);
     let feed = Feed { data: &data, target: Some(&t) };
     let cx = StepCtx { seed, step: seed % 7, lr: 0.01 };
-    let opts = CodegenOptions { checks: seed.is_multiple_of(2), poison: seed.is_multiple_of(2) };
+    let opts = CodegenOptions {
+        fuse: !seed.is_multiple_of(3),
+        checks: seed.is_multiple_of(2),
+        poison: seed.is_multiple_of(2),
+    };
     let ctx = format!("model (batch {batch}, seed {seed}, {opt:?}):\n{text}");
     let grad = exec::grad_program(&spec, batch, &[]).unwrap_or_else(|d| panic!("{}\n{ctx}", d.render(&src)));
     let after = compare(&grad, &store, &feed, &cx, opts, &ctx);

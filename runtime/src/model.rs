@@ -36,6 +36,15 @@ impl Backend {
     }
 }
 
+/// One kernel's share of a profiled run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    pub name: String,
+    pub flops: u64,
+    pub time: Duration,
+    pub gemm: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum ProgramKey {
     Grad { batch: usize },
@@ -209,6 +218,31 @@ impl Model {
             self.ensure(k)?;
         }
         Ok(keys.iter().filter_map(|k| self.cache[k].as_any().downcast_ref::<codegen::exec::JitExecutable>()).collect())
+    }
+
+    /// Turn per-kernel timing on or off in every compiled JIT program (and clear it).
+    pub fn set_profiling(&mut self, on: bool) {
+        for exe in self.cache.values_mut() {
+            if let Some(j) = exe.as_any_mut().downcast_mut::<codegen::exec::JitExecutable>() {
+                j.profile = on.then(Vec::new);
+            }
+        }
+    }
+
+    /// Per kernel of the training step at `batch` (grad, then update programs): its
+    /// name, FLOPs, total time measured since profiling was turned on, and whether it is
+    /// GEMM-shaped.
+    pub fn kernel_profile(&self, batch: usize) -> Vec<KernelTime> {
+        let mut out = vec![];
+        for key in [ProgramKey::Grad { batch }, ProgramKey::Update] {
+            let Some(exe) = self.cache.get(&key) else { continue };
+            let Some(j) = exe.as_any().downcast_ref::<codegen::exec::JitExecutable>() else { continue };
+            for (i, k) in j.program.kernels.iter().enumerate() {
+                let time = j.profile.as_ref().and_then(|p| p.get(i).copied()).unwrap_or_default();
+                out.push(KernelTime { name: k.name.clone(), flops: k.flops, time, gemm: k.micro.is_some() });
+            }
+        }
+        out
     }
 
     /// Compile the training programs for a batch size now, so their errors (such as a

@@ -34,7 +34,8 @@ pub enum OptimizerKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub epochs: u64,
-    /// Stop after this many mini-batches in all (then evaluate).
+    /// Stop after this many mini-batches in all (then evaluate). The learning-rate
+    /// schedule is still planned over `epochs`.
     pub steps: Option<u64>,
     pub batch: usize,
     pub eval_batch: usize,
@@ -254,7 +255,9 @@ impl Trainer {
         }
         let schedule = cfg.schedule()?;
         let per_epoch = self.steps_per_epoch(n);
-        let total_steps = cfg.steps.unwrap_or(u64::MAX).min(per_epoch * cfg.epochs);
+        // The schedule is planned over the epochs; `steps` only stops early, so a run
+        // stopped by it (or interrupted) and resumed follows the same schedule.
+        let total_steps = per_epoch * cfg.epochs;
         let k: usize = model.spec.output_shape().iter().product();
         let is_classes = matches!(train.targets, Targets::Classes { .. });
         let (mut x, mut t) = (Vec::new(), Vec::new());

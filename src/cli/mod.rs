@@ -1,5 +1,6 @@
 //! Subcommands of the `percept` binary, one module each.
 
+mod bench;
 mod check;
 mod common;
 mod eval;
@@ -32,6 +33,8 @@ enum Command {
     Predict(predict::Args),
     /// Run the forward pass on an input tensor and write the output (or a layer's).
     Run(run::Args),
+    /// Measure training-step throughput, fused against unfused, kernel by kernel.
+    Bench(bench::Args),
 }
 
 /// A failure the user can fix: the message says what and where. Exit code 1.
@@ -64,6 +67,7 @@ pub fn main() -> i32 {
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Run(a) => run::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => 0,

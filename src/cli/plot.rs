@@ -54,7 +54,13 @@ pub fn draw(history: &[EpochReport], path: &Path) -> Result<(), UserError> {
             .y_label_area_size(50)
             .build_cartesian_2d(0.5..epochs + 0.5, (lo - pad)..(hi + pad))
             .map_err(|e| fail(&e))?;
-        chart.configure_mesh().x_desc("epoch").x_labels(history.len().clamp(2, 10)).draw().map_err(|e| fail(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .x_labels(history.len().clamp(2, 10))
+            .x_label_formatter(&|x| format!("{}", x.round() as i64))
+            .draw()
+            .map_err(|e| fail(&e))?;
         for (name, points, color) in lines.iter().filter(|(_, s, _)| !s.is_empty()) {
             let color = *color;
             chart

@@ -34,7 +34,8 @@ pub struct Args {
     /// Passes over the training set [default: 3; on --resume, the checkpoint's].
     #[arg(long)]
     epochs: Option<u64>,
-    /// Stop after this many mini-batches in all, then evaluate.
+    /// Stop after this many mini-batches in all, then evaluate (the learning-rate schedule
+    /// is still planned over --epochs, so a stopped run resumes on the same schedule).
     #[arg(long)]
     steps: Option<u64>,
     /// Mini-batch size.

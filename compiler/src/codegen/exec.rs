@@ -130,7 +130,7 @@ impl JitExecutable {
     }
 
     fn value_loc(&self, v: crate::ir::ValueId) -> Loc {
-        self.program.plan.locs[v.0 as usize]
+        self.program.plan.locs[v.0 as usize].expect("program inputs and outputs are stored")
     }
 
     fn read(&self, v: crate::ir::ValueId) -> Vec<f32> {
@@ -151,6 +151,10 @@ impl Executable for JitExecutable {
         self
     }
 
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
     fn run(&mut self, store: &mut StateStore, feed: &Feed, cx: &StepCtx) -> Result<Fetch, ExecError> {
         if store.layout != self.program.layout || store.data.len() != store.layout.len {
             return Err(ExecError("the model state does not have the layout this program was compiled for".into()));
@@ -165,7 +169,7 @@ impl Executable for JitExecutable {
                 },
                 _ => continue,
             };
-            let r = loc_range(&self.program.plan.locs[v.0 as usize], self.base);
+            let r = loc_range(&self.value_loc(v), self.base);
             if data.len() != r.len() {
                 return Err(ExecError(format!(
                     "fed {} values for {kind:?}, the program was compiled for {}",
@@ -207,8 +211,7 @@ impl Executable for JitExecutable {
                 }
             }
             if self.program.options.poison {
-                let node = *info.nodes.last().expect("a kernel computes nodes");
-                for a in self.program.plan.allocs.iter().filter(|a| a.to == node && a.from <= node) {
+                for a in self.program.plan.allocs.iter().filter(|a| a.to == k) {
                     self.arena[self.base + a.offset..self.base + a.offset + a.len].fill(f32::NAN);
                 }
             }

@@ -7,6 +7,7 @@
 
 pub mod builder;
 pub mod exec;
+pub mod fuse;
 pub mod jit;
 pub mod lower;
 pub mod math;
@@ -25,13 +26,21 @@ pub use exec::JitExecutable;
 pub use jit::{host_features, CodegenError, HostFeatures};
 
 /// Switches for code generation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CodegenOptions {
+    /// Fuse nodes into kernel groups (see [`fuse`]); off: one kernel per node.
+    pub fuse: bool,
     /// Emit a run-time bounds check before every load and store (debug).
     pub checks: bool,
     /// Fill freed arena regions with NaN after each kernel (debug), so reading a value
     /// after its last planned use shows up.
     pub poison: bool,
+}
+
+impl Default for CodegenOptions {
+    fn default() -> CodegenOptions {
+        CodegenOptions { fuse: true, checks: false, poison: false }
+    }
 }
 
 /// One compiled kernel, for inspection.
@@ -80,6 +89,22 @@ fn phase_name(p: Phase) -> &'static str {
     }
 }
 
+/// `fwd.dense_7+relu_8`: the phase, then the statements of the group's nodes.
+fn kernel_name(nodes: &[&crate::ir::Node]) -> String {
+    let mut tags: Vec<&str> = vec![];
+    for n in nodes {
+        if tags.last() != Some(&n.origin.tag.as_str()) {
+            tags.push(&n.origin.tag);
+        }
+    }
+    let base = format!("{}.{}", phase_name(nodes[0].origin.phase), tags.join("+"));
+    if nodes.len() == 1 {
+        format!("{base}.{}", nodes[0].op.name())
+    } else {
+        base
+    }
+}
+
 fn is_gemm(op: &Op) -> bool {
     matches!(op, Op::MatMul(_) | Op::Conv2d(_) | Op::Conv2dGradInput(_) | Op::Conv2dGradWeight(_))
 }
@@ -91,8 +116,10 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
     let report = exec::bounds_report as extern "C" fn(i32, i64, i64);
     let mut jit = JitModule::new(&[(exec::BOUNDS_REPORT, report as *const u8)], cfg!(debug_assertions))?;
     let (micro, micro_text) = lower::gemm_micro(&mut jit, features.fma)?;
-    let scratch: Vec<Vec<usize>> = graph.nodes.iter().map(|n| lower::scratch_for(graph, n, &micro)).collect();
-    let plan = plan::plan_memory(graph, layout, &scratch)?;
+    let groups = fuse::group(graph, options.fuse);
+    let scratch: Vec<Vec<usize>> =
+        groups.iter().map(|grp| lower::scratch_for(graph, &graph.nodes[grp.nodes[0]], &micro)).collect();
+    let plan = plan::plan_memory(graph, &groups, layout, &scratch)?;
     let report_id = if options.checks {
         let mut sig = cranelift_codegen::ir::Signature::new(jit.call_conv());
         use cranelift_codegen::ir::{types, AbiParam};
@@ -104,28 +131,31 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
     let mut kernels = Vec::new();
     let mut ids = Vec::new();
     let mut names = std::collections::HashMap::<String, usize>::new();
-    for (i, node) in graph.nodes.iter().enumerate() {
-        if matches!(node.op, Op::Source(_) | Op::Reshape(_)) {
-            continue;
-        }
-        let mut name = format!("{}.{}.{}", phase_name(node.origin.phase), node.origin.tag, node.op.name());
+    for (k, grp) in groups.iter().enumerate() {
+        let nodes: Vec<&crate::ir::Node> = grp.nodes.iter().map(|&i| &graph.nodes[i]).collect();
+        let first = nodes[0];
+        let mut name = kernel_name(&nodes);
         let count = names.entry(name.clone()).or_insert(0);
         *count += 1;
         if *count > 1 {
             name = format!("{name}#{count}");
         }
-        let bufs = NodeBufs {
-            inputs: node.inputs.iter().map(|&v| plan.buf(v, format!("{v}"))).collect(),
-            outputs: node.outputs.iter().map(|&v| plan.buf(v, format!("{v}"))).collect(),
-            scratch: plan.scratch[i]
-                .iter()
-                .enumerate()
-                .map(|(k, l)| Buf { region: l.region, offset: l.offset, len: l.len, name: format!("scratch{k}") })
-                .collect(),
-        };
+        // The group's external values: what it reads from outside, what it leaves for others.
+        let produced: Vec<crate::ir::ValueId> = nodes.iter().flat_map(|n| n.outputs.iter().copied()).collect();
+        let mut ext_inputs = vec![];
+        for n in &nodes {
+            for &v in &n.inputs {
+                if !produced.contains(&v) && !ext_inputs.contains(&v) {
+                    ext_inputs.push(v);
+                }
+            }
+        }
+        let ext_outputs: Vec<crate::ir::ValueId> =
+            produced.iter().copied().filter(|v| plan.locs[v.0 as usize].is_some()).collect();
+        let buf = |v: crate::ir::ValueId| plan.locs[v.0 as usize].map(|_| plan.buf(v, format!("{v}")));
         let sig = kernel_signature(jit.call_conv());
         let id = jit.declare(
-            &format!("k{}_{}", kernels.len(), name.replace(['.', '#'], "_")),
+            &format!("k{k}_{}", name.replace(['.', '#', '+'], "_")),
             &sig,
             cranelift_module::Linkage::Local,
         )?;
@@ -134,32 +164,54 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
         let report_ref = report_id.map(|r| jit.import(r, &mut func));
         let mut fctx = FunctionBuilderContext::new();
         let fb = FunctionBuilder::new(&mut func, &mut fctx);
-        let mut kb =
-            Kb::new(fb, jit.frontend_config(), &name, features.fma, report_ref.map(|r| (r, kernels.len() as u32)));
-        let cx = LowerCtx { graph, node, micro: &micro, micro_call };
-        lower::lower_node(&mut kb, &cx, &bufs)?;
+        let mut kb = Kb::new(fb, jit.frontend_config(), &name, features.fma, report_ref.map(|r| (r, k as u32)));
+        let scratch_bufs: Vec<Buf> = plan.scratch[k]
+            .iter()
+            .enumerate()
+            .map(|(s, l)| Buf { region: l.region, offset: l.offset, len: l.len, name: format!("scratch{s}") })
+            .collect();
+        let cx = LowerCtx { graph, node: first, micro: &micro, micro_call };
+        match grp.kind {
+            fuse::GroupKind::Single => {
+                let bufs = NodeBufs {
+                    inputs: first.inputs.iter().map(|&v| buf(v).expect("stored")).collect(),
+                    outputs: first.outputs.iter().map(|&v| buf(v).expect("stored")).collect(),
+                    scratch: scratch_bufs,
+                };
+                lower::lower_node(&mut kb, &cx, &bufs)?;
+            }
+            fuse::GroupKind::GemmEpilogue => {
+                lower::lower_gemm_group(&mut kb, &cx, &nodes[1..], &|v| buf(v), scratch_bufs)?;
+            }
+        }
         let accesses = std::mem::take(&mut kb.accesses);
         kb.finish();
         let text = jit.define(id, func, OptLevel::Speed)?;
         let shapes = |vs: &[crate::ir::ValueId]| vs.iter().map(|&v| graph.shape(v).to_vec()).collect::<Vec<_>>();
-        let ins = shapes(&node.inputs);
-        let outs = shapes(&node.outputs);
-        let in_refs: Vec<&[usize]> = ins.iter().map(|s| s.as_slice()).collect();
-        let out_refs: Vec<&[usize]> = outs.iter().map(|s| s.as_slice()).collect();
         let numel = |s: &Vec<usize>| s.iter().product::<usize>() as u64;
+        let flops = nodes
+            .iter()
+            .map(|n| {
+                let i: Vec<&[usize]> = n.inputs.iter().map(|&v| graph.shape(v)).collect();
+                let o: Vec<&[usize]> = n.outputs.iter().map(|&v| graph.shape(v)).collect();
+                n.op.flops(&i, &o)
+            })
+            .sum();
+        let ins = shapes(&ext_inputs);
+        let outs = shapes(&ext_outputs);
         kernels.push(KernelInfo {
             name,
-            nodes: vec![i],
-            ops: vec![node.op.name().to_string()],
-            flops: node.op.flops(&in_refs, &out_refs),
+            nodes: grp.nodes.clone(),
+            ops: nodes.iter().map(|n| n.op.name().to_string()).collect(),
+            flops,
             bytes_read: ins.iter().map(numel).sum::<u64>() * 4,
             bytes_written: outs.iter().map(numel).sum::<u64>() * 4,
             input_shapes: ins,
             output_shapes: outs,
-            inputs: bufs.inputs,
-            outputs: bufs.outputs,
-            extent: lower::extent_of(graph, node),
-            micro: is_gemm(&node.op).then(|| micro.name.clone()),
+            inputs: ext_inputs.iter().map(|&v| buf(v).expect("stored")).collect(),
+            outputs: ext_outputs.iter().map(|&v| buf(v).expect("stored")).collect(),
+            extent: lower::extent_of(graph, first),
+            micro: is_gemm(&first.op).then(|| micro.name.clone()),
             text,
             accesses,
         });

@@ -9,6 +9,7 @@
 //! Reshapes alias their input. `verify` re-checks the result independently.
 
 use super::builder::{Buf, Region};
+use super::fuse::KernelGroup;
 use super::jit::{err, CgResult};
 use crate::exec::{SlotKind, StateLayout};
 use crate::ir::{Graph, OutputRole, ValueId};
@@ -22,7 +23,7 @@ pub struct Loc {
     pub len: usize,
 }
 
-/// One arena allocation and the node indices during which it is live (inclusive).
+/// One arena allocation and the kernel indices during which it is live (inclusive).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Alloc {
     pub what: String,
@@ -34,8 +35,9 @@ pub struct Alloc {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ArenaPlan {
-    pub locs: Vec<Loc>,
-    /// Scratch buffers per node.
+    /// Where each value lives; `None` for values that exist only inside a fused kernel.
+    pub locs: Vec<Option<Loc>>,
+    /// Scratch buffers per kernel.
     pub scratch: Vec<Vec<Loc>>,
     pub allocs: Vec<Alloc>,
     /// Floats in the arena.
@@ -47,7 +49,7 @@ const ALIGN: usize = 16;
 
 impl ArenaPlan {
     pub fn buf(&self, v: ValueId, name: String) -> Buf {
-        let l = self.locs[v.0 as usize];
+        let l = self.locs[v.0 as usize].expect("a stored value");
         Buf { region: l.region, offset: l.offset, len: l.len, name }
     }
 
@@ -85,9 +87,14 @@ fn first_fit(live: &[(usize, usize)], len: usize) -> usize {
     at
 }
 
-pub fn plan_memory(g: &Graph, layout: &StateLayout, scratch: &[Vec<usize>]) -> CgResult<ArenaPlan> {
+pub fn plan_memory(
+    g: &Graph,
+    groups: &[KernelGroup],
+    layout: &StateLayout,
+    scratch: &[Vec<usize>],
+) -> CgResult<ArenaPlan> {
     let nv = g.values.len();
-    let end = g.nodes.len();
+    let end = groups.len();
     let mut locs: Vec<Option<Loc>> = vec![None; nv];
     let mut alias_of: Vec<Option<ValueId>> = vec![None; nv];
     // Values written straight into the state.
@@ -126,16 +133,36 @@ pub fn plan_memory(g: &Graph, layout: &StateLayout, scratch: &[Vec<usize>]) -> C
         }
         v
     };
-    // Last use of each root value (aliases count for their root); outputs live to the end.
-    let mut last = vec![0usize; nv];
+    // The kernel computing each node (sources and reshapes: none).
+    let mut kernel_of = vec![None; g.nodes.len()];
+    for (k, grp) in groups.iter().enumerate() {
+        for &n in &grp.nodes {
+            kernel_of[n] = Some(k);
+        }
+    }
+    // Last reading kernel of each root value; outputs live to the end. A value read only
+    // by the kernel that makes it never leaves that kernel.
+    let mut last = vec![None::<usize>; nv];
+    let mut read_outside = vec![false; nv];
     for (i, n) in g.nodes.iter().enumerate() {
+        let k = match kernel_of[i] {
+            Some(k) => k,
+            // A reshape reads nothing itself; its readers count for its root.
+            None => continue,
+        };
         for &v in &n.inputs {
             let r = root(v).0 as usize;
-            last[r] = last[r].max(i);
+            last[r] = Some(last[r].map_or(k, |l| l.max(k)));
+            let producer_kernel = kernel_of[g.value(root(v)).node.0 as usize];
+            if producer_kernel != Some(k) {
+                read_outside[r] = true;
+            }
         }
     }
     for (_, v) in &g.outputs {
-        last[root(*v).0 as usize] = end;
+        let r = root(*v).0 as usize;
+        last[r] = Some(end);
+        read_outside[r] = true;
     }
     let mut allocs: Vec<Alloc> = vec![];
     let assign = |allocs: &mut Vec<Alloc>, what: String, len: usize, from: usize, to: usize| -> usize {
@@ -145,31 +172,42 @@ pub fn plan_memory(g: &Graph, layout: &StateLayout, scratch: &[Vec<usize>]) -> C
         allocs.push(Alloc { what, offset, len, from, to });
         offset
     };
-    let mut scratch_locs = vec![vec![]; g.nodes.len()];
-    for (i, n) in g.nodes.iter().enumerate() {
-        for &v in &n.outputs {
-            let vi = v.0 as usize;
-            if locs[vi].is_some() || alias_of[vi].is_some() {
-                continue;
+    // The batch and targets are live for the whole program.
+    for n in &g.nodes {
+        if let Op::Source(s) = &n.op {
+            if matches!(s.kind, SourceKind::Data | SourceKind::Target) {
+                let v = n.outputs[0];
+                let len = g.value(v).numel();
+                let offset = assign(&mut allocs, format!("{v} ({})", n.op.name()), len, 0, end);
+                locs[v.0 as usize] = Some(Loc { region: Region::Arena, offset, len });
             }
-            let len = g.value(v).numel();
-            // The batch and targets are live for the whole program.
-            let (from, to) = if matches!(n.op, Op::Source(_)) { (0, end) } else { (i, last[vi].max(i)) };
-            let what = format!("{v} ({} {})", n.op.name(), n.origin.tag);
-            let offset = assign(&mut allocs, what, len, from, to);
-            locs[vi] = Some(Loc { region: Region::Arena, offset, len });
-        }
-        for (k, &len) in scratch[i].iter().enumerate() {
-            let offset = assign(&mut allocs, format!("scratch {k} of node {i} ({})", n.op.name()), len, i, i);
-            scratch_locs[i].push(Loc { region: Region::Arena, offset, len });
         }
     }
-    let mut resolved = Vec::with_capacity(nv);
-    for v in 0..nv {
-        let r = root(ValueId(v as u32)).0 as usize;
-        match locs[r] {
-            Some(l) => resolved.push(l),
-            None => return err(format!("value %{v} was not placed")),
+    let mut scratch_locs = vec![vec![]; groups.len()];
+    for (k, grp) in groups.iter().enumerate() {
+        for &i in &grp.nodes {
+            let n = &g.nodes[i];
+            for &v in &n.outputs {
+                let vi = v.0 as usize;
+                if locs[vi].is_some() || alias_of[vi].is_some() || !read_outside[vi] && grp.nodes.len() > 1 {
+                    continue;
+                }
+                let len = g.value(v).numel();
+                let to = last[vi].unwrap_or(k).max(k);
+                let what = format!("{v} ({} {})", n.op.name(), n.origin.tag);
+                let offset = assign(&mut allocs, what, len, k, to);
+                locs[vi] = Some(Loc { region: Region::Arena, offset, len });
+            }
+        }
+        for (s, &len) in scratch[k].iter().enumerate() {
+            let offset = assign(&mut allocs, format!("scratch {s} of kernel {k}"), len, k, k);
+            scratch_locs[k].push(Loc { region: Region::Arena, offset, len });
+        }
+    }
+    let resolved: Vec<Option<Loc>> = (0..nv).map(|v| locs[root(ValueId(v as u32)).0 as usize]).collect();
+    for (v, l) in resolved.iter().enumerate() {
+        if l.is_none() && read_outside[root(ValueId(v as u32)).0 as usize] {
+            return err(format!("value %{v} is read outside its kernel but was not placed"));
         }
     }
     let size = allocs.iter().map(|a| a.offset + a.len).max().unwrap_or(0).div_ceil(ALIGN) * ALIGN;
@@ -194,8 +232,10 @@ pub fn verify(g: &Graph, plan: &ArenaPlan) -> CgResult<()> {
         }
     }
     for (v, info) in g.values.iter().enumerate() {
-        if plan.locs[v].len != info.numel() {
-            return err(format!("%{v} has {} elements but its buffer has {}", info.numel(), plan.locs[v].len));
+        if let Some(l) = plan.locs[v] {
+            if l.len != info.numel() {
+                return err(format!("%{v} has {} elements but its buffer has {}", info.numel(), l.len));
+            }
         }
     }
     for (role, v) in &g.outputs {

@@ -42,6 +42,10 @@ impl Executable for InterpExecutable {
         self
     }
 
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
     fn run(&mut self, store: &mut StateStore, feed: &Feed, cx: &StepCtx) -> Result<Fetch, ExecError> {
         let g = &self.graph;
         let feed_fn = |kind: &SourceKind| -> Option<Tensor<f32>> {

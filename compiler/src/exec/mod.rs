@@ -67,4 +67,6 @@ pub trait Executable: Send {
 
     /// For inspection: the concrete executable (e.g. a JIT program with its kernels).
     fn as_any(&self) -> &dyn std::any::Any;
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 }

@@ -16,8 +16,16 @@ use cranelift_module::{FuncId, Linkage};
 
 pub const GEMM_MR: usize = 6;
 pub const GEMM_NR: usize = 8;
-/// Depth of a packed panel: a 6×256 A panel (6 KB) and a 256×8 B panel (8 KB) stay in L1.
-const KC: usize = 256;
+/// Largest depth of a packed panel: a 6×384 A panel (9 KB) and a 384×8 B panel (12 KB)
+/// stay in L1 together. K is cut into equal blocks no deeper than this (784 → 2 × 392),
+/// so no thin last block costs an extra pass over C.
+const KC: usize = 384;
+
+/// The depth of each full K block.
+fn kc_for(k: usize) -> usize {
+    let blocks = k.div_ceil(KC);
+    k.div_ceil(blocks)
+}
 /// Width of a packed B block: 256×512 floats (512 KB) stays in L2.
 const NC: usize = 512;
 
@@ -73,7 +81,7 @@ fn blocks(total: usize, size: usize) -> (usize, usize) {
 
 /// Scratch floats: packed A, packed B, the tile.
 pub fn scratch((m, k, n): (usize, usize, usize), micro: &MicroKernel) -> Vec<usize> {
-    let kc = k.min(KC);
+    let kc = kc_for(k);
     let nc = n.min(NC).div_ceil(micro.nr) * micro.nr;
     vec![m.div_ceil(micro.mr) * micro.mr * kc, kc * nc, micro.mr * micro.nr]
 }
@@ -94,7 +102,7 @@ pub struct Gemm<'a> {
 
 pub fn emit_gemm(kb: &mut Kb, g: &Gemm, mut epilogue: Option<Epilogue>) -> CgResult<()> {
     let nr = g.micro.nr;
-    let kc_max = g.k.min(KC);
+    let kc_max = kc_for(g.k);
     let (k_full, k_rem) = blocks(g.k, kc_max);
     let k_blocks = k_full + (k_rem > 0) as usize;
     let last_kc = if k_rem > 0 { k_rem } else { kc_max };

@@ -9,6 +9,7 @@ mod norm;
 mod pool;
 mod reduce;
 
+pub use dense::lower_gemm_group;
 pub use gemm::{define_cranelift_micro as gemm_micro, MicroKernel, GEMM_MR, GEMM_NR};
 
 use super::builder::{Buf, Kb};

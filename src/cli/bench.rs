@@ -1,0 +1,199 @@
+//! `percept bench`: training-step throughput, fused against unfused, with the compile
+//! time and where the time goes, kernel by kernel. Data are random (of the right shapes
+//! and valid targets), so only speed is measured.
+
+use super::common::group;
+use super::train::BackendArg;
+use super::{CliResult, UserError};
+use percept_compiler::layers::Loss;
+use percept_compiler::ops::StepCtx;
+use percept_runtime::rng::SplitMix;
+use percept_runtime::{Backend, Model, TrainConfig, Trainer};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The model file (.nn).
+    model: PathBuf,
+    /// The batch size of the training step.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Seconds to measure each variant for (after a warm-up).
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Worker threads [default: the number of cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Back end (the interpreter has no kernels, so no fused/unfused split).
+    #[arg(long, value_enum, default_value = "jit")]
+    backend: BackendArg,
+    /// Measure only the unfused (one kernel per op) variant.
+    #[arg(long)]
+    unfused: bool,
+    /// Print `fused` and `unfused` objects (samples_per_s, compile_ms, kernels) as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Measured {
+    samples_per_s: f64,
+    compile: Duration,
+    steps: u64,
+    kernels: Vec<percept_runtime::model::KernelTime>,
+    profiled_steps: u64,
+}
+
+fn batch_data(model: &Model, batch: usize) -> (Vec<f32>, Vec<f32>) {
+    let per: usize = model.spec.input.shape.iter().product();
+    let k: usize = model.spec.output_shape().iter().product();
+    let mut rng = SplitMix::stream(7, 9, 0);
+    let x = (0..batch * per).map(|_| rng.next_f64() as f32).collect();
+    let t = match model.spec.loss.map(|l| l.loss) {
+        Some(Loss::SoftmaxCrossEntropy) => (0..batch).map(|_| rng.below(k as u64) as f32).collect(),
+        _ => (0..batch * k).map(|_| rng.below(2) as f32).collect(),
+    };
+    (x, t)
+}
+
+fn measure(a: &Args, backend: Backend, fuse: bool) -> Result<Measured, UserError> {
+    let mut model = Model::from_file(&a.model)?;
+    model.set_backend(backend)?;
+    model.codegen.fuse = fuse;
+    let trainer = Trainer::new(TrainConfig { batch: a.batch, ..TrainConfig::default() })?;
+    trainer.init_model(&mut model)?;
+    if model.spec.loss.is_none() {
+        return Err(UserError(format!(
+            "the model `{}` has no loss, so it has no training step to measure",
+            model.spec.name
+        )));
+    }
+    let started = Instant::now();
+    model.prepare_training(a.batch)?;
+    let compile = started.elapsed();
+    let (x, t) = batch_data(&model, a.batch);
+    let step = |model: &mut Model, i: u64| -> Result<(), UserError> {
+        let cx = StepCtx { seed: 1, step: i, lr: 1e-4 };
+        model.grad_step(&x, &t, &cx)?;
+        model.update_step(&cx)?;
+        Ok(())
+    };
+    for i in 0..3 {
+        step(&mut model, i)?;
+    }
+    let (mut steps, started) = (0u64, Instant::now());
+    while started.elapsed().as_secs_f64() < a.seconds || steps < 3 {
+        step(&mut model, steps)?;
+        steps += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // A separate, shorter profiled pass for the per-kernel table.
+    model.set_profiling(true);
+    let profiled_steps = (steps / 4).max(3);
+    for i in 0..profiled_steps {
+        step(&mut model, i)?;
+    }
+    let kernels = model.kernel_profile(a.batch);
+    Ok(Measured { samples_per_s: (steps as usize * a.batch) as f64 / elapsed, compile, steps, kernels, profiled_steps })
+}
+
+fn table(name: &str, m: &Measured) {
+    println!(
+        "{name}: {} samples/s ({} steps), compiled in {:.1} ms",
+        group(m.samples_per_s),
+        m.steps,
+        m.compile.as_secs_f64() * 1e3
+    );
+    if m.kernels.is_empty() {
+        return;
+    }
+    let total: f64 = m.kernels.iter().map(|k| k.time.as_secs_f64()).sum();
+    let per = |k: &percept_runtime::model::KernelTime| k.time.as_secs_f64() / m.profiled_steps as f64;
+    let mut ks: Vec<_> = m.kernels.iter().collect();
+    ks.sort_by_key(|k| std::cmp::Reverse(k.time));
+    let w = ks.iter().map(|k| k.name.len()).max().unwrap_or(6).max(6);
+    println!("  {:<w$}  {:>10}  {:>8}  {:>6}", "kernel", "µs/step", "GFLOP/s", "share");
+    for k in ks {
+        let gf = if k.time.is_zero() { 0.0 } else { k.flops as f64 / per(k) / 1e9 };
+        println!(
+            "  {:<w$}  {:>10.1}  {:>8.1}  {:>5.1}%",
+            k.name,
+            per(k) * 1e6,
+            gf,
+            100.0 * k.time.as_secs_f64() / total.max(1e-12)
+        );
+    }
+    let gemm: f64 = m.kernels.iter().filter(|k| k.gemm).map(|k| k.time.as_secs_f64()).sum();
+    println!("  GEMM-shaped kernels: {:.1}% of the step", 100.0 * gemm / total.max(1e-12));
+}
+
+fn json(m: &Measured) -> serde_json::Value {
+    let total: f64 = m.kernels.iter().map(|k| k.time.as_secs_f64()).sum();
+    let kernels: Vec<serde_json::Value> = m
+        .kernels
+        .iter()
+        .map(|k| {
+            let s = k.time.as_secs_f64() / m.profiled_steps as f64;
+            serde_json::json!({
+                "name": k.name,
+                "us_per_step": s * 1e6,
+                "gflops": if s > 0.0 { k.flops as f64 / s / 1e9 } else { 0.0 },
+                "share": k.time.as_secs_f64() / total.max(1e-12),
+                "gemm": k.gemm,
+            })
+        })
+        .collect();
+    let gemm: f64 = m.kernels.iter().filter(|k| k.gemm).map(|k| k.time.as_secs_f64()).sum();
+    serde_json::json!({
+        "samples_per_s": m.samples_per_s,
+        "compile_ms": m.compile.as_secs_f64() * 1e3,
+        "steps": m.steps,
+        "gemm_share": gemm / total.max(1e-12),
+        "kernels": kernels,
+    })
+}
+
+pub fn run(a: Args) -> CliResult {
+    if a.batch == 0 {
+        return Err(UserError("--batch must be at least 1".into()));
+    }
+    let _threads = a.threads;
+    let backend: Backend = a.backend.into();
+    if backend == Backend::Interp {
+        let m = measure(&a, backend, false)?;
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"interp": {"samples_per_s": m.samples_per_s, "compile_ms": m.compile.as_secs_f64() * 1e3, "steps": m.steps}})
+            );
+        } else {
+            table("interp", &m);
+        }
+        return Ok(());
+    }
+    eprintln!("measuring {} at batch {} for {} s per variant", a.model.display(), a.batch, a.seconds);
+    let fused = if a.unfused { None } else { Some(measure(&a, backend, true)?) };
+    let unfused = measure(&a, backend, false)?;
+    if a.json {
+        let mut v = serde_json::json!({
+            "model": a.model.display().to_string(),
+            "batch": a.batch,
+            "unfused": json(&unfused),
+        });
+        if let Some(f) = &fused {
+            v["fused"] = json(f);
+            v["ratio"] = serde_json::json!(f.samples_per_s / unfused.samples_per_s);
+        }
+        println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+        return Ok(());
+    }
+    if let Some(f) = &fused {
+        table("fused", f);
+        println!();
+    }
+    table("unfused", &unfused);
+    if let Some(f) = &fused {
+        println!("\nfused / unfused: {:.2}x", f.samples_per_s / unfused.samples_per_s);
+    }
+    Ok(())
+}
