@@ -28,6 +28,7 @@
 //! re-exported whole; `percept::cli` is the command line.
 
 pub use percept_compiler as compiler;
+pub use percept_macros::network;
 pub use percept_runtime as runtime;
 
 pub mod cli;

@@ -321,10 +321,13 @@ pub fn check(model: &ast::Model) -> Result<ModelSpec, Diagnostic> {
                 check_size(&out_shape, s.span, "output")?;
                 let prefix = s.label.as_ref().map_or_else(|| index.to_string(), |l| l.name.clone());
                 if let Some(l) = &s.label {
-                    if let Some((_, prev)) = names.get(&l.name) {
-                        return Err(Diagnostic::new(l.span, format!("the name `{}` is already used", l.name))
-                            .with_label("used again here")
-                            .with_help(format!("names must be unique; the first use is at position {}", prev.start)));
+                    if names.contains_key(&l.name) {
+                        return Err(Diagnostic::new(
+                            l.span,
+                            format!("the name `{}` is already used by an earlier statement", l.name),
+                        )
+                        .with_label("used again here")
+                        .with_help("names must be unique: rename one of them"));
                     }
                     if l.name.chars().all(|c| c.is_ascii_digit()) {
                         return Err(Diagnostic::new(l.span, "a name cannot be a number")

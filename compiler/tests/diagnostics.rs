@@ -122,7 +122,12 @@ fn name_errors() {
         "add needs equal shapes: the previous output is [8, 4, 4] but `a` gives [4, 6, 6]",
         None,
     );
-    error(&m("    a: relu\n    a: relu"), "4:5", "the name `a` is already used", None);
+    error(
+        &m("    a: relu\n    a: relu"),
+        "4:5",
+        "the name `a` is already used by an earlier statement",
+        Some("rename one of them"),
+    );
     error("model m {\n  input x: [4]\n  x: relu\n}", "3:3", "the name `x` is already used", None);
     error(&m("    0: relu"), "3:5", "expected a statement", None);
 }

@@ -1,0 +1,8 @@
+percept::network! {
+    model Bad {
+        dense(10)
+        relu
+    }
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+percept::network! {
+    model Bad {
+        input [1, 28, 28]
+        conv2d(4, kernel: 3, padding: -1)
+    }
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+percept::network! {
+    model Bad {
+        input [784]
+        dense(0)
+    }
+}
+
+fn main() {}
