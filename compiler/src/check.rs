@@ -175,6 +175,16 @@ impl ModelSpec {
         self.layers.iter().find(|l| l.prefix == name || l.label.as_deref() == Some(name) || l.tag() == name)
     }
 
+    /// `0 (conv2d_0), 1 (relu_1), stem, ...`: how statements can be named, for messages.
+    pub fn layer_names(&self) -> String {
+        let names: Vec<String> = self
+            .layers
+            .iter()
+            .map(|l| if l.label.is_some() { l.prefix.clone() } else { format!("{} ({})", l.prefix, l.tag()) })
+            .collect();
+        names.join(", ")
+    }
+
     /// FNV-1a of the canonical text, as 16 hex digits.
     pub fn text_hash(&self) -> String {
         let mut h: u64 = 0xcbf29ce484222325;

@@ -8,6 +8,7 @@ pub mod model;
 pub mod npy;
 pub mod rng;
 pub mod tensorfile;
+pub mod viz;
 
 pub use error::{Error, Result};
 pub use model::{Backend, Model};

@@ -4,8 +4,9 @@ mod bench;
 mod check;
 mod common;
 mod eval;
+mod extract;
+mod features;
 mod inspect;
-mod plot;
 mod predict;
 mod run;
 mod train;
@@ -35,6 +36,10 @@ enum Command {
     Run(run::Args),
     /// Measure training-step throughput, fused against unfused, kernel by kernel.
     Bench(bench::Args),
+    /// Draw what each layer sees for one image: feature maps, filters, an overview.
+    Features(features::Args),
+    /// Write a layer's activations for a data set or images (features for other models).
+    Extract(extract::Args),
 }
 
 /// A failure the user can fix: the message says what and where. Exit code 1.
@@ -68,6 +73,8 @@ pub fn main() -> i32 {
         Command::Predict(a) => predict::run(a),
         Command::Run(a) => run::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Features(a) => features::run(a),
+        Command::Extract(a) => extract::run(a),
     };
     match result {
         Ok(()) => 0,

@@ -69,8 +69,7 @@ pub fn run(a: Args) -> CliResult {
         None => (vec![], "output".to_string(), model.spec.output_shape().to_vec()),
         Some(l) => {
             let spec = model.spec.find_layer(l).ok_or_else(|| {
-                let names: Vec<String> = model.spec.layers.iter().map(|l| l.prefix.clone()).collect();
-                UserError(format!("no statement is named `{l}`; the statements are {}", names.join(", ")))
+                UserError(format!("no statement is named `{l}`; the statements are: {}", model.spec.layer_names()))
             })?;
             (vec![spec.index], spec.prefix.clone(), spec.out_shape.clone())
         }

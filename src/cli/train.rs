@@ -345,7 +345,7 @@ pub fn run(a: Args) -> CliResult {
     })?;
     model.save_weights(&weights)?;
     if let Some(plot) = &a.plot {
-        crate::cli::plot::draw(&progress.history, plot)?;
+        percept_runtime::viz::draw_curves(&progress.history, plot)?;
         eprintln!("plot: {}", plot.display());
     }
     let last = progress.history.last();

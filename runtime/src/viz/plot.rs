@@ -1,25 +1,15 @@
-//! `--plot`: loss and accuracy per epoch, drawn with plotters to a PNG.
+//! Loss and accuracy per epoch, drawn with plotters to a PNG (`percept train --plot`).
 
-use super::UserError;
-use percept_runtime::train::EpochReport;
+use super::register_fonts;
+use crate::error::{Error, Result};
+use crate::train::EpochReport;
 use plotters::prelude::*;
-use plotters::style::{register_font, FontStyle};
 use std::path::Path;
-use std::sync::Once;
 
-/// DejaVu Sans cut to printable ASCII (10 KB), so plots need no system fonts.
-static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-subset.ttf");
-
-pub fn register_fonts() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = register_font("sans-serif", FontStyle::Normal, FONT);
-    });
-}
-
-pub fn draw(history: &[EpochReport], path: &Path) -> Result<(), UserError> {
+/// Draw the loss (left) and accuracy (right) curves of a run, 960×400.
+pub fn draw_curves(history: &[EpochReport], path: &Path) -> Result<()> {
     register_fonts();
-    let fail = |e: &dyn std::fmt::Display| UserError(format!("cannot draw the plot {}: {e}", path.display()));
+    let fail = |e: &dyn std::fmt::Display| Error(format!("cannot draw the plot {}: {e}", path.display()));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
     }
