@@ -9,12 +9,14 @@
 //! where S(t), standing for Σ|terms| of the sums that make t's elements, is taken as the
 //! largest |interp| element of t (each element of a layer sums terms of that scale; the
 //! two sides differ only in summation order, FMA contraction and the polynomial exp).
-//! Half the cases run with run-time bounds checks and freed-memory poisoning on.
+//! Cases alternate between fused and unfused kernels, and between the host's best native
+//! micro-kernel, the AVX2 one and the pure-Cranelift one; half run with run-time bounds
+//! checks and freed-memory poisoning on.
 
 mod common;
 
 use common::Rng;
-use percept_compiler::codegen::{compile, CodegenOptions};
+use percept_compiler::codegen::{compile, CodegenOptions, MicroChoice};
 use percept_compiler::exec::{self, Executable, Feed, InterpExecutable, Optimizer, SlotKind, StateLayout, StateStore};
 use percept_compiler::ir::Graph;
 use percept_compiler::layers::Loss;
@@ -96,7 +98,9 @@ fn check_model(text: &str, batch: usize, seed: u64, opt: Optimizer) {
     let t = targets(&spec, batch, &mut rng);
     let feed = Feed { data: &data, target: Some(&t) };
     let cx = StepCtx { seed, step: seed % 7, lr: 0.01 };
+    let micro = [MicroChoice::Auto, MicroChoice::Cranelift, MicroChoice::Avx2][((seed / 3) % 3) as usize];
     let opts = CodegenOptions {
+        micro,
         fuse: !seed.is_multiple_of(3),
         checks: seed.is_multiple_of(2),
         poison: seed.is_multiple_of(2),

@@ -35,7 +35,7 @@ fn run_time_checks_report_the_kernel_and_the_access() {
     let spec = spec("model m { input [5] relu }");
     let layout = StateLayout::new(&spec, &[]);
     let g = exec::eval_program(&spec, 3, false, &[]).unwrap();
-    let mut exe = compile(&g, &layout, CodegenOptions { fuse: true, checks: true, poison: false }).unwrap();
+    let mut exe = compile(&g, &layout, CodegenOptions { checks: true, ..CodegenOptions::default() }).unwrap();
     let mut store = StateStore::new(layout.clone());
     let x = vec![1.0; 15];
     let out = exe.run(&mut store, &Feed { data: &x, target: None }, &StepCtx::default()).unwrap();
@@ -86,7 +86,7 @@ fn poisoning_exposes_a_value_read_after_its_planned_last_use() {
     let x: Vec<f32> = (0..24).map(|i| (i % 5) as f32 * 0.2).collect();
     let t = vec![0.5; 12];
     let feed = Feed { data: &x, target: Some(&t) };
-    let opts = CodegenOptions { fuse: true, checks: false, poison: true };
+    let opts = CodegenOptions { poison: true, ..CodegenOptions::default() };
     let mut good = compile(&g, &layout, opts).unwrap();
     let loss = good.run(&mut store.clone(), &feed, &StepCtx::default()).unwrap().loss.unwrap();
     assert!(loss.is_finite(), "a correct plan computes the same with poisoning on");

@@ -11,6 +11,7 @@ pub mod fuse;
 pub mod jit;
 pub mod lower;
 pub mod math;
+pub mod micro;
 pub mod plan;
 
 use crate::exec::StateLayout;
@@ -30,6 +31,8 @@ pub use jit::{host_features, CodegenError, HostFeatures};
 pub struct CodegenOptions {
     /// Fuse nodes into kernel groups (see [`fuse`]); off: one kernel per node.
     pub fuse: bool,
+    /// Which micro-kernel GEMMs call.
+    pub micro: MicroChoice,
     /// Emit a run-time bounds check before every load and store (debug).
     pub checks: bool,
     /// Fill freed arena regions with NaN after each kernel (debug), so reading a value
@@ -37,9 +40,18 @@ pub struct CodegenOptions {
     pub poison: bool,
 }
 
+/// The GEMM micro-kernel: the best native one for the host (AVX-512, else AVX2+FMA, else
+/// the Cranelift one), or a specific kind for comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MicroChoice {
+    Auto,
+    Cranelift,
+    Avx2,
+}
+
 impl Default for CodegenOptions {
     fn default() -> CodegenOptions {
-        CodegenOptions { fuse: true, checks: false, poison: false }
+        CodegenOptions { fuse: true, micro: MicroChoice::Auto, checks: false, poison: false }
     }
 }
 
@@ -114,8 +126,35 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
     let start = Instant::now();
     let features = host_features()?;
     let report = exec::bounds_report as extern "C" fn(i32, i64, i64);
-    let mut jit = JitModule::new(&[(exec::BOUNDS_REPORT, report as *const u8)], cfg!(debug_assertions))?;
-    let (micro, micro_text) = lower::gemm_micro(&mut jit, features.fma)?;
+    let native = match options.micro {
+        MicroChoice::Auto => micro::best_native(features),
+        MicroChoice::Avx2 => micro::avx2_native(features),
+        MicroChoice::Cranelift => None,
+    };
+    let mut symbols = vec![(exec::BOUNDS_REPORT, report as *const u8)];
+    if let Some(n) = &native {
+        symbols.push((n.symbol, n.address));
+    }
+    let mut jit = JitModule::new(&symbols, cfg!(debug_assertions))?;
+    let (micro, micro_text) = match &native {
+        Some(n) => {
+            let sig = lower::micro_signature(&jit);
+            let id = jit.declare(n.symbol, &sig, cranelift_module::Linkage::Import)?;
+            let text = FunctionText {
+                clif: format!(
+                    "; {}: ahead-of-time Rust with #[target_feature] (compiler/src/codegen/micro.rs)\n",
+                    n.name
+                ),
+                disasm: format!(
+                    "; {}: ahead-of-time Rust, see `objdump -d` of the binary, symbol {}\n",
+                    n.name, n.symbol
+                ),
+                code_bytes: 0,
+            };
+            (lower::MicroKernel { id, mr: n.mr, nr: n.nr, name: n.name.to_string() }, text)
+        }
+        None => lower::gemm_micro(&mut jit, features.fma)?,
+    };
     let groups = fuse::group(graph, options.fuse);
     let scratch: Vec<Vec<usize>> =
         groups.iter().map(|grp| lower::scratch_for(graph, &graph.nodes[grp.nodes[0]], &micro)).collect();

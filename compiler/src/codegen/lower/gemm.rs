@@ -275,13 +275,16 @@ fn store_tile(
     let row0 = kb.mul(r, mr as i64);
     let col0 = kb.affine(0, &[(q, nr as i64)]);
     let col0 = kb.add(col0, jc);
-    for i in 0..rows {
-        let row = row0.plus(i as i64);
+    // Rows in a loop (not unrolled: wide native tiles would multiply the code), the
+    // columns of a row unrolled in vectors.
+    kb.for_range(0, rows as i64, 1, |kb, i| {
+        let row = kb.add(row0, i);
         let c_at = g.c.at(kb, row, col0);
+        let t_row = kb.mul(i, nr as i64);
         let mut j = 0;
         while j < cols {
             let (ty, w) = if g.c.cs == 1 && j + 4 <= cols { (types::F32X4, 4) } else { (types::F32, 1) };
-            let mut v = kb.load(ty, &g.scratch.tile, Idx::constant((i * nr + j) as i64))?;
+            let mut v = kb.load(ty, &g.scratch.tile, t_row.plus(j as i64))?;
             let at = kb.add(c_at, Idx::constant(j as i64 * g.c.cs));
             if store != Store::Set {
                 let old = kb.load(ty, &g.c.buf, at)?;
@@ -295,8 +298,8 @@ fn store_tile(
             kb.store(v, &g.c.buf, at)?;
             j += w;
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// The signature of a micro-kernel: (kc, packed A, packed B, tile).

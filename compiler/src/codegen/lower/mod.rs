@@ -10,7 +10,7 @@ mod pool;
 mod reduce;
 
 pub use dense::lower_gemm_group;
-pub use gemm::{define_cranelift_micro as gemm_micro, MicroKernel, GEMM_MR, GEMM_NR};
+pub use gemm::{define_cranelift_micro as gemm_micro, micro_signature, MicroKernel, GEMM_MR, GEMM_NR};
 
 use super::builder::{Buf, Kb};
 use super::jit::{err, CgResult};

@@ -25,6 +25,78 @@ fn first_max(kb: &mut Kb, cands: &[(Value, i64)]) -> (Value, Value) {
     (best, best_off)
 }
 
+/// The same on four lanes at once, without branches: the winning values and their
+/// offsets (i32x4).
+fn first_max4(kb: &mut Kb, cands: &[(Value, i64)]) -> (Value, Value) {
+    let (mut best, off0) = cands[0];
+    let splat_i = |kb: &mut Kb, c: i64| {
+        let s = kb.fb.ins().iconst(types::I32, c);
+        kb.fb.ins().splat(types::I32X4, s)
+    };
+    let mut best_off = splat_i(kb, off0);
+    for &(v, off) in &cands[1..] {
+        let up = kb.fcmp(FloatCC::UnorderedOrGreaterThan, v, best);
+        let ordered = kb.fcmp(FloatCC::Ordered, best, best);
+        let take = kb.fb.ins().band(up, ordered);
+        best = kb.select(take, v, best);
+        let o = splat_i(kb, off);
+        best_off = kb.fb.ins().bitselect(take, o, best_off);
+    }
+    (best, best_off)
+}
+
+/// Vectorized max pooling over one output row: window maxima are computed at four
+/// consecutive input columns at a time and every stride-th lane is kept (needs a stride
+/// that divides 4). `per_output(kb, ox, value, offset)` receives each output column with
+/// its window's winner (value, and offset in the window as `ky·W + kx`, an i32).
+#[allow(clippy::too_many_arguments)]
+fn max_row(
+    kb: &mut Kb,
+    x: &Buf,
+    row_base: Idx,
+    w: usize,
+    wo: usize,
+    geom: &PoolGeom,
+    offs: &[i64],
+    per_output: &mut dyn FnMut(&mut Kb, Idx, Value, Value) -> CgResult<()>,
+) -> CgResult<()> {
+    let sw = geom.stride[1];
+    let kw = geom.size[1];
+    // Vector chunks: 4 window starts x0..x0+3, all loads inside the row block.
+    let last_needed = (wo - 1) * sw;
+    let vec_end = if w >= kw + 3 { ((w - kw - 3) / 4 + 1).min(last_needed / 4 + 1) * 4 } else { 0 };
+    kb.for_range(0, vec_end as i64, 4, |kb, x0| {
+        let base = kb.add(row_base, x0);
+        let cands =
+            offs.iter().map(|&o| Ok((kb.load(types::F32X4, x, base.plus(o))?, o))).collect::<CgResult<Vec<_>>>()?;
+        let (best, off) = first_max4(kb, &cands);
+        for l in (0..4).step_by(sw) {
+            // The output whose window starts at x0 + l: ox = (x0 + l) / sw.
+            let ox = Idx {
+                v: x0.v.map(|v| kb.fb.ins().ushr_imm_s(v, sw.trailing_zeros() as i64)),
+                off: (x0.off + l as i64) / sw as i64,
+                lo: (x0.lo + l as i64) / sw as i64,
+                hi: (x0.hi + l as i64) / sw as i64,
+            };
+            let v = kb.fb.ins().extractlane(best, l as u8);
+            let o = kb.fb.ins().extractlane(off, l as u8);
+            per_output(kb, ox, v, o)?;
+        }
+        Ok(())
+    })?;
+    // The rest, one output at a time.
+    let first_scalar = vec_end.div_ceil(sw);
+    kb.for_range(first_scalar as i64, wo as i64, 1, |kb, ox| {
+        let xs = kb.mul(ox, sw as i64);
+        let base = kb.add(row_base, xs);
+        let cands =
+            offs.iter().map(|&o| Ok((kb.load(types::F32, x, base.plus(o))?, o))).collect::<CgResult<Vec<_>>>()?;
+        let (v, off) = first_max(kb, &cands);
+        let off = kb.fb.ins().ireduce(types::I32, off);
+        per_output(kb, ox, v, off)
+    })
+}
+
 fn zero_item(kb: &mut Kb, buf: &Buf, start: Idx, len: usize) -> CgResult<()> {
     let z4 = kb.f(types::F32X4, 0.0);
     let z1 = kb.f(types::F32, 0.0);
@@ -67,6 +139,28 @@ fn windows(
     })
 }
 
+/// Loop over (item, channel, output row): `f(kb, first input row's start, output row's
+/// start, output width)`.
+fn rows(
+    kb: &mut Kb,
+    x_shape: &[usize],
+    geom: &PoolGeom,
+    f: &mut dyn FnMut(&mut Kb, Idx, Idx, usize) -> CgResult<()>,
+) -> CgResult<()> {
+    let (n, c, h, w) = (x_shape[0], x_shape[1], x_shape[2], x_shape[3]);
+    let [ho, wo] = geom.out_hw(h, w).expect("checked shapes");
+    let sh = geom.stride[0];
+    kb.for_items(n, |kb, item| {
+        kb.for_range(0, c as i64, 1, |kb, ch| {
+            kb.for_range(0, ho as i64, 1, |kb, oy| {
+                let xrow = kb.affine(0, &[(item, (c * h * w) as i64), (ch, (h * w) as i64), (oy, (sh * w) as i64)]);
+                let yrow = kb.affine(0, &[(item, (c * ho * wo) as i64), (ch, (ho * wo) as i64), (oy, wo as i64)]);
+                f(kb, xrow, yrow, wo)
+            })
+        })
+    })
+}
+
 fn window_offsets(geom: &PoolGeom, w: usize) -> Vec<i64> {
     let mut v = vec![];
     for ky in 0..geom.size[0] {
@@ -80,6 +174,41 @@ fn window_offsets(geom: &PoolGeom, w: usize) -> Vec<i64> {
 pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
     let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
     match &cx.node.op {
+        Op::MaxPool(p) if 4 % p.geom.stride[1] == 0 => {
+            let xs = cx.in_shape(0).to_vec();
+            let offs = window_offsets(&p.geom, xs[3]);
+            rows(kb, &xs, &p.geom, &mut |kb, xrow, yrow, wo| {
+                max_row(kb, i0, xrow, xs[3], wo, &p.geom, &offs, &mut |kb, ox, v, _| {
+                    let at = kb.add(yrow, ox);
+                    kb.store(v, o0, at)
+                })
+            })
+        }
+        Op::MaxPoolGrad(p) if 4 % p.geom.stride[1] == 0 => {
+            let xs = cx.in_shape(0).to_vec();
+            let per: usize = xs[1..].iter().product();
+            let offs = window_offsets(&p.geom, xs[3]);
+            let span = *offs.last().unwrap_or(&0);
+            let dy = &bufs.inputs[1];
+            kb.for_items(xs[0], |kb, item| {
+                let start = kb.mul(item, per as i64);
+                zero_item(kb, o0, start, per)
+            })?;
+            let sw = p.geom.stride[1] as i64;
+            rows(kb, &xs, &p.geom, &mut |kb, xrow, yrow, wo| {
+                max_row(kb, i0, xrow, xs[3], wo, &p.geom, &offs, &mut |kb, ox, _, off| {
+                    let off = kb.fb.ins().uextend(types::I64, off);
+                    let xo = kb.mul(ox, sw);
+                    let win = kb.add(xrow, xo);
+                    let at = kb.add(win, Idx { v: Some(off), off: 0, lo: 0, hi: span });
+                    let yo = kb.add(yrow, ox);
+                    let g = kb.load(types::F32, dy, yo)?;
+                    let old = kb.load(types::F32, o0, at)?;
+                    let s = kb.fb.ins().fadd(old, g);
+                    kb.store(s, o0, at)
+                })
+            })
+        }
         Op::MaxPool(p) => {
             let xs = cx.in_shape(0).to_vec();
             let offs = window_offsets(&p.geom, xs[3]);
