@@ -102,11 +102,12 @@ fn inspect_prints_the_ast_and_the_training_graph() {
 
 #[test]
 fn inspect_shows_the_kernel_plan_clif_and_machine_code() {
-    let o = percept(&["inspect", "examples/lenet5.nn", "--emit", "plan", "--batch", "64"]);
+    let o =
+        percept(&["inspect", "examples/lenet5.nn", "--emit", "plan", "--batch", "64", "--microkernel", "cranelift"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let plan = stdout(&o);
     assert!(plan.starts_with("program lenet5 train batch=64:"), "{plan}");
-    assert!(plan.contains("kernel 0 fwd.conv2d_0+relu_1 (items 1, gemm: cranelift-6x8)"), "{plan}");
+    assert!(plan.contains("kernel 0 fwd.conv2d_0+relu_1 (items 64, gemm: cranelift-6x8)"), "{plan}");
     assert!(plan.contains("  ops      conv2d + bias_add + relu\n"), "{plan}");
     assert!(plan.contains("arena peak:"), "{plan}");
 
@@ -126,16 +127,37 @@ fn inspect_shows_the_kernel_plan_clif_and_machine_code() {
     // The GEMM kernels' CLIF (with the micro-kernel they call) is vector code with FMA.
     let fma = percept_compiler::codegen::host_features().unwrap().fma;
     for kernel in ["fwd.conv2d_0+relu_1", "fwd.dense_7+relu_8", "bwd.dense_7.matmul"] {
-        let o = percept(&["inspect", "examples/lenet5.nn", "--emit", "clif", "--kernel", kernel]);
+        let o = percept(&[
+            "inspect",
+            "examples/lenet5.nn",
+            "--emit",
+            "clif",
+            "--kernel",
+            kernel,
+            "--microkernel",
+            "cranelift",
+        ]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         let clif = stdout(&o);
         assert!(clif.contains("f32x4"), "{kernel}: no f32x4");
         assert_eq!(clif.contains(" fma "), fma, "{kernel}: fma {fma}");
         assert!(clif.contains("call fn"), "{kernel} calls its micro-kernel");
     }
-    let o = percept(&["inspect", "examples/lenet5.nn", "--emit", "asm", "--kernel", "micro"]);
+    let o =
+        percept(&["inspect", "examples/lenet5.nn", "--emit", "asm", "--kernel", "micro", "--microkernel", "cranelift"]);
     let asm = stdout(&o);
     assert!(asm.contains(if fma { "vfmadd" } else { "mulps" }), "{asm}");
+    // By default GEMMs call the host's best native micro-kernel, named in the plan.
+    let f = percept_compiler::codegen::host_features().unwrap();
+    let native = if f.avx512f && f.fma {
+        "native-avx512-8x32"
+    } else if f.avx2 && f.fma {
+        "native-avx2-6x16"
+    } else {
+        "cranelift-6x8"
+    };
+    let o = percept(&["inspect", "examples/lenet5.nn", "--emit", "plan"]);
+    assert!(stdout(&o).contains(&format!("gemm: {native})")), "{}", stdout(&o));
     let o = percept(&["inspect", "examples/lenet5.nn", "--emit", "clif", "--kernel", "nonsense"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no kernel matches `nonsense`; the kernels are: micro, fwd.conv2d_0+relu_1"));

@@ -102,6 +102,22 @@ fn same_seed_same_bits_and_resume_gives_identical_weights() {
 }
 
 #[test]
+fn any_thread_count_gives_the_same_bits() {
+    let splits = small_mnist();
+    let run = |threads: usize| {
+        let mut model = Model::from_source("small.nn", NET).unwrap();
+        model.set_threads(threads);
+        let mut t = Trainer::new(config(2)).unwrap();
+        t.init_model(&mut model).unwrap();
+        t.fit(&mut model, &splits, &mut ()).unwrap();
+        model
+    };
+    let one = bits(&run(1));
+    assert_eq!(one, bits(&run(2)), "1 vs 2 threads");
+    assert_eq!(one, bits(&run(3)), "1 vs 3 threads");
+}
+
+#[test]
 fn weights_round_trip_and_mismatches_are_refused() {
     let splits = small_mnist();
     let (m, _) = train(TrainConfig { steps: Some(1), ..config(1) }, &splits, None);

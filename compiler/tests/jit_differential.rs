@@ -9,9 +9,10 @@
 //! where S(t), standing for Σ|terms| of the sums that make t's elements, is taken as the
 //! largest |interp| element of t (each element of a layer sums terms of that scale; the
 //! two sides differ only in summation order, FMA contraction and the polynomial exp).
-//! Cases alternate between fused and unfused kernels, and between the host's best native
-//! micro-kernel, the AVX2 one and the pure-Cranelift one; half run with run-time bounds
-//! checks and freed-memory poisoning on.
+//! Cases alternate between fused and unfused kernels, between the host's best native
+//! micro-kernel, the AVX2 one and the pure-Cranelift one, and between 1, 2 and 3
+//! threads — and every case is also run on the two other thread counts, which must give
+//! the same bits. Half run with run-time bounds checks and freed-memory poisoning on.
 
 mod common;
 
@@ -76,6 +77,16 @@ fn compare(
         InterpExecutable::new(graph.clone()).run(&mut s_int, feed, cx).unwrap_or_else(|e| panic!("interp: {e}\n{ctx}"));
     let mut jit = compile(graph, &store.layout, opts).unwrap_or_else(|e| panic!("compile: {e}\n{ctx}"));
     let f_jit = jit.run(&mut s_jit, feed, cx).unwrap_or_else(|e| panic!("jit: {e}\n{ctx}"));
+    // Any other thread count computes the same bits.
+    for threads in [1, 2, 3].into_iter().filter(|&t| t != opts.threads) {
+        let mut other = compile(graph, &store.layout, CodegenOptions { threads, ..opts }).unwrap();
+        let mut s_other = store.clone();
+        let f_other = other.run(&mut s_other, feed, cx).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&s_other.data), bits(&s_jit.data), "{threads} vs {} threads: state\n{ctx}", opts.threads);
+        assert_eq!(bits(&f_other.prediction), bits(&f_jit.prediction), "{threads} threads: prediction\n{ctx}");
+        assert_eq!(f_other.loss.map(f32::to_bits), f_jit.loss.map(f32::to_bits), "{threads} threads: loss\n{ctx}");
+    }
     if let (Some(a), Some(b)) = (f_jit.loss, f_int.loss) {
         close("loss", &[a], &[b], ctx);
     }
@@ -101,6 +112,7 @@ fn check_model(text: &str, batch: usize, seed: u64, opt: Optimizer) {
     let micro = [MicroChoice::Auto, MicroChoice::Cranelift, MicroChoice::Avx2][((seed / 3) % 3) as usize];
     let opts = CodegenOptions {
         micro,
+        threads: 1 + (seed / 9 % 3) as usize,
         fuse: !seed.is_multiple_of(3),
         checks: seed.is_multiple_of(2),
         poison: seed.is_multiple_of(2),

@@ -20,7 +20,7 @@ fn an_access_outside_its_buffer_is_a_compile_error() {
     let mut func = jit.new_function(id, sig);
     let mut fctx = FunctionBuilderContext::new();
     let fb = FunctionBuilder::new(&mut func, &mut fctx);
-    let mut kb = Kb::new(fb, jit.frontend_config(), "probe", false, None);
+    let mut kb = Kb::new(fb, jit.frontend_config(), "probe", false, None, None);
     let buf = Buf { region: Region::Arena, offset: 0, len: 10, name: "%3".into() };
     assert!(kb.load(types::F32, &buf, Idx::constant(9)).is_ok());
     let e = kb.load(types::F32X4, &buf, Idx::constant(7)).unwrap_err();

@@ -6,7 +6,7 @@ mod common;
 
 use common::{example, spec};
 use expect_test::expect_file;
-use percept_compiler::codegen::{compile, CodegenOptions};
+use percept_compiler::codegen::{compile, CodegenOptions, MicroChoice};
 use percept_compiler::exec::{self, Optimizer, StateLayout};
 
 #[test]
@@ -14,8 +14,10 @@ fn lenet5_training_plan() {
     let spec = spec(&example("lenet5.nn"));
     let opt = Optimizer::Sgd { momentum: 0.9, nesterov: false, weight_decay: 0.0 };
     let layout = StateLayout::new(&spec, opt.state_suffixes());
-    let grad = compile(&exec::grad_program(&spec, 64, &[]).unwrap(), &layout, CodegenOptions::default()).unwrap();
-    let update = compile(&exec::update_program(&spec, &opt, &[]), &layout, CodegenOptions::default()).unwrap();
+    // The portable micro-kernel, so the snapshot does not depend on the host's features.
+    let opts = CodegenOptions { micro: MicroChoice::Cranelift, ..CodegenOptions::default() };
+    let grad = compile(&exec::grad_program(&spec, 64, &[]).unwrap(), &layout, opts).unwrap();
+    let update = compile(&exec::update_program(&spec, &opt, &[]), &layout, opts).unwrap();
     let text = grad.program.plan_text(false) + &update.program.plan_text(false);
     expect_file!["snapshots/lenet5_plan.txt"].assert_eq(&text);
 }

@@ -111,12 +111,27 @@ impl Model {
             frozen: vec![],
             cache: HashMap::new(),
             compile_time: Duration::ZERO,
-            codegen: CodegenOptions::default(),
+            codegen: CodegenOptions { threads: Model::default_threads(), ..CodegenOptions::default() },
         }
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Split the JIT kernels' work over `threads` threads (results are the same bits for
+    /// any count). Programs compiled before are recompiled.
+    pub fn set_threads(&mut self, threads: usize) {
+        let threads = threads.max(1);
+        if threads != self.codegen.threads {
+            self.codegen.threads = threads;
+            self.cache.clear();
+        }
+    }
+
+    /// The number of cores, the default thread count.
+    pub fn default_threads() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     }
 
     pub fn set_backend(&mut self, backend: Backend) -> Result<()> {

@@ -25,6 +25,9 @@ pub struct Args {
     /// Worker threads [default: the number of cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// The micro-kernel of the JIT's matrix products.
+    #[arg(long, value_enum, default_value = "native")]
+    microkernel: super::common::MicroArg,
     /// Back end (the interpreter has no kernels, so no fused/unfused split).
     #[arg(long, value_enum, default_value = "jit")]
     backend: BackendArg,
@@ -59,7 +62,10 @@ fn batch_data(model: &Model, batch: usize) -> (Vec<f32>, Vec<f32>) {
 fn measure(a: &Args, backend: Backend, fuse: bool) -> Result<Measured, UserError> {
     let mut model = Model::from_file(&a.model)?;
     model.set_backend(backend)?;
+    model.set_threads(a.threads.unwrap_or_else(Model::default_threads));
     model.codegen.fuse = fuse;
+    model.codegen.micro = a.microkernel.into();
+
     let trainer = Trainer::new(TrainConfig { batch: a.batch, ..TrainConfig::default() })?;
     trainer.init_model(&mut model)?;
     if model.spec.loss.is_none() {
@@ -157,7 +163,6 @@ pub fn run(a: Args) -> CliResult {
     if a.batch == 0 {
         return Err(UserError("--batch must be at least 1".into()));
     }
-    let _threads = a.threads;
     let backend: Backend = a.backend.into();
     if backend == Backend::Interp {
         let m = measure(&a, backend, false)?;
@@ -171,13 +176,20 @@ pub fn run(a: Args) -> CliResult {
         }
         return Ok(());
     }
-    eprintln!("measuring {} at batch {} for {} s per variant", a.model.display(), a.batch, a.seconds);
+    eprintln!(
+        "measuring {} at batch {} on {} thread(s) for {} s per variant",
+        a.model.display(),
+        a.batch,
+        a.threads.unwrap_or_else(Model::default_threads),
+        a.seconds
+    );
     let fused = if a.unfused { None } else { Some(measure(&a, backend, true)?) };
     let unfused = measure(&a, backend, false)?;
     if a.json {
         let mut v = serde_json::json!({
             "model": a.model.display().to_string(),
             "batch": a.batch,
+            "threads": a.threads.unwrap_or_else(Model::default_threads),
             "unfused": json(&unfused),
         });
         if let Some(f) = &fused {

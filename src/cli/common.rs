@@ -49,3 +49,25 @@ pub fn pct(x: Option<f64>) -> String {
 pub fn group(n: f64) -> String {
     percept_compiler::check::group_digits(n.round() as usize)
 }
+
+/// `--microkernel`: which micro-kernel the JIT's GEMMs call.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MicroArg {
+    /// The best native one for this CPU (AVX-512, else AVX2+FMA), else the Cranelift one.
+    #[default]
+    Native,
+    /// The pure-Cranelift 6×8 f32x4 micro-kernel (portable).
+    Cranelift,
+    /// The native AVX2+FMA 6×16 one (when the CPU has it).
+    Avx2,
+}
+
+impl From<MicroArg> for percept_compiler::codegen::MicroChoice {
+    fn from(m: MicroArg) -> Self {
+        match m {
+            MicroArg::Native => percept_compiler::codegen::MicroChoice::Auto,
+            MicroArg::Cranelift => percept_compiler::codegen::MicroChoice::Cranelift,
+            MicroArg::Avx2 => percept_compiler::codegen::MicroChoice::Avx2,
+        }
+    }
+}

@@ -20,6 +20,9 @@ pub struct Args {
     batch: usize,
     #[arg(long, value_enum, default_value = "jit")]
     backend: BackendArg,
+    /// Worker threads [default: the number of cores].
+    #[arg(long)]
+    threads: Option<usize>,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -28,6 +31,9 @@ pub struct Args {
 pub fn run(a: Args) -> CliResult {
     let mut model = Model::from_file(&a.model)?;
     model.set_backend(a.backend.into())?;
+    if let Some(t) = a.threads {
+        model.set_threads(t);
+    }
     model.load_weights_file(&a.weights)?;
     let splits = load_data(&a.data, &model)?;
     let mut ds = match splits.test {

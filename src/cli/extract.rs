@@ -43,11 +43,17 @@ pub struct Args {
     batch: usize,
     #[arg(long, value_enum, default_value = "jit")]
     backend: BackendArg,
+    /// Worker threads [default: the number of cores].
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 pub fn run(a: Args) -> CliResult {
     let mut model = Model::from_file(&a.model)?;
     model.set_backend(a.backend.into())?;
+    if let Some(t) = a.threads {
+        model.set_threads(t);
+    }
     model.load_weights_file(&a.weights)?;
     let layer = model.spec.find_layer(&a.layer).cloned().ok_or_else(|| {
         UserError(format!("no statement is named `{}`; the statements are: {}", a.layer, model.spec.layer_names()))

@@ -28,6 +28,9 @@ pub struct Args {
     layers: Vec<String>,
     #[arg(long, value_enum, default_value = "jit")]
     backend: BackendArg,
+    /// Worker threads [default: the number of cores].
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 /// The image as the model's input, normalized as in training.
@@ -99,6 +102,9 @@ pub fn choose_layers(model: &Model, names: &[String]) -> Result<Vec<usize>, User
 pub fn run(a: Args) -> CliResult {
     let mut model = Model::from_file(&a.model)?;
     model.set_backend(a.backend.into())?;
+    if let Some(t) = a.threads {
+        model.set_threads(t);
+    }
     model.load_weights_file(&a.weights)?;
     let x = prepare_image(&model, &a.image)?;
     let chosen = choose_layers(&model, &a.layers)?;

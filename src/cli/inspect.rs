@@ -48,6 +48,15 @@ pub struct Args {
     /// The plan as JSON (with --emit plan).
     #[arg(long)]
     json: bool,
+    /// The micro-kernel of the JIT's matrix products.
+    #[arg(long, value_enum, default_value = "native")]
+    microkernel: super::common::MicroArg,
+    /// Compile one kernel per op (no fusion).
+    #[arg(long)]
+    unfused: bool,
+    /// Threads to compile for.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 pub fn run(a: Args) -> CliResult {
@@ -83,6 +92,9 @@ pub fn run(a: Args) -> CliResult {
             }
             let mut model = Model::new(spec);
             model.set_backend(Backend::Jit)?;
+            model.codegen.micro = a.microkernel.into();
+            model.codegen.fuse = !a.unfused;
+            model.set_threads(a.threads);
             if training {
                 let cfg = TrainConfig::default();
                 model.set_optimizer(cfg.optimizer(), &[])?;

@@ -22,6 +22,9 @@ pub struct Args {
     top: usize,
     #[arg(long, value_enum, default_value = "jit")]
     backend: BackendArg,
+    /// Worker threads [default: the number of cores].
+    #[arg(long)]
+    threads: Option<usize>,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -43,6 +46,9 @@ fn scores(loss: Option<Loss>, out: &[f32]) -> Vec<f32> {
 pub fn run(a: Args) -> CliResult {
     let mut model = Model::from_file(&a.model)?;
     model.set_backend(a.backend.into())?;
+    if let Some(t) = a.threads {
+        model.set_threads(t);
+    }
     model.load_weights_file(&a.weights)?;
     let shape = model.spec.input.shape.clone();
     let mnist = shape == [1, 28, 28] || shape == [784];

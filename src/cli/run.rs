@@ -27,6 +27,9 @@ pub struct Args {
     batch: usize,
     #[arg(long, value_enum, default_value = "jit")]
     backend: BackendArg,
+    /// Worker threads [default: the number of cores].
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn is_npy(p: &Path) -> bool {
@@ -36,6 +39,9 @@ fn is_npy(p: &Path) -> bool {
 pub fn run(a: Args) -> CliResult {
     let mut model = Model::from_file(&a.model)?;
     model.set_backend(a.backend.into())?;
+    if let Some(t) = a.threads {
+        model.set_threads(t);
+    }
     model.load_weights_file(&a.weights)?;
     let (shape, data) = if is_npy(&a.input) {
         npy::read_npy(&a.input)?

@@ -103,6 +103,9 @@ pub struct Args {
     /// Worker threads [default: the number of cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// The micro-kernel of the JIT's matrix products.
+    #[arg(long, value_enum, default_value = "native")]
+    microkernel: super::common::MicroArg,
     /// Metrics, one JSON object per epoch [default: runs/<model>/metrics.jsonl].
     #[arg(long)]
     metrics: Option<PathBuf>,
@@ -206,7 +209,10 @@ fn run_dir(model: &Model) -> PathBuf {
 pub fn run(a: Args) -> CliResult {
     let mut model = Model::from_file(&a.model)?;
     model.set_backend(a.backend.into())?;
-    let _threads = a.threads;
+    model.codegen.micro = a.microkernel.into();
+    if let Some(t) = a.threads {
+        model.set_threads(t);
+    }
     let mut splits = load_data(&a.data, &model)?;
     let weights = a.save.clone().unwrap_or_else(|| run_dir(&model).join("weights.safetensors"));
     let checkpoint = a.checkpoint.clone().unwrap_or_else(|| run_dir(&model).join("checkpoint.safetensors"));
@@ -298,6 +304,7 @@ pub fn run(a: Args) -> CliResult {
             "train_samples": splits.train.len(),
             "normalize": {"mean": model.data_meta.norm.mean, "std": model.data_meta.norm.std},
             "backend": model.backend().name(),
+            "threads": model.codegen.threads,
             "weights": weights.display().to_string(),
             "checkpoint": checkpoint.display().to_string(),
             "config": cfg,
@@ -305,7 +312,7 @@ pub fn run(a: Args) -> CliResult {
     });
     writeln!(metrics, "{header}").map_err(|e| UserError(format!("cannot write the metrics file: {e}")))?;
     eprintln!(
-        "training {} ({} parameters) on {} samples: batch {}, {} lr {}{}, schedule {}, {} epoch(s){}, backend {}",
+        "training {} ({} parameters) on {} samples: batch {}, {} lr {}{}, schedule {}, {} epoch(s){}, backend {}, {} thread(s)",
         model.spec.name,
         group(model.spec.trainable_count() as f64),
         group(splits.train.len() as f64),
@@ -320,7 +327,8 @@ pub fn run(a: Args) -> CliResult {
         cfg.schedule,
         cfg.epochs,
         cfg.steps.map(|s| format!(" (at most {s} steps)")).unwrap_or_default(),
-        model.backend().name()
+        model.backend().name(),
+        model.codegen.threads
     );
     let bar = stderr_is_terminal().then(|| {
         let b = ProgressBar::new(0);

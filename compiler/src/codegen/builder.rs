@@ -12,11 +12,13 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, Block, FuncRef, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
 
-/// Where a buffer lives: the per-program arena or the model's state.
+/// Where a buffer lives: the per-program arena, the model's state, or the calling
+/// thread's own scratch space (packed panels, im2col matrices) at the end of the arena.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Region {
     Arena,
     State,
+    Scratch,
 }
 
 /// A buffer a kernel may touch: `len` floats at `offset` floats into its region.
@@ -77,10 +79,13 @@ pub struct Kb<'f> {
     pub name: String,
     /// (reporter, kernel id, return block) when run-time bounds checks are on.
     checks: Option<(FuncRef, u32, Block)>,
-    /// What each checked access is, by access id.
+    /// What each checked access is, by access id (ids start at `access_base`).
     pub accesses: Vec<String>,
+    pub access_base: usize,
     exit: Block,
     config: TargetFrontendConfig,
+    /// The calling thread's scratch space: arena + start + thread · size (bytes).
+    scratch: Option<Value>,
 }
 
 fn flags() -> MemFlagsData {
@@ -89,12 +94,14 @@ fn flags() -> MemFlagsData {
 
 impl<'f> Kb<'f> {
     /// Start a kernel: `fb` is a fresh builder of a function with the kernel signature.
+    /// `scratch`: (start, size per thread) of the scratch region, in floats.
     pub fn new(
         mut fb: FunctionBuilder<'f>,
         config: TargetFrontendConfig,
         name: &str,
         fma: bool,
         checks: Option<(FuncRef, u32)>,
+        scratch: Option<(usize, usize)>,
     ) -> Kb<'f> {
         let entry = fb.create_block();
         fb.append_block_params_for_function_params(entry);
@@ -102,6 +109,11 @@ impl<'f> Kb<'f> {
         fb.seal_block(entry);
         let p = fb.block_params(entry).to_vec();
         let exit = fb.create_block();
+        let scratch = scratch.map(|(start, per_thread)| {
+            let t = fb.ins().imul_imm_s(p[5], (per_thread * 4) as i64);
+            let a = fb.ins().iadd(p[0], t);
+            fb.ins().iadd_imm_s(a, (start * 4) as i64)
+        });
         Kb {
             fb,
             arena: p[0],
@@ -114,8 +126,10 @@ impl<'f> Kb<'f> {
             name: name.to_string(),
             checks: checks.map(|(f, id)| (f, id, exit)),
             accesses: vec![],
+            access_base: 0,
             exit,
             config,
+            scratch,
         }
     }
 
@@ -177,7 +191,7 @@ impl<'f> Kb<'f> {
             ));
         }
         if let Some((report, kernel, exit)) = self.checks {
-            let id = self.accesses.len() as i64;
+            let id = (self.access_base + self.accesses.len()) as i64;
             self.accesses.push(format!("{what} of {} (width {width}, {} elements)", buf.name, buf.len));
             let full = self.value(idx);
             let limit = self.iconst(buf.len as i64 - width as i64 + 1);
@@ -198,6 +212,10 @@ impl<'f> Kb<'f> {
         let base = match buf.region {
             Region::Arena => self.arena,
             Region::State => self.state,
+            Region::Scratch => match self.scratch {
+                Some(s) => s,
+                None => return err(format!("kernel `{}` has no scratch space", self.name)),
+            },
         };
         let byte_off = (buf.offset as i64 + idx.off) * 4;
         let Ok(imm) = i32::try_from(byte_off) else {
@@ -338,6 +356,23 @@ impl<'f> Kb<'f> {
         self.fb.seal_block(body_block);
         self.fb.switch_to_block(exit);
         self.fb.seal_block(exit);
+        Ok(())
+    }
+
+    /// `if cond { body(true) } else { body(false) }` (cond: an i8 truth value).
+    pub fn if_else(&mut self, cond: Value, body: &mut dyn FnMut(&mut Self, bool) -> CgResult<()>) -> CgResult<()> {
+        let (a, b, join) = (self.fb.create_block(), self.fb.create_block(), self.fb.create_block());
+        self.fb.ins().brif(cond, a, &[], b, &[]);
+        self.fb.switch_to_block(a);
+        self.fb.seal_block(a);
+        body(self, true)?;
+        self.fb.ins().jump(join, &[]);
+        self.fb.switch_to_block(b);
+        self.fb.seal_block(b);
+        body(self, false)?;
+        self.fb.ins().jump(join, &[]);
+        self.fb.switch_to_block(join);
+        self.fb.seal_block(join);
         Ok(())
     }
 

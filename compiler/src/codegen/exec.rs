@@ -15,23 +15,25 @@ use crate::ir::{Graph, OutputRole};
 use crate::ops::{Op, SourceKind, StepCtx};
 use cranelift_jit::JITModule;
 use cranelift_module::FuncId;
-use std::cell::Cell;
+use std::sync::Mutex;
 
 /// The name under which JIT code may call [`bounds_report`].
 pub const BOUNDS_REPORT: &str = "percept_bounds_report";
 
-thread_local! {
-    static BOUNDS_FAILURE: Cell<Option<(i32, i64, i64)>> = const { Cell::new(None) };
-}
+/// The first failed run-time bounds check: (kernel, access, index).
+static BOUNDS_FAILURE: Mutex<Option<(i32, i64, i64)>> = Mutex::new(None);
 
 /// Called by kernels compiled with run-time checks when an access is out of bounds:
 /// records (kernel, access, index); the kernel then returns and `run` reports it.
 pub extern "C" fn bounds_report(kernel: i32, access: i64, index: i64) {
-    BOUNDS_FAILURE.with(|c| {
-        if c.get().is_none() {
-            c.set(Some((kernel, access, index)));
-        }
-    });
+    let mut f = BOUNDS_FAILURE.lock().unwrap_or_else(|e| e.into_inner());
+    if f.is_none() {
+        *f = Some((kernel, access, index));
+    }
+}
+
+fn take_bounds_failure() -> Option<(i32, i64, i64)> {
+    BOUNDS_FAILURE.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
 /// The step context every kernel reads (layout fixed by `builder::ctx`).
@@ -48,12 +50,31 @@ pub struct KernelCtx {
 
 type KernelFn = unsafe extern "C" fn(*mut f32, *mut f32, *const KernelCtx, i64, i64, i64);
 
+/// The pointers every kernel call takes, shareable with worker threads.
+struct Ptrs(*mut f32, *mut f32, *const KernelCtx);
+
+// SAFETY: threads calling kernels through these pointers touch disjoint memory: each
+// call gets its own range of independent work items (whose writes never overlap another
+// item's) and its own scratch space (indexed by the thread number).
+unsafe impl Sync for Ptrs {}
+
+impl Ptrs {
+    fn call(&self, f: KernelFn, lo: usize, hi: usize, thread: usize) {
+        // SAFETY: see the module documentation; `lo..hi` lies within the kernel's items
+        // and `thread` is below the thread count the scratch region was sized for.
+        unsafe { f(self.0, self.1, self.2, lo as i64, hi as i64, thread as i64) }
+    }
+}
+
 pub struct JitExecutable {
     pub program: JitProgram,
     /// When set, `run` adds each kernel's wall time here (per kernel, in order).
     pub profile: Option<Vec<std::time::Duration>>,
     module: Option<JITModule>,
-    fns: Vec<KernelFn>,
+    /// Per kernel, its phases' functions.
+    fns: Vec<Vec<KernelFn>>,
+    /// Workers for kernels with several items (none for one thread).
+    pool: Option<rayon::ThreadPool>,
     arena: Vec<f32>,
     /// Index of the first 64-byte-aligned float of `arena`.
     base: usize,
@@ -79,16 +100,32 @@ fn loc_range(l: &Loc, base: usize) -> std::ops::Range<usize> {
 }
 
 impl JitExecutable {
-    pub(super) fn new(program: JitProgram, module: JITModule, ids: &[FuncId]) -> CgResult<JitExecutable> {
+    pub(super) fn new(program: JitProgram, module: JITModule, ids: &[Vec<FuncId>]) -> CgResult<JitExecutable> {
         let fns = ids
             .iter()
-            .map(|&id| {
-                let addr = module.get_finalized_function(id);
-                // SAFETY: `addr` is a finalized function of `module` defined with the
-                // kernel signature (arena, state, ctx, lo, hi, thread) → ().
-                unsafe { std::mem::transmute::<*const u8, KernelFn>(addr) }
+            .map(|phases| {
+                phases
+                    .iter()
+                    .map(|&id| {
+                        let addr = module.get_finalized_function(id);
+                        // SAFETY: `addr` is a finalized function of `module` defined with
+                        // the kernel signature (arena, state, ctx, lo, hi, thread) → ().
+                        unsafe { std::mem::transmute::<*const u8, KernelFn>(addr) }
+                    })
+                    .collect()
             })
             .collect();
+        let threads = program.plan.threads;
+        let pool = if threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(|e| CodegenError(format!("cannot start {threads} threads: {e}")))?,
+            )
+        } else {
+            None
+        };
         let arena = vec![0.0f32; program.plan.size + 16];
         let base = (0..16).find(|i| (arena.as_ptr() as usize + 4 * i).is_multiple_of(64)).unwrap_or(0);
         let adam = program.graph.nodes.iter().find_map(|n| match &n.op {
@@ -98,7 +135,7 @@ impl JitExecutable {
         if program.kernels.len() != ids.len() {
             return Err(CodegenError("kernel count mismatch".into()));
         }
-        Ok(JitExecutable { program, profile: None, module: Some(module), fns, arena, base, adam })
+        Ok(JitExecutable { program, profile: None, module: Some(module), fns, pool, arena, base, adam })
     }
 
     /// Debug: run kernel `k` alone over work items `lo..hi`, which may exceed its extent
@@ -117,8 +154,8 @@ impl JitExecutable {
         let arena = self.arena[self.base..].as_mut_ptr();
         // SAFETY: as in `run`; an item range past the extent is allowed only with the
         // run-time checks, which stop the kernel at its first out-of-bounds access.
-        unsafe { (self.fns[k])(arena, store.data.as_mut_ptr(), &ctx, lo, hi, 0) };
-        match BOUNDS_FAILURE.with(|c| c.take()) {
+        unsafe { (self.fns[k][0])(arena, store.data.as_mut_ptr(), &ctx, lo, hi, 0) };
+        match take_bounds_failure() {
             Some((kernel, access, index)) => {
                 let kname = &self.program.kernels[kernel as usize].name;
                 let what =
@@ -185,22 +222,36 @@ impl Executable for JitExecutable {
             ctx.adam_step_size = s;
             ctx.adam_inv_sqrt_bc2 = i;
         }
-        let arena = self.arena[self.base..].as_mut_ptr();
-        let state = store.data.as_mut_ptr();
+        let ptrs = Ptrs(self.arena[self.base..].as_mut_ptr(), store.data.as_mut_ptr(), &ctx);
         let checks = self.program.options.checks;
-        for (k, f) in self.fns.iter().enumerate() {
+        let threads = self.program.plan.threads;
+        for (k, phases) in self.fns.iter().enumerate() {
             let info = &self.program.kernels[k];
             let started = self.profile.as_ref().map(|_| std::time::Instant::now());
-            // SAFETY: see the module documentation; `arena` holds the plan's size past
-            // `base`, `state` has the compiled layout (checked above), and 0..extent is
-            // the kernel's whole item range.
-            unsafe { f(arena, state, &ctx, 0, info.extent as i64, 0) };
+            for (f, &extent) in phases.iter().zip(&info.phases) {
+                match &self.pool {
+                    Some(pool) if extent > 1 => {
+                        // Contiguous ranges of items, one per thread.
+                        let per = extent.div_ceil(threads);
+                        pool.scope(|s| {
+                            for t in 0..threads {
+                                let (lo, hi) = ((t * per).min(extent), ((t + 1) * per).min(extent));
+                                if lo < hi {
+                                    let p = &ptrs;
+                                    s.spawn(move |_| p.call(*f, lo, hi, t));
+                                }
+                            }
+                        });
+                    }
+                    _ => ptrs.call(*f, 0, extent, 0),
+                }
+            }
             if let (Some(t), Some(p)) = (started, self.profile.as_mut()) {
                 p.resize(self.program.kernels.len(), std::time::Duration::ZERO);
                 p[k] += t.elapsed();
             }
             if checks {
-                if let Some((kernel, access, index)) = BOUNDS_FAILURE.with(|c| c.take()) {
+                if let Some((kernel, access, index)) = take_bounds_failure() {
                     let kname = &self.program.kernels[kernel as usize].name;
                     let what = self.program.kernels[kernel as usize]
                         .accesses

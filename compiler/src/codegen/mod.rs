@@ -33,6 +33,9 @@ pub struct CodegenOptions {
     pub fuse: bool,
     /// Which micro-kernel GEMMs call.
     pub micro: MicroChoice,
+    /// The threads work is split over (GEMMs split their columns by it; per-thread
+    /// scratch is sized by it). Results are the same bits for any value.
+    pub threads: usize,
     /// Emit a run-time bounds check before every load and store (debug).
     pub checks: bool,
     /// Fill freed arena regions with NaN after each kernel (debug), so reading a value
@@ -51,7 +54,7 @@ pub enum MicroChoice {
 
 impl Default for CodegenOptions {
     fn default() -> CodegenOptions {
-        CodegenOptions { fuse: true, micro: MicroChoice::Auto, checks: false, poison: false }
+        CodegenOptions { fuse: true, micro: MicroChoice::Auto, threads: 1, checks: false, poison: false }
     }
 }
 
@@ -71,8 +74,10 @@ pub struct KernelInfo {
     /// (region, offset in floats, length) of each input and output.
     pub inputs: Vec<Buf>,
     pub outputs: Vec<Buf>,
-    /// Independent work items (threads split these).
+    /// Independent work items of its first phase (threads split these).
     pub extent: usize,
+    /// Work items of each phase; phases run one after the other.
+    pub phases: Vec<usize>,
     /// The micro-kernel its GEMMs call, if any.
     pub micro: Option<String>,
     pub text: FunctionText,
@@ -156,9 +161,12 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
         None => lower::gemm_micro(&mut jit, features.fma)?,
     };
     let groups = fuse::group(graph, options.fuse);
-    let scratch: Vec<Vec<usize>> =
-        groups.iter().map(|grp| lower::scratch_for(graph, &graph.nodes[grp.nodes[0]], &micro)).collect();
-    let plan = plan::plan_memory(graph, &groups, layout, &scratch)?;
+    let threads = options.threads.max(1);
+    let shapes: Vec<lower::KernelShape> =
+        groups.iter().map(|grp| lower::kernel_shape(graph, &graph.nodes[grp.nodes[0]], &micro, threads)).collect();
+    let scratch: Vec<Vec<usize>> = shapes.iter().map(|s| s.scratch.clone()).collect();
+    let shared: Vec<Vec<usize>> = shapes.iter().map(|s| s.shared.clone()).collect();
+    let plan = plan::plan_memory(graph, &groups, layout, &scratch, &shared, threads)?;
     let report_id = if options.checks {
         let mut sig = cranelift_codegen::ir::Signature::new(jit.call_conv());
         use cranelift_codegen::ir::{types, AbiParam};
@@ -168,7 +176,7 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
         None
     };
     let mut kernels = Vec::new();
-    let mut ids = Vec::new();
+    let mut ids: Vec<Vec<cranelift_module::FuncId>> = Vec::new();
     let mut names = std::collections::HashMap::<String, usize>::new();
     for (k, grp) in groups.iter().enumerate() {
         let nodes: Vec<&crate::ir::Node> = grp.nodes.iter().map(|&i| &graph.nodes[i]).collect();
@@ -192,41 +200,62 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
         let ext_outputs: Vec<crate::ir::ValueId> =
             produced.iter().copied().filter(|v| plan.locs[v.0 as usize].is_some()).collect();
         let buf = |v: crate::ir::ValueId| plan.locs[v.0 as usize].map(|_| plan.buf(v, format!("{v}")));
-        let sig = kernel_signature(jit.call_conv());
-        let id = jit.declare(
-            &format!("k{k}_{}", name.replace(['.', '#', '+'], "_")),
-            &sig,
-            cranelift_module::Linkage::Local,
-        )?;
-        let mut func = jit.new_function(id, sig);
-        let micro_call = jit.import(micro.id, &mut func);
-        let report_ref = report_id.map(|r| jit.import(r, &mut func));
-        let mut fctx = FunctionBuilderContext::new();
-        let fb = FunctionBuilder::new(&mut func, &mut fctx);
-        let mut kb = Kb::new(fb, jit.frontend_config(), &name, features.fma, report_ref.map(|r| (r, k as u32)));
         let scratch_bufs: Vec<Buf> = plan.scratch[k]
             .iter()
             .enumerate()
             .map(|(s, l)| Buf { region: l.region, offset: l.offset, len: l.len, name: format!("scratch{s}") })
             .collect();
-        let cx = LowerCtx { graph, node: first, micro: &micro, micro_call };
-        match grp.kind {
-            fuse::GroupKind::Single => {
-                let bufs = NodeBufs {
-                    inputs: first.inputs.iter().map(|&v| buf(v).expect("stored")).collect(),
-                    outputs: first.outputs.iter().map(|&v| buf(v).expect("stored")).collect(),
-                    scratch: scratch_bufs,
-                };
-                lower::lower_node(&mut kb, &cx, &bufs)?;
+        let shared_bufs: Vec<Buf> = plan.shared[k]
+            .iter()
+            .enumerate()
+            .map(|(s, l)| Buf { region: l.region, offset: l.offset, len: l.len, name: format!("shared{s}") })
+            .collect();
+        let scratch_region = (!scratch_bufs.is_empty()).then_some((plan.scratch_start, plan.scratch_per_thread));
+        let mut phase_ids = vec![];
+        let mut texts: Vec<FunctionText> = vec![];
+        let mut accesses = vec![];
+        for phase in 0..shapes[k].phases.len() {
+            let sig = kernel_signature(jit.call_conv());
+            let sym = format!("k{k}p{phase}_{}", name.replace(['.', '#', '+'], "_"));
+            let id = jit.declare(&sym, &sig, cranelift_module::Linkage::Local)?;
+            let mut func = jit.new_function(id, sig);
+            let micro_call = jit.import(micro.id, &mut func);
+            let report_ref = report_id.map(|r| jit.import(r, &mut func));
+            let mut fctx = FunctionBuilderContext::new();
+            let fb = FunctionBuilder::new(&mut func, &mut fctx);
+            let checks = report_ref.map(|r| (r, k as u32));
+            let mut kb = Kb::new(fb, jit.frontend_config(), &name, features.fma, checks, scratch_region);
+            kb.access_base = accesses.len();
+            let cx = LowerCtx { graph, node: first, micro: &micro, micro_call, threads, phase };
+            match grp.kind {
+                fuse::GroupKind::Single => {
+                    let bufs = NodeBufs {
+                        inputs: first.inputs.iter().map(|&v| buf(v).expect("stored")).collect(),
+                        outputs: first.outputs.iter().map(|&v| buf(v).expect("stored")).collect(),
+                        scratch: scratch_bufs.clone(),
+                        shared: shared_bufs.clone(),
+                    };
+                    lower::lower_node(&mut kb, &cx, &bufs)?;
+                }
+                fuse::GroupKind::GemmEpilogue => {
+                    lower::lower_gemm_group(&mut kb, &cx, &nodes[1..], &|v| buf(v), scratch_bufs.clone())?;
+                }
             }
-            fuse::GroupKind::GemmEpilogue => {
-                lower::lower_gemm_group(&mut kb, &cx, &nodes[1..], &|v| buf(v), scratch_bufs)?;
-            }
+            accesses.extend(std::mem::take(&mut kb.accesses));
+            kb.finish();
+            texts.push(jit.define(id, func, OptLevel::Speed)?);
+            phase_ids.push(id);
         }
-        let accesses = std::mem::take(&mut kb.accesses);
-        kb.finish();
-        let text = jit.define(id, func, OptLevel::Speed)?;
-        let shapes = |vs: &[crate::ir::ValueId]| vs.iter().map(|&v| graph.shape(v).to_vec()).collect::<Vec<_>>();
+        let text = if texts.len() == 1 {
+            texts.remove(0)
+        } else {
+            FunctionText {
+                clif: texts.iter().enumerate().map(|(i, t)| format!("; phase {i}\n{}", t.clif)).collect(),
+                disasm: texts.iter().enumerate().map(|(i, t)| format!("; phase {i}\n{}", t.disasm)).collect(),
+                code_bytes: texts.iter().map(|t| t.code_bytes).sum(),
+            }
+        };
+        let shapes_of = |vs: &[crate::ir::ValueId]| vs.iter().map(|&v| graph.shape(v).to_vec()).collect::<Vec<_>>();
         let numel = |s: &Vec<usize>| s.iter().product::<usize>() as u64;
         let flops = nodes
             .iter()
@@ -236,8 +265,8 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
                 n.op.flops(&i, &o)
             })
             .sum();
-        let ins = shapes(&ext_inputs);
-        let outs = shapes(&ext_outputs);
+        let ins = shapes_of(&ext_inputs);
+        let outs = shapes_of(&ext_outputs);
         kernels.push(KernelInfo {
             name,
             nodes: grp.nodes.clone(),
@@ -249,12 +278,13 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
             output_shapes: outs,
             inputs: ext_inputs.iter().map(|&v| buf(v).expect("stored")).collect(),
             outputs: ext_outputs.iter().map(|&v| buf(v).expect("stored")).collect(),
-            extent: lower::extent_of(graph, first),
+            extent: shapes[k].phases[0],
+            phases: shapes[k].phases.clone(),
             micro: is_gemm(&first.op).then(|| micro.name.clone()),
             text,
             accesses,
         });
-        ids.push(id);
+        ids.push(phase_ids);
     }
     let module = jit.finish()?;
     let program = JitProgram {
@@ -298,6 +328,7 @@ impl JitProgram {
             let r = match b.region {
                 builder::Region::Arena => "arena",
                 builder::Region::State => "state",
+                builder::Region::Scratch => "scratch",
             };
             format!("{} {r}@{}+{}", b.name, b.offset * 4, b.len * 4)
         };

@@ -35,10 +35,16 @@ pub struct Alloc {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ArenaPlan {
+    /// Start of the per-thread scratch region (floats) and its size per thread.
+    pub scratch_start: usize,
+    pub scratch_per_thread: usize,
+    pub threads: usize,
     /// Where each value lives; `None` for values that exist only inside a fused kernel.
     pub locs: Vec<Option<Loc>>,
-    /// Scratch buffers per kernel.
+    /// Per-thread scratch buffers per kernel (offsets within a thread's scratch space).
     pub scratch: Vec<Vec<Loc>>,
+    /// Buffers each kernel shares between its threads.
+    pub shared: Vec<Vec<Loc>>,
     pub allocs: Vec<Alloc>,
     /// Floats in the arena.
     pub size: usize,
@@ -87,11 +93,15 @@ fn first_fit(live: &[(usize, usize)], len: usize) -> usize {
     at
 }
 
+/// `scratch[k]`: the per-thread scratch buffers of kernel k; `shared[k]`: buffers kernel k
+/// shares between its threads (partial sums of a reduction), live during kernel k only.
 pub fn plan_memory(
     g: &Graph,
     groups: &[KernelGroup],
     layout: &StateLayout,
     scratch: &[Vec<usize>],
+    shared: &[Vec<usize>],
+    threads: usize,
 ) -> CgResult<ArenaPlan> {
     let nv = g.values.len();
     let end = groups.len();
@@ -184,6 +194,7 @@ pub fn plan_memory(
         }
     }
     let mut scratch_locs = vec![vec![]; groups.len()];
+    let mut shared_locs = vec![vec![]; groups.len()];
     for (k, grp) in groups.iter().enumerate() {
         for &i in &grp.nodes {
             let n = &g.nodes[i];
@@ -199,9 +210,14 @@ pub fn plan_memory(
                 locs[vi] = Some(Loc { region: Region::Arena, offset, len });
             }
         }
-        for (s, &len) in scratch[k].iter().enumerate() {
-            let offset = assign(&mut allocs, format!("scratch {s} of kernel {k}"), len, k, k);
-            scratch_locs[k].push(Loc { region: Region::Arena, offset, len });
+        let mut at = 0;
+        for &len in &scratch[k] {
+            scratch_locs[k].push(Loc { region: Region::Scratch, offset: at, len });
+            at = (at + len).div_ceil(ALIGN) * ALIGN;
+        }
+        for (s, &len) in shared[k].iter().enumerate() {
+            let offset = assign(&mut allocs, format!("shared {s} of kernel {k}"), len, k, k);
+            shared_locs[k].push(Loc { region: Region::Arena, offset, len });
         }
     }
     let resolved: Vec<Option<Loc>> = (0..nv).map(|v| locs[root(ValueId(v as u32)).0 as usize]).collect();
@@ -210,8 +226,19 @@ pub fn plan_memory(
             return err(format!("value %{v} is read outside its kernel but was not placed"));
         }
     }
-    let size = allocs.iter().map(|a| a.offset + a.len).max().unwrap_or(0).div_ceil(ALIGN) * ALIGN;
-    let plan = ArenaPlan { locs: resolved, scratch: scratch_locs, allocs, size };
+    let main = allocs.iter().map(|a| a.offset + a.len).max().unwrap_or(0).div_ceil(ALIGN) * ALIGN;
+    let per_thread =
+        scratch.iter().map(|s| s.iter().map(|l| l.div_ceil(ALIGN) * ALIGN).sum::<usize>()).max().unwrap_or(0);
+    let plan = ArenaPlan {
+        scratch_start: main,
+        scratch_per_thread: per_thread,
+        threads,
+        locs: resolved,
+        scratch: scratch_locs,
+        shared: shared_locs,
+        allocs,
+        size: main + per_thread * threads,
+    };
     verify(g, &plan)?;
     Ok(plan)
 }
@@ -220,7 +247,7 @@ pub fn plan_memory(
 /// value fits its buffer, and every in-place state update is elementwise on its own slot.
 pub fn verify(g: &Graph, plan: &ArenaPlan) -> CgResult<()> {
     for (i, a) in plan.allocs.iter().enumerate() {
-        if a.offset % ALIGN != 0 || a.offset + a.len > plan.size {
+        if a.offset % ALIGN != 0 || a.offset + a.len > plan.scratch_start {
             return err(format!("allocation {} at {}+{} is misaligned or outside the arena", a.what, a.offset, a.len));
         }
         for b in &plan.allocs[i + 1..] {

@@ -8,7 +8,7 @@
 //! the copy has no per-element tests and is vectorized for stride 1.
 
 use super::gemm::{emit_gemm, Gemm, GemmScratch, Mat, MicroKernel};
-use super::{LowerCtx, NodeBufs};
+use super::{KernelShape, LowerCtx, NodeBufs};
 use crate::codegen::builder::{Buf, Idx, Kb};
 use crate::codegen::jit::{err, CgResult};
 use crate::ir::{Graph, Node};
@@ -73,34 +73,85 @@ fn apply_epilogue(kb: &mut Kb, ops: &[EpiOp], mut v: Value, row: Idx, col: Idx, 
     Ok(v)
 }
 
+/// How a GEMM's columns split into work items: (block width, blocks). One block per
+/// thread, each a whole number of micro-tile columns; every element is computed the same
+/// way whatever the split, so results do not depend on the thread count.
+pub fn column_blocks(n: usize, micro: &MicroKernel, threads: usize) -> (usize, usize) {
+    let panels = n.div_ceil(micro.nr);
+    let blocks = threads.clamp(1, panels.max(1));
+    let nb = panels.div_ceil(blocks) * micro.nr;
+    (nb.min(n).max(1), n.div_ceil(nb.min(n).max(1)))
+}
+
+/// Run `f(kb, first index, width)` for this thread's blocks of `total` columns, `width`
+/// a constant in each path: full blocks share one path, the narrower last block has its
+/// own (so every access is still proved in bounds).
+fn for_column_blocks(
+    kb: &mut Kb,
+    total: usize,
+    nb: usize,
+    blocks: usize,
+    f: &mut dyn FnMut(&mut Kb, Idx, usize) -> CgResult<()>,
+) -> CgResult<()> {
+    let last_w = total - (blocks - 1) * nb;
+    kb.for_items(blocks, |kb, item| {
+        if blocks == 1 {
+            return f(kb, Idx::constant(0), total);
+        }
+        if last_w == nb {
+            let start = kb.mul(item, nb as i64);
+            return f(kb, start, nb);
+        }
+        let item_v = kb.value(item);
+        let is_last =
+            kb.fb.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::Equal, item_v, (blocks - 1) as i64);
+        kb.if_else(is_last, &mut |kb, last| {
+            if last {
+                f(kb, Idx::constant(((blocks - 1) * nb) as i64), last_w)
+            } else {
+                // Here item < blocks − 1.
+                let narrowed = Idx { hi: item.hi.min(blocks as i64 - 2), ..item };
+                let start = kb.mul(narrowed, nb as i64);
+                f(kb, start, nb)
+            }
+        })
+    })
+}
+
 fn matmul_with(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, mm: &MatMul, epi: &[EpiOp]) -> CgResult<()> {
     let (sa, sb) = (cx.in_shape(0).to_vec(), cx.in_shape(1).to_vec());
     let (m, k, n) = mm.dims(&sa, &sb);
     let a = if mm.trans_a { whole(&bufs.inputs[0], 1, sa[1] as i64) } else { whole(&bufs.inputs[0], sa[1] as i64, 1) };
     let b = if mm.trans_b { whole(&bufs.inputs[1], 1, sb[1] as i64) } else { whole(&bufs.inputs[1], sb[1] as i64, 1) };
-    let c = whole(&bufs.outputs[0], n as i64, 1);
     let scratch = gemm_scratch(bufs, 0);
-    let g = Gemm {
-        m,
-        n,
-        k,
-        a,
-        b,
-        c: c.clone(),
-        accumulate: false,
-        scratch: &scratch,
-        micro: cx.micro,
-        call: cx.micro_call,
-    };
-    if epi.is_empty() {
-        return emit_gemm(kb, &g, None);
-    }
-    let mut f = |kb: &mut Kb, v: Value, row: Idx, col: Idx| {
-        let at = kb.affine(0, &[(row, n as i64)]);
-        let at = kb.add(at, col);
-        apply_epilogue(kb, epi, v, row, col, at)
-    };
-    emit_gemm(kb, &g, Some(&mut f))
+    let (nb, blocks) = column_blocks(n, cx.micro, cx.threads);
+    for_column_blocks(kb, n, nb, blocks, &mut |kb, col0, width| {
+        let bb = kb.mul(col0, b.cs);
+        let b_blk = Mat { base: bb, ..b.clone() };
+        let c = Mat { buf: bufs.outputs[0].clone(), base: col0, rs: n as i64, cs: 1 };
+        let g = Gemm {
+            m,
+            n: width,
+            k,
+            a: a.clone(),
+            b: b_blk,
+            c,
+            accumulate: false,
+            scratch: &scratch,
+            micro: cx.micro,
+            call: cx.micro_call,
+        };
+        if epi.is_empty() {
+            return emit_gemm(kb, &g, None);
+        }
+        let mut f = |kb: &mut Kb, v: Value, row: Idx, col: Idx| {
+            let gcol = kb.add(col0, col);
+            let at = kb.affine(0, &[(row, n as i64)]);
+            let at = kb.add(at, gcol);
+            apply_epilogue(kb, epi, v, row, gcol, at)
+        };
+        emit_gemm(kb, &g, Some(&mut f))
+    })
 }
 
 /// A matmul or convolution with an epilogue chain, as one kernel. `buf` gives the stored
@@ -133,6 +184,7 @@ pub fn lower_gemm_group(
         inputs: main.inputs.iter().map(|&v| stored(v)).collect::<CgResult<Vec<_>>>()?,
         outputs: vec![stored(link)?],
         scratch,
+        shared: vec![],
     };
     match &main.op {
         Op::MatMul(mm) => matmul_with(kb, cx, &bufs, mm, &epi),
@@ -175,16 +227,27 @@ fn conv_dims(graph: &Graph, node: &Node) -> ConvDims {
     ConvDims { n: x[0], c: x[1], h: x[2], w: x[3], f: w[0], kh: w[2], kw: w[3], ho: y[2], wo: y[3] }
 }
 
-pub fn conv_scratch(graph: &Graph, node: &Node, micro: &MicroKernel) -> Vec<usize> {
+/// Images per partial sum of a convolution's weight gradient: fixed, so the sums do not
+/// depend on the thread count.
+const DW_CHUNK: usize = 8;
+
+pub fn conv_shape(graph: &Graph, node: &Node, micro: &MicroKernel) -> KernelShape {
     let d = conv_dims(graph, node);
     let (m, k, n) = match node.op {
         Op::Conv2d(_) => (d.f, d.ckk(), d.p()),
         Op::Conv2dGradInput(_) => (d.ckk(), d.f, d.p()),
         _ => (d.f, d.p(), d.ckk()),
     };
-    let mut v = vec![d.ckk() * d.p()];
-    v.extend(super::gemm::scratch((m, k, n), micro));
-    v
+    let mut scratch = vec![d.ckk() * d.p()];
+    scratch.extend(super::gemm::scratch((m, k, n), micro));
+    match node.op {
+        Op::Conv2dGradWeight(_) => {
+            let chunks = d.n.div_ceil(DW_CHUNK);
+            KernelShape { scratch, shared: vec![chunks * d.f * d.ckk()], phases: vec![chunks, 1] }
+        }
+        // One image per work item.
+        _ => KernelShape { scratch, shared: vec![], phases: vec![d.n] },
+    }
 }
 
 /// Output positions o in 0..out whose input o·s + k − p lies in 0..n: a range lo..hi.
@@ -281,7 +344,7 @@ fn conv2d_with(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv: &Conv2d, epi: 
     let col = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);
     let (ckk, p) = (d.ckk(), d.p());
-    kb.for_range(0, d.n as i64, 1, |kb, img| {
+    kb.for_items(d.n, |kb, img| {
         im2col_walk(kb, &d, &conv.geom, img, x, col, true)?;
         let base = kb.mul(img, (d.f * p) as i64);
         let c = Mat { buf: y.clone(), base, rs: p as i64, cs: 1 };
@@ -316,7 +379,7 @@ pub fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv
     let dcol = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);
     let (ckk, p) = (d.ckk(), d.p());
-    kb.for_range(0, d.n as i64, 1, |kb, img| {
+    kb.for_items(d.n, |kb, img| {
         let b = Mat { buf: dy.clone(), base: kb.mul(img, (d.f * p) as i64), rs: p as i64, cs: 1 };
         let g = Gemm {
             m: ckk,
@@ -340,26 +403,67 @@ pub fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv
 pub fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv: &Conv2dGradWeight) -> CgResult<()> {
     let d = conv_dims(cx.graph, cx.node);
     let (x, dy, dw) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
+    let (ckk, p) = (d.ckk(), d.p());
+    let size = d.f * ckk;
+    let partial = &bufs.shared[0];
+    let chunks = d.n.div_ceil(DW_CHUNK);
+    if cx.phase == 1 {
+        // dW = Σ partial sums, in chunk order.
+        let end4 = size / 4 * 4;
+        let sum = |kb: &mut Kb, j: Idx, ty: types::Type| -> CgResult<()> {
+            let mut acc = kb.load(ty, partial, j)?;
+            for ch in 1..chunks {
+                let v = kb.load(ty, partial, j.plus((ch * size) as i64))?;
+                acc = kb.fb.ins().fadd(acc, v);
+            }
+            kb.store(acc, dw, j)
+        };
+        kb.for_range(0, end4 as i64, 4, |kb, j| sum(kb, j, types::F32X4))?;
+        return kb.for_range(end4 as i64, size as i64, 1, |kb, j| sum(kb, j, types::F32));
+    }
+    // Phase 0: each work item sums the images of one chunk, in order, into its partial.
     let col = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);
-    let (ckk, p) = (d.ckk(), d.p());
-    zero_range(kb, dw, Idx::constant(0), d.f * ckk)?;
-    // The batch is a reduction: images are summed in order, in one work item.
-    kb.for_range(0, d.n as i64, 1, |kb, img| {
-        im2col_walk(kb, &d, &conv.geom, img, x, col, true)?;
-        let a = Mat { buf: dy.clone(), base: kb.mul(img, (d.f * p) as i64), rs: p as i64, cs: 1 };
-        let g = Gemm {
-            m: d.f,
-            n: ckk,
-            k: p,
-            a,
-            b: whole(col, 1, p as i64),
-            c: whole(dw, ckk as i64, 1),
-            accumulate: true,
-            scratch: &scratch,
-            micro: cx.micro,
-            call: cx.micro_call,
-        };
-        emit_gemm(kb, &g, None)
+    let last = d.n - (chunks - 1) * DW_CHUNK;
+    let chunk = |kb: &mut Kb, first: Idx, base: Idx, count: usize| -> CgResult<()> {
+        zero_range(kb, partial, base, size)?;
+        kb.for_range(0, count as i64, 1, |kb, i| {
+            let img = kb.add(first, i);
+            im2col_walk(kb, &d, &conv.geom, img, x, col, true)?;
+            let a = Mat { buf: dy.clone(), base: kb.mul(img, (d.f * p) as i64), rs: p as i64, cs: 1 };
+            let g = Gemm {
+                m: d.f,
+                n: ckk,
+                k: p,
+                a,
+                b: whole(col, 1, p as i64),
+                c: Mat { buf: partial.clone(), base, rs: ckk as i64, cs: 1 },
+                accumulate: true,
+                scratch: &scratch,
+                micro: cx.micro,
+                call: cx.micro_call,
+            };
+            emit_gemm(kb, &g, None)
+        })
+    };
+    kb.for_items(chunks, |kb, item| {
+        if last == DW_CHUNK || chunks == 1 {
+            let first = kb.mul(item, DW_CHUNK as i64);
+            let base = kb.mul(item, size as i64);
+            return chunk(kb, first, base, if chunks == 1 { last } else { DW_CHUNK });
+        }
+        let iv = kb.value(item);
+        let is_last = kb.fb.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::Equal, iv, (chunks - 1) as i64);
+        kb.if_else(is_last, &mut |kb, last_chunk| {
+            if last_chunk {
+                let first = Idx::constant(((chunks - 1) * DW_CHUNK) as i64);
+                chunk(kb, first, Idx::constant(((chunks - 1) * size) as i64), last)
+            } else {
+                let narrowed = Idx { hi: item.hi.min(chunks as i64 - 2), ..item };
+                let first = kb.mul(narrowed, DW_CHUNK as i64);
+                let base = kb.mul(narrowed, size as i64);
+                chunk(kb, first, base, DW_CHUNK)
+            }
+        })
     })
 }

@@ -21,7 +21,19 @@ use crate::ops::Op;
 pub struct NodeBufs {
     pub inputs: Vec<Buf>,
     pub outputs: Vec<Buf>,
+    /// Per-thread scratch (in the calling thread's scratch space).
     pub scratch: Vec<Buf>,
+    /// Buffers shared by the kernel's threads (partial sums).
+    pub shared: Vec<Buf>,
+}
+
+/// What a node's kernel needs besides its values: per-thread scratch, shared buffers, and
+/// its phases (run one after the other, each split into this many independent items).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelShape {
+    pub scratch: Vec<usize>,
+    pub shared: Vec<usize>,
+    pub phases: Vec<usize>,
 }
 
 /// What a kernel needs to know besides its buffers.
@@ -31,6 +43,10 @@ pub struct LowerCtx<'a> {
     pub micro: &'a MicroKernel,
     /// The micro-kernel, imported into the function being built.
     pub micro_call: cranelift_codegen::ir::FuncRef,
+    /// The threads the program is compiled for (GEMMs split their columns by it).
+    pub threads: usize,
+    /// Which phase of a multi-phase kernel is being built.
+    pub phase: usize,
 }
 
 impl LowerCtx<'_> {
@@ -43,19 +59,23 @@ impl LowerCtx<'_> {
     }
 }
 
-/// Floats of scratch space a node's kernel needs, one entry per scratch buffer.
-pub fn scratch_for(graph: &Graph, node: &Node, micro: &MicroKernel) -> Vec<usize> {
+/// The scratch, shared buffers and phases of a node's kernel.
+pub fn kernel_shape(graph: &Graph, node: &Node, micro: &MicroKernel, threads: usize) -> KernelShape {
     let shapes: Vec<&[usize]> = node.inputs.iter().map(|&v| graph.shape(v)).collect();
     match &node.op {
-        Op::MatMul(m) => gemm::scratch(m.dims(shapes[0], shapes[1]), micro),
-        Op::Conv2d(_) | Op::Conv2dGradInput(_) | Op::Conv2dGradWeight(_) => dense::conv_scratch(graph, node, micro),
-        _ => vec![],
+        Op::MatMul(m) => {
+            let (mm, k, n) = m.dims(shapes[0], shapes[1]);
+            let (nb, blocks) = dense::column_blocks(n, micro, threads);
+            KernelShape { scratch: gemm::scratch((mm, k, nb), micro), shared: vec![], phases: vec![blocks] }
+        }
+        Op::Conv2d(_) | Op::Conv2dGradInput(_) | Op::Conv2dGradWeight(_) => dense::conv_shape(graph, node, micro),
+        _ => KernelShape { scratch: vec![], shared: vec![], phases: vec![extent_of(graph, node)] },
     }
 }
 
-/// The number of independent work items a node's kernel splits into (threads take
+/// The number of independent work items a simple node's kernel splits into (threads take
 /// ranges of items; items never share a reduction, so any split gives the same bits).
-pub fn extent_of(graph: &Graph, node: &Node) -> usize {
+pub(crate) fn extent_of(graph: &Graph, node: &Node) -> usize {
     match &node.op {
         Op::Act(_)
         | Op::ActGrad(_)
