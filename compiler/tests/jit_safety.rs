@@ -100,3 +100,30 @@ fn poisoning_exposes_a_value_read_after_its_planned_last_use() {
     let grad = s.get(exec::SlotKind::Grad, "2.weight").unwrap();
     assert!(grad.iter().any(|v| v.is_nan()), "{grad:?}");
 }
+
+#[test]
+fn jit_code_can_call_only_allowlisted_symbols() {
+    use cranelift_codegen::ir::{types, AbiParam, InstBuilder, Signature};
+    let mut jit = JitModule::new(&[], true).unwrap();
+    // A function that calls libc's `malloc`, which is not on the (empty) allowlist.
+    let mut sig = Signature::new(jit.call_conv());
+    sig.params.push(AbiParam::new(types::I64));
+    sig.returns.push(AbiParam::new(types::I64));
+    let malloc = jit.declare("malloc", &sig, cranelift_module::Linkage::Import).unwrap();
+    let id = jit.declare("caller", &sig, cranelift_module::Linkage::Local).unwrap();
+    let mut func = jit.new_function(id, sig);
+    let callee = jit.import(malloc, &mut func);
+    let mut fctx = FunctionBuilderContext::new();
+    let mut fb = FunctionBuilder::new(&mut func, &mut fctx);
+    let b = fb.create_block();
+    fb.append_block_params_for_function_params(b);
+    fb.switch_to_block(b);
+    fb.seal_block(b);
+    let n = fb.block_params(b)[0];
+    let call = fb.ins().call(callee, &[n]);
+    let r = fb.inst_results(call)[0];
+    fb.ins().return_(&[r]);
+    fb.finalize(jit.frontend_config());
+    let e = jit.define(id, func, percept_compiler::codegen::jit::OptLevel::Speed).unwrap_err();
+    assert!(e.0.contains("JIT code may not call `malloc`: it is not on the allowlist"), "{e}");
+}

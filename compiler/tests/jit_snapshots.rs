@@ -31,3 +31,24 @@ fn clif_of_a_small_kernel() {
     assert_eq!(k.name, "fwd.leaky_relu_0.leaky_relu");
     expect_file!["snapshots/leaky_relu_kernel.clif"].assert_eq(&k.text.clif);
 }
+
+/// The fusion groups of a training step: which ops run in which kernel.
+fn fused_plan(file: &str) -> String {
+    let spec = spec(&example(file));
+    let opt = Optimizer::Sgd { momentum: 0.9, nesterov: false, weight_decay: 0.0 };
+    let layout = StateLayout::new(&spec, opt.state_suffixes());
+    let opts = CodegenOptions { micro: MicroChoice::Cranelift, ..CodegenOptions::default() };
+    let grad = compile(&exec::grad_program(&spec, 64, &[]).unwrap(), &layout, opts).unwrap();
+    let update = compile(&exec::update_program(&spec, &opt, &[]), &layout, opts).unwrap();
+    let mut out = String::new();
+    for k in grad.program.kernels.iter().chain(&update.program.kernels) {
+        out += &format!("{:<44} {}\n", k.name, k.ops.join(" + "));
+    }
+    out
+}
+
+#[test]
+fn fused_plans_of_lenet5_and_cnn_bn() {
+    expect_file!["snapshots/lenet5_fused.txt"].assert_eq(&fused_plan("lenet5.nn"));
+    expect_file!["snapshots/cnn_bn_fused.txt"].assert_eq(&fused_plan("cnn_bn.nn"));
+}
