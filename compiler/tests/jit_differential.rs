@@ -269,6 +269,12 @@ fn every_op_agrees() {
         ("input x: [6] a: dense(6) tanh add(a) add(x) dense(2) softmax loss mse", 3),
         ("input [1, 28, 28] conv2d(6, kernel: 5, padding: 2) relu maxpool(2) conv2d(16, kernel: 5) relu maxpool(2) flatten dense(120) relu dense(84) relu dense(10) loss softmax_cross_entropy", 5),
         ("input [300] dense(257) relu dense(300) loss softmax_cross_entropy", 13),
+        // Epilogues on non-GEMM kernels: pooling + activation, batch norm + activation, a
+        // pooling gradient + activation derivative (disjoint windows), add + activation.
+        ("input [2, 6, 6] conv2d(3, kernel: 3, padding: 1) sigmoid avgpool(2) tanh flatten dense(3) loss mse", 3),
+        ("input [3, 7, 7] batchnorm elu maxpool(3) leaky_relu flatten dense(2) loss mse", 4),
+        ("input [2, 6, 6] tanh maxpool(2, stride: 1) relu flatten dense(2) loss mse", 2),
+        ("input x: [8] tanh relu add(x) sigmoid dense(2) loss mse", 3),
     ];
     for (i, (body, batch)) in cases.iter().enumerate() {
         for seed in 0..3u64 {

@@ -52,3 +52,24 @@ fn fused_plans_of_lenet5_and_cnn_bn() {
     expect_file!["snapshots/lenet5_fused.txt"].assert_eq(&fused_plan("lenet5.nn"));
     expect_file!["snapshots/cnn_bn_fused.txt"].assert_eq(&fused_plan("cnn_bn.nn"));
 }
+
+/// A pooling gradient takes the activation derivative only where its windows are
+/// disjoint (overlapping windows add several contributions into one element).
+#[test]
+fn pooling_gradient_fuses_only_disjoint_windows() {
+    let kernels = |pool: &str| {
+        let spec = spec(&format!(
+            "model p {{ input [2, 6, 6] conv2d(2, kernel: 3, padding: 1) tanh {pool} flatten dense(2) loss mse }}"
+        ));
+        let layout = StateLayout::new(&spec, &[]);
+        let opts = CodegenOptions { micro: MicroChoice::Cranelift, ..CodegenOptions::default() };
+        let grad = compile(&exec::grad_program(&spec, 2, &[]).unwrap(), &layout, opts).unwrap();
+        grad.program.kernels.iter().map(|k| k.ops.join(" + ")).collect::<Vec<_>>()
+    };
+    let disjoint = kernels("maxpool(2)");
+    assert!(disjoint.contains(&"maxpool_grad + tanh_grad".to_string()), "{disjoint:?}");
+    assert!(kernels("avgpool(3)").contains(&"avgpool_grad + tanh_grad".to_string()));
+    let overlapping = kernels("maxpool(2, stride: 1)");
+    assert!(overlapping.contains(&"maxpool_grad".to_string()), "{overlapping:?}");
+    assert!(overlapping.contains(&"tanh_grad".to_string()), "{overlapping:?}");
+}

@@ -291,6 +291,17 @@ impl<'f> Kb<'f> {
         if ty.is_vector() {
             let mask = self.fb.ins().bitcast(ty, MemFlagsData::new(), mask);
             self.fb.ins().bitselect(mask, a, b)
+        } else if ty.is_float() {
+            // x86 has no conditional move for xmm registers: Cranelift branches on a float
+            // select, which mispredicts on data such as relu's signs. Select the bits in
+            // integer registers instead (a cmov).
+            let ity = ty.as_int();
+            let (ia, ib) = (
+                self.fb.ins().bitcast(ity, MemFlagsData::new(), a),
+                self.fb.ins().bitcast(ity, MemFlagsData::new(), b),
+            );
+            let r = self.fb.ins().select(mask, ia, ib);
+            self.fb.ins().bitcast(ty, MemFlagsData::new(), r)
         } else {
             self.fb.ins().select(mask, a, b)
         }

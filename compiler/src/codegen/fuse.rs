@@ -3,29 +3,67 @@
 //! A value computed inside a group and read by nothing outside it is never stored. With
 //! fusion off, every node is its own kernel (`--unfused`, for comparison).
 //!
-//! Groups:
-//! - GEMM + epilogue: a matmul or convolution followed by a chain of elementwise ops
-//!   applied to each output tile in registers before it is stored: bias, activation,
-//!   activation derivative (in backward: `relu_grad(y, dx)` where `dx` is the GEMM), and
-//!   residual `add`. A chain link is fused only if the previous value has no other reader
-//!   and is not a program output.
+//! A group is a main op and an epilogue: a chain of elementwise ops applied to each value
+//! of the main op's first output just before it is stored. A chain link is fused only if
+//! the previous value has no other reader and is not a program output, and if the link's
+//! other operand exists before the group runs. What the chain may hold depends on how
+//! the main op stores its output ([`Producer`]):
+//! - a matmul or convolution: bias, activation, activation derivative (in backward,
+//!   `relu_grad(y, dx)` where `dx` is the GEMM's product: the derivative is applied to
+//!   the hot tile, so the backward GEMM's result is stored once) and residual `add`;
+//! - an op that stores each element once (elementwise ops, pooling, maxout, batch
+//!   normalization's output): activation, activation derivative and `add`, which makes a
+//!   chain of elementwise ops one pass, and batch-norm + relu, or pooling + activation,
+//!   one kernel;
+//! - a pooling gradient, which scatters into a zeroed input gradient: only an activation
+//!   derivative (linear in the gradient, so it can be applied to each contribution), and
+//!   only where windows do not overlap (each element gets at most one contribution, so
+//!   the bits are those of the unfused kernels).
 
 use crate::ir::{Graph, ValueId};
 use crate::ops::Op;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GroupKind {
-    /// One node.
-    Single,
-    /// A matmul or convolution, then elementwise ops on its output tiles.
-    GemmEpilogue,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelGroup {
-    pub kind: GroupKind,
-    /// Graph node indices, in order; the first is the group's main op.
+    /// Graph node indices, in order; the first is the group's main op, the rest its
+    /// epilogue.
     pub nodes: Vec<usize>,
+}
+
+/// How an op that can start a group stores its first output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Producer {
+    /// Tiles of a GEMM (rows and columns of C are known: bias links are possible).
+    Gemm,
+    /// Each element stored once.
+    Pointwise,
+    /// Contributions added into a zeroed buffer, at most one per element.
+    Scatter,
+}
+
+/// Whether an op's kernel can apply an epilogue, and how it stores.
+pub fn producer(op: &Op) -> Option<Producer> {
+    let disjoint = |g: &crate::ops::PoolGeom| g.stride[0] >= g.size[0] && g.stride[1] >= g.size[1];
+    match op {
+        Op::MatMul(_) | Op::Conv2d(_) => Some(Producer::Gemm),
+        Op::Act(_)
+        | Op::ActGrad(_)
+        | Op::Add(_)
+        | Op::BiasAdd(_)
+        | Op::MseGrad(_)
+        | Op::BceWithLogitsGrad(_)
+        | Op::MaxPool(_)
+        | Op::AvgPool(_)
+        | Op::GlobalAvgPool(_)
+        | Op::GlobalAvgPoolGrad(_)
+        | Op::MaxoutReduce(_)
+        | Op::BatchNormTrain(_)
+        | Op::BatchNormEval(_) => Some(Producer::Pointwise),
+        Op::MaxPoolGrad(p) if disjoint(&p.geom) => Some(Producer::Scatter),
+        Op::AvgPoolGrad(p) if disjoint(&p.geom) => Some(Producer::Scatter),
+        Op::MaxoutGrad(_) => Some(Producer::Scatter),
+        _ => None,
+    }
 }
 
 /// Whether a node gets a kernel at all (sources are fed, reshapes are aliases).
@@ -33,9 +71,15 @@ pub fn has_kernel(op: &Op) -> bool {
     !matches!(op, Op::Source(_) | Op::Reshape(_))
 }
 
-/// The input position at which `op` can take the previous link of an epilogue chain.
-fn epilogue_link(op: &Op, graph: &Graph, node_inputs: &[ValueId], chain: ValueId) -> bool {
+/// Whether `op` can follow `chain` (the previous value) in the epilogue of a `producer`.
+fn epilogue_link(producer: Producer, op: &Op, graph: &Graph, node_inputs: &[ValueId], chain: ValueId) -> bool {
     let same_shape = |i: usize| graph.shape(node_inputs[i]) == graph.shape(chain);
+    match (producer, op) {
+        (Producer::Scatter, Op::ActGrad(_)) => {}
+        (Producer::Scatter, _) => return false,
+        (Producer::Pointwise, Op::BiasAdd(_)) => return false,
+        _ => {}
+    }
     match op {
         Op::BiasAdd(_) | Op::Act(_) => node_inputs[0] == chain,
         Op::ActGrad(_) => node_inputs[1] == chain && same_shape(0) && node_inputs[0] != chain,
@@ -69,13 +113,12 @@ pub fn group(graph: &Graph, fuse: bool) -> Vec<KernelGroup> {
         }
         taken[i] = true;
         let mut nodes = vec![i];
-        let gemm = matches!(n.op, Op::MatMul(_) | Op::Conv2d(_));
-        if fuse && gemm {
+        if let (true, Some(producer)) = (fuse, producer(&n.op)) {
             let mut chain = n.outputs[0];
             while readers[chain.0 as usize] == 1 && !is_output[chain.0 as usize] {
                 let Some(c) = consumer[chain.0 as usize] else { break };
                 let cn = &graph.nodes[c];
-                if taken[c] || !epilogue_link(&cn.op, graph, &cn.inputs, chain) {
+                if taken[c] || !epilogue_link(producer, &cn.op, graph, &cn.inputs, chain) {
                     break;
                 }
                 // Every other input of the link must exist before the group runs.
@@ -87,8 +130,7 @@ pub fn group(graph: &Graph, fuse: bool) -> Vec<KernelGroup> {
                 chain = cn.outputs[0];
             }
         }
-        let kind = if nodes.len() > 1 { GroupKind::GemmEpilogue } else { GroupKind::Single };
-        groups.push(KernelGroup { kind, nodes });
+        groups.push(KernelGroup { nodes });
     }
     groups
 }

@@ -19,7 +19,7 @@ use crate::ir::{Graph, Phase};
 use crate::ops::Op;
 use builder::{Buf, Kb};
 use jit::{kernel_signature, CgResult, FunctionBuilder, FunctionBuilderContext, FunctionText, JitModule, OptLevel};
-use lower::{LowerCtx, NodeBufs};
+use lower::LowerCtx;
 use plan::ArenaPlan;
 use std::time::{Duration, Instant};
 
@@ -227,20 +227,9 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
             let mut kb = Kb::new(fb, jit.frontend_config(), &name, features.fma, checks, scratch_region);
             kb.access_base = accesses.len();
             let cx = LowerCtx { graph, node: first, micro: &micro, micro_call, threads, phase };
-            match grp.kind {
-                fuse::GroupKind::Single => {
-                    let bufs = NodeBufs {
-                        inputs: first.inputs.iter().map(|&v| buf(v).expect("stored")).collect(),
-                        outputs: first.outputs.iter().map(|&v| buf(v).expect("stored")).collect(),
-                        scratch: scratch_bufs.clone(),
-                        shared: shared_bufs.clone(),
-                    };
-                    lower::lower_node(&mut kb, &cx, &bufs)?;
-                }
-                fuse::GroupKind::GemmEpilogue => {
-                    lower::lower_gemm_group(&mut kb, &cx, &nodes[1..], &|v| buf(v), scratch_bufs.clone())?;
-                }
-            }
+            let chain: Vec<&crate::ir::Node> = nodes[1..].to_vec();
+            let (epi, bufs) = lower::group_bufs(first, &chain, &buf, scratch_bufs.clone(), shared_bufs.clone())?;
+            lower::lower_node(&mut kb, &cx, &bufs, &epi)?;
             accesses.extend(std::mem::take(&mut kb.accesses));
             kb.finish();
             texts.push(jit.define(id, func, OptLevel::Speed)?);

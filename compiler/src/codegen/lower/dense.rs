@@ -7,12 +7,12 @@
 //! rows and columns whose window lands inside the image are computed at compile time, so
 //! the copy has no per-element tests and is vectorized for stride 1.
 
+use super::epilogue::{self, At, EpiOp};
 use super::gemm::{emit_gemm, Gemm, GemmScratch, Mat, MicroKernel};
 use super::{KernelShape, LowerCtx, NodeBufs};
 use crate::codegen::builder::{Buf, Idx, Kb};
-use crate::codegen::jit::{err, CgResult};
+use crate::codegen::jit::CgResult;
 use crate::ir::{Graph, Node};
-use crate::layers::Activation;
 use crate::ops::{Conv2d, Conv2dGradInput, Conv2dGradWeight, ConvGeom, MatMul, Op};
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
@@ -26,51 +26,6 @@ fn gemm_scratch(bufs: &NodeBufs, first: usize) -> GemmScratch {
 
 fn whole(buf: &Buf, rs: i64, cs: i64) -> Mat {
     Mat { buf: buf.clone(), base: Idx::constant(0), rs, cs }
-}
-
-pub fn lower_matmul(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, mm: &MatMul) -> CgResult<()> {
-    matmul_with(kb, cx, bufs, mm, &[])
-}
-
-/// An elementwise op applied to GEMM output tiles (see `fuse`).
-pub enum EpiOp {
-    /// + bias[column] (a dense layer's C is [batch, features]).
-    BiasCol(Buf),
-    /// + bias[row] (a convolution's per-image C is [filters, pixels]).
-    BiasRow(Buf),
-    Act(Activation),
-    /// f′ from the full-size operand (the value the derivative is taken from) times the tile.
-    ActGrad(Activation, Buf),
-    /// + the full-size operand.
-    Add(Buf),
-}
-
-/// Apply an epilogue chain to a tile value `v` at C's (row, col), element index `at`.
-fn apply_epilogue(kb: &mut Kb, ops: &[EpiOp], mut v: Value, row: Idx, col: Idx, at: Idx) -> CgResult<Value> {
-    let ty = kb.fb.func.dfg.value_type(v);
-    for op in ops {
-        v = match op {
-            EpiOp::BiasCol(b) => {
-                let bv = kb.load(ty, b, col)?;
-                kb.fb.ins().fadd(v, bv)
-            }
-            EpiOp::BiasRow(b) => {
-                let s = kb.load(types::F32, b, row)?;
-                let bv = kb.splat(ty, s);
-                kb.fb.ins().fadd(v, bv)
-            }
-            EpiOp::Act(a) => super::elementwise::activation(kb, *a, v),
-            EpiOp::ActGrad(a, other) => {
-                let o = kb.load(ty, other, at)?;
-                super::elementwise::activation_grad(kb, *a, o, v)
-            }
-            EpiOp::Add(other) => {
-                let o = kb.load(ty, other, at)?;
-                kb.fb.ins().fadd(v, o)
-            }
-        };
-    }
-    Ok(v)
 }
 
 /// How a GEMM's columns split into work items: (block width, blocks). One block per
@@ -118,7 +73,7 @@ fn for_column_blocks(
     })
 }
 
-fn matmul_with(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, mm: &MatMul, epi: &[EpiOp]) -> CgResult<()> {
+pub fn lower_matmul(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, mm: &MatMul, epi: &[EpiOp]) -> CgResult<()> {
     let (sa, sb) = (cx.in_shape(0).to_vec(), cx.in_shape(1).to_vec());
     let (m, k, n) = mm.dims(&sa, &sb);
     let a = if mm.trans_a { whole(&bufs.inputs[0], 1, sa[1] as i64) } else { whole(&bufs.inputs[0], sa[1] as i64, 1) };
@@ -148,49 +103,10 @@ fn matmul_with(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, mm: &MatMul, epi: &[
             let gcol = kb.add(col0, col);
             let at = kb.affine(0, &[(row, n as i64)]);
             let at = kb.add(at, gcol);
-            apply_epilogue(kb, epi, v, row, gcol, at)
+            epilogue::apply(kb, epi, v, At { at, row, col: gcol })
         };
         emit_gemm(kb, &g, Some(&mut f))
     })
-}
-
-/// A matmul or convolution with an epilogue chain, as one kernel. `buf` gives the stored
-/// values; the chain's intermediate values are never stored.
-pub fn lower_gemm_group(
-    kb: &mut Kb,
-    cx: &LowerCtx,
-    chain: &[&crate::ir::Node],
-    buf: &dyn Fn(crate::ir::ValueId) -> Option<Buf>,
-    scratch: Vec<Buf>,
-) -> CgResult<()> {
-    let main = cx.node;
-    let stored = |v| buf(v).ok_or_else(|| crate::codegen::jit::CodegenError(format!("{v} is not stored")));
-    let is_conv = matches!(main.op, Op::Conv2d(_));
-    let mut link = main.outputs[0];
-    let mut epi = vec![];
-    for n in chain {
-        let other = |i: usize| stored(n.inputs[i]);
-        epi.push(match &n.op {
-            Op::BiasAdd(_) if is_conv => EpiOp::BiasRow(other(1)?),
-            Op::BiasAdd(_) => EpiOp::BiasCol(other(1)?),
-            Op::Act(a) => EpiOp::Act(a.act),
-            Op::ActGrad(a) => EpiOp::ActGrad(a.act, other(0)?),
-            Op::Add(_) => EpiOp::Add(other(if n.inputs[0] == link { 1 } else { 0 })?),
-            other_op => return err(format!("`{}` cannot be a GEMM epilogue", other_op.name())),
-        });
-        link = n.outputs[0];
-    }
-    let bufs = NodeBufs {
-        inputs: main.inputs.iter().map(|&v| stored(v)).collect::<CgResult<Vec<_>>>()?,
-        outputs: vec![stored(link)?],
-        scratch,
-        shared: vec![],
-    };
-    match &main.op {
-        Op::MatMul(mm) => matmul_with(kb, cx, &bufs, mm, &epi),
-        Op::Conv2d(c) => conv2d_with(kb, cx, &bufs, c, &epi),
-        other => err(format!("`{}` does not start a GEMM group", other.name())),
-    }
 }
 
 /// (N, C, H, W, F, kh, kw, Ho, Wo) of a convolution node.
@@ -334,11 +250,7 @@ fn zero_range(kb: &mut Kb, buf: &Buf, start: Idx, len: usize) -> CgResult<()> {
     })
 }
 
-pub fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv: &Conv2d) -> CgResult<()> {
-    conv2d_with(kb, cx, bufs, conv, &[])
-}
-
-fn conv2d_with(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv: &Conv2d, epi: &[EpiOp]) -> CgResult<()> {
+pub fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv: &Conv2d, epi: &[EpiOp]) -> CgResult<()> {
     let d = conv_dims(cx.graph, cx.node);
     let (x, w, y) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
     let col = &bufs.scratch[0];
@@ -367,7 +279,7 @@ fn conv2d_with(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv: &Conv2d, epi: 
             let at = kb.affine(0, &[(row, p as i64)]);
             let at = kb.add(at, col);
             let at = kb.add(at, base);
-            apply_epilogue(kb, epi, v, row, col, at)
+            epilogue::apply(kb, epi, v, At { at, row, col })
         };
         emit_gemm(kb, &g, Some(&mut f))
     })

@@ -3,6 +3,7 @@
 //! inner axis (a bias). The inner loop runs on f32x4 with an exact scalar remainder.
 //! The per-element function of each op is `element`, which fusion composes.
 
+use super::epilogue::{self, At, EpiOp};
 use super::{LowerCtx, NodeBufs};
 use crate::codegen::builder::{ctx, Buf, Idx, Kb};
 use crate::codegen::jit::{err, CgResult};
@@ -185,8 +186,15 @@ pub fn element(kb: &mut Kb, op: &Op, ty: Type, setup: &[Value], xs: &[Value], nu
 /// A per-element function on lanes of a type: input values → output values.
 pub type ElementFn<'a> = dyn FnMut(&mut Kb, Type, &[Value]) -> CgResult<Vec<Value>> + 'a;
 
-/// Emit `outs = f(ins)` over `space`.
-pub fn emit(kb: &mut Kb, space: Space, ins: &[(Buf, Bcast)], outs: &[Buf], f: &mut ElementFn) -> CgResult<()> {
+/// Emit `outs = f(ins)` over `space`, the first output through the epilogue `epi`.
+pub fn emit(
+    kb: &mut Kb,
+    space: Space,
+    ins: &[(Buf, Bcast)],
+    outs: &[Buf],
+    epi: &[EpiOp],
+    f: &mut ElementFn,
+) -> CgResult<()> {
     let Space { outer, chans, inner, items } = space;
     let mut per_outer = |kb: &mut Kb, o: Idx| -> CgResult<()> {
         kb.for_range(0, chans as i64, 1, |kb, ch| {
@@ -208,7 +216,10 @@ pub fn emit(kb: &mut Kb, space: Space, ins: &[(Buf, Bcast)], outs: &[Buf], f: &m
                         Bcast::Channel => kb.splat(ty, chan_vals[k].expect("loaded")),
                     });
                 }
-                let ys = f(kb, ty, &xs)?;
+                let mut ys = f(kb, ty, &xs)?;
+                if !epi.is_empty() {
+                    ys[0] = epilogue::apply(kb, epi, ys[0], At::flat(at))?;
+                }
                 for (y, buf) in ys.into_iter().zip(outs) {
                     kb.store(y, buf, at)?;
                 }
@@ -246,7 +257,7 @@ pub fn space_of(cx: &LowerCtx) -> (Space, Vec<Bcast>) {
     }
 }
 
-pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
+pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgResult<()> {
     if let Op::Dropout(d) = &cx.node.op {
         return lower_dropout(kb, cx, bufs, d);
     }
@@ -255,7 +266,7 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
     let op = cx.node.op.clone();
     let setup_vals = setup(kb, &op);
     let numel: usize = cx.out_shape(0).iter().product();
-    emit(kb, space, &ins, &bufs.outputs, &mut |kb, ty, xs| element(kb, &op, ty, &setup_vals, xs, numel))
+    emit(kb, space, &ins, &bufs.outputs, epi, &mut |kb, ty, xs| element(kb, &op, ty, &setup_vals, xs, numel))
 }
 
 /// SplitMix64's finalizer in CLIF (the same function as `ops::mix64`).

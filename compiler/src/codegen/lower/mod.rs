@@ -4,12 +4,13 @@
 
 mod dense;
 mod elementwise;
+mod epilogue;
 mod gemm;
 mod norm;
 mod pool;
 mod reduce;
 
-pub use dense::lower_gemm_group;
+pub use epilogue::{group_bufs, EpiOp};
 pub use gemm::{define_cranelift_micro as gemm_micro, micro_signature, MicroKernel, GEMM_MR, GEMM_NR};
 
 use super::builder::{Buf, Kb};
@@ -93,16 +94,24 @@ pub(crate) fn extent_of(graph: &Graph, node: &Node) -> usize {
         | Op::MaxoutReduce(_)
         | Op::MaxoutGrad(_)
         | Op::BatchNormEval(_) => graph.shape(node.outputs[0])[0],
+        // Batch-norm statistics are per channel: one item per channel.
+        Op::BatchNormTrain(_) | Op::BatchNormTrainGrad(_) => {
+            crate::ops::batchnorm_layout(graph.shape(node.inputs[0])).1
+        }
         _ => 1,
     }
 }
 
-/// Emit the kernel body of one node.
-pub fn lower_node(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
+/// Emit the kernel body of one node, with `epi` applied to each value of its first output
+/// before it is stored (a fused group; empty for a node of its own).
+pub fn lower_node(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgResult<()> {
     let op = &cx.node.op;
+    if !epi.is_empty() && crate::codegen::fuse::producer(op).is_none() {
+        return err(format!("`{}` cannot take an epilogue", op.name()));
+    }
     match op {
-        Op::MatMul(m) => dense::lower_matmul(kb, cx, bufs, m),
-        Op::Conv2d(c) => dense::lower_conv2d(kb, cx, bufs, c),
+        Op::MatMul(m) => dense::lower_matmul(kb, cx, bufs, m, epi),
+        Op::Conv2d(c) => dense::lower_conv2d(kb, cx, bufs, c, epi),
         Op::Conv2dGradInput(c) => dense::lower_conv2d_grad_input(kb, cx, bufs, c),
         Op::Conv2dGradWeight(c) => dense::lower_conv2d_grad_weight(kb, cx, bufs, c),
         Op::Act(_)
@@ -114,7 +123,7 @@ pub fn lower_node(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
         | Op::AdamUpdate(_)
         | Op::MseGrad(_)
         | Op::BceWithLogitsGrad(_)
-        | Op::Dropout(_) => elementwise::lower(kb, cx, bufs),
+        | Op::Dropout(_) => elementwise::lower(kb, cx, bufs, epi),
         Op::BiasGrad(_) => reduce::lower_bias_grad(kb, cx, bufs),
         Op::Softmax(_)
         | Op::SoftmaxGrad(_)
@@ -129,8 +138,8 @@ pub fn lower_node(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
         | Op::GlobalAvgPool(_)
         | Op::GlobalAvgPoolGrad(_)
         | Op::MaxoutReduce(_)
-        | Op::MaxoutGrad(_) => pool::lower(kb, cx, bufs),
-        Op::BatchNormTrain(_) | Op::BatchNormTrainGrad(_) | Op::BatchNormEval(_) => norm::lower(kb, cx, bufs),
+        | Op::MaxoutGrad(_) => pool::lower(kb, cx, bufs, epi),
+        Op::BatchNormTrain(_) | Op::BatchNormTrainGrad(_) | Op::BatchNormEval(_) => norm::lower(kb, cx, bufs, epi),
         Op::Source(_) | Op::Reshape(_) => err(format!("`{}` has no kernel (the memory plan handles it)", op.name())),
     }
 }

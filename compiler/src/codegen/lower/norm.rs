@@ -2,6 +2,7 @@
 //! is summed on f32x4 lanes (a fixed chunk), and the chunks are added in f64, in sample
 //! order — so the sums do not depend on how work is split.
 
+use super::epilogue::{self, At, EpiOp};
 use super::{LowerCtx, NodeBufs};
 use crate::codegen::builder::{Buf, Idx, Kb};
 use crate::codegen::jit::{err, CgResult};
@@ -92,7 +93,10 @@ fn load_c(kb: &mut Kb, buf: &Buf, ch: Idx) -> CgResult<Value> {
     kb.load(types::F32, buf, ch)
 }
 
-pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
+/// One work item per channel for the training ops (batch statistics are per channel),
+/// one per sample in evaluation; `epi` is applied to each normalized value before it is
+/// stored.
+pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgResult<()> {
     let shape = cx.in_shape(0).to_vec();
     let dims = batchnorm_layout(&shape);
     let (n, c, inner) = dims;
@@ -101,7 +105,7 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
         Op::BatchNormTrain(bn) => {
             let (x, g, b) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.inputs[2]);
             let (y, mean_o, var_o) = (&bufs.outputs[0], &bufs.outputs[1], &bufs.outputs[2]);
-            kb.for_range(0, c as i64, 1, |kb, ch| {
+            kb.for_items(c, |kb, ch| {
                 let s = channel_sum(kb, dims, ch, &mut |kb, ty, at| kb.load(ty, x, at))?;
                 let inv_m = kb.fb.ins().f64const(1.0 / m);
                 let mean = kb.fb.ins().fmul(s, inv_m);
@@ -128,6 +132,7 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
                     let sc = kb.splat(ty, scale);
                     let sh = kb.splat(ty, bv);
                     let out = kb.fma(d, sc, sh);
+                    let out = epilogue::apply(kb, epi, out, At::flat(at))?;
                     kb.store(out, y, at)
                 })
             })
@@ -136,7 +141,7 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
             let (x, mean_i, var_i, g, dy) =
                 (&bufs.inputs[0], &bufs.inputs[1], &bufs.inputs[2], &bufs.inputs[3], &bufs.inputs[4]);
             let (dx, dg, db) = (&bufs.outputs[0], &bufs.outputs[1], &bufs.outputs[2]);
-            kb.for_range(0, c as i64, 1, |kb, ch| {
+            kb.for_items(c, |kb, ch| {
                 let mean = load_c(kb, mean_i, ch)?;
                 let var = load_c(kb, var_i, ch)?;
                 let var64 = kb.fb.ins().fpromote(types::F64, var);
@@ -208,6 +213,7 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
                         let sc = kb.splat(ty, scale);
                         let sh = kb.splat(ty, bv);
                         let out = kb.fma(d, sc, sh);
+                        let out = epilogue::apply(kb, epi, out, At::flat(at))?;
                         kb.store(out, y, at)
                     };
                     let end4 = inner / 4 * 4;

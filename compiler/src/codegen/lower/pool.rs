@@ -2,6 +2,7 @@
 //! matching the interpreter; gradients recompute the winner and add into a zeroed input
 //! gradient (overlapping windows add). One work item per sample.
 
+use super::epilogue::{self, At, EpiOp};
 use super::{LowerCtx, NodeBufs};
 use crate::codegen::builder::{Buf, Idx, Kb};
 use crate::codegen::jit::{err, CgResult};
@@ -18,7 +19,7 @@ fn first_max(kb: &mut Kb, cands: &[(Value, i64)]) -> (Value, Value) {
         let up = kb.fcmp(FloatCC::UnorderedOrGreaterThan, v, best);
         let ordered = kb.fcmp(FloatCC::Ordered, best, best);
         let take = kb.fb.ins().band(up, ordered);
-        best = kb.fb.ins().select(take, v, best);
+        best = kb.select(take, v, best);
         let o = kb.iconst(off);
         best_off = kb.fb.ins().select(take, o, best_off);
     }
@@ -171,8 +172,12 @@ fn window_offsets(geom: &PoolGeom, w: usize) -> Vec<i64> {
     v
 }
 
-pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
+/// `epi` is applied to each stored output; for the gradients (which scatter into a zeroed
+/// input gradient) to each contribution, which fusion allows only where windows do not
+/// overlap, so each element gets at most one.
+pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgResult<()> {
     let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
+    let out = |kb: &mut Kb, v: Value, at: Idx| -> CgResult<Value> { epilogue::apply(kb, epi, v, At::flat(at)) };
     match &cx.node.op {
         Op::MaxPool(p) if 4 % p.geom.stride[1] == 0 => {
             let xs = cx.in_shape(0).to_vec();
@@ -180,6 +185,7 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
             rows(kb, &xs, &p.geom, &mut |kb, xrow, yrow, wo| {
                 max_row(kb, i0, xrow, xs[3], wo, &p.geom, &offs, &mut |kb, ox, v, _| {
                     let at = kb.add(yrow, ox);
+                    let v = out(kb, v, at)?;
                     kb.store(v, o0, at)
                 })
             })
@@ -196,13 +202,14 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
             })?;
             let sw = p.geom.stride[1] as i64;
             rows(kb, &xs, &p.geom, &mut |kb, xrow, yrow, wo| {
-                max_row(kb, i0, xrow, xs[3], wo, &p.geom, &offs, &mut |kb, ox, _, off| {
+                max_row(kb, i0, xrow, xs[3], wo, &p.geom, &offs, &mut |kb, ox, best, off| {
                     let off = kb.fb.ins().uextend(types::I64, off);
                     let xo = kb.mul(ox, sw);
                     let win = kb.add(xrow, xo);
                     let at = kb.add(win, Idx { v: Some(off), off: 0, lo: 0, hi: span });
                     let yo = kb.add(yrow, ox);
                     let g = kb.load(types::F32, dy, yo)?;
+                    let g = epilogue::apply_knowing(kb, epi, g, At::flat(at), Some((i0, best)))?;
                     let old = kb.load(types::F32, o0, at)?;
                     let s = kb.fb.ins().fadd(old, g);
                     kb.store(s, o0, at)
@@ -218,6 +225,7 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
                     .map(|&o| Ok((kb.load(types::F32, i0, xb.plus(o))?, o)))
                     .collect::<CgResult<Vec<_>>>()?;
                 let (best, _) = first_max(kb, &cands);
+                let best = out(kb, best, yo)?;
                 kb.store(best, o0, yo)
             })
         }
@@ -236,10 +244,11 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
                     .iter()
                     .map(|&o| Ok((kb.load(types::F32, i0, xb.plus(o))?, o)))
                     .collect::<CgResult<Vec<_>>>()?;
-                let (_, off) = first_max(kb, &cands);
+                let (best, off) = first_max(kb, &cands);
                 let win = Idx { v: Some(off), off: 0, lo: 0, hi: span };
                 let at = kb.add(xb, win);
                 let g = kb.load(types::F32, dy, yo)?;
+                let g = epilogue::apply_knowing(kb, epi, g, At::flat(at), Some((i0, best)))?;
                 let old = kb.load(types::F32, o0, at)?;
                 let s = kb.fb.ins().fadd(old, g);
                 kb.store(s, o0, at)
@@ -257,6 +266,7 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
                 }
                 let k = kb.f(types::F32, inv);
                 let y = kb.fb.ins().fmul(s, k);
+                let y = out(kb, y, yo)?;
                 kb.store(y, o0, yo)
             })
         }
@@ -275,8 +285,9 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
                 let k = kb.f(types::F32, inv);
                 let g = kb.fb.ins().fmul(g, k);
                 for &o in &offs {
+                    let gi = out(kb, g, xb.plus(o))?;
                     let old = kb.load(types::F32, o0, xb.plus(o))?;
-                    let s = kb.fb.ins().fadd(old, g);
+                    let s = kb.fb.ins().fadd(old, gi);
                     kb.store(s, o0, xb.plus(o))?;
                 }
                 Ok(())
@@ -293,6 +304,7 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
                     let k = kb.f(types::F32, inv);
                     let y = kb.fb.ins().fmul(s, k);
                     let at = kb.affine(0, &[(item, c as i64), (ch, 1)]);
+                    let y = out(kb, y, at)?;
                     kb.store(y, o0, at)
                 })
             })
@@ -312,10 +324,12 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
                     let end4 = hw / 4 * 4;
                     kb.for_range(0, end4 as i64, 4, |kb, i| {
                         let a = kb.add(row, i);
+                        let g4 = out(kb, g4, a)?;
                         kb.store(g4, o0, a)
                     })?;
                     kb.for_range(end4 as i64, hw as i64, 1, |kb, i| {
                         let a = kb.add(row, i);
+                        let g = out(kb, g, a)?;
                         kb.store(g, o0, a)
                     })
                 })
@@ -332,6 +346,7 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
                         .collect::<CgResult<Vec<_>>>()?;
                     let (best, _) = first_max(kb, &cands);
                     let at = kb.affine(0, &[(item, units as i64), (u, 1)]);
+                    let best = out(kb, best, at)?;
                     kb.store(best, o0, at)
                 })
             })
@@ -352,6 +367,7 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
                     let at = kb.add(zb, Idx { v: Some(off), off: 0, lo: 0, hi: k as i64 - 1 });
                     let yi = kb.affine(0, &[(item, units as i64), (u, 1)]);
                     let g = kb.load(types::F32, dy, yi)?;
+                    let g = out(kb, g, at)?;
                     kb.store(g, o0, at)
                 })
             })

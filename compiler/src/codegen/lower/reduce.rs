@@ -100,7 +100,7 @@ fn row_max(kb: &mut Kb, buf: &Buf, row: Idx, k: usize) -> CgResult<Value> {
         let up = kb.fcmp(cranelift_codegen::ir::condcodes::FloatCC::UnorderedOrGreaterThan, v, cur);
         let ok = kb.fcmp(cranelift_codegen::ir::condcodes::FloatCC::Ordered, cur, cur);
         let take = kb.fb.ins().band(up, ok);
-        let nm = kb.fb.ins().select(take, v, cur);
+        let nm = kb.select(take, v, cur);
         kb.fb.def_var(m, nm);
         Ok(())
     })?;

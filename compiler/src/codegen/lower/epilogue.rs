@@ -1,0 +1,117 @@
+//! Epilogues: the elementwise ops a fused kernel applies to each value of its main op
+//! just before storing it, so the intermediate values are never written (see `fuse`).
+//! The main op's lowering calls [`apply`] at its store with the element's index.
+
+use super::NodeBufs;
+use crate::codegen::builder::{Buf, Idx, Kb};
+use crate::codegen::jit::{err, CgResult, CodegenError};
+use crate::ir::{Node, ValueId};
+use crate::layers::Activation;
+use crate::ops::Op;
+use cranelift_codegen::ir::{types, InstBuilder, Value};
+
+/// One elementwise op of an epilogue chain; its other operand, if any, is stored.
+pub enum EpiOp {
+    /// + bias[column] (a dense layer's C is [batch, features]).
+    BiasCol(Buf),
+    /// + bias[row] (a convolution's per-image C is [filters, pixels]).
+    BiasRow(Buf),
+    Act(Activation),
+    /// f′ from the full-size operand (the value the derivative is taken from) times the value.
+    ActGrad(Activation, Buf),
+    /// + the full-size operand.
+    Add(Buf),
+}
+
+/// Where the value being stored sits: its flat element index `at` in the chain's
+/// (same-shaped) values, and for GEMMs its row and column in C (bias links only).
+#[derive(Clone, Copy)]
+pub struct At {
+    pub at: Idx,
+    pub row: Idx,
+    pub col: Idx,
+}
+
+impl At {
+    pub fn flat(at: Idx) -> At {
+        At { at, row: Idx::constant(0), col: Idx::constant(0) }
+    }
+}
+
+/// Apply an epilogue chain to `v` (scalar or lanes) at `pos`.
+pub fn apply(kb: &mut Kb, ops: &[EpiOp], v: Value, pos: At) -> CgResult<Value> {
+    apply_knowing(kb, ops, v, pos, None)
+}
+
+/// The same, where the caller already holds `known = (buffer, its value at pos.at)`: an
+/// operand read from that buffer is not loaded again (max pooling's gradient knows the
+/// winning input, which is the value a preceding activation's derivative is taken from).
+pub fn apply_knowing(
+    kb: &mut Kb,
+    ops: &[EpiOp],
+    mut v: Value,
+    pos: At,
+    known: Option<(&Buf, Value)>,
+) -> CgResult<Value> {
+    let ty = kb.fb.func.dfg.value_type(v);
+    let operand = |kb: &mut Kb, b: &Buf| match known {
+        Some((k, kv)) if k.region == b.region && k.offset == b.offset && ty == kb.fb.func.dfg.value_type(kv) => Ok(kv),
+        _ => kb.load(ty, b, pos.at),
+    };
+    for op in ops {
+        v = match op {
+            EpiOp::BiasCol(b) => {
+                let bv = kb.load(ty, b, pos.col)?;
+                kb.fb.ins().fadd(v, bv)
+            }
+            EpiOp::BiasRow(b) => {
+                let s = kb.load(types::F32, b, pos.row)?;
+                let bv = kb.splat(ty, s);
+                kb.fb.ins().fadd(v, bv)
+            }
+            EpiOp::Act(a) => super::elementwise::activation(kb, *a, v),
+            EpiOp::ActGrad(a, other) => {
+                let o = operand(kb, other)?;
+                super::elementwise::activation_grad(kb, *a, o, v)
+            }
+            EpiOp::Add(other) => {
+                let o = operand(kb, other)?;
+                kb.fb.ins().fadd(v, o)
+            }
+        };
+    }
+    Ok(v)
+}
+
+/// The epilogue of a fused group (`main` then `chain`) and the buffers of its kernel: the
+/// main op's inputs, and its outputs with the first replaced by the chain's last value.
+pub fn group_bufs(
+    main: &Node,
+    chain: &[&Node],
+    buf: &dyn Fn(ValueId) -> Option<Buf>,
+    scratch: Vec<Buf>,
+    shared: Vec<Buf>,
+) -> CgResult<(Vec<EpiOp>, NodeBufs)> {
+    let stored = |v| buf(v).ok_or_else(|| CodegenError(format!("{v} is not stored")));
+    let by_row = matches!(main.op, Op::Conv2d(_));
+    let mut link = main.outputs[0];
+    let mut epi = vec![];
+    for n in chain {
+        let other = |i: usize| stored(n.inputs[i]);
+        epi.push(match &n.op {
+            Op::BiasAdd(_) if by_row => EpiOp::BiasRow(other(1)?),
+            Op::BiasAdd(_) => EpiOp::BiasCol(other(1)?),
+            Op::Act(a) => EpiOp::Act(a.act),
+            Op::ActGrad(a) => EpiOp::ActGrad(a.act, other(0)?),
+            Op::Add(_) => EpiOp::Add(other(if n.inputs[0] == link { 1 } else { 0 })?),
+            other_op => return err(format!("`{}` cannot be an epilogue", other_op.name())),
+        });
+        link = n.outputs[0];
+    }
+    let mut outputs = vec![stored(link)?];
+    for &v in &main.outputs[1..] {
+        outputs.push(stored(v)?);
+    }
+    let inputs = main.inputs.iter().map(|&v| stored(v)).collect::<CgResult<Vec<_>>>()?;
+    Ok((epi, NodeBufs { inputs, outputs, scratch, shared }))
+}
