@@ -3,7 +3,12 @@
 
     python3 bench/pytorch_compare.py                       # throughput, 1 and 2 threads
     python3 bench/pytorch_compare.py --threads 1 --models lenet5
+    python3 bench/pytorch_compare.py --models all --no-compile   # every example, eager only
     python3 bench/pytorch_compare.py --accuracy            # time to accuracy, LeNet-5
+
+The PyTorch models are built from `percept check --json` (the same layers, defaults and
+parameter shapes; the parameter counts are checked against Percept's), so every example
+runs.
 
 Throughput: training steps (forward, loss, backward, SGD with momentum) at batch 64 on
 random data, samples/s, for PyTorch eager and torch.compile (where it works) and for
@@ -35,29 +40,139 @@ except ImportError:
     sys.exit(0)
 
 
-def models():
-    return {
-        "mlp": lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10)),
-        "lenet5": lambda: nn.Sequential(
-            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-            nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10)),
-        "cnn_bn": lambda: nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-            nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10)),
-    }
+def parse_layer(text):
+    """`conv2d(16, kernel: [3, 5], padding: same)` -> ("conv2d", [16], {"kernel": [3, 5], "padding": "same"})."""
+    kind, _, rest = text.partition("(")
+    pos, kw = [], {}
+    if rest:
+        body, depth, parts, cur = rest[:-1], 0, [], ""
+        for ch in body:
+            depth += ch == "["
+            depth -= ch == "]"
+            if ch == "," and depth == 0:
+                parts.append(cur)
+                cur = ""
+            else:
+                cur += ch
+        parts.append(cur)
+        for part in (q.strip() for q in parts if q.strip()):
+            key, sep, val = part.partition(":")
+            val = (val if sep else key).strip()
+            try:
+                val = json.loads(val)
+            except ValueError:
+                pass  # a word: `same`, `valid`, a statement name
+            if sep:
+                kw[key.strip()] = val
+            else:
+                pos.append(val)
+    return kind.strip(), pos, kw
+
+
+def pair(v):
+    return list(v) if isinstance(v, list) else [v, v]
+
+
+class Network(nn.Module):
+    """A Percept model as PyTorch modules, from `percept check --json`: the same layers,
+    defaults (DESIGN.md's table) and parameter shapes, run in statement order."""
+
+    def __init__(self, summary):
+        super().__init__()
+        self.steps = []  # (name, kind, module or argument)
+        shape = summary["input_shape"]
+        self.mods = nn.ModuleList()
+        for layer in summary["layers"]:
+            kind, pos, kw = parse_layer(layer["layer"])
+            mod = None
+            if kind == "dense":
+                mod = nn.Linear(shape[0], pos[0], bias=kw.get("bias", True))
+            elif kind == "conv2d":
+                k = pair(kw["kernel"])
+                pad = kw.get("padding", 0)
+                pad = [(k[0] - 1) // 2, (k[1] - 1) // 2] if pad == "same" else [0, 0] if pad == "valid" else pair(pad)
+                mod = nn.Conv2d(shape[0], pos[0], k, stride=pair(kw.get("stride", 1)), padding=pad, bias=kw.get("bias", True))
+            elif kind in ("maxpool", "avgpool"):
+                size = pair(pos[0])
+                cls = nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d
+                mod = cls(size, stride=pair(kw.get("stride", pos[0])))
+            elif kind == "batchnorm":
+                cls = nn.BatchNorm1d if len(shape) == 1 else nn.BatchNorm2d
+                mod = cls(shape[0], eps=kw.get("eps", 1e-5), momentum=kw.get("momentum", 0.1))
+            elif kind == "maxout":
+                mod = nn.Linear(shape[0], pos[0] * kw.get("pieces", 2))
+            elif kind == "dropout":
+                mod = nn.Dropout(kw.get("p", 0.5))
+            elif kind == "leaky_relu":
+                mod = nn.LeakyReLU(kw.get("slope", 0.1))
+            elif kind == "elu":
+                mod = nn.ELU(kw.get("alpha", 1.0))
+            elif kind in ("relu", "sigmoid", "tanh"):
+                mod = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[kind]()
+            elif kind == "softmax":
+                mod = nn.Softmax(dim=1)
+            elif kind not in ("flatten", "global_avgpool", "add"):
+                raise ValueError(f"no PyTorch translation for `{layer['layer']}`")
+            if mod is not None:
+                self.mods.append(mod)
+            arg = pos[0] if kind == "add" else (mod, kw.get("pieces", 2)) if kind == "maxout" else mod
+            self.steps.append((layer["name"], kind, arg))
+            shape = layer["output_shape"]
+        self.input_name = summary.get("input_name")
+        count = sum(p.numel() for p in self.parameters())
+        if count != summary["trainable_parameters"]:
+            raise ValueError(f"{summary['model']}: {count} PyTorch parameters, Percept has {summary['trainable_parameters']}")
+
+    def forward(self, x):
+        named = {self.input_name: x}
+        for name, kind, arg in self.steps:
+            if kind == "flatten":
+                x = x.flatten(1)
+            elif kind == "global_avgpool":
+                x = x.mean((2, 3))
+            elif kind == "add":
+                x = x + named[arg]
+            elif kind == "maxout":
+                # unit u's pieces are u·pieces … u·pieces + pieces − 1 (DESIGN.md's names)
+                x = arg[0](x)
+                x = x.view(x.shape[0], -1, arg[1]).amax(2)
+            else:
+                x = arg(x)
+            named[name] = x
+        return x
+
+
+def summary_of(path):
+    out = subprocess.run([str(PERCEPT), "check", str(path), "--json"], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def example(name):
+    return ROOT / "examples" / f"{name}.nn"
+
+
+def batch_and_loss(summary, batch):
+    """Random inputs and targets for the model's loss, and the PyTorch loss."""
+    x = torch.rand(batch, *summary["input_shape"])
+    out = summary["output_shape"]
+    loss = summary["loss"]
+    if loss == "softmax_cross_entropy":
+        return x, torch.randint(0, out[0], (batch,)), nn.CrossEntropyLoss()
+    if loss == "binary_cross_entropy":
+        return x, torch.randint(0, 2, (batch, *out)).float(), nn.BCELoss()
+    if loss == "mse":
+        return x, torch.rand(batch, *out), nn.MSELoss()
+    raise ValueError(f"loss {loss!r} cannot be trained")
 
 
 def torch_throughput(name, threads, batch, seconds, compiled):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = models()[name]()
+    summary = summary_of(example(name))
+    model = Network(summary)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    x = torch.rand(batch, 1, 28, 28)
-    y = torch.randint(0, 10, (batch,))
-    loss_fn = nn.CrossEntropyLoss()
+    x, y, loss_fn = batch_and_loss(summary, batch)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -82,7 +197,7 @@ def torch_throughput(name, threads, batch, seconds, compiled):
 
 
 def percept_bench(name, threads, batch, seconds):
-    out = subprocess.run([str(PERCEPT), "bench", str(ROOT / "examples" / f"{name}.nn"), "--batch", str(batch),
+    out = subprocess.run([str(PERCEPT), "bench", str(example(name)), "--batch", str(batch),
                           "--threads", str(threads), "--seconds", str(seconds), "--json"],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
@@ -90,18 +205,20 @@ def percept_bench(name, threads, batch, seconds):
 
 def throughput(args):
     print(f"torch {torch.__version__}, batch {args.batch}, SGD momentum 0.9, random data, {args.seconds} s per measurement")
-    print(f"{'model':<8} {'threads':>7} {'torch eager':>12} {'torch.compile':>14} {'percept fused':>14} {'percept unfused':>16} {'percept/eager':>14}")
+    print(f"{'model':<11} {'threads':>7} {'torch eager':>12} {'torch.compile':>14} {'percept fused':>14} {'percept unfused':>16} {'percept/eager':>14}")
     for threads in args.threads:
         for name in args.models:
             eager, _ = torch_throughput(name, threads, args.batch, args.seconds, False)
+            comp_txt = "skipped"
             try:
-                comp, comp_s = torch_throughput(name, threads, args.batch, args.seconds, True)
-                comp_txt = f"{comp:,.0f} ({comp_s:.0f} s)"
+                if args.compile:
+                    comp, comp_s = torch_throughput(name, threads, args.batch, args.seconds, True)
+                    comp_txt = f"{comp:,.0f} ({comp_s:.0f} s)"
             except Exception as e:  # torch.compile needs a C compiler and may fail
                 comp_txt = f"n/a ({type(e).__name__})"
             p = percept_bench(name, threads, args.batch, args.seconds)
             fused, unfused = p["fused"]["samples_per_s"], p["unfused"]["samples_per_s"]
-            print(f"{name:<8} {threads:>7} {eager:>12,.0f} {comp_txt:>14} {fused:>14,.0f} {unfused:>16,.0f} {fused / eager:>13.2f}x", flush=True)
+            print(f"{name:<11} {threads:>7} {eager:>12,.0f} {comp_txt:>14} {fused:>14,.0f} {unfused:>16,.0f} {fused / eager:>13.2f}x", flush=True)
 
 
 def mnist():
@@ -130,7 +247,7 @@ def accuracy(args):
     mean, std = xtr.mean(), xtr.std(unbiased=False)
     xtr, xte = (xtr - mean) / std, (xte - mean) / std
     torch.manual_seed(1)
-    model = models()["lenet5"]()
+    model = Network(summary_of(example("lenet5")))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     epochs, batch = 3, 64
@@ -168,14 +285,18 @@ def accuracy(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["mlp", "lenet5", "cnn_bn"])
+    ap.add_argument("--models", nargs="+", default=["mlp", "lenet5", "cnn_bn"],
+                    help="example names (examples/NAME.nn), or `all` for every example")
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile")
     ap.add_argument("--accuracy", action="store_true", help="time to accuracy on MNIST instead of throughput")
     args = ap.parse_args()
     if not PERCEPT.exists():
         sys.exit(f"build Percept first: cargo build --release (no {PERCEPT})")
+    if args.models == ["all"]:
+        args.models = sorted(p.stem for p in (ROOT / "examples").glob("*.nn"))
     accuracy(args) if args.accuracy else throughput(args)
 
 

@@ -1,13 +1,16 @@
 //! Kernel benchmarks: `cargo bench --bench kernels`.
 //!
-//! The dense layer [64,784]·[784,256] + bias as Percept compiles it (NT: weights stored
-//! [out, in] as in PyTorch), the plain NN product through the same GEMM, and the
+//! The dense layer [64,784]·[784,256] + bias + relu as Percept compiles it (NT: weights
+//! stored [out, in] as in PyTorch), the plain NN product through the same GEMM, and the
 //! `matrixmultiply` crate's sgemm on the same shapes, in one run; then LeNet-5's and
-//! cnn_bn's convolutions. Throughput is reported in FLOPs (divan's `counter`).
+//! cnn_bn's convolutions with their relu. Percept's layers run in four variants: the
+//! host's native micro-kernel or the pure-Cranelift one, fused (GEMM + bias + relu in one
+//! kernel) or unfused (a kernel per op), all on one thread. Throughput is reported in
+//! FLOPs of the GEMM (divan's `counter`), so the variants compare directly.
 
 use divan::counter::ItemsCount;
 use divan::Bencher;
-use percept::compiler::codegen::{compile, CodegenOptions, JitExecutable};
+use percept::compiler::codegen::{compile, CodegenOptions, JitExecutable, MicroChoice};
 use percept::compiler::exec::{self, Executable, Feed, StateLayout, StateStore};
 use percept::compiler::ir::{Graph, Mode, Origin, OutputRole, Phase};
 use percept::compiler::ops::{MatMul, Op, Source, SourceKind, StepCtx};
@@ -24,8 +27,19 @@ fn spec(text: &str) -> percept::compiler::ModelSpec {
     percept::compiler::parse_and_check(&percept::compiler::SourceFile::new("b.nn", text)).unwrap()
 }
 
+/// The compiled variants of a layer: micro-kernel × fusion.
+const VARIANTS: [&str; 4] = ["native fused", "native unfused", "cranelift fused", "cranelift unfused"];
+
+fn options(variant: &str) -> CodegenOptions {
+    CodegenOptions {
+        fuse: variant.ends_with(" fused"),
+        micro: if variant.starts_with("native") { MicroChoice::Auto } else { MicroChoice::Cranelift },
+        ..CodegenOptions::default()
+    }
+}
+
 /// A compiled forward pass of a one-layer model, its state and an input.
-fn forward(text: &str, batch: usize) -> (JitExecutable, StateStore, Vec<f32>) {
+fn forward(text: &str, batch: usize, opts: CodegenOptions) -> (JitExecutable, StateStore, Vec<f32>) {
     let spec = spec(text);
     let layout = StateLayout::new(&spec, &[]);
     let mut store = StateStore::new(layout.clone());
@@ -33,15 +47,20 @@ fn forward(text: &str, batch: usize) -> (JitExecutable, StateStore, Vec<f32>) {
         *v = ((i % 17) as f32 - 8.0) * 0.01;
     }
     let g = exec::eval_program(&spec, batch, false, &[]).unwrap();
-    let exe = compile(&g, &layout, CodegenOptions::default()).unwrap();
+    let exe = compile(&g, &layout, opts).unwrap();
     let per: usize = spec.input.shape.iter().product();
     let x = (0..batch * per).map(|i| (i % 7) as f32 * 0.1).collect();
     (exe, store, x)
 }
 
-#[divan::bench]
-fn dense_784_256_bias_percept(b: Bencher) {
-    let (mut exe, mut store, x) = forward("model d { input [784] dense(256) }", M);
+/// The GEMM FLOPs of a compiled program (what the counters count).
+fn gemm_flops(exe: &JitExecutable) -> usize {
+    exe.program.kernels.iter().filter(|k| k.micro.is_some()).map(|k| k.flops).sum::<u64>() as usize
+}
+
+#[divan::bench(args = VARIANTS)]
+fn dense_784_256_bias_relu(b: Bencher, variant: &str) {
+    let (mut exe, mut store, x) = forward("model d { input [784] dense(256) relu }", M, options(variant));
     b.counter(ItemsCount::new(2 * M * K * N)).bench_local(|| {
         exe.run(&mut store, &Feed { data: &x, target: None }, &StepCtx::default()).unwrap();
     });
@@ -97,21 +116,24 @@ fn gemm_nn_64_784_256_matrixmultiply(b: Bencher) {
     });
 }
 
-#[divan::bench(args = ["conv2d(6, kernel: 5, padding: 2)", "conv2d(16, kernel: 5)"])]
-fn lenet5_conv_forward(b: Bencher, layer: &str) {
-    let input = if layer.starts_with("conv2d(6") { "[1, 28, 28]" } else { "[6, 14, 14]" };
-    let (mut exe, mut store, x) = forward(&format!("model c {{ input {input} {layer} }}"), M);
-    let flops = exe.program.kernels.iter().map(|k| k.flops).sum::<u64>() as usize;
-    b.counter(ItemsCount::new(flops)).bench_local(|| {
+fn conv_bench(b: Bencher, model: &str, variant: &str) {
+    let (mut exe, mut store, x) = forward(model, M, options(variant));
+    b.counter(ItemsCount::new(gemm_flops(&exe))).bench_local(|| {
         exe.run(&mut store, &Feed { data: &x, target: None }, &StepCtx::default()).unwrap();
     });
 }
 
-#[divan::bench]
-fn cnn_bn_conv2_forward(b: Bencher) {
-    let (mut exe, mut store, x) = forward("model c { input [32, 14, 14] conv2d(64, kernel: 3, padding: 1) }", M);
-    let flops = exe.program.kernels.iter().map(|k| k.flops).sum::<u64>() as usize;
-    b.counter(ItemsCount::new(flops)).bench_local(|| {
-        exe.run(&mut store, &Feed { data: &x, target: None }, &StepCtx::default()).unwrap();
-    });
+#[divan::bench(args = VARIANTS)]
+fn lenet5_conv1_relu(b: Bencher, variant: &str) {
+    conv_bench(b, "model c { input [1, 28, 28] conv2d(6, kernel: 5, padding: 2) relu }", variant);
+}
+
+#[divan::bench(args = VARIANTS)]
+fn lenet5_conv2_relu(b: Bencher, variant: &str) {
+    conv_bench(b, "model c { input [6, 14, 14] conv2d(16, kernel: 5) relu }", variant);
+}
+
+#[divan::bench(args = VARIANTS)]
+fn cnn_bn_conv2_relu(b: Bencher, variant: &str) {
+    conv_bench(b, "model c { input [32, 14, 14] conv2d(64, kernel: 3, padding: 1) relu }", variant);
 }

@@ -27,6 +27,7 @@ pub fn run(a: Args) -> CliResult {
             .collect();
         let out = serde_json::json!({
             "model": spec.name,
+            "input_name": spec.input.name,
             "input_shape": spec.input.shape,
             "output_shape": spec.output_shape(),
             "layers": layers,

@@ -66,6 +66,10 @@ impl Ptrs {
     }
 }
 
+/// The least work (FLOPs plus bytes moved) for which a kernel's items are split over
+/// threads; below it, dispatch would cost more than it saves.
+const PARALLEL_MIN_WORK: u64 = 1 << 18;
+
 pub struct JitExecutable {
     pub program: JitProgram,
     /// When set, `run` adds each kernel's wall time here (per kernel, in order).
@@ -228,19 +232,26 @@ impl Executable for JitExecutable {
         for (k, phases) in self.fns.iter().enumerate() {
             let info = &self.program.kernels[k];
             let started = self.profile.as_ref().map(|_| std::time::Instant::now());
+            // Waking the pool costs microseconds: a small kernel runs on this thread alone
+            // (same items, so the same bits).
+            let worth_splitting = info.flops + info.bytes_read + info.bytes_written >= PARALLEL_MIN_WORK;
             for (f, &extent) in phases.iter().zip(&info.phases) {
                 match &self.pool {
-                    Some(pool) if extent > 1 => {
-                        // Contiguous ranges of items, one per thread.
+                    Some(pool) if extent > 1 && worth_splitting => {
+                        // Contiguous ranges of items, one per thread; the scope's own
+                        // thread takes the first.
                         let per = extent.div_ceil(threads);
+                        let range = |t: usize| ((t * per).min(extent), ((t + 1) * per).min(extent));
                         pool.scope(|s| {
-                            for t in 0..threads {
-                                let (lo, hi) = ((t * per).min(extent), ((t + 1) * per).min(extent));
+                            for t in 1..threads {
+                                let (lo, hi) = range(t);
                                 if lo < hi {
                                     let p = &ptrs;
                                     s.spawn(move |_| p.call(*f, lo, hi, t));
                                 }
                             }
+                            let (lo, hi) = range(0);
+                            ptrs.call(*f, lo, hi, 0);
                         });
                     }
                     _ => ptrs.call(*f, 0, extent, 0),
