@@ -307,6 +307,30 @@ impl<'f> Kb<'f> {
         }
     }
 
+    /// Lanes of `a` and `b` (f32x4; b's lanes numbered 4..8) picked by `lanes`.
+    fn shuffle4(&mut self, a: Value, b: Value, lanes: [u8; 4]) -> Value {
+        let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+        let bytes: Vec<u8> = lanes.iter().flat_map(|&l| (0..4).map(move |i| 4 * l + i)).collect();
+        let imm = self.fb.func.dfg.immediates.push(cranelift_codegen::ir::ConstantData::from(bytes));
+        let (a8, b8) = (self.fb.ins().bitcast(types::I8X16, le, a), self.fb.ins().bitcast(types::I8X16, le, b));
+        let r = self.fb.ins().shuffle(a8, b8, imm);
+        self.fb.ins().bitcast(types::F32X4, le, r)
+    }
+
+    /// The 4×4 transpose of four f32x4 rows (unpack low/high, then move halves).
+    pub fn transpose4(&mut self, r: [Value; 4]) -> [Value; 4] {
+        let t0 = self.shuffle4(r[0], r[1], [0, 4, 1, 5]);
+        let t1 = self.shuffle4(r[0], r[1], [2, 6, 3, 7]);
+        let t2 = self.shuffle4(r[2], r[3], [0, 4, 1, 5]);
+        let t3 = self.shuffle4(r[2], r[3], [2, 6, 3, 7]);
+        [
+            self.shuffle4(t0, t2, [0, 1, 4, 5]),
+            self.shuffle4(t0, t2, [2, 3, 6, 7]),
+            self.shuffle4(t1, t3, [0, 1, 4, 5]),
+            self.shuffle4(t1, t3, [2, 3, 6, 7]),
+        ]
+    }
+
     pub fn fcmp(&mut self, cc: FloatCC, a: Value, b: Value) -> Value {
         self.fb.ins().fcmp(cc, a, b)
     }

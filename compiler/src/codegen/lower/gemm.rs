@@ -190,6 +190,77 @@ fn block(
     Ok(())
 }
 
+/// A strided view of the matrix a panel is packed from: element (p, j) — step p along
+/// K, position j across the panel — is at `at0 + p·ks + j·js`.
+struct PanelSrc<'a> {
+    buf: &'a Buf,
+    at0: Idx,
+    ks: i64,
+    js: i64,
+}
+
+/// One packed panel: dst[base + p·w + j] = src(p, j) for p < kc and j < valid, zero for
+/// valid ≤ j < w. Contiguous along the panel: vector copies. Contiguous along K (a
+/// dense layer's weights [out, in], a row-major A): four steps of four positions at a
+/// time are loaded as vectors and transposed in registers. Otherwise scalar.
+fn pack_panel(kb: &mut Kb, src: &PanelSrc, kc: usize, w: usize, valid: usize, dst: &Buf, base: Idx) -> CgResult<()> {
+    let by_4x4 = src.ks == 1 && src.js != 1;
+    let k_vec = if by_4x4 { kc / 4 * 4 } else { 0 };
+    let element = |kb: &mut Kb, at: Idx, j: usize| -> CgResult<Value> {
+        if j < valid {
+            let a = kb.add(at, Idx::constant(j as i64 * src.js));
+            kb.load(types::F32, src.buf, a)
+        } else {
+            Ok(kb.f(types::F32, 0.0))
+        }
+    };
+    kb.for_range(0, k_vec as i64, 4, |kb, p| {
+        let at = kb.affine(0, &[(p, src.ks)]);
+        let at = kb.add(src.at0, at);
+        let d = kb.affine(0, &[(p, w as i64)]);
+        let d = kb.add(base, d);
+        let mut j = 0;
+        while j + 4 <= valid {
+            let mut rows = [None; 4];
+            for (c, row) in rows.iter_mut().enumerate() {
+                let a = kb.add(at, Idx::constant((j + c) as i64 * src.js));
+                *row = Some(kb.load(types::F32X4, src.buf, a)?);
+            }
+            let t = kb.transpose4(rows.map(|v| v.expect("loaded")));
+            for (step, v) in t.into_iter().enumerate() {
+                kb.store(v, dst, d.plus((step * w + j) as i64))?;
+            }
+            j += 4;
+        }
+        for step in 0..4 {
+            for jj in j..w {
+                let v = element(kb, at.plus(step as i64), jj)?;
+                kb.store(v, dst, d.plus((step * w + jj) as i64))?;
+            }
+        }
+        Ok(())
+    })?;
+    kb.for_range(k_vec as i64, kc as i64, 1, |kb, p| {
+        let at = kb.affine(0, &[(p, src.ks)]);
+        let at = kb.add(src.at0, at);
+        let d = kb.affine(0, &[(p, w as i64)]);
+        let d = kb.add(base, d);
+        let mut j = 0;
+        while j < w {
+            if src.js == 1 && j + 4 <= valid {
+                let v = kb.load(types::F32X4, src.buf, at.plus(j as i64))?;
+                kb.store(v, dst, d.plus(j as i64))?;
+                j += 4;
+            } else {
+                let v = element(kb, at, j)?;
+                kb.store(v, dst, d.plus(j as i64))?;
+                j += 1;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// packed_b[q][p][j] = B(pc + p, jc + q·NR + j), zero past the valid columns.
 #[allow(clippy::too_many_arguments)]
 fn pack_b(kb: &mut Kb, b: &Mat, pc: Idx, kc: usize, jc: Idx, nc: usize, nr: usize, dst: &Buf) -> CgResult<()> {
@@ -197,31 +268,9 @@ fn pack_b(kb: &mut Kb, b: &Mat, pc: Idx, kc: usize, jc: Idx, nc: usize, nr: usiz
     let panel = |kb: &mut Kb, q: Idx, cols: usize| -> CgResult<()> {
         let col0 = kb.affine(0, &[(q, nr as i64)]);
         let col0 = kb.add(col0, jc);
+        let at0 = b.at(kb, pc, col0);
         let base = kb.mul(q, (kc * nr) as i64);
-        kb.for_range(0, kc as i64, 1, |kb, p| {
-            let row = kb.add(pc, p);
-            let src = b.at(kb, row, col0);
-            let d = kb.affine(0, &[(p, nr as i64)]);
-            let d = kb.add(base, d);
-            let mut j = 0;
-            while j < nr {
-                if b.cs == 1 && j + 4 <= cols {
-                    let v = kb.load(types::F32X4, &b.buf, src.plus(j as i64))?;
-                    kb.store(v, dst, d.plus(j as i64))?;
-                    j += 4;
-                } else {
-                    let v = if j < cols {
-                        let at = kb.add(src, Idx::constant(j as i64 * b.cs));
-                        kb.load(types::F32, &b.buf, at)?
-                    } else {
-                        kb.f(types::F32, 0.0)
-                    };
-                    kb.store(v, dst, d.plus(j as i64))?;
-                    j += 1;
-                }
-            }
-            Ok(())
-        })
+        pack_panel(kb, &PanelSrc { buf: &b.buf, at0, ks: b.rs, js: b.cs }, kc, nr, cols, dst, base)
     };
     kb.for_range(0, q_full as i64, 1, |kb, q| panel(kb, q, nr))?;
     if q_rem > 0 {
@@ -235,22 +284,9 @@ fn pack_a(kb: &mut Kb, a: &Mat, m: usize, pc: Idx, kc: usize, mr: usize, dst: &B
     let (r_full, r_rem) = blocks(m, mr);
     let panel = |kb: &mut Kb, r: Idx, rows: usize| -> CgResult<()> {
         let row0 = kb.mul(r, mr as i64);
+        let at0 = a.at(kb, row0, pc);
         let base = kb.mul(r, (kc * mr) as i64);
-        kb.for_range(0, kc as i64, 1, |kb, p| {
-            let col = kb.add(pc, p);
-            let src = a.at(kb, row0, col);
-            let d = kb.affine(0, &[(p, mr as i64)]);
-            let d = kb.add(base, d);
-            for i in 0..mr {
-                let v = if i < rows {
-                    kb.load(types::F32, &a.buf, src.plus(i as i64 * a.rs))?
-                } else {
-                    kb.f(types::F32, 0.0)
-                };
-                kb.store(v, dst, d.plus(i as i64))?;
-            }
-            Ok(())
-        })
+        pack_panel(kb, &PanelSrc { buf: &a.buf, at0, ks: a.cs, js: a.rs }, kc, mr, rows, dst, base)
     };
     kb.for_range(0, r_full as i64, 1, |kb, r| panel(kb, r, mr))?;
     if r_rem > 0 {
