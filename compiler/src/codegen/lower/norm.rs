@@ -1,6 +1,7 @@
-//! Batch normalization. Statistics are two-pass per channel: each sample's run of values
-//! is summed on f32x4 lanes (a fixed chunk), and the chunks are added in f64, in sample
-//! order — so the sums do not depend on how work is split.
+//! Batch normalization. Statistics are two-pass per channel (the mean, then the squared
+//! deviations from it; the gradient's two sums share one pass): each sample's run of
+//! values is summed on f32x4 lanes (a fixed chunk), and the chunks are added in f64, in
+//! sample order — so the sums do not depend on how work is split.
 
 use super::epilogue::{self, At, EpiOp};
 use super::{LowerCtx, NodeBufs};
@@ -9,55 +10,82 @@ use crate::codegen::jit::{err, CgResult};
 use crate::ops::{batchnorm_layout, Op};
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
-/// Σ over the batch of f(row chunk sum) in f64 for one channel, where a chunk is one
-/// sample's `inner` values of that channel transformed by `f` lane-wise before summing.
-fn channel_sum(
+/// `k` sums over the batch for one channel, in f64, in one pass: `f` gives `k` values per
+/// element (lane-wise); each sample's run of `inner` values is summed on f32x4 lanes (a
+/// fixed chunk), and the chunks are added in f64 in sample order.
+fn channel_sums(
     kb: &mut Kb,
     (n, c, inner): (usize, usize, usize),
     ch: Idx,
-    f: &mut dyn FnMut(&mut Kb, types::Type, Idx) -> CgResult<Value>,
-) -> CgResult<Value> {
-    let acc = kb.var(types::F64);
+    k: usize,
+    f: &mut dyn FnMut(&mut Kb, types::Type, Idx) -> CgResult<Vec<Value>>,
+) -> CgResult<Vec<Value>> {
+    let acc: Vec<_> = (0..k).map(|_| kb.var(types::F64)).collect();
     let z = kb.fb.ins().f64const(0.0);
-    kb.fb.def_var(acc, z);
+    for &a in &acc {
+        kb.fb.def_var(a, z);
+    }
     kb.for_range(0, n as i64, 1, |kb, b| {
         let row = kb.affine(0, &[(b, (c * inner) as i64), (ch, inner as i64)]);
         let end4 = inner / 4 * 4;
-        let lanes = kb.var(types::F32X4);
+        let lanes: Vec<_> = (0..k).map(|_| kb.var(types::F32X4)).collect();
         let z4 = kb.f(types::F32X4, 0.0);
-        kb.fb.def_var(lanes, z4);
+        for &l in &lanes {
+            kb.fb.def_var(l, z4);
+        }
         kb.for_range(0, end4 as i64, 4, |kb, i| {
             let at = kb.add(row, i);
-            let v = f(kb, types::F32X4, at)?;
-            let a = kb.fb.use_var(lanes);
-            let s = kb.fb.ins().fadd(a, v);
-            kb.fb.def_var(lanes, s);
+            let vs = f(kb, types::F32X4, at)?;
+            for (&l, v) in lanes.iter().zip(vs) {
+                let a = kb.fb.use_var(l);
+                let s = kb.fb.ins().fadd(a, v);
+                kb.fb.def_var(l, s);
+            }
             Ok(())
         })?;
-        let a = kb.fb.use_var(lanes);
-        let mut s = kb.fb.ins().extractlane(a, 0);
-        for l in 1..4 {
-            let x = kb.fb.ins().extractlane(a, l);
-            s = kb.fb.ins().fadd(s, x);
-        }
-        let tail = kb.var(types::F32);
-        kb.fb.def_var(tail, s);
+        let tails: Vec<_> = lanes
+            .iter()
+            .map(|&l| {
+                let a = kb.fb.use_var(l);
+                let mut s = kb.fb.ins().extractlane(a, 0);
+                for j in 1..4 {
+                    let x = kb.fb.ins().extractlane(a, j);
+                    s = kb.fb.ins().fadd(s, x);
+                }
+                let tail = kb.var(types::F32);
+                kb.fb.def_var(tail, s);
+                tail
+            })
+            .collect();
         kb.for_range(end4 as i64, inner as i64, 1, |kb, i| {
             let at = kb.add(row, i);
-            let v = f(kb, types::F32, at)?;
-            let t = kb.fb.use_var(tail);
-            let t = kb.fb.ins().fadd(t, v);
-            kb.fb.def_var(tail, t);
+            let vs = f(kb, types::F32, at)?;
+            for (&t, v) in tails.iter().zip(vs) {
+                let tv = kb.fb.use_var(t);
+                let tv = kb.fb.ins().fadd(tv, v);
+                kb.fb.def_var(t, tv);
+            }
             Ok(())
         })?;
-        let t = kb.fb.use_var(tail);
-        let t = kb.fb.ins().fpromote(types::F64, t);
-        let a = kb.fb.use_var(acc);
-        let a = kb.fb.ins().fadd(a, t);
-        kb.fb.def_var(acc, a);
+        for (&t, &a) in tails.iter().zip(&acc) {
+            let tv = kb.fb.use_var(t);
+            let tv = kb.fb.ins().fpromote(types::F64, tv);
+            let av = kb.fb.use_var(a);
+            let av = kb.fb.ins().fadd(av, tv);
+            kb.fb.def_var(a, av);
+        }
         Ok(())
     })?;
-    Ok(kb.fb.use_var(acc))
+    Ok(acc.iter().map(|&a| kb.fb.use_var(a)).collect())
+}
+
+fn channel_sum(
+    kb: &mut Kb,
+    dims: (usize, usize, usize),
+    ch: Idx,
+    f: &mut dyn FnMut(&mut Kb, types::Type, Idx) -> CgResult<Value>,
+) -> CgResult<Value> {
+    Ok(channel_sums(kb, dims, ch, 1, &mut |kb, ty, at| Ok(vec![f(kb, ty, at)?]))?[0])
 }
 
 /// out[x] = x·scale + shift over one channel of every sample.
@@ -147,16 +175,17 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
                 let var64 = kb.fb.ins().fpromote(types::F64, var);
                 let istd64 = inv_std(kb, var64, bn.eps);
                 let istd = kb.fb.ins().fdemote(types::F32, istd64);
-                let dbeta = channel_sum(kb, dims, ch, &mut |kb, ty, at| kb.load(ty, dy, at))?;
-                let dgamma = channel_sum(kb, dims, ch, &mut |kb, ty, at| {
+                // dβ = Σ dy and dγ = Σ x̂·dy in one pass over x and dy.
+                let sums = channel_sums(kb, dims, ch, 2, &mut |kb, ty, at| {
                     let v = kb.load(ty, x, at)?;
                     let gy = kb.load(ty, dy, at)?;
                     let mu = kb.splat(ty, mean);
                     let is = kb.splat(ty, istd);
                     let d = kb.fb.ins().fsub(v, mu);
                     let xh = kb.fb.ins().fmul(d, is);
-                    Ok(kb.fb.ins().fmul(xh, gy))
+                    Ok(vec![gy, kb.fb.ins().fmul(xh, gy)])
                 })?;
+                let (dbeta, dgamma) = (sums[0], sums[1]);
                 let db32 = kb.fb.ins().fdemote(types::F32, dbeta);
                 let dg32 = kb.fb.ins().fdemote(types::F32, dgamma);
                 kb.store(dg32, dg, ch)?;
