@@ -10,6 +10,9 @@ use crate::codegen::jit::{err, CgResult};
 use crate::ops::{batchnorm_layout, Op};
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
+/// Values computed at an element index, on lanes of a type.
+type ElementValues<'a> = dyn FnMut(&mut Kb, types::Type, Idx) -> CgResult<Vec<Value>> + 'a;
+
 /// `k` sums over the batch for one channel, in f64, in one pass: `f` gives `k` values per
 /// element (lane-wise); each sample's run of `inner` values is summed on f32x4 lanes (a
 /// fixed chunk), and the chunks are added in f64 in sample order.
@@ -18,7 +21,7 @@ fn channel_sums(
     (n, c, inner): (usize, usize, usize),
     ch: Idx,
     k: usize,
-    f: &mut dyn FnMut(&mut Kb, types::Type, Idx) -> CgResult<Vec<Value>>,
+    f: &mut ElementValues,
 ) -> CgResult<Vec<Value>> {
     let acc: Vec<_> = (0..k).map(|_| kb.var(types::F64)).collect();
     let z = kb.fb.ins().f64const(0.0);
