@@ -307,6 +307,16 @@ impl<'f> Kb<'f> {
         }
     }
 
+    /// The sum of an f32x4's lanes, in lane order (a fixed order, so fixed bits).
+    pub fn lane_sum(&mut self, v: Value) -> Value {
+        let mut s = self.fb.ins().extractlane(v, 0);
+        for l in 1..4 {
+            let x = self.fb.ins().extractlane(v, l);
+            s = self.fb.ins().fadd(s, x);
+        }
+        s
+    }
+
     /// Lanes of `a` and `b` (f32x4; b's lanes numbered 4..8) picked by `lanes`.
     fn shuffle4(&mut self, a: Value, b: Value, lanes: [u8; 4]) -> Value {
         let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);

@@ -50,11 +50,7 @@ fn channel_sums(
             .iter()
             .map(|&l| {
                 let a = kb.fb.use_var(l);
-                let mut s = kb.fb.ins().extractlane(a, 0);
-                for j in 1..4 {
-                    let x = kb.fb.ins().extractlane(a, j);
-                    s = kb.fb.ins().fadd(s, x);
-                }
+                let s = kb.lane_sum(a);
                 let tail = kb.var(types::F32);
                 kb.fb.def_var(tail, s);
                 tail

@@ -24,11 +24,7 @@ pub fn sum_span(kb: &mut Kb, buf: &Buf, start: Idx, len: usize) -> CgResult<Valu
         Ok(())
     })?;
     let a = kb.fb.use_var(acc);
-    let mut s = kb.fb.ins().extractlane(a, 0);
-    for l in 1..4 {
-        let x = kb.fb.ins().extractlane(a, l);
-        s = kb.fb.ins().fadd(s, x);
-    }
+    let s = kb.lane_sum(a);
     let tot = kb.var(types::F32);
     kb.fb.def_var(tot, s);
     kb.for_range(end4 as i64, len as i64, 1, |kb, i| {
