@@ -3,6 +3,8 @@
 //! A value computed inside a group and read by nothing outside it is never stored. With
 //! fusion off, every node is its own kernel (`--unfused`, for comparison).
 //!
+//! Besides, softmax cross-entropy and its gradient are one kernel (`LossWithGrad`).
+//!
 //! A group is a main op and an epilogue: a chain of elementwise ops applied to each value
 //! of the main op's first output just before it is stored. A chain link is fused only if
 //! the previous value has no other reader and is not a program output, and if the link's
@@ -25,9 +27,18 @@ use crate::ops::Op;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelGroup {
-    /// Graph node indices, in order; the first is the group's main op, the rest its
-    /// epilogue.
+    pub kind: GroupKind,
+    /// Graph node indices, in order; the first is the group's main op.
     pub nodes: Vec<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupKind {
+    /// The main op, then its epilogue (possibly empty).
+    Epilogue,
+    /// Softmax cross-entropy and its gradient, which read the same logits and targets:
+    /// one pass computes each row's softmax once for both.
+    LossWithGrad,
 }
 
 /// How an op that can start a group stores its first output.
@@ -113,6 +124,16 @@ pub fn group(graph: &Graph, fuse: bool) -> Vec<KernelGroup> {
         }
         taken[i] = true;
         let mut nodes = vec![i];
+        if let (true, Op::SoftmaxCrossEntropy(_)) = (fuse, &n.op) {
+            let grad = (i + 1..graph.nodes.len()).find(|&c| {
+                matches!(graph.nodes[c].op, Op::SoftmaxCrossEntropyGrad(_)) && graph.nodes[c].inputs == n.inputs
+            });
+            if let Some(c) = grad.filter(|&c| !taken[c]) {
+                taken[c] = true;
+                groups.push(KernelGroup { kind: GroupKind::LossWithGrad, nodes: vec![i, c] });
+                continue;
+            }
+        }
         if let (true, Some(producer)) = (fuse, producer(&n.op)) {
             let mut chain = n.outputs[0];
             while readers[chain.0 as usize] == 1 && !is_output[chain.0 as usize] {
@@ -130,7 +151,7 @@ pub fn group(graph: &Graph, fuse: bool) -> Vec<KernelGroup> {
                 chain = cn.outputs[0];
             }
         }
-        groups.push(KernelGroup { nodes });
+        groups.push(KernelGroup { kind: GroupKind::Epilogue, nodes });
     }
     groups
 }

@@ -227,9 +227,24 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
             let mut kb = Kb::new(fb, jit.frontend_config(), &name, features.fma, checks, scratch_region);
             kb.access_base = accesses.len();
             let cx = LowerCtx { graph, node: first, micro: &micro, micro_call, threads, phase };
-            let chain: Vec<&crate::ir::Node> = nodes[1..].to_vec();
-            let (epi, bufs) = lower::group_bufs(first, &chain, &buf, scratch_bufs.clone(), shared_bufs.clone())?;
-            lower::lower_node(&mut kb, &cx, &bufs, &epi)?;
+            match grp.kind {
+                fuse::GroupKind::Epilogue => {
+                    let chain: Vec<&crate::ir::Node> = nodes[1..].to_vec();
+                    let (epi, bufs) =
+                        lower::group_bufs(first, &chain, &buf, scratch_bufs.clone(), shared_bufs.clone())?;
+                    lower::lower_node(&mut kb, &cx, &bufs, &epi)?;
+                }
+                fuse::GroupKind::LossWithGrad => {
+                    let stored = |v| buf(v).ok_or_else(|| CodegenError(format!("{v} is not stored")));
+                    let bufs = lower::NodeBufs {
+                        inputs: first.inputs.iter().map(|&v| stored(v)).collect::<CgResult<_>>()?,
+                        outputs: vec![stored(first.outputs[0])?, stored(nodes[1].outputs[0])?],
+                        scratch: vec![],
+                        shared: vec![],
+                    };
+                    lower::lower_loss_with_grad(&mut kb, &cx, &bufs)?;
+                }
+            }
             accesses.extend(std::mem::take(&mut kb.accesses));
             kb.finish();
             texts.push(jit.define(id, func, OptLevel::Speed)?);

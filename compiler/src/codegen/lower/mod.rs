@@ -12,6 +12,7 @@ mod reduce;
 
 pub use epilogue::{group_bufs, EpiOp};
 pub use gemm::{define_cranelift_micro as gemm_micro, micro_signature, MicroKernel, GEMM_MR, GEMM_NR};
+pub use reduce::lower_loss_with_grad;
 
 use super::builder::{Buf, Kb};
 use super::jit::{err, CgResult};

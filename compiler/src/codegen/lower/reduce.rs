@@ -173,6 +173,58 @@ fn f64_sum(
     kb.store(l, out, Idx::constant(0))
 }
 
+/// Softmax cross-entropy over rows of logits `z` with class targets `t`: the mean loss
+/// into `loss`, and/or (softmax − onehot)/N into `grad`; with both, each row's softmax is
+/// computed once (the same bits as either alone).
+fn sce_rows(
+    kb: &mut Kb,
+    (n, k): (usize, usize),
+    z: &Buf,
+    t: &Buf,
+    loss: Option<&Buf>,
+    grad: Option<&Buf>,
+) -> CgResult<()> {
+    let inv = 1.0 / n as f32;
+    let mut row_term = |kb: &mut Kb, r: Idx| -> CgResult<Value> {
+        let row = kb.mul(r, k as i64);
+        let (sum, m) = softmax_row(kb, z, grad, row, k)?;
+        let l = label(kb, t, r, k)?;
+        let at = kb.add(row, l);
+        if let Some(g) = grad {
+            let p = kb.load(types::F32, g, at)?;
+            let one = kb.f(types::F32, 1.0);
+            let p = kb.fb.ins().fsub(p, one);
+            kb.store(p, g, at)?;
+            let c = kb.f(types::F32, inv);
+            kb.for_range(0, k as i64, 1, |kb, j| {
+                let at = kb.add(row, j);
+                let v = kb.load(types::F32, g, at)?;
+                let v = kb.fb.ins().fmul(v, c);
+                kb.store(v, g, at)
+            })?;
+        }
+        // log Σ exp(z − m) + m − z[label], in f64
+        let s64 = kb.fb.ins().fpromote(types::F64, sum);
+        let lse = math::log_f64(kb, s64);
+        let m64 = kb.fb.ins().fpromote(types::F64, m);
+        let lse = kb.fb.ins().fadd(lse, m64);
+        let zl = kb.load(types::F32, z, at)?;
+        let zl = kb.fb.ins().fpromote(types::F64, zl);
+        Ok(kb.fb.ins().fsub(lse, zl))
+    };
+    match loss {
+        Some(out) => f64_sum(kb, n, 1.0 / n as f64, out, &mut row_term),
+        None => kb.for_range(0, n as i64, 1, |kb, r| row_term(kb, r).map(|_| ())),
+    }
+}
+
+/// Softmax cross-entropy and its gradient as one kernel (see `fuse::GroupKind`).
+pub fn lower_loss_with_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
+    let s = cx.in_shape(0).to_vec();
+    let (n, k) = (s[0], s.get(1).copied().unwrap_or(1));
+    sce_rows(kb, (n, k), &bufs.inputs[0], &bufs.inputs[1], Some(&bufs.outputs[0]), Some(&bufs.outputs[1]))
+}
+
 pub fn lower_rows(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
     let s = cx.in_shape(0).to_vec();
     let (n, k) = (s[0], s.get(1).copied().unwrap_or(1));
@@ -209,43 +261,8 @@ pub fn lower_rows(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
                 })
             })
         }
-        Op::SoftmaxCrossEntropy(_) => {
-            let t = &bufs.inputs[1];
-            f64_sum(kb, n, 1.0 / n as f64, o0, &mut |kb, r| {
-                let row = kb.mul(r, k as i64);
-                let (sum, m) = softmax_row(kb, i0, None, row, k)?;
-                let s64 = kb.fb.ins().fpromote(types::F64, sum);
-                let lse = math::log_f64(kb, s64);
-                let m64 = kb.fb.ins().fpromote(types::F64, m);
-                let lse = kb.fb.ins().fadd(lse, m64);
-                let l = label(kb, t, r, k)?;
-                let at = kb.add(row, l);
-                let zl = kb.load(types::F32, i0, at)?;
-                let zl = kb.fb.ins().fpromote(types::F64, zl);
-                Ok(kb.fb.ins().fsub(lse, zl))
-            })
-        }
-        Op::SoftmaxCrossEntropyGrad(_) => {
-            let t = &bufs.inputs[1];
-            let inv = 1.0 / n as f32;
-            kb.for_range(0, n as i64, 1, |kb, r| {
-                let row = kb.mul(r, k as i64);
-                softmax_row(kb, i0, Some(o0), row, k)?;
-                let l = label(kb, t, r, k)?;
-                let at = kb.add(row, l);
-                let p = kb.load(types::F32, o0, at)?;
-                let one = kb.f(types::F32, 1.0);
-                let p = kb.fb.ins().fsub(p, one);
-                kb.store(p, o0, at)?;
-                let c = kb.f(types::F32, inv);
-                kb.for_range(0, k as i64, 1, |kb, j| {
-                    let at = kb.add(row, j);
-                    let v = kb.load(types::F32, o0, at)?;
-                    let v = kb.fb.ins().fmul(v, c);
-                    kb.store(v, o0, at)
-                })
-            })
-        }
+        Op::SoftmaxCrossEntropy(_) => sce_rows(kb, (n, k), i0, &bufs.inputs[1], Some(o0), None),
+        Op::SoftmaxCrossEntropyGrad(_) => sce_rows(kb, (n, k), i0, &bufs.inputs[1], None, Some(o0)),
         Op::BceWithLogits(_) => {
             let t = &bufs.inputs[1];
             let total = n * k;
