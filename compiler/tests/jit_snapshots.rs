@@ -47,6 +47,18 @@ fn fused_plan(file: &str) -> String {
     out
 }
 
+/// The evaluation program of cnn_bn: convolution + bias + batch norm (running
+/// statistics) + relu in one kernel each.
+#[test]
+fn fused_evaluation_plan_of_cnn_bn() {
+    let spec = spec(&example("cnn_bn.nn"));
+    let layout = StateLayout::new(&spec, &[]);
+    let opts = CodegenOptions { micro: MicroChoice::Cranelift, ..CodegenOptions::default() };
+    let eval = compile(&exec::eval_program(&spec, 64, false, &[]).unwrap(), &layout, opts).unwrap();
+    let text: String = eval.program.kernels.iter().map(|k| format!("{:<44} {}\n", k.name, k.ops.join(" + "))).collect();
+    expect_file!["snapshots/cnn_bn_eval_fused.txt"].assert_eq(&text);
+}
+
 #[test]
 fn fused_plans_of_lenet5_and_cnn_bn() {
     expect_file!["snapshots/lenet5_fused.txt"].assert_eq(&fused_plan("lenet5.nn"));

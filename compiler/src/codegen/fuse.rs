@@ -10,9 +10,10 @@
 //! the previous value has no other reader and is not a program output, and if the link's
 //! other operand exists before the group runs. What the chain may hold depends on how
 //! the main op stores its output ([`Producer`]):
-//! - a matmul or convolution: bias, activation, activation derivative (in backward,
-//!   `relu_grad(y, dx)` where `dx` is the GEMM's product: the derivative is applied to
-//!   the hot tile, so the backward GEMM's result is stored once) and residual `add`;
+//! - a matmul or convolution: bias, batch norm in evaluation mode, activation, activation
+//!   derivative (in backward, `relu_grad(y, dx)` where `dx` is the GEMM's product: the
+//!   derivative is applied to the hot tile, so the backward GEMM's result is stored once)
+//!   and residual `add`;
 //! - an op that stores each element once (elementwise ops, pooling, maxout, batch
 //!   normalization's output): activation, activation derivative and `add`, which makes a
 //!   chain of elementwise ops one pass, and batch-norm + relu, or pooling + activation,
@@ -88,11 +89,11 @@ fn epilogue_link(producer: Producer, op: &Op, graph: &Graph, node_inputs: &[Valu
     match (producer, op) {
         (Producer::Scatter, Op::ActGrad(_)) => {}
         (Producer::Scatter, _) => return false,
-        (Producer::Pointwise, Op::BiasAdd(_)) => return false,
+        (Producer::Pointwise, Op::BiasAdd(_) | Op::BatchNormEval(_)) => return false,
         _ => {}
     }
     match op {
-        Op::BiasAdd(_) | Op::Act(_) => node_inputs[0] == chain,
+        Op::BiasAdd(_) | Op::Act(_) | Op::BatchNormEval(_) => node_inputs[0] == chain,
         Op::ActGrad(_) => node_inputs[1] == chain && same_shape(0) && node_inputs[0] != chain,
         Op::Add(_) => (node_inputs[0] == chain) != (node_inputs[1] == chain) && same_shape(0) && same_shape(1),
         _ => false,

@@ -21,6 +21,13 @@ pub enum EpiOp {
     ActGrad(Activation, Buf),
     /// + the full-size operand.
     Add(Buf),
+    /// Batch norm in evaluation mode, one channel per row of C (a convolution) or per
+    /// column (a dense layer): (v − mean)·γ/√(var + ε) + β.
+    BatchNormEval {
+        stats: [Buf; 4],
+        eps: f64,
+        by_row: bool,
+    },
 }
 
 /// Where the value being stored sits: its flat element index `at` in the chain's
@@ -78,6 +85,27 @@ pub fn apply_knowing(
                 let o = operand(kb, other)?;
                 kb.fb.ins().fadd(v, o)
             }
+            EpiOp::BatchNormEval { stats: [mean, var, gamma, beta], eps, by_row } => {
+                let (mu, scale, shift) = if *by_row {
+                    let m = kb.load(types::F32, mean, pos.row)?;
+                    let (va, g) = (kb.load(types::F32, var, pos.row)?, kb.load(types::F32, gamma, pos.row)?);
+                    let s = super::norm::eval_scale(kb, va, g, *eps);
+                    let b = kb.load(types::F32, beta, pos.row)?;
+                    (kb.splat(ty, m), kb.splat(ty, s), kb.splat(ty, b))
+                } else {
+                    // One channel per lane: the scale lane by lane, as the kernel does.
+                    let mut s = kb.f(ty, 0.0);
+                    for l in 0..ty.lane_count() {
+                        let at = pos.col.plus(l as i64);
+                        let (va, g) = (kb.load(types::F32, var, at)?, kb.load(types::F32, gamma, at)?);
+                        let sl = super::norm::eval_scale(kb, va, g, *eps);
+                        s = if ty.is_vector() { kb.fb.ins().insertlane(s, sl, l as u8) } else { sl };
+                    }
+                    (kb.load(ty, mean, pos.col)?, s, kb.load(ty, beta, pos.col)?)
+                };
+                let d = kb.fb.ins().fsub(v, mu);
+                kb.fma(d, scale, shift)
+            }
         };
     }
     Ok(v)
@@ -104,6 +132,9 @@ pub fn group_bufs(
             Op::Act(a) => EpiOp::Act(a.act),
             Op::ActGrad(a) => EpiOp::ActGrad(a.act, other(0)?),
             Op::Add(_) => EpiOp::Add(other(if n.inputs[0] == link { 1 } else { 0 })?),
+            Op::BatchNormEval(bn) => {
+                EpiOp::BatchNormEval { stats: [other(1)?, other(2)?, other(3)?, other(4)?], eps: bn.eps, by_row }
+            }
             other_op => return err(format!("`{}` cannot be an epilogue", other_op.name())),
         });
         link = n.outputs[0];

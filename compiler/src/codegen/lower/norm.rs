@@ -116,6 +116,15 @@ fn inv_std(kb: &mut Kb, var64: Value, eps: f64) -> Value {
     kb.fb.ins().fdiv(one, s)
 }
 
+/// Evaluation mode's per-channel scale γ·(var + ε)^−½, the inverse square root in f64
+/// (scalars), as the batch-norm kernel and a GEMM epilogue both compute it.
+pub(super) fn eval_scale(kb: &mut Kb, var: Value, gamma: Value, eps: f64) -> Value {
+    let var64 = kb.fb.ins().fpromote(types::F64, var);
+    let istd = inv_std(kb, var64, eps);
+    let istd = kb.fb.ins().fdemote(types::F32, istd);
+    kb.fb.ins().fmul(gamma, istd)
+}
+
 fn load_c(kb: &mut Kb, buf: &Buf, ch: Idx) -> CgResult<Value> {
     kb.load(types::F32, buf, ch)
 }
@@ -226,12 +235,9 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
                 kb.for_range(0, c as i64, 1, |kb, ch| {
                     let mean = load_c(kb, rm, ch)?;
                     let var = load_c(kb, rv, ch)?;
-                    let var64 = kb.fb.ins().fpromote(types::F64, var);
-                    let istd = inv_std(kb, var64, bn.eps);
-                    let istd = kb.fb.ins().fdemote(types::F32, istd);
                     let gv = load_c(kb, g, ch)?;
                     let bv = load_c(kb, b, ch)?;
-                    let scale = kb.fb.ins().fmul(gv, istd);
+                    let scale = eval_scale(kb, var, gv, bn.eps);
                     let row = kb.affine(0, &[(item, (c * inner) as i64), (ch, inner as i64)]);
                     let f = |kb: &mut Kb, ty: types::Type, i: Idx| -> CgResult<()> {
                         let at = kb.add(row, i);
