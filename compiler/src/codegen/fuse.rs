@@ -3,8 +3,6 @@
 //! A value computed inside a group and read by nothing outside it is never stored. With
 //! fusion off, every node is its own kernel (`--unfused`, for comparison).
 //!
-//! Besides, softmax cross-entropy and its gradient are one kernel (`LossWithGrad`).
-//!
 //! A group is a main op and an epilogue: a chain of elementwise ops applied to each value
 //! of the main op's first output just before it is stored. A chain link is fused only if
 //! the previous value has no other reader and is not a program output, and if the link's
@@ -22,6 +20,8 @@
 //!   derivative (linear in the gradient, so it can be applied to each contribution), and
 //!   only where windows do not overlap (each element gets at most one contribution, so
 //!   the bits are those of the unfused kernels).
+//!
+//! Besides, softmax cross-entropy and its gradient are one kernel (`LossWithGrad`).
 
 use crate::ir::{Graph, ValueId};
 use crate::ops::Op;
