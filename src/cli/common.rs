@@ -12,6 +12,23 @@ impl From<percept_runtime::Error> for UserError {
     }
 }
 
+/// The model in `path` on `backend` with `threads` (default: every core) and the trained
+/// `weights`: what eval, predict, run, features and extract start from.
+pub fn trained_model(
+    path: &std::path::Path,
+    weights: &std::path::Path,
+    backend: super::train::BackendArg,
+    threads: Option<usize>,
+) -> Result<Model, UserError> {
+    let mut model = Model::from_file(path)?;
+    model.set_backend(backend.into())?;
+    if let Some(t) = threads {
+        model.set_threads(t);
+    }
+    model.load_weights_file(weights)?;
+    Ok(model)
+}
+
 /// Load the data at `source` for `model`, announcing what was used on stderr.
 pub fn load_data(source: &str, model: &Model) -> Result<Splits, UserError> {
     let splits = data::load(source, &model.spec.input.shape)?;

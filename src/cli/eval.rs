@@ -2,7 +2,6 @@ use super::common::{load_data, pct};
 use super::{CliResult, UserError};
 use crate::cli::train::BackendArg;
 use percept_runtime::eval::evaluate;
-use percept_runtime::Model;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -29,12 +28,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CliResult {
-    let mut model = Model::from_file(&a.model)?;
-    model.set_backend(a.backend.into())?;
-    if let Some(t) = a.threads {
-        model.set_threads(t);
-    }
-    model.load_weights_file(&a.weights)?;
+    let mut model = super::common::trained_model(&a.model, &a.weights, a.backend, a.threads)?;
     let splits = load_data(&a.data, &model)?;
     let mut ds = match splits.test {
         Some(t) => t,

@@ -3,7 +3,6 @@ use super::features::prepare_image;
 use super::train::BackendArg;
 use super::{CliResult, UserError};
 use percept_runtime::tensorfile::{Data, NamedTensor, TensorFile};
-use percept_runtime::Model;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -49,12 +48,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> CliResult {
-    let mut model = Model::from_file(&a.model)?;
-    model.set_backend(a.backend.into())?;
-    if let Some(t) = a.threads {
-        model.set_threads(t);
-    }
-    model.load_weights_file(&a.weights)?;
+    let mut model = super::common::trained_model(&a.model, &a.weights, a.backend, a.threads)?;
     let layer = model.spec.find_layer(&a.layer).cloned().ok_or_else(|| {
         UserError(format!("no statement is named `{}`; the statements are: {}", a.layer, model.spec.layer_names()))
     })?;

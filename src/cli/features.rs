@@ -100,12 +100,7 @@ pub fn choose_layers(model: &Model, names: &[String]) -> Result<Vec<usize>, User
 }
 
 pub fn run(a: Args) -> CliResult {
-    let mut model = Model::from_file(&a.model)?;
-    model.set_backend(a.backend.into())?;
-    if let Some(t) = a.threads {
-        model.set_threads(t);
-    }
-    model.load_weights_file(&a.weights)?;
+    let mut model = super::common::trained_model(&a.model, &a.weights, a.backend, a.threads)?;
     let x = prepare_image(&model, &a.image)?;
     let chosen = choose_layers(&model, &a.layers)?;
     let fetch = model.forward(&x, None, &chosen)?;

@@ -2,7 +2,6 @@ use super::{CliResult, UserError};
 use crate::cli::train::BackendArg;
 use percept_compiler::layers::Loss;
 use percept_runtime::data::preprocess::mnist_like;
-use percept_runtime::Model;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -44,12 +43,7 @@ fn scores(loss: Option<Loss>, out: &[f32]) -> Vec<f32> {
 }
 
 pub fn run(a: Args) -> CliResult {
-    let mut model = Model::from_file(&a.model)?;
-    model.set_backend(a.backend.into())?;
-    if let Some(t) = a.threads {
-        model.set_threads(t);
-    }
-    model.load_weights_file(&a.weights)?;
+    let mut model = super::common::trained_model(&a.model, &a.weights, a.backend, a.threads)?;
     let shape = model.spec.input.shape.clone();
     let mnist = shape == [1, 28, 28] || shape == [784];
     let mut results = Vec::new();

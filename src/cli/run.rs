@@ -2,7 +2,6 @@ use super::{CliResult, UserError};
 use crate::cli::train::BackendArg;
 use percept_runtime::npy;
 use percept_runtime::tensorfile::{NamedTensor, TensorFile};
-use percept_runtime::Model;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
@@ -37,12 +36,7 @@ fn is_npy(p: &Path) -> bool {
 }
 
 pub fn run(a: Args) -> CliResult {
-    let mut model = Model::from_file(&a.model)?;
-    model.set_backend(a.backend.into())?;
-    if let Some(t) = a.threads {
-        model.set_threads(t);
-    }
-    model.load_weights_file(&a.weights)?;
+    let mut model = super::common::trained_model(&a.model, &a.weights, a.backend, a.threads)?;
     let (shape, data) = if is_npy(&a.input) {
         npy::read_npy(&a.input)?
     } else {

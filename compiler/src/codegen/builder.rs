@@ -371,6 +371,28 @@ impl<'f> Kb<'f> {
 
     /// `for i in (lo..hi).step_by(step)` with constant bounds; a single iteration is
     /// emitted straight (its index a constant), none emits nothing.
+    /// `body(kb, i, ty)` over i in lo..hi: f32x4 steps of 4, then single f32 steps for
+    /// the rest (the exact scalar remainder every vectorized loop has).
+    pub fn for_lanes(
+        &mut self,
+        lo: i64,
+        hi: i64,
+        mut body: impl FnMut(&mut Self, Idx, Type) -> CgResult<()>,
+    ) -> CgResult<()> {
+        let vec_end = lo + (hi - lo).max(0) / 4 * 4;
+        self.for_range(lo, vec_end, 4, |kb, i| body(kb, i, types::F32X4))?;
+        self.for_range(vec_end, hi, 1, |kb, i| body(kb, i, types::F32))
+    }
+
+    /// buf[start .. start + len] = 0.
+    pub fn zero(&mut self, buf: &Buf, start: Idx, len: usize) -> CgResult<()> {
+        self.for_lanes(0, len as i64, |kb, i, ty| {
+            let z = kb.f(ty, 0.0);
+            let at = kb.add(start, i);
+            kb.store(z, buf, at)
+        })
+    }
+
     pub fn for_range(
         &mut self,
         lo: i64,

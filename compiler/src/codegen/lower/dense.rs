@@ -99,11 +99,10 @@ pub fn lower_matmul(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, mm: &MatMul, ep
         if epi.is_empty() {
             return emit_gemm(kb, &g, None);
         }
-        let mut f = |kb: &mut Kb, v: Value, row: Idx, col: Idx| {
-            let gcol = kb.add(col0, col);
-            let at = kb.affine(0, &[(row, n as i64)]);
-            let at = kb.add(at, gcol);
-            epilogue::apply(kb, epi, v, At { at, row, col: gcol })
+        // C is this block of columns: bias and batch norm need the global column.
+        let mut f = |kb: &mut Kb, v: Value, pos: At| {
+            let col = kb.add(col0, pos.col);
+            epilogue::apply(kb, epi, v, At { col, ..pos })
         };
         emit_gemm(kb, &g, Some(&mut f))
     })
@@ -236,20 +235,6 @@ fn im2col_walk(kb: &mut Kb, d: &ConvDims, g: &ConvGeom, img: Idx, x: &Buf, col: 
     Ok(())
 }
 
-fn zero_range(kb: &mut Kb, buf: &Buf, start: Idx, len: usize) -> CgResult<()> {
-    let z4 = kb.f(types::F32X4, 0.0);
-    let z1 = kb.f(types::F32, 0.0);
-    let vec_end = len / 4 * 4;
-    kb.for_range(0, vec_end as i64, 4, |kb, i| {
-        let at = kb.add(start, i);
-        kb.store(z4, buf, at)
-    })?;
-    kb.for_range(vec_end as i64, len as i64, 1, |kb, i| {
-        let at = kb.add(start, i);
-        kb.store(z1, buf, at)
-    })
-}
-
 pub fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv: &Conv2d, epi: &[EpiOp]) -> CgResult<()> {
     let d = conv_dims(cx.graph, cx.node);
     let (x, w, y) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
@@ -275,12 +260,7 @@ pub fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv: &Conv2d, 
         if epi.is_empty() {
             return emit_gemm(kb, &g, None);
         }
-        let mut f = |kb: &mut Kb, v: Value, row: Idx, col: Idx| {
-            let at = kb.affine(0, &[(row, p as i64)]);
-            let at = kb.add(at, col);
-            let at = kb.add(at, base);
-            epilogue::apply(kb, epi, v, At { at, row, col })
-        };
+        let mut f = |kb: &mut Kb, v: Value, pos: At| epilogue::apply(kb, epi, v, pos);
         emit_gemm(kb, &g, Some(&mut f))
     })
 }
@@ -307,7 +287,7 @@ pub fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv
         };
         emit_gemm(kb, &g, None)?;
         let start = kb.mul(img, (d.c * d.h * d.w) as i64);
-        zero_range(kb, dx, start, d.c * d.h * d.w)?;
+        kb.zero(dx, start, d.c * d.h * d.w)?;
         im2col_walk(kb, &d, &conv.geom, img, dx, dcol, false)
     })
 }
@@ -321,24 +301,21 @@ pub fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, con
     let chunks = d.n.div_ceil(DW_CHUNK);
     if cx.phase == 1 {
         // dW = Σ partial sums, in chunk order.
-        let end4 = size / 4 * 4;
-        let sum = |kb: &mut Kb, j: Idx, ty: types::Type| -> CgResult<()> {
+        return kb.for_lanes(0, size as i64, |kb, j, ty| {
             let mut acc = kb.load(ty, partial, j)?;
             for ch in 1..chunks {
                 let v = kb.load(ty, partial, j.plus((ch * size) as i64))?;
                 acc = kb.fb.ins().fadd(acc, v);
             }
             kb.store(acc, dw, j)
-        };
-        kb.for_range(0, end4 as i64, 4, |kb, j| sum(kb, j, types::F32X4))?;
-        return kb.for_range(end4 as i64, size as i64, 1, |kb, j| sum(kb, j, types::F32));
+        });
     }
     // Phase 0: each work item sums the images of one chunk, in order, into its partial.
     let col = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);
     let last = d.n - (chunks - 1) * DW_CHUNK;
     let chunk = |kb: &mut Kb, first: Idx, base: Idx, count: usize| -> CgResult<()> {
-        zero_range(kb, partial, base, size)?;
+        kb.zero(partial, base, size)?;
         kb.for_range(0, count as i64, 1, |kb, i| {
             let img = kb.add(first, i);
             im2col_walk(kb, &d, &conv.geom, img, x, col, true)?;

@@ -205,8 +205,7 @@ pub fn emit(
                     chan_vals[k] = Some(kb.load(types::F32, buf, ch)?);
                 }
             }
-            let vec_end = inner / 4 * 4;
-            let mut body = |kb: &mut Kb, i: Idx, ty: Type| -> CgResult<()> {
+            kb.for_lanes(0, inner as i64, |kb, i, ty| {
                 let at = kb.add(row, i);
                 let mut xs = Vec::with_capacity(ins.len());
                 for (k, (buf, b)) in ins.iter().enumerate() {
@@ -224,9 +223,7 @@ pub fn emit(
                     kb.store(y, buf, at)?;
                 }
                 Ok(())
-            };
-            kb.for_range(0, vec_end as i64, 4, |kb, i| body(kb, i, types::F32X4))?;
-            kb.for_range(vec_end as i64, inner as i64, 1, |kb, i| body(kb, i, types::F32))
+            })
         })
     };
     if items {

@@ -8,6 +8,7 @@
 //! constant strides, edge tiles, and the epilogue that adds, transforms and stores each
 //! tile while it is hot.
 
+use super::epilogue::At;
 use crate::codegen::builder::{Buf, Idx, Kb};
 use crate::codegen::jit::{CgResult, FunctionBuilder, FunctionBuilderContext, FunctionText, JitModule, OptLevel};
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -61,8 +62,9 @@ pub struct GemmScratch {
     pub tile: Buf,
 }
 
-/// Per tile element: the final value (after summation), its row and column in C.
-pub type Epilogue<'a> = &'a mut dyn FnMut(&mut Kb, Value, Idx, Idx) -> CgResult<Value>;
+/// Per tile element: the final value (after summation) and where it is: its index in C's
+/// buffer, its row and column in C.
+pub type Epilogue<'a> = &'a mut dyn FnMut(&mut Kb, Value, At) -> CgResult<Value>;
 
 /// How a tile reaches C.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -328,7 +330,7 @@ fn store_tile(
             }
             if store != Store::Add {
                 if let Some(e) = epi.as_mut() {
-                    v = e(kb, v, row, col0.plus(j as i64))?;
+                    v = e(kb, v, At { at, row, col: col0.plus(j as i64) })?;
                 }
             }
             kb.store(v, &g.c.buf, at)?;

@@ -96,16 +96,31 @@ fn affine_channel(
 ) -> CgResult<()> {
     kb.for_range(0, n as i64, 1, |kb, b| {
         let row = kb.affine(0, &[(b, (c * inner) as i64), (ch, inner as i64)]);
-        let end4 = inner / 4 * 4;
-        kb.for_range(0, end4 as i64, 4, |kb, i| {
+        kb.for_lanes(0, inner as i64, |kb, i, ty| {
             let at = kb.add(row, i);
-            f(kb, types::F32X4, at)
-        })?;
-        kb.for_range(end4 as i64, inner as i64, 1, |kb, i| {
-            let at = kb.add(row, i);
-            f(kb, types::F32, at)
+            f(kb, ty, at)
         })
     })
+}
+
+/// y[at] = epi((x[at] − mean)·scale + shift) on lanes of `ty`: the normalization of both
+/// modes.
+fn normalize(
+    kb: &mut Kb,
+    ty: types::Type,
+    at: Idx,
+    (x, y): (&Buf, &Buf),
+    [mean, scale, shift]: [Value; 3],
+    epi: &[EpiOp],
+) -> CgResult<()> {
+    let v = kb.load(ty, x, at)?;
+    let mu = kb.splat(ty, mean);
+    let d = kb.fb.ins().fsub(v, mu);
+    let sc = kb.splat(ty, scale);
+    let sh = kb.splat(ty, shift);
+    let out = kb.fma(d, sc, sh);
+    let out = epilogue::apply(kb, epi, out, At::flat(at))?;
+    kb.store(out, y, at)
 }
 
 fn inv_std(kb: &mut Kb, var64: Value, eps: f64) -> Value {
@@ -161,16 +176,7 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
                 let gv = load_c(kb, g, ch)?;
                 let bv = load_c(kb, b, ch)?;
                 let scale = kb.fb.ins().fmul(gv, istd);
-                affine_channel(kb, dims, ch, &mut |kb, ty, at| {
-                    let v = kb.load(ty, x, at)?;
-                    let mu = kb.splat(ty, mean32);
-                    let d = kb.fb.ins().fsub(v, mu);
-                    let sc = kb.splat(ty, scale);
-                    let sh = kb.splat(ty, bv);
-                    let out = kb.fma(d, sc, sh);
-                    let out = epilogue::apply(kb, epi, out, At::flat(at))?;
-                    kb.store(out, y, at)
-                })
+                affine_channel(kb, dims, ch, &mut |kb, ty, at| normalize(kb, ty, at, (x, y), [mean32, scale, bv], epi))
             })
         }
         Op::BatchNormTrainGrad(bn) => {
@@ -239,20 +245,10 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
                     let bv = load_c(kb, b, ch)?;
                     let scale = eval_scale(kb, var, gv, bn.eps);
                     let row = kb.affine(0, &[(item, (c * inner) as i64), (ch, inner as i64)]);
-                    let f = |kb: &mut Kb, ty: types::Type, i: Idx| -> CgResult<()> {
+                    kb.for_lanes(0, inner as i64, |kb, i, ty| {
                         let at = kb.add(row, i);
-                        let v = kb.load(ty, x, at)?;
-                        let mu = kb.splat(ty, mean);
-                        let d = kb.fb.ins().fsub(v, mu);
-                        let sc = kb.splat(ty, scale);
-                        let sh = kb.splat(ty, bv);
-                        let out = kb.fma(d, sc, sh);
-                        let out = epilogue::apply(kb, epi, out, At::flat(at))?;
-                        kb.store(out, y, at)
-                    };
-                    let end4 = inner / 4 * 4;
-                    kb.for_range(0, end4 as i64, 4, |kb, i| f(kb, types::F32X4, i))?;
-                    kb.for_range(end4 as i64, inner as i64, 1, |kb, i| f(kb, types::F32, i))
+                        normalize(kb, ty, at, (x, y), [mean, scale, bv], epi)
+                    })
                 })
             })
         }

@@ -98,20 +98,6 @@ fn max_row(
     })
 }
 
-fn zero_item(kb: &mut Kb, buf: &Buf, start: Idx, len: usize) -> CgResult<()> {
-    let z4 = kb.f(types::F32X4, 0.0);
-    let z1 = kb.f(types::F32, 0.0);
-    let end4 = len / 4 * 4;
-    kb.for_range(0, end4 as i64, 4, |kb, i| {
-        let at = kb.add(start, i);
-        kb.store(z4, buf, at)
-    })?;
-    kb.for_range(end4 as i64, len as i64, 1, |kb, i| {
-        let at = kb.add(start, i);
-        kb.store(z1, buf, at)
-    })
-}
-
 /// Loop over (item, channel, oy, ox) of a pooling node: `f(kb, window base in x, output
 /// index)`, with x of shape [N, C, H, W] and outputs [N, C, Ho, Wo].
 fn windows(
@@ -172,6 +158,24 @@ fn window_offsets(geom: &PoolGeom, w: usize) -> Vec<i64> {
     v
 }
 
+/// dx[win + off] += epi(g): a window's gradient `g` goes to its winner (offset `off`, an
+/// i64 in 0..=span, holding the input value `best`, which the epilogue need not reload).
+fn add_to_winner(
+    kb: &mut Kb,
+    (x, dx): (&Buf, &Buf),
+    win: Idx,
+    (off, span): (Value, i64),
+    g: Value,
+    best: Value,
+    epi: &[EpiOp],
+) -> CgResult<()> {
+    let at = kb.add(win, Idx { v: Some(off), off: 0, lo: 0, hi: span });
+    let g = epilogue::apply_knowing(kb, epi, g, At::flat(at), Some((x, best)))?;
+    let old = kb.load(types::F32, dx, at)?;
+    let s = kb.fb.ins().fadd(old, g);
+    kb.store(s, dx, at)
+}
+
 /// `epi` is applied to each stored output; for the gradients (which scatter into a zeroed
 /// input gradient) to each contribution, which fusion allows only where windows do not
 /// overlap, so each element gets at most one.
@@ -198,7 +202,7 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
             let dy = &bufs.inputs[1];
             kb.for_items(xs[0], |kb, item| {
                 let start = kb.mul(item, per as i64);
-                zero_item(kb, o0, start, per)
+                kb.zero(o0, start, per)
             })?;
             let sw = p.geom.stride[1] as i64;
             rows(kb, &xs, &p.geom, &mut |kb, xrow, yrow, wo| {
@@ -206,13 +210,9 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
                     let off = kb.fb.ins().uextend(types::I64, off);
                     let xo = kb.mul(ox, sw);
                     let win = kb.add(xrow, xo);
-                    let at = kb.add(win, Idx { v: Some(off), off: 0, lo: 0, hi: span });
                     let yo = kb.add(yrow, ox);
                     let g = kb.load(types::F32, dy, yo)?;
-                    let g = epilogue::apply_knowing(kb, epi, g, At::flat(at), Some((i0, best)))?;
-                    let old = kb.load(types::F32, o0, at)?;
-                    let s = kb.fb.ins().fadd(old, g);
-                    kb.store(s, o0, at)
+                    add_to_winner(kb, (i0, o0), win, (off, span), g, best, epi)
                 })
             })
         }
@@ -237,7 +237,7 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
             let dy = &bufs.inputs[1];
             kb.for_items(xs[0], |kb, item| {
                 let start = kb.mul(item, per as i64);
-                zero_item(kb, o0, start, per)
+                kb.zero(o0, start, per)
             })?;
             windows(kb, &xs, &p.geom, &mut |kb, xb, yo| {
                 let cands = offs
@@ -245,13 +245,8 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
                     .map(|&o| Ok((kb.load(types::F32, i0, xb.plus(o))?, o)))
                     .collect::<CgResult<Vec<_>>>()?;
                 let (best, off) = first_max(kb, &cands);
-                let win = Idx { v: Some(off), off: 0, lo: 0, hi: span };
-                let at = kb.add(xb, win);
                 let g = kb.load(types::F32, dy, yo)?;
-                let g = epilogue::apply_knowing(kb, epi, g, At::flat(at), Some((i0, best)))?;
-                let old = kb.load(types::F32, o0, at)?;
-                let s = kb.fb.ins().fadd(old, g);
-                kb.store(s, o0, at)
+                add_to_winner(kb, (i0, o0), xb, (off, span), g, best, epi)
             })
         }
         Op::AvgPool(p) => {
@@ -278,7 +273,7 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
             let inv = 1.0 / offs.len() as f32;
             kb.for_items(ys[0], |kb, item| {
                 let start = kb.mul(item, per as i64);
-                zero_item(kb, o0, start, per)
+                kb.zero(o0, start, per)
             })?;
             windows(kb, &xs, &p.geom, &mut |kb, xb, yo| {
                 let g = kb.load(types::F32, i0, yo)?;
@@ -319,18 +314,12 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
                     let g = kb.load(types::F32, i0, at)?;
                     let k = kb.f(types::F32, inv);
                     let g = kb.fb.ins().fmul(g, k);
-                    let g4 = kb.splat(types::F32X4, g);
                     let row = kb.affine(0, &[(item, (c * hw) as i64), (ch, hw as i64)]);
-                    let end4 = hw / 4 * 4;
-                    kb.for_range(0, end4 as i64, 4, |kb, i| {
+                    kb.for_lanes(0, hw as i64, |kb, i, ty| {
                         let a = kb.add(row, i);
-                        let g4 = out(kb, g4, a)?;
-                        kb.store(g4, o0, a)
-                    })?;
-                    kb.for_range(end4 as i64, hw as i64, 1, |kb, i| {
-                        let a = kb.add(row, i);
-                        let g = out(kb, g, a)?;
-                        kb.store(g, o0, a)
+                        let gv = kb.splat(ty, g);
+                        let gv = out(kb, gv, a)?;
+                        kb.store(gv, o0, a)
                     })
                 })
             })
@@ -357,7 +346,7 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
             let dy = &bufs.inputs[1];
             kb.for_items(n, |kb, item| {
                 let start = kb.mul(item, (units * k) as i64);
-                zero_item(kb, o0, start, units * k)?;
+                kb.zero(o0, start, units * k)?;
                 kb.for_range(0, units as i64, 1, |kb, u| {
                     let zb = kb.affine(0, &[(item, (units * k) as i64), (u, k as i64)]);
                     let cands = (0..k as i64)
