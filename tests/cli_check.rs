@@ -162,3 +162,39 @@ fn inspect_shows_the_kernel_plan_clif_and_machine_code() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no kernel matches `nonsense`; the kernels are: micro, fwd.conv2d_0+relu_1"));
 }
+
+/// `--emit loops` prints every kernel's loop nest for every example, each headed by the
+/// kernel's name exactly as `--emit plan --json` gives it (update kernels included).
+#[test]
+fn inspect_prints_the_loop_nest_of_every_kernel_of_every_example() {
+    for entry in std::fs::read_dir("examples").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("nn") {
+            continue;
+        }
+        let file = path.to_str().unwrap();
+        let has_loss = std::fs::read_to_string(&path).unwrap().contains("loss ");
+        let mode = if has_loss { "train" } else { "eval" };
+        let o = percept(&["inspect", file, "--emit", "plan", "--json", "--batch", "8", "--mode", mode]);
+        assert_eq!(o.status.code(), Some(0), "{file}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        let names: Vec<String> =
+            v["kernels"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap().to_string()).collect();
+        let o = percept(&["inspect", file, "--emit", "loops", "--batch", "8", "--mode", mode]);
+        assert_eq!(o.status.code(), Some(0), "{file}: {}", stderr(&o));
+        let text = stdout(&o);
+        let headed: Vec<&str> =
+            text.lines().filter_map(|l| l.strip_prefix("loops ")).filter(|l| l.ends_with(" phase 0")).collect();
+        let headed: Vec<&str> = headed.iter().map(|l| l.trim_end_matches(" phase 0")).collect();
+        assert_eq!(headed, names, "{file}");
+        if has_loss {
+            assert!(names.iter().any(|n| n.starts_with("upd.")), "{file}: update kernels");
+        }
+        // Accesses carry their proved ranges.
+        assert!(text.contains("load.f32") && text.contains("; ["), "{file}");
+    }
+    let o = percept(&["inspect", "examples/lenet5.nn", "--emit", "loops", "--kernel", "fwd.conv2d_0+relu_1"]);
+    let text = stdout(&o);
+    assert!(text.contains("call micro kc=25"), "{text}");
+    assert!(text.contains("items v0 in 0..64 {"), "{text}");
+}

@@ -6,21 +6,17 @@ mod common;
 
 use common::spec;
 use cranelift_codegen::ir::types;
-use percept_compiler::codegen::builder::{Buf, Idx, Kb, Region};
-use percept_compiler::codegen::jit::{kernel_signature, FunctionBuilder, FunctionBuilderContext, JitModule};
+use percept_compiler::codegen::builder::{Buf, Kb, Region};
+use percept_compiler::codegen::jit::{FunctionBuilder, FunctionBuilderContext, JitModule};
+use percept_compiler::codegen::loops::verify::verify;
+use percept_compiler::codegen::loops::{Idx, Stmt};
 use percept_compiler::codegen::{compile, plan, CodegenOptions};
 use percept_compiler::exec::{self, Executable, Feed, StateLayout, StateStore};
 use percept_compiler::ops::StepCtx;
 
 #[test]
 fn an_access_outside_its_buffer_is_a_compile_error() {
-    let mut jit = JitModule::new(&[], true).unwrap();
-    let sig = kernel_signature(jit.call_conv());
-    let id = jit.declare("probe", &sig, cranelift_module::Linkage::Local).unwrap();
-    let mut func = jit.new_function(id, sig);
-    let mut fctx = FunctionBuilderContext::new();
-    let fb = FunctionBuilder::new(&mut func, &mut fctx);
-    let mut kb = Kb::new(fb, jit.frontend_config(), "probe", false, None, None);
+    let mut kb = Kb::new("probe", 0, None, None);
     let buf = Buf { region: Region::Arena, offset: 0, len: 10, name: "%3".into() };
     assert!(kb.load(types::F32, &buf, Idx::constant(9)).is_ok());
     let e = kb.load(types::F32X4, &buf, Idx::constant(7)).unwrap_err();
@@ -28,6 +24,41 @@ fn an_access_outside_its_buffer_is_a_compile_error() {
     // A loop index is proved over its whole range.
     let e = kb.for_range(0, 11, 1, |kb, i| kb.load(types::F32, &buf, i).map(|_| ())).unwrap_err();
     assert!(e.0.contains("at [0, 10]"), "{e}");
+}
+
+/// The verifier proves a finished loop nest on its own, re-deriving every range: a nest
+/// changed after the builder checked it (here a loop made one iteration longer) is refused.
+#[test]
+fn the_loop_nest_verifier_rederives_every_range() {
+    let mut kb = Kb::new("probe", 0, None, None);
+    let buf = Buf { region: Region::Arena, offset: 0, len: 10, name: "%3".into() };
+    kb.for_range(0, 10, 1, |kb, i| {
+        let v = kb.load(types::F32, &buf, i)?;
+        kb.store(v, &buf, i)
+    })
+    .unwrap();
+    let mut nest = kb.finish();
+    verify(&nest).unwrap();
+    let Stmt::For { hi, .. } = &mut nest.body[0] else { panic!("a loop: {nest}") };
+    *hi = 11;
+    let e = verify(&nest).unwrap_err();
+    assert!(e.0.contains("load of %3 at [0, 10] (width 1) is outside its 10 elements"), "{e}");
+}
+
+/// An index over a value with no derivable range (here a hash of the step) is refused.
+#[test]
+fn an_index_without_a_proved_range_is_refused() {
+    let mut kb = Kb::new("probe", 0, None, None);
+    let step = kb.ctx_i64(percept_compiler::codegen::builder::ctx::STEP);
+    let e = kb.idx(step).unwrap_err();
+    assert!(e.0.contains("indexes a buffer but has no proved range"), "{e}");
+    // A clamp gives it one.
+    let lo = kb.iconst(0);
+    let hi = kb.iconst(9);
+    let clamped = kb.smax(step, lo);
+    let clamped = kb.smin(clamped, hi);
+    let i = kb.idx(clamped).unwrap();
+    assert_eq!((i.lo, i.hi), (0, 9));
 }
 
 #[test]

@@ -15,6 +15,9 @@ pub enum Emit {
     Forward,
     /// The kernel plan: kernels, ops, shapes, FLOPs, bytes, buffers, arena size.
     Plan,
+    /// The loop nests of the kernels: loops, affine indices with their proved ranges,
+    /// loads and stores on named buffers (what is turned into Cranelift IR).
+    Loops,
     /// The Cranelift IR of the kernels.
     Clif,
     /// The machine code of the kernels (Cranelift's VCode listing).
@@ -39,7 +42,7 @@ pub struct Args {
     /// The batch size the programs are specialized to.
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Which program (plan, clif, asm).
+    /// Which program (plan, loops, clif, asm).
     #[arg(long, value_enum, default_value = "train")]
     mode: Mode,
     /// Only this kernel (its name, or part of it; `micro` for the GEMM micro-kernel).
@@ -85,7 +88,7 @@ pub fn run(a: Args) -> CliResult {
                 print!("{g}");
             }
         }
-        Emit::Plan | Emit::Clif | Emit::Asm => {
+        Emit::Plan | Emit::Loops | Emit::Clif | Emit::Asm => {
             let training = a.mode == Mode::Train;
             if training && spec.loss.is_none() {
                 return Err(UserError("the model has no loss, so it has no training step; use --mode eval".into()));
@@ -121,7 +124,13 @@ pub fn run(a: Args) -> CliResult {
                 if a.kernel.as_deref() == Some("micro") {
                     let t = &prog.micro_text;
                     println!("; micro-kernel {}", prog.micro_name);
-                    println!("{}", if a.emit == Emit::Clif { &t.clif } else { &t.disasm });
+                    match a.emit {
+                        Emit::Loops => {
+                            println!("; it has no loop nest (it is written as CLIF or native code): see --emit clif")
+                        }
+                        Emit::Clif => println!("{}", t.clif),
+                        _ => println!("{}", t.disasm),
+                    }
                     shown += 1;
                     break;
                 }
@@ -131,6 +140,13 @@ pub fn run(a: Args) -> CliResult {
                 };
                 for k in ks {
                     println!("; kernel {} ({})", k.name, k.ops.join(" + "));
+                    if a.emit == Emit::Loops {
+                        for nest in &k.loops {
+                            println!("{nest}");
+                        }
+                        shown += 1;
+                        continue;
+                    }
                     println!("{}", if a.emit == Emit::Clif { &k.text.clif } else { &k.text.disasm });
                     if a.kernel.is_some() && k.micro.is_some() {
                         let t = &prog.micro_text;

@@ -1,16 +1,18 @@
-//! The kernel builder: the loop-nest layer between an op's lowering and Cranelift IR.
+//! The kernel builder: how lowerings write a kernel's [`LoopNest`].
 //!
 //! Lowerings describe kernels as nests of counted loops over constant bounds, with loads
-//! and stores at `buffer[index]` where every index is an affine value with a known range.
-//! Each access is proved in bounds when it is emitted (a kernel that could read or write
-//! outside a buffer is a compile error, never code); with `checks` the kernel also tests
-//! every access at run time and reports the first bad one (see `exec`). Constant parts of
-//! an index fold into the instruction's immediate offset, so unrolled code costs nothing.
+//! and stores at `buffer[index]` where every index is an affine [`Idx`] whose range the
+//! builder derives from its terms (loop bounds, the item extent, branch refinements,
+//! clamps: `loops::range`). Each access is checked against its buffer as it is written,
+//! so a lowering that could leave a buffer fails at the line that wrote it; the finished
+//! nest is proved again, independently, by `loops::verify` before any code exists.
+//! Nothing here writes CLIF: `codegen::emit` does, from the finished value.
 
-use super::jit::{err, CgResult, FunctionBuilder, Variable};
-use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{types, Block, FuncRef, InstBuilder, MemFlagsData, Type, Value};
-use cranelift_codegen::isa::TargetFrontendConfig;
+use super::jit::{err, CgResult};
+use super::loops::{
+    range, types, width, Binary, BufId, Convert, Expr, FloatCC, Idx, ImmOp, IntCC, LoopNest, MathFn, MicroCall, Ptr,
+    Stmt, Type, Unary, Val, Var,
+};
 
 /// Where a buffer lives: the per-program arena, the model's state, or the calling
 /// thread's own scratch space (packed panels, im2col matrices) at the end of the arena.
@@ -39,338 +41,442 @@ impl Buf {
     }
 }
 
-/// An index `v + off` (v absent for constants) known to lie in `lo..=hi`.
-#[derive(Clone, Copy, Debug)]
-pub struct Idx {
-    pub v: Option<Value>,
-    pub off: i64,
-    pub lo: i64,
-    pub hi: i64,
-}
-
-impl Idx {
-    pub fn constant(c: i64) -> Idx {
-        Idx { v: None, off: c, lo: c, hi: c }
-    }
-
-    pub fn plus(self, c: i64) -> Idx {
-        Idx { v: self.v, off: self.off + c, lo: self.lo + c, hi: self.hi + c }
-    }
-}
-
-/// Field offsets (bytes) of the step context every kernel receives (`exec::KernelCtx`).
+/// Field offsets (bytes) of the step context every kernel receives (`exec::KernelCtx`,
+/// whose layout a test checks against these).
 pub mod ctx {
     pub const SEED: i32 = 0;
     pub const STEP: i32 = 8;
     pub const LR: i32 = 16;
     pub const ADAM_STEP_SIZE: i32 = 20;
     pub const ADAM_INV_SQRT_BC2: i32 = 24;
+
+    /// The field's name, for the loop-nest text.
+    pub fn name(offset: i32) -> &'static str {
+        match offset {
+            SEED => "seed",
+            STEP => "step",
+            LR => "lr",
+            ADAM_STEP_SIZE => "adam_step_size",
+            ADAM_INV_SQRT_BC2 => "adam_inv_sqrt_bc2",
+            _ => "?",
+        }
+    }
 }
 
-pub struct Kb<'f> {
-    pub fb: FunctionBuilder<'f>,
-    arena: Value,
-    state: Value,
-    ctx: Value,
-    pub lo: Value,
-    pub hi: Value,
-    pub tid: Value,
-    pub fma: bool,
+pub struct Kb {
     pub name: String,
-    /// (reporter, kernel id, return block) when run-time bounds checks are on.
-    checks: Option<(FuncRef, u32, Block)>,
-    /// What each checked access is, by access id (ids start at `access_base`).
-    pub accesses: Vec<String>,
-    pub access_base: usize,
-    exit: Block,
-    config: TargetFrontendConfig,
-    /// The calling thread's scratch space: arena + start + thread · size (bytes).
-    scratch: Option<Value>,
+    phase: usize,
+    bufs: Vec<Buf>,
+    types: Vec<Type>,
+    /// The range of every integer value where it is being used (refined inside branches).
+    ranges: Vec<Option<range::Range>>,
+    vars: Vec<Type>,
+    /// The blocks being written, innermost last.
+    blocks: Vec<Vec<Stmt>>,
+    scratch: Option<(usize, usize)>,
+    micro: Option<(String, usize, usize)>,
 }
 
-fn flags() -> MemFlagsData {
-    MemFlagsData::new().with_notrap()
+fn lane_type_of_compare(ty: Type) -> Type {
+    if ty.is_vector() {
+        ty.as_int()
+    } else {
+        types::I8
+    }
 }
 
-impl<'f> Kb<'f> {
-    /// Start a kernel: `fb` is a fresh builder of a function with the kernel signature.
-    /// `scratch`: (start, size per thread) of the scratch region, in floats.
-    pub fn new(
-        mut fb: FunctionBuilder<'f>,
-        config: TargetFrontendConfig,
-        name: &str,
-        fma: bool,
-        checks: Option<(FuncRef, u32)>,
-        scratch: Option<(usize, usize)>,
-    ) -> Kb<'f> {
-        let entry = fb.create_block();
-        fb.append_block_params_for_function_params(entry);
-        fb.switch_to_block(entry);
-        fb.seal_block(entry);
-        let p = fb.block_params(entry).to_vec();
-        let exit = fb.create_block();
-        let scratch = scratch.map(|(start, per_thread)| {
-            let t = fb.ins().imul_imm_s(p[5], (per_thread * 4) as i64);
-            let a = fb.ins().iadd(p[0], t);
-            fb.ins().iadd_imm_s(a, (start * 4) as i64)
-        });
+impl Kb {
+    /// Start phase `phase` of kernel `name`. `scratch`: (start, size per thread) of the
+    /// scratch region, in floats; `micro`: the micro-kernel its GEMMs call (name, MR, NR).
+    pub fn new(name: &str, phase: usize, scratch: Option<(usize, usize)>, micro: Option<(String, usize, usize)>) -> Kb {
         Kb {
-            fb,
-            arena: p[0],
-            state: p[1],
-            ctx: p[2],
-            lo: p[3],
-            hi: p[4],
-            tid: p[5],
-            fma,
             name: name.to_string(),
-            checks: checks.map(|(f, id)| (f, id, exit)),
-            accesses: vec![],
-            access_base: 0,
-            exit,
-            config,
+            phase,
+            bufs: vec![],
+            types: vec![],
+            ranges: vec![],
+            vars: vec![],
+            blocks: vec![vec![]],
             scratch,
+            micro,
         }
     }
 
-    /// Close the kernel (return) and hand back the function.
-    pub fn finish(mut self) {
-        self.fb.ins().jump(self.exit, &[]);
-        self.fb.switch_to_block(self.exit);
-        self.fb.seal_block(self.exit);
-        self.fb.ins().return_(&[]);
-        self.fb.seal_all_blocks();
-        self.fb.finalize(self.config);
+    /// The finished nest, without dead values.
+    pub fn finish(mut self) -> LoopNest {
+        assert_eq!(self.blocks.len(), 1, "kernel `{}`: unclosed block", self.name);
+        let mut body = self.blocks.pop().expect("the top block");
+        super::loops::dce::dce(self.types.len(), &mut body);
+        LoopNest {
+            name: self.name,
+            phase: self.phase,
+            bufs: self.bufs,
+            types: self.types,
+            vars: self.vars,
+            scratch: self.scratch,
+            micro: self.micro,
+            body,
+        }
     }
 
-    pub fn iconst(&mut self, c: i64) -> Value {
-        self.fb.ins().iconst(types::I64, c)
+    fn push(&mut self, s: Stmt) {
+        self.blocks.last_mut().expect("a block").push(s);
     }
 
-    /// The full value of an index.
-    pub fn value(&mut self, i: Idx) -> Value {
-        match i.v {
-            Some(v) if i.off == 0 => v,
-            Some(v) => self.fb.ins().iadd_imm_s(v, i.off),
-            None => self.iconst(i.off),
+    fn new_val(&mut self, ty: Type, r: Option<range::Range>) -> Val {
+        self.types.push(ty);
+        self.ranges.push(r);
+        Val(self.types.len() as u32 - 1)
+    }
+
+    /// Define a value of type `ty` as `e`, with its derived range.
+    fn def(&mut self, ty: Type, e: Expr) -> Val {
+        let r = range::of_expr(&e, ty, &|v| self.ranges[v.0 as usize]);
+        let v = self.new_val(ty, r);
+        self.push(Stmt::Let(v, e));
+        v
+    }
+
+    pub fn ty(&self, v: Val) -> Type {
+        self.types[v.0 as usize]
+    }
+
+    fn buf_id(&mut self, b: &Buf) -> BufId {
+        let i = match self.bufs.iter().position(|x| x == b) {
+            Some(i) => i,
+            None => {
+                self.bufs.push(b.clone());
+                self.bufs.len() - 1
+            }
+        };
+        BufId(i as u32)
+    }
+
+    /// The access `width` floats at `buf[at]` must lie inside the buffer.
+    fn check(&self, buf: &Buf, at: Idx, width: usize, what: &str) -> CgResult<()> {
+        if at.lo < 0 || at.hi + width as i64 > buf.len as i64 {
+            return err(format!(
+                "kernel `{}`: {what} of {} at [{}, {}] (width {width}) is outside its {} elements",
+                self.name, buf.name, at.lo, at.hi, buf.len
+            ));
+        }
+        if buf.region == Region::Scratch && self.scratch.is_none() {
+            return err(format!("kernel `{}` has no scratch space", self.name));
+        }
+        Ok(())
+    }
+
+    pub fn load(&mut self, ty: Type, buf: &Buf, at: Idx) -> CgResult<Val> {
+        self.check(buf, at, width(ty), "load")?;
+        let b = self.buf_id(buf);
+        Ok(self.def(ty, Expr::Load { buf: b, at }))
+    }
+
+    pub fn store(&mut self, value: Val, buf: &Buf, at: Idx) -> CgResult<()> {
+        self.check(buf, at, width(self.ty(value)), "store")?;
+        let b = self.buf_id(buf);
+        self.push(Stmt::Store { buf: b, at, value });
+        Ok(())
+    }
+
+    /// `tile = A·B` over `kc` steps: each operand is (buffer, start, floats it covers).
+    pub fn call_micro(
+        &mut self,
+        kc: usize,
+        a: (&Buf, Idx, usize),
+        b: (&Buf, Idx, usize),
+        tile: (&Buf, Idx, usize),
+    ) -> CgResult<()> {
+        let ptr = |kb: &mut Kb, (buf, at, len): (&Buf, Idx, usize)| -> CgResult<Ptr> {
+            kb.check(buf, at, len, "pointer")?;
+            Ok(Ptr { buf: kb.buf_id(buf), at, len })
+        };
+        let (a, b, tile) = (ptr(self, a)?, ptr(self, b)?, ptr(self, tile)?);
+        self.push(Stmt::CallMicro(Box::new(MicroCall { kc, a, b, tile })));
+        Ok(())
+    }
+
+    // Constants and the step context.
+
+    pub fn iconst(&mut self, c: i64) -> Val {
+        self.def(types::I64, Expr::Iconst(c))
+    }
+
+    /// An integer constant of type `ty` (splat over lanes for vectors).
+    pub fn iconst_of(&mut self, ty: Type, c: i64) -> Val {
+        self.def(ty, Expr::Iconst(c))
+    }
+
+    /// A float constant of type `ty` (f32 or f32x4).
+    pub fn f(&mut self, ty: Type, x: f32) -> Val {
+        self.def(ty, Expr::Fconst(x as f64))
+    }
+
+    pub fn f64const(&mut self, x: f64) -> Val {
+        self.def(types::F64, Expr::Fconst(x))
+    }
+
+    pub fn ctx_i64(&mut self, offset: i32) -> Val {
+        self.def(types::I64, Expr::Ctx { offset })
+    }
+
+    pub fn ctx_f32(&mut self, offset: i32) -> Val {
+        self.def(types::F32, Expr::Ctx { offset })
+    }
+
+    // Indices.
+
+    /// The value of an index (i64), with the index's range.
+    pub fn value(&mut self, i: Idx) -> Val {
+        match i.as_value() {
+            Some(v) if self.ty(v) == types::I64 => v,
+            _ => self.def(types::I64, Expr::Index(i)),
+        }
+    }
+
+    /// An index from an integer value, with the range derived for it; an error if none
+    /// could be derived (a value of unknown range must never index a buffer).
+    pub fn idx(&mut self, v: Val) -> CgResult<Idx> {
+        let v = if self.ty(v) == types::I64 { v } else { self.convert(Convert::Uextend, types::I64, v) };
+        match self.ranges[v.0 as usize] {
+            Some(r) => Ok(Idx::of(v, r)),
+            None => err(format!("kernel `{}`: v{} indexes a buffer but has no proved range", self.name, v.0)),
         }
     }
 
     pub fn add(&mut self, a: Idx, b: Idx) -> Idx {
-        let v = match (a.v, b.v) {
-            (Some(x), Some(y)) => Some(self.fb.ins().iadd(x, y)),
-            (x, None) => x,
-            (None, y) => y,
-        };
-        Idx { v, off: a.off + b.off, lo: a.lo + b.lo, hi: a.hi + b.hi }
+        a + b
     }
 
     pub fn mul(&mut self, a: Idx, c: i64) -> Idx {
-        assert!(c >= 0, "index scale must be non-negative");
-        let v = a.v.map(|x| if c == 1 { x } else { self.fb.ins().imul_imm_s(x, c) });
-        Idx { v, off: a.off * c, lo: a.lo * c, hi: a.hi * c }
+        Idx::scale(a, c)
     }
 
-    /// Σ idx·stride + base, the usual row-major address arithmetic.
+    /// Σ idx·stride + base, the usual row-major address arithmetic. The sum of terms is
+    /// computed here, once (a row's start, reused by every access along the row), and the
+    /// result is that value plus the constant.
     pub fn affine(&mut self, base: i64, terms: &[(Idx, i64)]) -> Idx {
-        let mut acc = Idx::constant(base);
-        for &(i, s) in terms {
-            let t = self.mul(i, s);
-            acc = self.add(acc, t);
+        let sum = terms.iter().fold(Idx::constant(base), |acc, &(i, s)| acc + Idx::scale(i, s));
+        if sum.terms().len() < 2 && sum.terms().iter().all(|t| t.1 == 1) {
+            return sum;
         }
-        acc
+        let v = self.def(types::I64, Expr::Index(sum.plus(-sum.off)));
+        let r = self.ranges[v.0 as usize].expect("the range of a sum of ranged terms");
+        Idx::of(v, r).plus(sum.off)
     }
 
-    /// The address of `width` floats at `buf[idx]`, proved in bounds; returns (base
-    /// address, immediate byte offset).
-    pub fn addr(&mut self, buf: &Buf, idx: Idx, width: usize, what: &str) -> CgResult<(Value, i32)> {
-        if idx.lo < 0 || idx.hi + width as i64 > buf.len as i64 {
-            return err(format!(
-                "kernel `{}`: {what} of {} at [{}, {}] (width {width}) is outside its {} elements",
-                self.name, buf.name, idx.lo, idx.hi, buf.len
-            ));
-        }
-        if let Some((report, kernel, exit)) = self.checks {
-            let id = (self.access_base + self.accesses.len()) as i64;
-            self.accesses.push(format!("{what} of {} (width {width}, {} elements)", buf.name, buf.len));
-            let full = self.value(idx);
-            let limit = self.iconst(buf.len as i64 - width as i64 + 1);
-            let ok = self.fb.ins().icmp(IntCC::UnsignedLessThan, full, limit);
-            let fail = self.fb.create_block();
-            let cont = self.fb.create_block();
-            self.fb.set_cold_block(fail);
-            self.fb.ins().brif(ok, cont, &[], fail, &[]);
-            self.fb.switch_to_block(fail);
-            self.fb.seal_block(fail);
-            let k = self.fb.ins().iconst(types::I32, kernel as i64);
-            let a = self.iconst(id);
-            self.fb.ins().call(report, &[k, a, full]);
-            self.fb.ins().jump(exit, &[]);
-            self.fb.switch_to_block(cont);
-            self.fb.seal_block(cont);
-        }
-        let base = match buf.region {
-            Region::Arena => self.arena,
-            Region::State => self.state,
-            Region::Scratch => match self.scratch {
-                Some(s) => s,
-                None => return err(format!("kernel `{}` has no scratch space", self.name)),
-            },
-        };
-        let byte_off = (buf.offset as i64 + idx.off) * 4;
-        let Ok(imm) = i32::try_from(byte_off) else {
-            return err(format!("kernel `{}`: offset {byte_off} does not fit an immediate", self.name));
-        };
-        let addr = match idx.v {
-            Some(v) => {
-                let scaled = self.fb.ins().ishl_imm_s(v, 2);
-                self.fb.ins().iadd(base, scaled)
-            }
-            None => base,
-        };
-        Ok((addr, imm))
+    // Arithmetic (CLIF's instructions, on scalars or lanes).
+
+    fn unary(&mut self, op: Unary, a: Val) -> Val {
+        let ty = self.ty(a);
+        self.def(ty, Expr::Unary(op, a))
     }
 
-    fn width(ty: Type) -> usize {
-        if ty.is_vector() {
-            ty.lane_count() as usize
-        } else {
-            1
-        }
+    fn binary(&mut self, op: Binary, a: Val, b: Val) -> Val {
+        let ty = self.ty(a);
+        self.def(ty, Expr::Binary(op, a, b))
     }
 
-    pub fn load(&mut self, ty: Type, buf: &Buf, idx: Idx) -> CgResult<Value> {
-        let (a, imm) = self.addr(buf, idx, Self::width(ty), "load")?;
-        Ok(self.fb.ins().load(ty, flags(), a, imm))
+    fn imm(&mut self, op: ImmOp, a: Val, c: i64) -> Val {
+        let ty = self.ty(a);
+        self.def(ty, Expr::Imm(op, a, c))
     }
 
-    pub fn store(&mut self, v: Value, buf: &Buf, idx: Idx) -> CgResult<()> {
-        let ty = self.fb.func.dfg.value_type(v);
-        let (a, imm) = self.addr(buf, idx, Self::width(ty), "store")?;
-        self.fb.ins().store(flags(), v, a, imm);
-        Ok(())
+    pub fn fadd(&mut self, a: Val, b: Val) -> Val {
+        self.binary(Binary::Fadd, a, b)
     }
 
-    /// A raw pointer to `buf[idx]` for a call (the callee's extent is proved by `len`).
-    pub fn ptr(&mut self, buf: &Buf, idx: Idx, len: usize) -> CgResult<Value> {
-        let (a, imm) = self.addr(buf, idx, len, "pointer")?;
-        Ok(self.fb.ins().iadd_imm_s(a, imm as i64))
+    pub fn fsub(&mut self, a: Val, b: Val) -> Val {
+        self.binary(Binary::Fsub, a, b)
     }
 
-    /// A float constant of type `ty` (f32 or f32x4).
-    pub fn f(&mut self, ty: Type, x: f32) -> Value {
-        let s = self.fb.ins().f32const(x);
-        if ty.is_vector() {
-            self.fb.ins().splat(ty, s)
-        } else {
-            s
-        }
+    pub fn fmul(&mut self, a: Val, b: Val) -> Val {
+        self.binary(Binary::Fmul, a, b)
     }
 
-    pub fn splat(&mut self, ty: Type, s: Value) -> Value {
-        if ty.is_vector() {
-            self.fb.ins().splat(ty, s)
-        } else {
-            s
-        }
+    pub fn fdiv(&mut self, a: Val, b: Val) -> Val {
+        self.binary(Binary::Fdiv, a, b)
     }
 
-    /// a·b + c: one instruction with FMA, else fmul + fadd.
-    pub fn fma(&mut self, a: Value, b: Value, c: Value) -> Value {
-        if self.fma {
-            self.fb.ins().fma(a, b, c)
-        } else {
-            let m = self.fb.ins().fmul(a, b);
-            self.fb.ins().fadd(m, c)
-        }
+    pub fn fneg(&mut self, a: Val) -> Val {
+        self.unary(Unary::Fneg, a)
     }
 
-    /// `cond ? a : b` for a float comparison mask (scalar or vector).
-    pub fn select(&mut self, mask: Value, a: Value, b: Value) -> Value {
-        let ty = self.fb.func.dfg.value_type(a);
-        if ty.is_vector() {
-            let mask = self.fb.ins().bitcast(ty, MemFlagsData::new(), mask);
-            self.fb.ins().bitselect(mask, a, b)
-        } else if ty.is_float() {
-            // x86 has no conditional move for xmm registers: Cranelift branches on a float
-            // select, which mispredicts on data such as relu's signs. Select the bits in
-            // integer registers instead (a cmov).
-            let ity = ty.as_int();
-            let (ia, ib) = (
-                self.fb.ins().bitcast(ity, MemFlagsData::new(), a),
-                self.fb.ins().bitcast(ity, MemFlagsData::new(), b),
-            );
-            let r = self.fb.ins().select(mask, ia, ib);
-            self.fb.ins().bitcast(ty, MemFlagsData::new(), r)
-        } else {
-            self.fb.ins().select(mask, a, b)
-        }
+    pub fn fabs(&mut self, a: Val) -> Val {
+        self.unary(Unary::Fabs, a)
     }
 
-    /// The sum of an f32x4's lanes, in lane order (a fixed order, so fixed bits).
-    pub fn lane_sum(&mut self, v: Value) -> Value {
-        let mut s = self.fb.ins().extractlane(v, 0);
-        for l in 1..4 {
-            let x = self.fb.ins().extractlane(v, l);
-            s = self.fb.ins().fadd(s, x);
-        }
-        s
+    pub fn sqrt(&mut self, a: Val) -> Val {
+        self.unary(Unary::Sqrt, a)
     }
 
-    /// Lanes of `a` and `b` (f32x4; b's lanes numbered 4..8) picked by `lanes`.
-    fn shuffle4(&mut self, a: Value, b: Value, lanes: [u8; 4]) -> Value {
-        let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
-        let bytes: Vec<u8> = lanes.iter().flat_map(|&l| (0..4).map(move |i| 4 * l + i)).collect();
-        let imm = self.fb.func.dfg.immediates.push(cranelift_codegen::ir::ConstantData::from(bytes));
-        let (a8, b8) = (self.fb.ins().bitcast(types::I8X16, le, a), self.fb.ins().bitcast(types::I8X16, le, b));
-        let r = self.fb.ins().shuffle(a8, b8, imm);
-        self.fb.ins().bitcast(types::F32X4, le, r)
+    pub fn band(&mut self, a: Val, b: Val) -> Val {
+        self.binary(Binary::Band, a, b)
     }
 
-    /// The 4×4 transpose of four f32x4 rows (unpack low/high, then move halves).
-    pub fn transpose4(&mut self, r: [Value; 4]) -> [Value; 4] {
-        let t0 = self.shuffle4(r[0], r[1], [0, 4, 1, 5]);
-        let t1 = self.shuffle4(r[0], r[1], [2, 6, 3, 7]);
-        let t2 = self.shuffle4(r[2], r[3], [0, 4, 1, 5]);
-        let t3 = self.shuffle4(r[2], r[3], [2, 6, 3, 7]);
-        [
-            self.shuffle4(t0, t2, [0, 1, 4, 5]),
-            self.shuffle4(t0, t2, [2, 3, 6, 7]),
-            self.shuffle4(t1, t3, [0, 1, 4, 5]),
-            self.shuffle4(t1, t3, [2, 3, 6, 7]),
-        ]
+    pub fn bxor(&mut self, a: Val, b: Val) -> Val {
+        self.binary(Binary::Bxor, a, b)
     }
 
-    pub fn fcmp(&mut self, cc: FloatCC, a: Value, b: Value) -> Value {
-        self.fb.ins().fcmp(cc, a, b)
+    pub fn smax(&mut self, a: Val, b: Val) -> Val {
+        self.binary(Binary::Smax, a, b)
     }
 
-    /// max(a, b) as one compare and select (`vmaxps`-like; returns `a` when either is
-    /// NaN and `a` is NaN... see callers): b if a < b, else a.
-    pub fn max(&mut self, a: Value, b: Value) -> Value {
+    pub fn smin(&mut self, a: Val, b: Val) -> Val {
+        self.binary(Binary::Smin, a, b)
+    }
+
+    pub fn iadd_imm(&mut self, a: Val, c: i64) -> Val {
+        self.imm(ImmOp::Iadd, a, c)
+    }
+
+    pub fn imul_imm(&mut self, a: Val, c: i64) -> Val {
+        self.imm(ImmOp::Imul, a, c)
+    }
+
+    pub fn ushr_imm(&mut self, a: Val, c: i64) -> Val {
+        self.imm(ImmOp::Ushr, a, c)
+    }
+
+    /// a·b + c: one instruction where the host has FMA, else fmul + fadd (`emit`).
+    pub fn fma(&mut self, a: Val, b: Val, c: Val) -> Val {
+        let ty = self.ty(a);
+        self.def(ty, Expr::Fma(a, b, c))
+    }
+
+    /// A change of type (`ty` is the result's).
+    pub fn convert(&mut self, op: Convert, ty: Type, a: Val) -> Val {
+        self.def(ty, Expr::Convert(op, a))
+    }
+
+    pub fn fpromote(&mut self, a: Val) -> Val {
+        self.convert(Convert::Fpromote, types::F64, a)
+    }
+
+    pub fn fdemote(&mut self, a: Val) -> Val {
+        self.convert(Convert::Fdemote, types::F32, a)
+    }
+
+    pub fn fcmp(&mut self, cc: FloatCC, a: Val, b: Val) -> Val {
+        let ty = lane_type_of_compare(self.ty(a));
+        self.def(ty, Expr::Fcmp(cc, a, b))
+    }
+
+    pub fn icmp_imm(&mut self, cc: IntCC, a: Val, c: i64) -> Val {
+        self.def(types::I8, Expr::IcmpImm(cc, a, c))
+    }
+
+    /// `mask ? a : b` (scalar or per lane).
+    pub fn select(&mut self, mask: Val, a: Val, b: Val) -> Val {
+        let ty = self.ty(a);
+        self.def(ty, Expr::Select(mask, a, b))
+    }
+
+    /// max(a, b) as one compare and select (`vmaxps`-like): b if a < b, else a — so a NaN
+    /// in `a` stays, a NaN in `b` does not (callers that need NaN put it back).
+    pub fn max(&mut self, a: Val, b: Val) -> Val {
         let lt = self.fcmp(FloatCC::LessThan, a, b);
         self.select(lt, b, a)
     }
 
-    pub fn min(&mut self, a: Value, b: Value) -> Value {
+    pub fn min(&mut self, a: Val, b: Val) -> Val {
         let gt = self.fcmp(FloatCC::GreaterThan, a, b);
         self.select(gt, b, a)
     }
 
-    pub fn ctx_i64(&mut self, off: i32) -> Value {
-        self.fb.ins().load(types::I64, flags(), self.ctx, off)
+    /// `s` on every lane of `ty` (itself for a scalar type).
+    pub fn splat(&mut self, ty: Type, s: Val) -> Val {
+        if ty.is_vector() {
+            self.def(ty, Expr::Splat(s))
+        } else {
+            s
+        }
     }
 
-    pub fn ctx_f32(&mut self, off: i32) -> Value {
-        self.fb.ins().load(types::F32, flags(), self.ctx, off)
+    pub fn extractlane(&mut self, v: Val, lane: u8) -> Val {
+        let ty = self.ty(v).lane_type();
+        self.def(ty, Expr::ExtractLane(v, lane))
     }
 
-    pub fn var(&mut self, ty: Type) -> Variable {
-        self.fb.declare_var(ty)
+    pub fn insertlane(&mut self, v: Val, s: Val, lane: u8) -> Val {
+        let ty = self.ty(v);
+        self.def(ty, Expr::InsertLane(v, s, lane))
+    }
+
+    /// e.g. eˣ, on a scalar or lanes (`loops::MathFn`).
+    pub fn math(&mut self, f: MathFn, x: Val) -> Val {
+        let ty = self.ty(x);
+        self.def(ty, Expr::Math(f, x))
+    }
+
+    /// The sum of an f32x4's lanes, in lane order (a fixed order, so fixed bits).
+    pub fn lane_sum(&mut self, v: Val) -> Val {
+        let mut s = self.extractlane(v, 0);
+        for l in 1..4 {
+            let x = self.extractlane(v, l);
+            s = self.fadd(s, x);
+        }
+        s
+    }
+
+    /// The 4×4 transpose of four f32x4 rows (unpack low/high, then move halves).
+    pub fn transpose4(&mut self, r: [Val; 4]) -> [Val; 4] {
+        let mut sh = |a, b, lanes| self.def(types::F32X4, Expr::Shuffle(a, b, lanes));
+        let t0 = sh(r[0], r[1], [0, 4, 1, 5]);
+        let t1 = sh(r[0], r[1], [2, 6, 3, 7]);
+        let t2 = sh(r[2], r[3], [0, 4, 1, 5]);
+        let t3 = sh(r[2], r[3], [2, 6, 3, 7]);
+        [sh(t0, t2, [0, 1, 4, 5]), sh(t0, t2, [2, 3, 6, 7]), sh(t1, t3, [0, 1, 4, 5]), sh(t1, t3, [2, 3, 6, 7])]
+    }
+
+    // Variables.
+
+    pub fn var(&mut self, ty: Type) -> Var {
+        self.vars.push(ty);
+        Var(self.vars.len() as u32 - 1)
+    }
+
+    pub fn def_var(&mut self, var: Var, v: Val) {
+        self.push(Stmt::Set(var, v));
+    }
+
+    pub fn use_var(&mut self, var: Var) -> Val {
+        let ty = self.vars[var.0 as usize];
+        self.def(ty, Expr::Get(var))
+    }
+
+    // Control flow.
+
+    /// Write `body` into a block of its own and return the block.
+    fn nested(&mut self, body: impl FnOnce(&mut Self) -> CgResult<()>) -> CgResult<Vec<Stmt>> {
+        self.blocks.push(vec![]);
+        let r = body(self);
+        let b = self.blocks.pop().expect("the pushed block");
+        r.map(|_| b)
     }
 
     /// `for i in (lo..hi).step_by(step)` with constant bounds; a single iteration is
-    /// emitted straight (its index a constant), none emits nothing.
+    /// written straight (its index a constant), none writes nothing.
+    pub fn for_range(
+        &mut self,
+        lo: i64,
+        hi: i64,
+        step: i64,
+        mut body: impl FnMut(&mut Self, Idx) -> CgResult<()>,
+    ) -> CgResult<()> {
+        if lo >= hi {
+            return Ok(());
+        }
+        if hi - lo <= step {
+            return body(self, Idx::constant(lo));
+        }
+        let r = range::of_loop(lo, hi, step);
+        let var = self.new_val(types::I64, Some(r));
+        let block = self.nested(|kb| body(kb, Idx::of(var, r)))?;
+        self.push(Stmt::For { var, lo, hi, step, body: block });
+        Ok(())
+    }
+
     /// `body(kb, i, ty)` over i in lo..hi: f32x4 steps of 4, then single f32 steps for
     /// the rest (the exact scalar remainder every vectorized loop has).
     pub fn for_lanes(
@@ -393,79 +499,48 @@ impl<'f> Kb<'f> {
         })
     }
 
-    pub fn for_range(
+    /// The kernel's share of its parallel items: `for item in lo..hi`, the bounds given by
+    /// the caller at run time, within `0..extent`.
+    pub fn for_items(&mut self, extent: usize, body: impl FnOnce(&mut Self, Idx) -> CgResult<()>) -> CgResult<()> {
+        let r = (0, extent as i64 - 1);
+        let var = self.new_val(types::I64, Some(r));
+        let block = self.nested(|kb| body(kb, Idx::of(var, r)))?;
+        self.push(Stmt::Items { var, extent, body: block });
+        Ok(())
+    }
+
+    /// `if i < limit { body(true, i) } else { body(false, i) }` for an index `i` that is one
+    /// value; each branch gets `i` with its range refined (below: up to limit − 1).
+    pub fn if_below(
         &mut self,
-        lo: i64,
-        hi: i64,
-        step: i64,
-        mut body: impl FnMut(&mut Self, Idx) -> CgResult<()>,
+        i: Idx,
+        limit: i64,
+        body: &mut dyn FnMut(&mut Self, bool, Idx) -> CgResult<()>,
     ) -> CgResult<()> {
-        if lo >= hi {
-            return Ok(());
-        }
-        if hi - lo <= step {
-            return body(self, Idx::constant(lo));
-        }
-        let last = lo + (hi - lo - 1) / step * step;
-        let iv = self.var(types::I64);
-        let start = self.iconst(lo);
-        self.fb.def_var(iv, start);
-        let body_block = self.fb.create_block();
-        let exit = self.fb.create_block();
-        self.fb.ins().jump(body_block, &[]);
-        self.fb.switch_to_block(body_block);
-        let i = self.fb.use_var(iv);
-        body(self, Idx { v: Some(i), off: 0, lo, hi: last })?;
-        let next = self.fb.ins().iadd_imm_s(i, step);
-        self.fb.def_var(iv, next);
-        let more = self.fb.ins().icmp_imm_s(IntCC::SignedLessThan, next, hi);
-        self.fb.ins().brif(more, body_block, &[], exit, &[]);
-        self.fb.seal_block(body_block);
-        self.fb.switch_to_block(exit);
-        self.fb.seal_block(exit);
+        let value = match i.as_value() {
+            Some(v) => v,
+            None => self.value(i),
+        };
+        let saved = self.ranges[value.0 as usize];
+        let Some(r) = saved else {
+            return err(format!("kernel `{}`: a branch on v{} whose range is not known", self.name, value.0));
+        };
+        let (below, rest) = range::refine_below(r, limit);
+        self.ranges[value.0 as usize] = Some(below);
+        let then = self.nested(|kb| body(kb, true, Idx::of(value, below)));
+        self.ranges[value.0 as usize] = Some(rest);
+        let otherwise = then.and_then(|t| Ok((t, self.nested(|kb| body(kb, false, Idx::of(value, rest)))?)));
+        self.ranges[value.0 as usize] = saved;
+        let (then, otherwise) = otherwise?;
+        self.push(Stmt::IfBelow { value, limit, then, otherwise });
         Ok(())
     }
 
-    /// `if cond { body(true) } else { body(false) }` (cond: an i8 truth value).
-    pub fn if_else(&mut self, cond: Value, body: &mut dyn FnMut(&mut Self, bool) -> CgResult<()>) -> CgResult<()> {
-        let (a, b, join) = (self.fb.create_block(), self.fb.create_block(), self.fb.create_block());
-        self.fb.ins().brif(cond, a, &[], b, &[]);
-        self.fb.switch_to_block(a);
-        self.fb.seal_block(a);
-        body(self, true)?;
-        self.fb.ins().jump(join, &[]);
-        self.fb.switch_to_block(b);
-        self.fb.seal_block(b);
-        body(self, false)?;
-        self.fb.ins().jump(join, &[]);
-        self.fb.switch_to_block(join);
-        self.fb.seal_block(join);
-        Ok(())
-    }
-
-    /// The kernel's share of its parallel items: `for item in lo..hi` (run-time bounds
-    /// from the caller, at most `extent`).
-    pub fn for_items(&mut self, extent: usize, mut body: impl FnMut(&mut Self, Idx) -> CgResult<()>) -> CgResult<()> {
-        let iv = self.var(types::I64);
-        let lo = self.lo;
-        self.fb.def_var(iv, lo);
-        let head = self.fb.create_block();
-        let body_block = self.fb.create_block();
-        let exit = self.fb.create_block();
-        self.fb.ins().jump(head, &[]);
-        self.fb.switch_to_block(head);
-        let i = self.fb.use_var(iv);
-        let more = self.fb.ins().icmp(IntCC::SignedLessThan, i, self.hi);
-        self.fb.ins().brif(more, body_block, &[], exit, &[]);
-        self.fb.switch_to_block(body_block);
-        self.fb.seal_block(body_block);
-        body(self, Idx { v: Some(i), off: 0, lo: 0, hi: extent as i64 - 1 })?;
-        let next = self.fb.ins().iadd_imm_s(i, 1);
-        self.fb.def_var(iv, next);
-        self.fb.ins().jump(head, &[]);
-        self.fb.seal_block(head);
-        self.fb.switch_to_block(exit);
-        self.fb.seal_block(exit);
-        Ok(())
+    /// The same index with the range its value has where it is being used.
+    pub fn refined(&self, i: Idx) -> Idx {
+        match range::of_index(&i, &|v| self.ranges[v.0 as usize]) {
+            Some(r) => i.with_range(r),
+            None => i,
+        }
     }
 }

@@ -6,9 +6,11 @@
 //! [`lower`]) → Cranelift IR → machine code ([`jit`]) → an executor ([`exec`]).
 
 pub mod builder;
+pub mod emit;
 pub mod exec;
 pub mod fuse;
 pub mod jit;
+pub mod loops;
 pub mod lower;
 pub mod math;
 pub mod micro;
@@ -18,7 +20,7 @@ use crate::exec::StateLayout;
 use crate::ir::{Graph, Phase};
 use crate::ops::Op;
 use builder::{Buf, Kb};
-use jit::{kernel_signature, CgResult, FunctionBuilder, FunctionBuilderContext, FunctionText, JitModule, OptLevel};
+use jit::{kernel_signature, CgResult, FunctionText, JitModule, OptLevel};
 use lower::LowerCtx;
 use plan::ArenaPlan;
 use std::time::{Duration, Instant};
@@ -81,6 +83,8 @@ pub struct KernelInfo {
     /// The micro-kernel its GEMMs call, if any.
     pub micro: Option<String>,
     pub text: FunctionText,
+    /// The loop nest of each phase.
+    pub loops: Vec<loops::LoopNest>,
     /// What each run-time-checked access is (with `checks`).
     pub accesses: Vec<String>,
 }
@@ -131,35 +135,13 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
     let start = Instant::now();
     let features = host_features()?;
     let report = exec::bounds_report as extern "C" fn(i32, i64, i64);
-    let native = match options.micro {
-        MicroChoice::Auto => micro::best_native(features),
-        MicroChoice::Avx2 => micro::avx2_native(features),
-        MicroChoice::Cranelift => None,
-    };
+    let native = micro::native_for(options.micro, features);
     let mut symbols = vec![(exec::BOUNDS_REPORT, report as *const u8)];
     if let Some(n) = &native {
         symbols.push((n.symbol, n.address));
     }
     let mut jit = JitModule::new(&symbols, cfg!(debug_assertions))?;
-    let (micro, micro_text) = match &native {
-        Some(n) => {
-            let sig = lower::micro_signature(&jit);
-            let id = jit.declare(n.symbol, &sig, cranelift_module::Linkage::Import)?;
-            let text = FunctionText {
-                clif: format!(
-                    "; {}: ahead-of-time Rust with #[target_feature] (compiler/src/codegen/micro.rs)\n",
-                    n.name
-                ),
-                disasm: format!(
-                    "; {}: ahead-of-time Rust, see `objdump -d` of the binary, symbol {}\n",
-                    n.name, n.symbol
-                ),
-                code_bytes: 0,
-            };
-            (lower::MicroKernel { id, mr: n.mr, nr: n.nr, name: n.name.to_string() }, text)
-        }
-        None => lower::gemm_micro(&mut jit, features.fma)?,
-    };
+    let (micro, micro_text) = micro::declare(&mut jit, native.as_ref(), features)?;
     let groups = fuse::group(graph, options.fuse);
     let threads = options.threads.max(1);
     let shapes: Vec<lower::KernelShape> =
@@ -214,19 +196,11 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
         let mut phase_ids = vec![];
         let mut texts: Vec<FunctionText> = vec![];
         let mut accesses = vec![];
+        let mut nests = vec![];
         for phase in 0..shapes[k].phases.len() {
-            let sig = kernel_signature(jit.call_conv());
-            let sym = format!("k{k}p{phase}_{}", name.replace(['.', '#', '+'], "_"));
-            let id = jit.declare(&sym, &sig, cranelift_module::Linkage::Local)?;
-            let mut func = jit.new_function(id, sig);
-            let micro_call = jit.import(micro.id, &mut func);
-            let report_ref = report_id.map(|r| jit.import(r, &mut func));
-            let mut fctx = FunctionBuilderContext::new();
-            let fb = FunctionBuilder::new(&mut func, &mut fctx);
-            let checks = report_ref.map(|r| (r, k as u32));
-            let mut kb = Kb::new(fb, jit.frontend_config(), &name, features.fma, checks, scratch_region);
-            kb.access_base = accesses.len();
-            let cx = LowerCtx { graph, node: first, micro: &micro, micro_call, threads, phase };
+            let micro_info = Some((micro.name.clone(), micro.mr, micro.nr));
+            let mut kb = Kb::new(&name, phase, scratch_region, micro_info);
+            let cx = LowerCtx { graph, node: first, micro: &micro, threads, phase };
             match grp.kind {
                 fuse::GroupKind::Epilogue => {
                     let chain: Vec<&crate::ir::Node> = nodes[1..].to_vec();
@@ -245,10 +219,19 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
                     lower::lower_loss_with_grad(&mut kb, &cx, &bufs)?;
                 }
             }
-            accesses.extend(std::mem::take(&mut kb.accesses));
-            kb.finish();
+            let nest = kb.finish();
+            loops::verify::verify(&nest)?;
+            let sig = kernel_signature(jit.call_conv());
+            let sym = format!("k{k}p{phase}_{}", name.replace(['.', '#', '+'], "_"));
+            let id = jit.declare(&sym, &sig, cranelift_module::Linkage::Local)?;
+            let mut func = jit.new_function(id, sig);
+            let micro_call = nest.calls_micro().then(|| jit.import(micro.id, &mut func));
+            let checks = report_id.map(|r| (jit.import(r, &mut func), k as u32));
+            let ecx = emit::EmitCx { fma: features.fma, micro: micro_call, checks, access_base: accesses.len() };
+            accesses.extend(emit::emit(&nest, &mut func, jit.frontend_config(), ecx)?);
             texts.push(jit.define(id, func, OptLevel::Speed)?);
             phase_ids.push(id);
+            nests.push(nest);
         }
         let text = if texts.len() == 1 {
             texts.remove(0)
@@ -286,6 +269,7 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
             phases: shapes[k].phases.clone(),
             micro: is_gemm(&first.op).then(|| micro.name.clone()),
             text,
+            loops: nests,
             accesses,
         });
         ids.push(phase_ids);

@@ -10,11 +10,11 @@
 use super::epilogue::{self, At, EpiOp};
 use super::gemm::{emit_gemm, Gemm, GemmScratch, Mat, MicroKernel};
 use super::{KernelShape, LowerCtx, NodeBufs};
-use crate::codegen::builder::{Buf, Idx, Kb};
+use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::CgResult;
+use crate::codegen::loops::{types, Idx, Val};
 use crate::ir::{Graph, Node};
 use crate::ops::{Conv2d, Conv2dGradInput, Conv2dGradWeight, ConvGeom, MatMul, Op};
-use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 fn gemm_scratch(bufs: &NodeBufs, first: usize) -> GemmScratch {
     GemmScratch {
@@ -57,17 +57,12 @@ fn for_column_blocks(
             let start = kb.mul(item, nb as i64);
             return f(kb, start, nb);
         }
-        let item_v = kb.value(item);
-        let is_last =
-            kb.fb.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::Equal, item_v, (blocks - 1) as i64);
-        kb.if_else(is_last, &mut |kb, last| {
-            if last {
-                f(kb, Idx::constant(((blocks - 1) * nb) as i64), last_w)
-            } else {
-                // Here item < blocks − 1.
-                let narrowed = Idx { hi: item.hi.min(blocks as i64 - 2), ..item };
-                let start = kb.mul(narrowed, nb as i64);
+        kb.if_below(item, blocks as i64 - 1, &mut |kb, full, item| {
+            if full {
+                let start = kb.mul(item, nb as i64);
                 f(kb, start, nb)
+            } else {
+                f(kb, Idx::constant(((blocks - 1) * nb) as i64), last_w)
             }
         })
     })
@@ -84,23 +79,13 @@ pub fn lower_matmul(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, mm: &MatMul, ep
         let bb = kb.mul(col0, b.cs);
         let b_blk = Mat { base: bb, ..b.clone() };
         let c = Mat { buf: bufs.outputs[0].clone(), base: col0, rs: n as i64, cs: 1 };
-        let g = Gemm {
-            m,
-            n: width,
-            k,
-            a: a.clone(),
-            b: b_blk,
-            c,
-            accumulate: false,
-            scratch: &scratch,
-            micro: cx.micro,
-            call: cx.micro_call,
-        };
+        let g =
+            Gemm { m, n: width, k, a: a.clone(), b: b_blk, c, accumulate: false, scratch: &scratch, micro: cx.micro };
         if epi.is_empty() {
             return emit_gemm(kb, &g, None);
         }
         // C is this block of columns: bias and batch norm need the global column.
-        let mut f = |kb: &mut Kb, v: Value, pos: At| {
+        let mut f = |kb: &mut Kb, v: Val, pos: At| {
             let col = kb.add(col0, pos.col);
             epilogue::apply(kb, epi, v, At { col, ..pos })
         };
@@ -221,7 +206,7 @@ fn im2col_walk(kb: &mut Kb, d: &ConvDims, g: &ConvGeom, img: Idx, x: &Buf, col: 
                         } else {
                             let v = kb.load(ty, col, ci)?;
                             let old = kb.load(ty, x, xi)?;
-                            let s = kb.fb.ins().fadd(old, v);
+                            let s = kb.fadd(old, v);
                             kb.store(s, x, xi)
                         }
                     };
@@ -255,12 +240,11 @@ pub fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv: &Conv2d, 
             accumulate: false,
             scratch: &scratch,
             micro: cx.micro,
-            call: cx.micro_call,
         };
         if epi.is_empty() {
             return emit_gemm(kb, &g, None);
         }
-        let mut f = |kb: &mut Kb, v: Value, pos: At| epilogue::apply(kb, epi, v, pos);
+        let mut f = |kb: &mut Kb, v: Val, pos: At| epilogue::apply(kb, epi, v, pos);
         emit_gemm(kb, &g, Some(&mut f))
     })
 }
@@ -283,7 +267,6 @@ pub fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv
             accumulate: false,
             scratch: &scratch,
             micro: cx.micro,
-            call: cx.micro_call,
         };
         emit_gemm(kb, &g, None)?;
         let start = kb.mul(img, (d.c * d.h * d.w) as i64);
@@ -305,7 +288,7 @@ pub fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, con
             let mut acc = kb.load(ty, partial, j)?;
             for ch in 1..chunks {
                 let v = kb.load(ty, partial, j.plus((ch * size) as i64))?;
-                acc = kb.fb.ins().fadd(acc, v);
+                acc = kb.fadd(acc, v);
             }
             kb.store(acc, dw, j)
         });
@@ -330,7 +313,6 @@ pub fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, con
                 accumulate: true,
                 scratch: &scratch,
                 micro: cx.micro,
-                call: cx.micro_call,
             };
             emit_gemm(kb, &g, None)
         })
@@ -341,17 +323,14 @@ pub fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, con
             let base = kb.mul(item, size as i64);
             return chunk(kb, first, base, if chunks == 1 { last } else { DW_CHUNK });
         }
-        let iv = kb.value(item);
-        let is_last = kb.fb.ins().icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::Equal, iv, (chunks - 1) as i64);
-        kb.if_else(is_last, &mut |kb, last_chunk| {
-            if last_chunk {
+        kb.if_below(item, chunks as i64 - 1, &mut |kb, full, item| {
+            if full {
+                let first = kb.mul(item, DW_CHUNK as i64);
+                let base = kb.mul(item, size as i64);
+                chunk(kb, first, base, DW_CHUNK)
+            } else {
                 let first = Idx::constant(((chunks - 1) * DW_CHUNK) as i64);
                 chunk(kb, first, Idx::constant(((chunks - 1) * size) as i64), last)
-            } else {
-                let narrowed = Idx { hi: item.hi.min(chunks as i64 - 2), ..item };
-                let first = kb.mul(narrowed, DW_CHUNK as i64);
-                let base = kb.mul(narrowed, size as i64);
-                chunk(kb, first, base, DW_CHUNK)
             }
         })
     })

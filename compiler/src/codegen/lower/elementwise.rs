@@ -5,13 +5,11 @@
 
 use super::epilogue::{self, At, EpiOp};
 use super::{LowerCtx, NodeBufs};
-use crate::codegen::builder::{ctx, Buf, Idx, Kb};
+use crate::codegen::builder::{ctx, Buf, Kb};
 use crate::codegen::jit::{err, CgResult};
-use crate::codegen::math;
+use crate::codegen::loops::{types, FloatCC, Idx, IntCC, MathFn, Type, Val};
 use crate::layers::Activation;
 use crate::ops::{self, Op};
-use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{types, InstBuilder, Type, Value};
 
 /// How an operand is indexed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +32,7 @@ pub struct Space {
 }
 
 /// Scalars loaded once per kernel (learning rate, Adam's factors).
-pub fn setup(kb: &mut Kb, op: &Op) -> Vec<Value> {
+pub fn setup(kb: &mut Kb, op: &Op) -> Vec<Val> {
     match op {
         Op::SgdUpdate(_) => vec![kb.ctx_f32(ctx::LR)],
         Op::AdamUpdate(_) => vec![kb.ctx_f32(ctx::ADAM_STEP_SIZE), kb.ctx_f32(ctx::ADAM_INV_SQRT_BC2)],
@@ -44,31 +42,31 @@ pub fn setup(kb: &mut Kb, op: &Op) -> Vec<Value> {
 
 /// Activation on lanes of type `ty`. relu and friends take the "negative" branch for
 /// x ≤ 0, which NaN fails, so NaN propagates.
-pub fn activation(kb: &mut Kb, act: Activation, x: Value) -> Value {
-    let ty = kb.fb.func.dfg.value_type(x);
+pub fn activation(kb: &mut Kb, act: Activation, x: Val) -> Val {
+    let ty = kb.ty(x);
     let zero = kb.f(ty, 0.0);
     let le = kb.fcmp(FloatCC::LessThanOrEqual, x, zero);
     match act {
         Activation::Relu => kb.select(le, zero, x),
         Activation::LeakyRelu { slope } => {
             let s = kb.f(ty, slope as f32);
-            let neg = kb.fb.ins().fmul(x, s);
+            let neg = kb.fmul(x, s);
             kb.select(le, neg, x)
         }
         Activation::Elu { alpha } => {
             let a = kb.f(ty, alpha as f32);
-            let e = math::expm1(kb, x);
-            let neg = kb.fb.ins().fmul(e, a);
+            let e = kb.math(MathFn::Expm1, x);
+            let neg = kb.fmul(e, a);
             kb.select(le, neg, x)
         }
-        Activation::Sigmoid => math::sigmoid(kb, x),
-        Activation::Tanh => math::tanh(kb, x),
+        Activation::Sigmoid => kb.math(MathFn::Sigmoid, x),
+        Activation::Tanh => kb.math(MathFn::Tanh, x),
     }
 }
 
 /// dy·f′ from the output or the input, as [`Activation::grad_uses_output`] says.
-pub fn activation_grad(kb: &mut Kb, act: Activation, v: Value, dy: Value) -> Value {
-    let ty = kb.fb.func.dfg.value_type(v);
+pub fn activation_grad(kb: &mut Kb, act: Activation, v: Val, dy: Val) -> Val {
+    let ty = kb.ty(v);
     let zero = kb.f(ty, 0.0);
     let one = kb.f(ty, 1.0);
     let gt = kb.fcmp(FloatCC::GreaterThan, v, zero);
@@ -76,115 +74,115 @@ pub fn activation_grad(kb: &mut Kb, act: Activation, v: Value, dy: Value) -> Val
         Activation::Relu => kb.select(gt, dy, zero),
         Activation::LeakyRelu { slope } => {
             let s = kb.f(ty, slope as f32);
-            let neg = kb.fb.ins().fmul(dy, s);
+            let neg = kb.fmul(dy, s);
             kb.select(gt, dy, neg)
         }
         Activation::Elu { alpha } if act.grad_uses_output() => {
             let a = kb.f(ty, alpha as f32);
-            let t = kb.fb.ins().fadd(v, a);
-            let neg = kb.fb.ins().fmul(dy, t);
+            let t = kb.fadd(v, a);
+            let neg = kb.fmul(dy, t);
             kb.select(gt, dy, neg)
         }
         Activation::Elu { alpha } => {
             let a = kb.f(ty, alpha as f32);
-            let e = math::exp(kb, v);
-            let d = kb.fb.ins().fmul(dy, a);
-            let neg = kb.fb.ins().fmul(d, e);
+            let e = kb.math(MathFn::Exp, v);
+            let d = kb.fmul(dy, a);
+            let neg = kb.fmul(d, e);
             kb.select(gt, dy, neg)
         }
         Activation::Sigmoid => {
-            let om = kb.fb.ins().fsub(one, v);
-            let t = kb.fb.ins().fmul(dy, v);
-            kb.fb.ins().fmul(t, om)
+            let om = kb.fsub(one, v);
+            let t = kb.fmul(dy, v);
+            kb.fmul(t, om)
         }
         Activation::Tanh => {
-            let v2 = kb.fb.ins().fmul(v, v);
-            let om = kb.fb.ins().fsub(one, v2);
-            kb.fb.ins().fmul(dy, om)
+            let v2 = kb.fmul(v, v);
+            let om = kb.fsub(one, v2);
+            kb.fmul(dy, om)
         }
     }
 }
 
 /// The per-element function of an elementwise op on lanes of `ty`.
-pub fn element(kb: &mut Kb, op: &Op, ty: Type, setup: &[Value], xs: &[Value], numel: usize) -> CgResult<Vec<Value>> {
+pub fn element(kb: &mut Kb, op: &Op, ty: Type, setup: &[Val], xs: &[Val], numel: usize) -> CgResult<Vec<Val>> {
     let c = |kb: &mut Kb, x: f64| kb.f(ty, x as f32);
     Ok(match op {
         Op::Act(a) => vec![activation(kb, a.act, xs[0])],
         Op::ActGrad(a) => vec![activation_grad(kb, a.act, xs[0], xs[1])],
-        Op::Add(_) | Op::BiasAdd(_) => vec![kb.fb.ins().fadd(xs[0], xs[1])],
+        Op::Add(_) | Op::BiasAdd(_) => vec![kb.fadd(xs[0], xs[1])],
         Op::RunningUpdate(r) => {
             let keep = c(kb, 1.0 - r.momentum);
             let take = c(kb, r.momentum * r.correction);
-            let t = kb.fb.ins().fmul(xs[1], take);
+            let t = kb.fmul(xs[1], take);
             vec![kb.fma(xs[0], keep, t)]
         }
         Op::MseGrad(_) => {
             let k = c(kb, 2.0 / numel as f64);
-            let d = kb.fb.ins().fsub(xs[0], xs[1]);
-            vec![kb.fb.ins().fmul(d, k)]
+            let d = kb.fsub(xs[0], xs[1]);
+            vec![kb.fmul(d, k)]
         }
         Op::BceWithLogitsGrad(_) => {
             let k = c(kb, 1.0 / numel as f64);
-            let s = math::sigmoid(kb, xs[0]);
-            let d = kb.fb.ins().fsub(s, xs[1]);
-            vec![kb.fb.ins().fmul(d, k)]
+            let s = kb.math(MathFn::Sigmoid, xs[0]);
+            let d = kb.fsub(s, xs[1]);
+            vec![kb.fmul(d, k)]
         }
         Op::SgdUpdate(u) => {
             let (p, mut g) = (xs[0], xs[1]);
             let lr = kb.splat(ty, setup[0]);
             if u.weight_decay != 0.0 {
                 let wd = c(kb, u.weight_decay);
-                let t = kb.fb.ins().fmul(wd, p);
-                g = kb.fb.ins().fadd(g, t);
+                let t = kb.fmul(wd, p);
+                g = kb.fadd(g, t);
             }
             let mut out = vec![];
             if u.has_velocity() {
                 let mom = c(kb, u.momentum);
-                let mv = kb.fb.ins().fmul(mom, xs[2]);
-                let v2 = kb.fb.ins().fadd(mv, g);
+                let mv = kb.fmul(mom, xs[2]);
+                let v2 = kb.fadd(mv, g);
                 g = if u.nesterov {
-                    let t = kb.fb.ins().fmul(mom, v2);
-                    kb.fb.ins().fadd(g, t)
+                    let t = kb.fmul(mom, v2);
+                    kb.fadd(g, t)
                 } else {
                     v2
                 };
                 out.push(v2);
             }
-            let step = kb.fb.ins().fmul(lr, g);
-            out.insert(0, kb.fb.ins().fsub(p, step));
+            let step = kb.fmul(lr, g);
+            out.insert(0, kb.fsub(p, step));
             out
         }
         Op::AdamUpdate(u) => {
             let (p, mut g, m, v) = (xs[0], xs[1], xs[2], xs[3]);
             if u.weight_decay != 0.0 {
                 let wd = c(kb, u.weight_decay);
-                let t = kb.fb.ins().fmul(wd, p);
-                g = kb.fb.ins().fadd(g, t);
+                let t = kb.fmul(wd, p);
+                g = kb.fadd(g, t);
             }
             let (b1, nb1, b2, nb2) = (c(kb, u.beta1), c(kb, 1.0 - u.beta1), c(kb, u.beta2), c(kb, 1.0 - u.beta2));
-            let t1 = kb.fb.ins().fmul(b1, m);
-            let t2 = kb.fb.ins().fmul(nb1, g);
-            let m2 = kb.fb.ins().fadd(t1, t2);
-            let t3 = kb.fb.ins().fmul(b2, v);
-            let t4 = kb.fb.ins().fmul(nb2, g);
-            let t4 = kb.fb.ins().fmul(t4, g);
-            let v2 = kb.fb.ins().fadd(t3, t4);
+            let t1 = kb.fmul(b1, m);
+            let t2 = kb.fmul(nb1, g);
+            let m2 = kb.fadd(t1, t2);
+            let t3 = kb.fmul(b2, v);
+            let t4 = kb.fmul(nb2, g);
+            let t4 = kb.fmul(t4, g);
+            let v2 = kb.fadd(t3, t4);
             let step = kb.splat(ty, setup[0]);
             let inv = kb.splat(ty, setup[1]);
             let eps = c(kb, u.eps);
-            let sq = kb.fb.ins().sqrt(v2);
-            let sq = kb.fb.ins().fmul(sq, inv);
-            let denom = kb.fb.ins().fadd(sq, eps);
-            let num = kb.fb.ins().fmul(step, m2);
-            let d = kb.fb.ins().fdiv(num, denom);
-            vec![kb.fb.ins().fsub(p, d), m2, v2]
+            let sq = kb.sqrt(v2);
+            let sq = kb.fmul(sq, inv);
+            let denom = kb.fadd(sq, eps);
+            let num = kb.fmul(step, m2);
+            let d = kb.fdiv(num, denom);
+            vec![kb.fsub(p, d), m2, v2]
         }
         other => return err(format!("`{}` is not an elementwise op", other.name())),
     })
 }
 
 /// A per-element function on lanes of a type: input values → output values.
-pub type ElementFn<'a> = dyn FnMut(&mut Kb, Type, &[Value]) -> CgResult<Vec<Value>> + 'a;
+pub type ElementFn<'a> = dyn FnMut(&mut Kb, Type, &[Val]) -> CgResult<Vec<Val>> + 'a;
 
 /// Emit `outs = f(ins)` over `space`, the first output through the epilogue `epi`.
 pub fn emit(
@@ -267,15 +265,15 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
 }
 
 /// SplitMix64's finalizer in CLIF (the same function as `ops::mix64`).
-fn mix64(kb: &mut Kb, z: Value) -> Value {
-    let t = kb.fb.ins().ushr_imm_s(z, 30);
-    let z = kb.fb.ins().bxor(z, t);
-    let z = kb.fb.ins().imul_imm_s(z, 0xbf58476d1ce4e5b9u64 as i64);
-    let t = kb.fb.ins().ushr_imm_s(z, 27);
-    let z = kb.fb.ins().bxor(z, t);
-    let z = kb.fb.ins().imul_imm_s(z, 0x94d049bb133111ebu64 as i64);
-    let t = kb.fb.ins().ushr_imm_s(z, 31);
-    kb.fb.ins().bxor(z, t)
+fn mix64(kb: &mut Kb, z: Val) -> Val {
+    let t = kb.ushr_imm(z, 30);
+    let z = kb.bxor(z, t);
+    let z = kb.imul_imm(z, 0xbf58476d1ce4e5b9u64 as i64);
+    let t = kb.ushr_imm(z, 27);
+    let z = kb.bxor(z, t);
+    let z = kb.imul_imm(z, 0x94d049bb133111ebu64 as i64);
+    let t = kb.ushr_imm(z, 31);
+    kb.bxor(z, t)
 }
 
 /// Inverted dropout with the counter-based mask of `ops::dropout_keep`, bit for bit.
@@ -288,10 +286,10 @@ fn lower_dropout(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, d: &ops::Dropout) 
     // key = mix(seed ^ mix(step + C1 ^ mix(stream + C2)))
     let s = kb.iconst(d.stream.wrapping_add(0x9e3779b97f4a7c15) as i64);
     let ms = mix64(kb, s);
-    let st = kb.fb.ins().iadd_imm_s(step, 0x632be59bd9b4e019u64 as i64);
-    let x = kb.fb.ins().bxor(st, ms);
+    let st = kb.iadd_imm(step, 0x632be59bd9b4e019u64 as i64);
+    let x = kb.bxor(st, ms);
     let mx = mix64(kb, x);
-    let x = kb.fb.ins().bxor(seed, mx);
+    let x = kb.bxor(seed, mx);
     let key = mix64(kb, x);
     let threshold = ops::dropout_threshold(d.p) as i64;
     let scale = (1.0 / (1.0 - d.p)) as f32;
@@ -300,20 +298,16 @@ fn lower_dropout(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, d: &ops::Dropout) 
         kb.for_range(0, per as i64, 1, |kb, j| {
             let at = kb.affine(0, &[(item, per as i64), (j, 1)]);
             let idx = kb.value(at);
-            let h = kb.fb.ins().imul_imm_s(idx, 0x9e3779b97f4a7c15u64 as i64);
-            let h = kb.fb.ins().bxor(key, h);
+            let h = kb.imul_imm(idx, 0x9e3779b97f4a7c15u64 as i64);
+            let h = kb.bxor(key, h);
             let h = mix64(kb, h);
-            let top = kb.fb.ins().ushr_imm_s(h, 40);
-            let keep = kb.fb.ins().icmp_imm_s(
-                cranelift_codegen::ir::condcodes::IntCC::UnsignedGreaterThanOrEqual,
-                top,
-                threshold,
-            );
+            let top = kb.ushr_imm(h, 40);
+            let keep = kb.icmp_imm(IntCC::UnsignedGreaterThanOrEqual, top, threshold);
             let xv = kb.load(types::F32, &src, at)?;
             let sc = kb.f(types::F32, scale);
-            let kept = kb.fb.ins().fmul(xv, sc);
+            let kept = kb.fmul(xv, sc);
             let zero = kb.f(types::F32, 0.0);
-            let y = kb.fb.ins().select(keep, kept, zero);
+            let y = kb.select(keep, kept, zero);
             kb.store(y, &dst, at)
         })
     })

@@ -3,12 +3,12 @@
 //! The main op's lowering calls [`apply`] at its store with the element's index.
 
 use super::NodeBufs;
-use crate::codegen::builder::{Buf, Idx, Kb};
+use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::{err, CgResult, CodegenError};
+use crate::codegen::loops::{types, Idx, Val};
 use crate::ir::{Node, ValueId};
 use crate::layers::Activation;
 use crate::ops::Op;
-use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 /// One elementwise op of an epilogue chain; its other operand, if any, is stored.
 pub enum EpiOp {
@@ -46,35 +46,29 @@ impl At {
 }
 
 /// Apply an epilogue chain to `v` (scalar or lanes) at `pos`.
-pub fn apply(kb: &mut Kb, ops: &[EpiOp], v: Value, pos: At) -> CgResult<Value> {
+pub fn apply(kb: &mut Kb, ops: &[EpiOp], v: Val, pos: At) -> CgResult<Val> {
     apply_knowing(kb, ops, v, pos, None)
 }
 
 /// The same, where the caller already holds `known = (buffer, its value at pos.at)`: an
 /// operand read from that buffer is not loaded again (max pooling's gradient knows the
 /// winning input, which is the value a preceding activation's derivative is taken from).
-pub fn apply_knowing(
-    kb: &mut Kb,
-    ops: &[EpiOp],
-    mut v: Value,
-    pos: At,
-    known: Option<(&Buf, Value)>,
-) -> CgResult<Value> {
-    let ty = kb.fb.func.dfg.value_type(v);
+pub fn apply_knowing(kb: &mut Kb, ops: &[EpiOp], mut v: Val, pos: At, known: Option<(&Buf, Val)>) -> CgResult<Val> {
+    let ty = kb.ty(v);
     let operand = |kb: &mut Kb, b: &Buf| match known {
-        Some((k, kv)) if k.region == b.region && k.offset == b.offset && ty == kb.fb.func.dfg.value_type(kv) => Ok(kv),
+        Some((k, kv)) if k.region == b.region && k.offset == b.offset && ty == kb.ty(kv) => Ok(kv),
         _ => kb.load(ty, b, pos.at),
     };
     for op in ops {
         v = match op {
             EpiOp::BiasCol(b) => {
                 let bv = kb.load(ty, b, pos.col)?;
-                kb.fb.ins().fadd(v, bv)
+                kb.fadd(v, bv)
             }
             EpiOp::BiasRow(b) => {
                 let s = kb.load(types::F32, b, pos.row)?;
                 let bv = kb.splat(ty, s);
-                kb.fb.ins().fadd(v, bv)
+                kb.fadd(v, bv)
             }
             EpiOp::Act(a) => super::elementwise::activation(kb, *a, v),
             EpiOp::ActGrad(a, other) => {
@@ -83,7 +77,7 @@ pub fn apply_knowing(
             }
             EpiOp::Add(other) => {
                 let o = operand(kb, other)?;
-                kb.fb.ins().fadd(v, o)
+                kb.fadd(v, o)
             }
             EpiOp::BatchNormEval { stats: [mean, var, gamma, beta], eps, by_row } => {
                 let (mu, scale, shift) = if *by_row {
@@ -99,11 +93,11 @@ pub fn apply_knowing(
                         let at = pos.col.plus(l as i64);
                         let (va, g) = (kb.load(types::F32, var, at)?, kb.load(types::F32, gamma, at)?);
                         let sl = super::norm::eval_scale(kb, va, g, *eps);
-                        s = if ty.is_vector() { kb.fb.ins().insertlane(s, sl, l as u8) } else { sl };
+                        s = if ty.is_vector() { kb.insertlane(s, sl, l as u8) } else { sl };
                     }
                     (kb.load(ty, mean, pos.col)?, s, kb.load(ty, beta, pos.col)?)
                 };
-                let d = kb.fb.ins().fsub(v, mu);
+                let d = kb.fsub(v, mu);
                 kb.fma(d, scale, shift)
             }
         };

@@ -3,20 +3,17 @@
 //!
 //! The micro-kernel has a narrow interface — `tile = packedA · packedB` for one MR×NR
 //! tile over `kc` steps, on panels padded with zeros so it never reads past a buffer —
-//! so a pure Cranelift one (here) and native ones (later) are interchangeable. The loop
+//! so the pure Cranelift one and the native ones (`micro`) are interchangeable. The loop
 //! nest keeps everything shape-specific: blocking (KC over k, NC over n), packing with
 //! constant strides, edge tiles, and the epilogue that adds, transforms and stores each
 //! tile while it is hot.
 
 use super::epilogue::At;
-use crate::codegen::builder::{Buf, Idx, Kb};
-use crate::codegen::jit::{CgResult, FunctionBuilder, FunctionBuilderContext, FunctionText, JitModule, OptLevel};
-use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{types, AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, Value};
-use cranelift_module::{FuncId, Linkage};
+use crate::codegen::builder::{Buf, Kb};
+use crate::codegen::jit::CgResult;
+use crate::codegen::loops::{types, Idx, Val};
+pub use crate::codegen::micro::MicroKernel;
 
-pub const GEMM_MR: usize = 6;
-pub const GEMM_NR: usize = 8;
 /// Largest depth of a packed panel: a 6×384 A panel (9 KB) and a 384×8 B panel (12 KB)
 /// stay in L1 together. K is cut into equal blocks no deeper than this (784 → 2 × 392),
 /// so no thin last block costs an extra pass over C.
@@ -29,16 +26,6 @@ fn kc_for(k: usize) -> usize {
 }
 /// Width of a packed B block: 256×512 floats (512 KB) stays in L2.
 const NC: usize = 512;
-
-/// The micro-kernel a program's GEMMs call.
-#[derive(Clone, Debug)]
-pub struct MicroKernel {
-    pub id: FuncId,
-    pub mr: usize,
-    pub nr: usize,
-    /// `cranelift-6x8`, ...
-    pub name: String,
-}
 
 /// A matrix view: element (r, c) is `buf[base + r·rs + c·cs]`.
 #[derive(Clone, Debug)]
@@ -64,7 +51,7 @@ pub struct GemmScratch {
 
 /// Per tile element: the final value (after summation) and where it is: its index in C's
 /// buffer, its row and column in C.
-pub type Epilogue<'a> = &'a mut dyn FnMut(&mut Kb, Value, At) -> CgResult<Value>;
+pub type Epilogue<'a> = &'a mut dyn FnMut(&mut Kb, Val, At) -> CgResult<Val>;
 
 /// How a tile reaches C.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -99,7 +86,6 @@ pub struct Gemm<'a> {
     pub accumulate: bool,
     pub scratch: &'a GemmScratch,
     pub micro: &'a MicroKernel,
-    pub call: FuncRef,
 }
 
 pub fn emit_gemm(kb: &mut Kb, g: &Gemm, mut epilogue: Option<Epilogue>) -> CgResult<()> {
@@ -172,11 +158,12 @@ fn block(
         let mut tile = |kb: &mut Kb, r: Idx, rows: usize| -> CgResult<()> {
             let a_off = kb.mul(r, (kc * mr) as i64);
             let b_off = kb.mul(q, (kc * nr) as i64);
-            let ap = kb.ptr(&s.pack_a, a_off, kc * mr)?;
-            let bp = kb.ptr(&s.pack_b, b_off, kc * nr)?;
-            let tp = kb.ptr(&s.tile, Idx::constant(0), mr * nr)?;
-            let kcv = kb.iconst(kc as i64);
-            kb.fb.ins().call(g.call, &[kcv, ap, bp, tp]);
+            kb.call_micro(
+                kc,
+                (&s.pack_a, a_off, kc * mr),
+                (&s.pack_b, b_off, kc * nr),
+                (&s.tile, Idx::constant(0), mr * nr),
+            )?;
             store_tile(kb, g, r, rows, jc, q, cols, store, epi)
         };
         kb.for_range(0, r_full as i64, 1, |kb, r| tile(kb, r, mr))?;
@@ -208,7 +195,7 @@ struct PanelSrc<'a> {
 fn pack_panel(kb: &mut Kb, src: &PanelSrc, kc: usize, w: usize, valid: usize, dst: &Buf, base: Idx) -> CgResult<()> {
     let by_4x4 = src.ks == 1 && src.js != 1;
     let k_vec = if by_4x4 { kc / 4 * 4 } else { 0 };
-    let element = |kb: &mut Kb, at: Idx, j: usize| -> CgResult<Value> {
+    let element = |kb: &mut Kb, at: Idx, j: usize| -> CgResult<Val> {
         if j < valid {
             let a = kb.add(at, Idx::constant(j as i64 * src.js));
             kb.load(types::F32, src.buf, a)
@@ -326,7 +313,7 @@ fn store_tile(
             let at = kb.add(c_at, Idx::constant(j as i64 * g.c.cs));
             if store != Store::Set {
                 let old = kb.load(ty, &g.c.buf, at)?;
-                v = kb.fb.ins().fadd(old, v);
+                v = kb.fadd(old, v);
             }
             if store != Store::Add {
                 if let Some(e) = epi.as_mut() {
@@ -338,122 +325,4 @@ fn store_tile(
         }
         Ok(())
     })
-}
-
-/// The signature of a micro-kernel: (kc, packed A, packed B, tile).
-pub fn micro_signature(jit: &JitModule) -> Signature {
-    let mut sig = Signature::new(jit.call_conv());
-    for _ in 0..4 {
-        sig.params.push(AbiParam::new(types::I64));
-    }
-    sig
-}
-
-/// The pure-Cranelift micro-kernel: a 6×8 tile in twelve f32x4 accumulators; per step one
-/// broadcast of each A value and two loads of B. Compiled at `opt_level=none`: measured
-/// faster than `speed`, whose e-graph hoists the loads and spills accumulators.
-pub fn define_cranelift_micro(jit: &mut JitModule, fma: bool) -> CgResult<(MicroKernel, FunctionText)> {
-    let (mr, nr) = (GEMM_MR, GEMM_NR);
-    let sig = micro_signature(jit);
-    let name = "percept_micro_cranelift_6x8";
-    let id = jit.declare(name, &sig, Linkage::Local)?;
-    let mut func = jit.new_function(id, sig);
-    let mut fctx = FunctionBuilderContext::new();
-    let mut fb = FunctionBuilder::new(&mut func, &mut fctx);
-    let entry = fb.create_block();
-    fb.append_block_params_for_function_params(entry);
-    fb.switch_to_block(entry);
-    fb.seal_block(entry);
-    let p = fb.block_params(entry).to_vec();
-    let (kc, a0, b0, tile) = (p[0], p[1], p[2], p[3]);
-    let flags = MemFlagsData::new().with_notrap();
-    let zero = fb.ins().f32const(0.0);
-    let zero = fb.ins().splat(types::F32X4, zero);
-    let accs: Vec<_> = (0..mr * nr / 4).map(|_| fb.declare_var(types::F32X4)).collect();
-    for &v in &accs {
-        fb.def_var(v, zero);
-    }
-    let (av, bv, kv) = (fb.declare_var(types::I64), fb.declare_var(types::I64), fb.declare_var(types::I64));
-    fb.def_var(av, a0);
-    fb.def_var(bv, b0);
-    fb.def_var(kv, kc);
-    // One step of the k loop: rank-1 update of the tile from A column p and B row p.
-    // Each FMA gets its own single-use broadcast of the A value: Cranelift folds a
-    // single-use `splat(load)` into one `vbroadcastss mem`, and since x64's FMA writes
-    // its result over its first operand, a single-use first operand needs no copy.
-    let step = |fb: &mut FunctionBuilder, a: Value, b: Value, p: usize| {
-        let bs: Vec<_> =
-            (0..nr / 4).map(|j| fb.ins().load(types::F32X4, flags, b, (4 * (p * nr + 4 * j)) as i32)).collect();
-        for i in 0..mr {
-            for (j, &bj) in bs.iter().enumerate() {
-                let s = fb.ins().load(types::F32, flags, a, (4 * (p * mr + i)) as i32);
-                let s = fb.ins().splat(types::F32X4, s);
-                let var = accs[i * (nr / 4) + j];
-                let acc = fb.use_var(var);
-                let next = if fma {
-                    fb.ins().fma(s, bj, acc)
-                } else {
-                    let m = fb.ins().fmul(s, bj);
-                    fb.ins().fadd(m, acc)
-                };
-                fb.def_var(var, next);
-            }
-        }
-    };
-    // The k loop, unrolled by UNROLL, then single steps for the rest.
-    const UNROLL: usize = 8;
-    let head4 = fb.create_block();
-    let body4 = fb.create_block();
-    let head1 = fb.create_block();
-    let body1 = fb.create_block();
-    let done = fb.create_block();
-    fb.ins().jump(head4, &[]);
-    fb.switch_to_block(head4);
-    let k = fb.use_var(kv);
-    let more4 = fb.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, k, UNROLL as i64);
-    fb.ins().brif(more4, body4, &[], head1, &[]);
-    fb.switch_to_block(body4);
-    fb.seal_block(body4);
-    let (a, b) = (fb.use_var(av), fb.use_var(bv));
-    for p in 0..UNROLL {
-        step(&mut fb, a, b, p);
-    }
-    let a2 = fb.ins().iadd_imm_s(a, (4 * mr * UNROLL) as i64);
-    let b2 = fb.ins().iadd_imm_s(b, (4 * nr * UNROLL) as i64);
-    let k = fb.use_var(kv);
-    let k2 = fb.ins().iadd_imm_s(k, -(UNROLL as i64));
-    fb.def_var(av, a2);
-    fb.def_var(bv, b2);
-    fb.def_var(kv, k2);
-    fb.ins().jump(head4, &[]);
-    fb.seal_block(head4);
-    fb.switch_to_block(head1);
-    let k = fb.use_var(kv);
-    let more1 = fb.ins().icmp_imm_s(IntCC::SignedGreaterThan, k, 0);
-    fb.ins().brif(more1, body1, &[], done, &[]);
-    fb.switch_to_block(body1);
-    fb.seal_block(body1);
-    let (a, b) = (fb.use_var(av), fb.use_var(bv));
-    step(&mut fb, a, b, 0);
-    let a2 = fb.ins().iadd_imm_s(a, (4 * mr) as i64);
-    let b2 = fb.ins().iadd_imm_s(b, (4 * nr) as i64);
-    let k = fb.use_var(kv);
-    let k2 = fb.ins().iadd_imm_s(k, -1);
-    fb.def_var(av, a2);
-    fb.def_var(bv, b2);
-    fb.def_var(kv, k2);
-    fb.ins().jump(head1, &[]);
-    fb.seal_block(head1);
-    fb.switch_to_block(done);
-    fb.seal_block(done);
-    for i in 0..mr {
-        for j in 0..nr / 4 {
-            let v = fb.use_var(accs[i * (nr / 4) + j]);
-            fb.ins().store(flags, v, tile, (4 * (i * nr + 4 * j)) as i32);
-        }
-    }
-    fb.ins().return_(&[]);
-    fb.finalize(jit.frontend_config());
-    let text = jit.define(id, func, OptLevel::None)?;
-    Ok((MicroKernel { id, mr, nr, name: "cranelift-6x8".into() }, text))
 }

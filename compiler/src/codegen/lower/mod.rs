@@ -11,7 +11,7 @@ mod pool;
 mod reduce;
 
 pub use epilogue::{group_bufs, EpiOp};
-pub use gemm::{define_cranelift_micro as gemm_micro, micro_signature, MicroKernel, GEMM_MR, GEMM_NR};
+pub use gemm::MicroKernel;
 pub use reduce::lower_loss_with_grad;
 
 use super::builder::{Buf, Kb};
@@ -43,8 +43,6 @@ pub struct LowerCtx<'a> {
     pub graph: &'a Graph,
     pub node: &'a Node,
     pub micro: &'a MicroKernel,
-    /// The micro-kernel, imported into the function being built.
-    pub micro_call: cranelift_codegen::ir::FuncRef,
     /// The threads the program is compiled for (GEMMs split their columns by it).
     pub threads: usize,
     /// Which phase of a multi-phase kernel is being built.

@@ -5,13 +5,13 @@
 
 use super::epilogue::{self, At, EpiOp};
 use super::{LowerCtx, NodeBufs};
-use crate::codegen::builder::{Buf, Idx, Kb};
+use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::{err, CgResult};
+use crate::codegen::loops::{types, Idx, Val};
 use crate::ops::{batchnorm_layout, Op};
-use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 /// Values computed at an element index, on lanes of a type.
-type ElementValues<'a> = dyn FnMut(&mut Kb, types::Type, Idx) -> CgResult<Vec<Value>> + 'a;
+type ElementValues<'a> = dyn FnMut(&mut Kb, types::Type, Idx) -> CgResult<Vec<Val>> + 'a;
 
 /// `k` sums over the batch for one channel, in f64, in one pass: `f` gives `k` values per
 /// element (lane-wise); each sample's run of `inner` values is summed on f32x4 lanes (a
@@ -22,11 +22,11 @@ fn channel_sums(
     ch: Idx,
     k: usize,
     f: &mut ElementValues,
-) -> CgResult<Vec<Value>> {
+) -> CgResult<Vec<Val>> {
     let acc: Vec<_> = (0..k).map(|_| kb.var(types::F64)).collect();
-    let z = kb.fb.ins().f64const(0.0);
+    let z = kb.f64const(0.0);
     for &a in &acc {
-        kb.fb.def_var(a, z);
+        kb.def_var(a, z);
     }
     kb.for_range(0, n as i64, 1, |kb, b| {
         let row = kb.affine(0, &[(b, (c * inner) as i64), (ch, inner as i64)]);
@@ -34,25 +34,25 @@ fn channel_sums(
         let lanes: Vec<_> = (0..k).map(|_| kb.var(types::F32X4)).collect();
         let z4 = kb.f(types::F32X4, 0.0);
         for &l in &lanes {
-            kb.fb.def_var(l, z4);
+            kb.def_var(l, z4);
         }
         kb.for_range(0, end4 as i64, 4, |kb, i| {
             let at = kb.add(row, i);
             let vs = f(kb, types::F32X4, at)?;
             for (&l, v) in lanes.iter().zip(vs) {
-                let a = kb.fb.use_var(l);
-                let s = kb.fb.ins().fadd(a, v);
-                kb.fb.def_var(l, s);
+                let a = kb.use_var(l);
+                let s = kb.fadd(a, v);
+                kb.def_var(l, s);
             }
             Ok(())
         })?;
         let tails: Vec<_> = lanes
             .iter()
             .map(|&l| {
-                let a = kb.fb.use_var(l);
+                let a = kb.use_var(l);
                 let s = kb.lane_sum(a);
                 let tail = kb.var(types::F32);
-                kb.fb.def_var(tail, s);
+                kb.def_var(tail, s);
                 tail
             })
             .collect();
@@ -60,30 +60,30 @@ fn channel_sums(
             let at = kb.add(row, i);
             let vs = f(kb, types::F32, at)?;
             for (&t, v) in tails.iter().zip(vs) {
-                let tv = kb.fb.use_var(t);
-                let tv = kb.fb.ins().fadd(tv, v);
-                kb.fb.def_var(t, tv);
+                let tv = kb.use_var(t);
+                let tv = kb.fadd(tv, v);
+                kb.def_var(t, tv);
             }
             Ok(())
         })?;
         for (&t, &a) in tails.iter().zip(&acc) {
-            let tv = kb.fb.use_var(t);
-            let tv = kb.fb.ins().fpromote(types::F64, tv);
-            let av = kb.fb.use_var(a);
-            let av = kb.fb.ins().fadd(av, tv);
-            kb.fb.def_var(a, av);
+            let tv = kb.use_var(t);
+            let tv = kb.fpromote(tv);
+            let av = kb.use_var(a);
+            let av = kb.fadd(av, tv);
+            kb.def_var(a, av);
         }
         Ok(())
     })?;
-    Ok(acc.iter().map(|&a| kb.fb.use_var(a)).collect())
+    Ok(acc.iter().map(|&a| kb.use_var(a)).collect())
 }
 
 fn channel_sum(
     kb: &mut Kb,
     dims: (usize, usize, usize),
     ch: Idx,
-    f: &mut dyn FnMut(&mut Kb, types::Type, Idx) -> CgResult<Value>,
-) -> CgResult<Value> {
+    f: &mut dyn FnMut(&mut Kb, types::Type, Idx) -> CgResult<Val>,
+) -> CgResult<Val> {
     Ok(channel_sums(kb, dims, ch, 1, &mut |kb, ty, at| Ok(vec![f(kb, ty, at)?]))?[0])
 }
 
@@ -110,12 +110,12 @@ fn normalize(
     ty: types::Type,
     at: Idx,
     (x, y): (&Buf, &Buf),
-    [mean, scale, shift]: [Value; 3],
+    [mean, scale, shift]: [Val; 3],
     epi: &[EpiOp],
 ) -> CgResult<()> {
     let v = kb.load(ty, x, at)?;
     let mu = kb.splat(ty, mean);
-    let d = kb.fb.ins().fsub(v, mu);
+    let d = kb.fsub(v, mu);
     let sc = kb.splat(ty, scale);
     let sh = kb.splat(ty, shift);
     let out = kb.fma(d, sc, sh);
@@ -123,24 +123,24 @@ fn normalize(
     kb.store(out, y, at)
 }
 
-fn inv_std(kb: &mut Kb, var64: Value, eps: f64) -> Value {
-    let e = kb.fb.ins().f64const(eps);
-    let v = kb.fb.ins().fadd(var64, e);
-    let s = kb.fb.ins().sqrt(v);
-    let one = kb.fb.ins().f64const(1.0);
-    kb.fb.ins().fdiv(one, s)
+fn inv_std(kb: &mut Kb, var64: Val, eps: f64) -> Val {
+    let e = kb.f64const(eps);
+    let v = kb.fadd(var64, e);
+    let s = kb.sqrt(v);
+    let one = kb.f64const(1.0);
+    kb.fdiv(one, s)
 }
 
 /// Evaluation mode's per-channel scale γ·(var + ε)^−½, the inverse square root in f64
 /// (scalars), as the batch-norm kernel and a GEMM epilogue both compute it.
-pub(super) fn eval_scale(kb: &mut Kb, var: Value, gamma: Value, eps: f64) -> Value {
-    let var64 = kb.fb.ins().fpromote(types::F64, var);
+pub(super) fn eval_scale(kb: &mut Kb, var: Val, gamma: Val, eps: f64) -> Val {
+    let var64 = kb.fpromote(var);
     let istd = inv_std(kb, var64, eps);
-    let istd = kb.fb.ins().fdemote(types::F32, istd);
-    kb.fb.ins().fmul(gamma, istd)
+    let istd = kb.fdemote(istd);
+    kb.fmul(gamma, istd)
 }
 
-fn load_c(kb: &mut Kb, buf: &Buf, ch: Idx) -> CgResult<Value> {
+fn load_c(kb: &mut Kb, buf: &Buf, ch: Idx) -> CgResult<Val> {
     kb.load(types::F32, buf, ch)
 }
 
@@ -158,24 +158,24 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
             let (y, mean_o, var_o) = (&bufs.outputs[0], &bufs.outputs[1], &bufs.outputs[2]);
             kb.for_items(c, |kb, ch| {
                 let s = channel_sum(kb, dims, ch, &mut |kb, ty, at| kb.load(ty, x, at))?;
-                let inv_m = kb.fb.ins().f64const(1.0 / m);
-                let mean = kb.fb.ins().fmul(s, inv_m);
-                let mean32 = kb.fb.ins().fdemote(types::F32, mean);
+                let inv_m = kb.f64const(1.0 / m);
+                let mean = kb.fmul(s, inv_m);
+                let mean32 = kb.fdemote(mean);
                 let ss = channel_sum(kb, dims, ch, &mut |kb, ty, at| {
                     let v = kb.load(ty, x, at)?;
                     let mu = kb.splat(ty, mean32);
-                    let d = kb.fb.ins().fsub(v, mu);
-                    Ok(kb.fb.ins().fmul(d, d))
+                    let d = kb.fsub(v, mu);
+                    Ok(kb.fmul(d, d))
                 })?;
-                let var = kb.fb.ins().fmul(ss, inv_m);
-                let var32 = kb.fb.ins().fdemote(types::F32, var);
+                let var = kb.fmul(ss, inv_m);
+                let var32 = kb.fdemote(var);
                 kb.store(mean32, mean_o, ch)?;
                 kb.store(var32, var_o, ch)?;
                 let istd = inv_std(kb, var, bn.eps);
-                let istd = kb.fb.ins().fdemote(types::F32, istd);
+                let istd = kb.fdemote(istd);
                 let gv = load_c(kb, g, ch)?;
                 let bv = load_c(kb, b, ch)?;
-                let scale = kb.fb.ins().fmul(gv, istd);
+                let scale = kb.fmul(gv, istd);
                 affine_channel(kb, dims, ch, &mut |kb, ty, at| normalize(kb, ty, at, (x, y), [mean32, scale, bv], epi))
             })
         }
@@ -186,49 +186,49 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
             kb.for_items(c, |kb, ch| {
                 let mean = load_c(kb, mean_i, ch)?;
                 let var = load_c(kb, var_i, ch)?;
-                let var64 = kb.fb.ins().fpromote(types::F64, var);
+                let var64 = kb.fpromote(var);
                 let istd64 = inv_std(kb, var64, bn.eps);
-                let istd = kb.fb.ins().fdemote(types::F32, istd64);
+                let istd = kb.fdemote(istd64);
                 // dβ = Σ dy and dγ = Σ x̂·dy in one pass over x and dy.
                 let sums = channel_sums(kb, dims, ch, 2, &mut |kb, ty, at| {
                     let v = kb.load(ty, x, at)?;
                     let gy = kb.load(ty, dy, at)?;
                     let mu = kb.splat(ty, mean);
                     let is = kb.splat(ty, istd);
-                    let d = kb.fb.ins().fsub(v, mu);
-                    let xh = kb.fb.ins().fmul(d, is);
-                    Ok(vec![gy, kb.fb.ins().fmul(xh, gy)])
+                    let d = kb.fsub(v, mu);
+                    let xh = kb.fmul(d, is);
+                    Ok(vec![gy, kb.fmul(xh, gy)])
                 })?;
                 let (dbeta, dgamma) = (sums[0], sums[1]);
-                let db32 = kb.fb.ins().fdemote(types::F32, dbeta);
-                let dg32 = kb.fb.ins().fdemote(types::F32, dgamma);
+                let db32 = kb.fdemote(dbeta);
+                let dg32 = kb.fdemote(dgamma);
                 kb.store(dg32, dg, ch)?;
                 kb.store(db32, db, ch)?;
                 // dx = a·dy − b·(x − mean) − a·dβ/M, a = γ·istd, b = a·istd·dγ/M
                 let gv = load_c(kb, g, ch)?;
-                let g64 = kb.fb.ins().fpromote(types::F64, gv);
-                let a64 = kb.fb.ins().fmul(g64, istd64);
-                let inv_m = kb.fb.ins().f64const(1.0 / m);
-                let t = kb.fb.ins().fmul(a64, istd64);
-                let t = kb.fb.ins().fmul(t, dgamma);
-                let b64 = kb.fb.ins().fmul(t, inv_m);
-                let c0 = kb.fb.ins().fmul(a64, dbeta);
-                let c64 = kb.fb.ins().fmul(c0, inv_m);
-                let a = kb.fb.ins().fdemote(types::F32, a64);
-                let bq = kb.fb.ins().fdemote(types::F32, b64);
-                let cc = kb.fb.ins().fdemote(types::F32, c64);
+                let g64 = kb.fpromote(gv);
+                let a64 = kb.fmul(g64, istd64);
+                let inv_m = kb.f64const(1.0 / m);
+                let t = kb.fmul(a64, istd64);
+                let t = kb.fmul(t, dgamma);
+                let b64 = kb.fmul(t, inv_m);
+                let c0 = kb.fmul(a64, dbeta);
+                let c64 = kb.fmul(c0, inv_m);
+                let a = kb.fdemote(a64);
+                let bq = kb.fdemote(b64);
+                let cc = kb.fdemote(c64);
                 affine_channel(kb, dims, ch, &mut |kb, ty, at| {
                     let v = kb.load(ty, x, at)?;
                     let gy = kb.load(ty, dy, at)?;
                     let mu = kb.splat(ty, mean);
-                    let d = kb.fb.ins().fsub(v, mu);
+                    let d = kb.fsub(v, mu);
                     let av = kb.splat(ty, a);
                     let bv = kb.splat(ty, bq);
                     let cv = kb.splat(ty, cc);
-                    let t1 = kb.fb.ins().fmul(av, gy);
-                    let t2 = kb.fb.ins().fmul(bv, d);
-                    let r = kb.fb.ins().fsub(t1, t2);
-                    let r = kb.fb.ins().fsub(r, cv);
+                    let t1 = kb.fmul(av, gy);
+                    let t2 = kb.fmul(bv, d);
+                    let r = kb.fsub(t1, t2);
+                    let r = kb.fsub(r, cv);
                     kb.store(r, dx, at)
                 })
             })

@@ -4,44 +4,40 @@
 
 use super::epilogue::{self, At, EpiOp};
 use super::{LowerCtx, NodeBufs};
-use crate::codegen::builder::{Buf, Idx, Kb};
+use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::{err, CgResult};
+use crate::codegen::loops::{types, Convert, FloatCC, Idx, Val};
 use crate::ops::{Op, PoolGeom};
-use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 /// Over candidates (value, offset) in order: the winning value and its offset.
-fn first_max(kb: &mut Kb, cands: &[(Value, i64)]) -> (Value, Value) {
+fn first_max(kb: &mut Kb, cands: &[(Val, i64)]) -> (Val, Val) {
     let (mut best, off0) = cands[0];
     let mut best_off = kb.iconst(off0);
     for &(v, off) in &cands[1..] {
         // Take v when it is greater or NaN, unless the best so far is NaN.
         let up = kb.fcmp(FloatCC::UnorderedOrGreaterThan, v, best);
         let ordered = kb.fcmp(FloatCC::Ordered, best, best);
-        let take = kb.fb.ins().band(up, ordered);
+        let take = kb.band(up, ordered);
         best = kb.select(take, v, best);
         let o = kb.iconst(off);
-        best_off = kb.fb.ins().select(take, o, best_off);
+        best_off = kb.select(take, o, best_off);
     }
     (best, best_off)
 }
 
 /// The same on four lanes at once, without branches: the winning values and their
 /// offsets (i32x4).
-fn first_max4(kb: &mut Kb, cands: &[(Value, i64)]) -> (Value, Value) {
+fn first_max4(kb: &mut Kb, cands: &[(Val, i64)]) -> (Val, Val) {
     let (mut best, off0) = cands[0];
-    let splat_i = |kb: &mut Kb, c: i64| {
-        let s = kb.fb.ins().iconst(types::I32, c);
-        kb.fb.ins().splat(types::I32X4, s)
-    };
+    let splat_i = |kb: &mut Kb, c: i64| kb.iconst_of(types::I32X4, c);
     let mut best_off = splat_i(kb, off0);
     for &(v, off) in &cands[1..] {
         let up = kb.fcmp(FloatCC::UnorderedOrGreaterThan, v, best);
         let ordered = kb.fcmp(FloatCC::Ordered, best, best);
-        let take = kb.fb.ins().band(up, ordered);
+        let take = kb.band(up, ordered);
         best = kb.select(take, v, best);
         let o = splat_i(kb, off);
-        best_off = kb.fb.ins().bitselect(take, o, best_off);
+        best_off = kb.select(take, o, best_off);
     }
     (best, best_off)
 }
@@ -59,7 +55,7 @@ fn max_row(
     wo: usize,
     geom: &PoolGeom,
     offs: &[i64],
-    per_output: &mut dyn FnMut(&mut Kb, Idx, Value, Value) -> CgResult<()>,
+    per_output: &mut dyn FnMut(&mut Kb, Idx, Val, Val) -> CgResult<()>,
 ) -> CgResult<()> {
     let sw = geom.stride[1];
     let kw = geom.size[1];
@@ -73,14 +69,16 @@ fn max_row(
         let (best, off) = first_max4(kb, &cands);
         for l in (0..4).step_by(sw) {
             // The output whose window starts at x0 + l: ox = (x0 + l) / sw.
-            let ox = Idx {
-                v: x0.v.map(|v| kb.fb.ins().ushr_imm_s(v, sw.trailing_zeros() as i64)),
-                off: (x0.off + l as i64) / sw as i64,
-                lo: (x0.lo + l as i64) / sw as i64,
-                hi: (x0.hi + l as i64) / sw as i64,
+            // x0 is a multiple of 4, so of sw: (x0 + l) / sw = x0 / sw + l / sw.
+            let ox = match x0.as_value() {
+                Some(v) => {
+                    let q = kb.ushr_imm(v, sw.trailing_zeros() as i64);
+                    kb.idx(q)?.plus(l as i64 / sw as i64)
+                }
+                None => Idx::constant((x0.off + l as i64) / sw as i64),
             };
-            let v = kb.fb.ins().extractlane(best, l as u8);
-            let o = kb.fb.ins().extractlane(off, l as u8);
+            let v = kb.extractlane(best, l as u8);
+            let o = kb.extractlane(off, l as u8);
             per_output(kb, ox, v, o)?;
         }
         Ok(())
@@ -93,7 +91,7 @@ fn max_row(
         let cands =
             offs.iter().map(|&o| Ok((kb.load(types::F32, x, base.plus(o))?, o))).collect::<CgResult<Vec<_>>>()?;
         let (v, off) = first_max(kb, &cands);
-        let off = kb.fb.ins().ireduce(types::I32, off);
+        let off = kb.convert(Convert::Ireduce, types::I32, off);
         per_output(kb, ox, v, off)
     })
 }
@@ -158,21 +156,22 @@ fn window_offsets(geom: &PoolGeom, w: usize) -> Vec<i64> {
     v
 }
 
-/// dx[win + off] += epi(g): a window's gradient `g` goes to its winner (offset `off`, an
-/// i64 in 0..=span, holding the input value `best`, which the epilogue need not reload).
+/// dx[win + off] += epi(g): a window's gradient `g` goes to its winner (offset `off` in the
+/// window, whose range follows from the candidates' offsets; holding the input value `best`, which the epilogue need not reload).
 fn add_to_winner(
     kb: &mut Kb,
     (x, dx): (&Buf, &Buf),
     win: Idx,
-    (off, span): (Value, i64),
-    g: Value,
-    best: Value,
+    off: Val,
+    g: Val,
+    best: Val,
     epi: &[EpiOp],
 ) -> CgResult<()> {
-    let at = kb.add(win, Idx { v: Some(off), off: 0, lo: 0, hi: span });
+    let off = kb.idx(off)?;
+    let at = kb.add(win, off);
     let g = epilogue::apply_knowing(kb, epi, g, At::flat(at), Some((x, best)))?;
     let old = kb.load(types::F32, dx, at)?;
-    let s = kb.fb.ins().fadd(old, g);
+    let s = kb.fadd(old, g);
     kb.store(s, dx, at)
 }
 
@@ -181,7 +180,7 @@ fn add_to_winner(
 /// overlap, so each element gets at most one.
 pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgResult<()> {
     let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
-    let out = |kb: &mut Kb, v: Value, at: Idx| -> CgResult<Value> { epilogue::apply(kb, epi, v, At::flat(at)) };
+    let out = |kb: &mut Kb, v: Val, at: Idx| -> CgResult<Val> { epilogue::apply(kb, epi, v, At::flat(at)) };
     match &cx.node.op {
         Op::MaxPool(p) if 4 % p.geom.stride[1] == 0 => {
             let xs = cx.in_shape(0).to_vec();
@@ -198,7 +197,6 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
             let xs = cx.in_shape(0).to_vec();
             let per: usize = xs[1..].iter().product();
             let offs = window_offsets(&p.geom, xs[3]);
-            let span = *offs.last().unwrap_or(&0);
             let dy = &bufs.inputs[1];
             kb.for_items(xs[0], |kb, item| {
                 let start = kb.mul(item, per as i64);
@@ -207,12 +205,12 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
             let sw = p.geom.stride[1] as i64;
             rows(kb, &xs, &p.geom, &mut |kb, xrow, yrow, wo| {
                 max_row(kb, i0, xrow, xs[3], wo, &p.geom, &offs, &mut |kb, ox, best, off| {
-                    let off = kb.fb.ins().uextend(types::I64, off);
+                    let off = kb.convert(Convert::Uextend, types::I64, off);
                     let xo = kb.mul(ox, sw);
                     let win = kb.add(xrow, xo);
                     let yo = kb.add(yrow, ox);
                     let g = kb.load(types::F32, dy, yo)?;
-                    add_to_winner(kb, (i0, o0), win, (off, span), g, best, epi)
+                    add_to_winner(kb, (i0, o0), win, off, g, best, epi)
                 })
             })
         }
@@ -233,7 +231,6 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
             let xs = cx.in_shape(0).to_vec();
             let per: usize = xs[1..].iter().product();
             let offs = window_offsets(&p.geom, xs[3]);
-            let span = *offs.last().unwrap_or(&0);
             let dy = &bufs.inputs[1];
             kb.for_items(xs[0], |kb, item| {
                 let start = kb.mul(item, per as i64);
@@ -246,7 +243,7 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
                     .collect::<CgResult<Vec<_>>>()?;
                 let (best, off) = first_max(kb, &cands);
                 let g = kb.load(types::F32, dy, yo)?;
-                add_to_winner(kb, (i0, o0), xb, (off, span), g, best, epi)
+                add_to_winner(kb, (i0, o0), xb, off, g, best, epi)
             })
         }
         Op::AvgPool(p) => {
@@ -257,10 +254,10 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
                 let mut s = kb.load(types::F32, i0, xb.plus(offs[0]))?;
                 for &o in &offs[1..] {
                     let v = kb.load(types::F32, i0, xb.plus(o))?;
-                    s = kb.fb.ins().fadd(s, v);
+                    s = kb.fadd(s, v);
                 }
                 let k = kb.f(types::F32, inv);
-                let y = kb.fb.ins().fmul(s, k);
+                let y = kb.fmul(s, k);
                 let y = out(kb, y, yo)?;
                 kb.store(y, o0, yo)
             })
@@ -278,11 +275,11 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
             windows(kb, &xs, &p.geom, &mut |kb, xb, yo| {
                 let g = kb.load(types::F32, i0, yo)?;
                 let k = kb.f(types::F32, inv);
-                let g = kb.fb.ins().fmul(g, k);
+                let g = kb.fmul(g, k);
                 for &o in &offs {
                     let gi = out(kb, g, xb.plus(o))?;
                     let old = kb.load(types::F32, o0, xb.plus(o))?;
-                    let s = kb.fb.ins().fadd(old, gi);
+                    let s = kb.fadd(old, gi);
                     kb.store(s, o0, xb.plus(o))?;
                 }
                 Ok(())
@@ -297,7 +294,7 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
                     let row = kb.affine(0, &[(item, (c * hw) as i64), (ch, hw as i64)]);
                     let s = super::reduce::sum_span(kb, i0, row, hw)?;
                     let k = kb.f(types::F32, inv);
-                    let y = kb.fb.ins().fmul(s, k);
+                    let y = kb.fmul(s, k);
                     let at = kb.affine(0, &[(item, c as i64), (ch, 1)]);
                     let y = out(kb, y, at)?;
                     kb.store(y, o0, at)
@@ -313,7 +310,7 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
                     let at = kb.affine(0, &[(item, c as i64), (ch, 1)]);
                     let g = kb.load(types::F32, i0, at)?;
                     let k = kb.f(types::F32, inv);
-                    let g = kb.fb.ins().fmul(g, k);
+                    let g = kb.fmul(g, k);
                     let row = kb.affine(0, &[(item, (c * hw) as i64), (ch, hw as i64)]);
                     kb.for_lanes(0, hw as i64, |kb, i, ty| {
                         let a = kb.add(row, i);
@@ -353,7 +350,8 @@ pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgRe
                         .map(|j| Ok((kb.load(types::F32, i0, zb.plus(j))?, j)))
                         .collect::<CgResult<Vec<_>>>()?;
                     let (_, off) = first_max(kb, &cands);
-                    let at = kb.add(zb, Idx { v: Some(off), off: 0, lo: 0, hi: k as i64 - 1 });
+                    let off = kb.idx(off)?;
+                    let at = kb.add(zb, off);
                     let yi = kb.affine(0, &[(item, units as i64), (u, 1)]);
                     let g = kb.load(types::F32, dy, yi)?;
                     let g = out(kb, g, at)?;

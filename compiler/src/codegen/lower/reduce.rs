@@ -3,39 +3,38 @@
 //! in an order fixed by the shapes alone.
 
 use super::{LowerCtx, NodeBufs};
-use crate::codegen::builder::{Buf, Idx, Kb};
+use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::{err, CgResult};
-use crate::codegen::math;
+use crate::codegen::loops::{types, Convert, FloatCC, Idx, MathFn, Val};
 use crate::ops::Op;
-use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 /// Σ buf[start .. start+len] in f32: four lanes, then the lanes, then the tail.
-pub fn sum_span(kb: &mut Kb, buf: &Buf, start: Idx, len: usize) -> CgResult<Value> {
+pub fn sum_span(kb: &mut Kb, buf: &Buf, start: Idx, len: usize) -> CgResult<Val> {
     let end4 = len / 4 * 4;
     let acc = kb.var(types::F32X4);
     let z = kb.f(types::F32X4, 0.0);
-    kb.fb.def_var(acc, z);
+    kb.def_var(acc, z);
     kb.for_range(0, end4 as i64, 4, |kb, i| {
         let at = kb.add(start, i);
         let v = kb.load(types::F32X4, buf, at)?;
-        let a = kb.fb.use_var(acc);
-        let s = kb.fb.ins().fadd(a, v);
-        kb.fb.def_var(acc, s);
+        let a = kb.use_var(acc);
+        let s = kb.fadd(a, v);
+        kb.def_var(acc, s);
         Ok(())
     })?;
-    let a = kb.fb.use_var(acc);
+    let a = kb.use_var(acc);
     let s = kb.lane_sum(a);
     let tot = kb.var(types::F32);
-    kb.fb.def_var(tot, s);
+    kb.def_var(tot, s);
     kb.for_range(end4 as i64, len as i64, 1, |kb, i| {
         let at = kb.add(start, i);
         let v = kb.load(types::F32, buf, at)?;
-        let t = kb.fb.use_var(tot);
-        let s = kb.fb.ins().fadd(t, v);
-        kb.fb.def_var(tot, s);
+        let t = kb.use_var(tot);
+        let s = kb.fadd(t, v);
+        kb.def_var(tot, s);
         Ok(())
     })?;
-    Ok(kb.fb.use_var(tot))
+    Ok(kb.use_var(tot))
 }
 
 pub fn lower_bias_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
@@ -49,17 +48,17 @@ pub fn lower_bias_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<
         let col = |kb: &mut Kb, f: Idx, ty: types::Type| -> CgResult<()> {
             let acc = kb.var(ty);
             let z = kb.f(ty, 0.0);
-            kb.fb.def_var(acc, z);
+            kb.def_var(acc, z);
             kb.for_range(0, n as i64, 1, |kb, b| {
                 let at = kb.affine(0, &[(b, c as i64)]);
                 let at = kb.add(at, f);
                 let v = kb.load(ty, dy, at)?;
-                let a = kb.fb.use_var(acc);
-                let s = kb.fb.ins().fadd(a, v);
-                kb.fb.def_var(acc, s);
+                let a = kb.use_var(acc);
+                let s = kb.fadd(a, v);
+                kb.def_var(acc, s);
                 Ok(())
             })?;
-            let a = kb.fb.use_var(acc);
+            let a = kb.use_var(acc);
             kb.store(a, db, f)
         };
         kb.for_range(0, end4 as i64, 4, |kb, f| col(kb, f, types::F32X4))?;
@@ -68,68 +67,68 @@ pub fn lower_bias_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<
         kb.for_range(0, c as i64, 1, |kb, ch| {
             let tot = kb.var(types::F32);
             let z = kb.f(types::F32, 0.0);
-            kb.fb.def_var(tot, z);
+            kb.def_var(tot, z);
             kb.for_range(0, n as i64, 1, |kb, b| {
                 let row = kb.affine(0, &[(b, (c * inner) as i64), (ch, inner as i64)]);
                 let s = sum_span(kb, dy, row, inner)?;
-                let t = kb.fb.use_var(tot);
-                let t = kb.fb.ins().fadd(t, s);
-                kb.fb.def_var(tot, t);
+                let t = kb.use_var(tot);
+                let t = kb.fadd(t, s);
+                kb.def_var(tot, t);
                 Ok(())
             })?;
-            let t = kb.fb.use_var(tot);
+            let t = kb.use_var(tot);
             kb.store(t, db, ch)
         })
     }
 }
 
 /// max over a row (NaN-propagating) in f32.
-fn row_max(kb: &mut Kb, buf: &Buf, row: Idx, k: usize) -> CgResult<Value> {
+fn row_max(kb: &mut Kb, buf: &Buf, row: Idx, k: usize) -> CgResult<Val> {
     let m = kb.var(types::F32);
     let first = kb.load(types::F32, buf, row)?;
-    kb.fb.def_var(m, first);
+    kb.def_var(m, first);
     kb.for_range(1, k as i64, 1, |kb, j| {
         let at = kb.add(row, j);
         let v = kb.load(types::F32, buf, at)?;
-        let cur = kb.fb.use_var(m);
+        let cur = kb.use_var(m);
         // v when v > cur or v is NaN (and cur is not NaN)
-        let up = kb.fcmp(cranelift_codegen::ir::condcodes::FloatCC::UnorderedOrGreaterThan, v, cur);
-        let ok = kb.fcmp(cranelift_codegen::ir::condcodes::FloatCC::Ordered, cur, cur);
-        let take = kb.fb.ins().band(up, ok);
+        let up = kb.fcmp(FloatCC::UnorderedOrGreaterThan, v, cur);
+        let ok = kb.fcmp(FloatCC::Ordered, cur, cur);
+        let take = kb.band(up, ok);
         let nm = kb.select(take, v, cur);
-        kb.fb.def_var(m, nm);
+        kb.def_var(m, nm);
         Ok(())
     })?;
-    Ok(kb.fb.use_var(m))
+    Ok(kb.use_var(m))
 }
 
 /// softmax of a row into `out` (same row index); returns Σ exp(z − max) (f32) and max.
-fn softmax_row(kb: &mut Kb, z: &Buf, out: Option<&Buf>, row: Idx, k: usize) -> CgResult<(Value, Value)> {
+fn softmax_row(kb: &mut Kb, z: &Buf, out: Option<&Buf>, row: Idx, k: usize) -> CgResult<(Val, Val)> {
     let m = row_max(kb, z, row, k)?;
     let sum = kb.var(types::F32);
     let zero = kb.f(types::F32, 0.0);
-    kb.fb.def_var(sum, zero);
+    kb.def_var(sum, zero);
     kb.for_range(0, k as i64, 1, |kb, j| {
         let at = kb.add(row, j);
         let v = kb.load(types::F32, z, at)?;
-        let d = kb.fb.ins().fsub(v, m);
-        let e = math::exp(kb, d);
+        let d = kb.fsub(v, m);
+        let e = kb.math(MathFn::Exp, d);
         if let Some(o) = out {
             kb.store(e, o, at)?;
         }
-        let s = kb.fb.use_var(sum);
-        let s = kb.fb.ins().fadd(s, e);
-        kb.fb.def_var(sum, s);
+        let s = kb.use_var(sum);
+        let s = kb.fadd(s, e);
+        kb.def_var(sum, s);
         Ok(())
     })?;
-    let s = kb.fb.use_var(sum);
+    let s = kb.use_var(sum);
     if let Some(o) = out {
         let one = kb.f(types::F32, 1.0);
-        let inv = kb.fb.ins().fdiv(one, s);
+        let inv = kb.fdiv(one, s);
         kb.for_range(0, k as i64, 1, |kb, j| {
             let at = kb.add(row, j);
             let e = kb.load(types::F32, o, at)?;
-            let p = kb.fb.ins().fmul(e, inv);
+            let p = kb.fmul(e, inv);
             kb.store(p, o, at)
         })?;
     }
@@ -140,12 +139,12 @@ fn softmax_row(kb: &mut Kb, z: &Buf, out: Option<&Buf>, row: Idx, k: usize) -> C
 /// never index outside the row (labels are validated before training).
 fn label(kb: &mut Kb, t: &Buf, at: Idx, k: usize) -> CgResult<Idx> {
     let f = kb.load(types::F32, t, at)?;
-    let i = kb.fb.ins().fcvt_to_sint_sat(types::I64, f);
+    let i = kb.convert(Convert::FcvtToSintSat, types::I64, f);
     let zero = kb.iconst(0);
     let top = kb.iconst(k as i64 - 1);
-    let i = kb.fb.ins().smax(i, zero);
-    let i = kb.fb.ins().smin(i, top);
-    Ok(Idx { v: Some(i), off: 0, lo: 0, hi: k as i64 - 1 })
+    let i = kb.smax(i, zero);
+    let i = kb.smin(i, top);
+    kb.idx(i)
 }
 
 /// Accumulate an f64 loss over `f(kb, i) -> f64 term`, i in 0..n; store sum·scale as f32.
@@ -154,22 +153,22 @@ fn f64_sum(
     n: usize,
     scale: f64,
     out: &Buf,
-    f: &mut dyn FnMut(&mut Kb, Idx) -> CgResult<Value>,
+    f: &mut dyn FnMut(&mut Kb, Idx) -> CgResult<Val>,
 ) -> CgResult<()> {
     let acc = kb.var(types::F64);
-    let z = kb.fb.ins().f64const(0.0);
-    kb.fb.def_var(acc, z);
+    let z = kb.f64const(0.0);
+    kb.def_var(acc, z);
     kb.for_range(0, n as i64, 1, |kb, i| {
         let t = f(kb, i)?;
-        let a = kb.fb.use_var(acc);
-        let s = kb.fb.ins().fadd(a, t);
-        kb.fb.def_var(acc, s);
+        let a = kb.use_var(acc);
+        let s = kb.fadd(a, t);
+        kb.def_var(acc, s);
         Ok(())
     })?;
-    let a = kb.fb.use_var(acc);
-    let k = kb.fb.ins().f64const(scale);
-    let l = kb.fb.ins().fmul(a, k);
-    let l = kb.fb.ins().fdemote(types::F32, l);
+    let a = kb.use_var(acc);
+    let k = kb.f64const(scale);
+    let l = kb.fmul(a, k);
+    let l = kb.fdemote(l);
     kb.store(l, out, Idx::constant(0))
 }
 
@@ -185,7 +184,7 @@ fn sce_rows(
     grad: Option<&Buf>,
 ) -> CgResult<()> {
     let inv = 1.0 / n as f32;
-    let mut row_term = |kb: &mut Kb, r: Idx| -> CgResult<Value> {
+    let mut row_term = |kb: &mut Kb, r: Idx| -> CgResult<Val> {
         let row = kb.mul(r, k as i64);
         let (sum, m) = softmax_row(kb, z, grad, row, k)?;
         let l = label(kb, t, r, k)?;
@@ -193,24 +192,24 @@ fn sce_rows(
         if let Some(g) = grad {
             let p = kb.load(types::F32, g, at)?;
             let one = kb.f(types::F32, 1.0);
-            let p = kb.fb.ins().fsub(p, one);
+            let p = kb.fsub(p, one);
             kb.store(p, g, at)?;
             let c = kb.f(types::F32, inv);
             kb.for_range(0, k as i64, 1, |kb, j| {
                 let at = kb.add(row, j);
                 let v = kb.load(types::F32, g, at)?;
-                let v = kb.fb.ins().fmul(v, c);
+                let v = kb.fmul(v, c);
                 kb.store(v, g, at)
             })?;
         }
         // log Σ exp(z − m) + m − z[label], in f64
-        let s64 = kb.fb.ins().fpromote(types::F64, sum);
-        let lse = math::log_f64(kb, s64);
-        let m64 = kb.fb.ins().fpromote(types::F64, m);
-        let lse = kb.fb.ins().fadd(lse, m64);
+        let s64 = kb.fpromote(sum);
+        let lse = kb.math(MathFn::LogF64, s64);
+        let m64 = kb.fpromote(m);
+        let lse = kb.fadd(lse, m64);
         let zl = kb.load(types::F32, z, at)?;
-        let zl = kb.fb.ins().fpromote(types::F64, zl);
-        Ok(kb.fb.ins().fsub(lse, zl))
+        let zl = kb.fpromote(zl);
+        Ok(kb.fsub(lse, zl))
     };
     match loss {
         Some(out) => f64_sum(kb, n, 1.0 / n as f64, out, &mut row_term),
@@ -240,23 +239,23 @@ pub fn lower_rows(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
                 let row = kb.mul(r, k as i64);
                 let dot = kb.var(types::F32);
                 let z = kb.f(types::F32, 0.0);
-                kb.fb.def_var(dot, z);
+                kb.def_var(dot, z);
                 kb.for_range(0, k as i64, 1, |kb, j| {
                     let at = kb.add(row, j);
                     let y = kb.load(types::F32, i0, at)?;
                     let g = kb.load(types::F32, dy, at)?;
-                    let d = kb.fb.use_var(dot);
+                    let d = kb.use_var(dot);
                     let d = kb.fma(y, g, d);
-                    kb.fb.def_var(dot, d);
+                    kb.def_var(dot, d);
                     Ok(())
                 })?;
-                let d = kb.fb.use_var(dot);
+                let d = kb.use_var(dot);
                 kb.for_range(0, k as i64, 1, |kb, j| {
                     let at = kb.add(row, j);
                     let y = kb.load(types::F32, i0, at)?;
                     let g = kb.load(types::F32, dy, at)?;
-                    let t = kb.fb.ins().fsub(g, d);
-                    let v = kb.fb.ins().fmul(y, t);
+                    let t = kb.fsub(g, d);
+                    let v = kb.fmul(y, t);
                     kb.store(v, o0, at)
                 })
             })
@@ -272,17 +271,17 @@ pub fn lower_rows(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
                 // max(z, 0) − z·t + log(1 + e^−|z|)
                 let zero = kb.f(types::F32, 0.0);
                 let pos = kb.max(z, zero);
-                let a = kb.fb.ins().fabs(z);
-                let na = kb.fb.ins().fneg(a);
-                let e = math::exp(kb, na);
-                let e64 = kb.fb.ins().fpromote(types::F64, e);
-                let one = kb.fb.ins().f64const(1.0);
-                let ope = kb.fb.ins().fadd(one, e64);
-                let lg = math::log_f64(kb, ope);
-                let zt = kb.fb.ins().fmul(z, y);
-                let d = kb.fb.ins().fsub(pos, zt);
-                let d = kb.fb.ins().fpromote(types::F64, d);
-                Ok(kb.fb.ins().fadd(d, lg))
+                let a = kb.fabs(z);
+                let na = kb.fneg(a);
+                let e = kb.math(MathFn::Exp, na);
+                let e64 = kb.fpromote(e);
+                let one = kb.f64const(1.0);
+                let ope = kb.fadd(one, e64);
+                let lg = kb.math(MathFn::LogF64, ope);
+                let zt = kb.fmul(z, y);
+                let d = kb.fsub(pos, zt);
+                let d = kb.fpromote(d);
+                Ok(kb.fadd(d, lg))
             })
         }
         Op::Mse(_) => {
@@ -291,10 +290,10 @@ pub fn lower_rows(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
             f64_sum(kb, total, 1.0 / total as f64, o0, &mut |kb, i| {
                 let a = kb.load(types::F32, i0, i)?;
                 let b = kb.load(types::F32, t, i)?;
-                let a = kb.fb.ins().fpromote(types::F64, a);
-                let b = kb.fb.ins().fpromote(types::F64, b);
-                let d = kb.fb.ins().fsub(a, b);
-                Ok(kb.fb.ins().fmul(d, d))
+                let a = kb.fpromote(a);
+                let b = kb.fpromote(b);
+                let d = kb.fsub(a, b);
+                Ok(kb.fmul(d, d))
             })
         }
         other => err(format!("`{}` is not a row kernel", other.name())),

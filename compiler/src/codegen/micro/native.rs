@@ -2,8 +2,8 @@
 //! last) place with `unsafe` in the back end.
 //!
 //! Each computes `tile = packedA · packedB` for one MR×NR tile over `kc` steps — the same
-//! narrow interface as the Cranelift micro-kernel (`lower::gemm`), so the JIT loop nest
-//! calls either. They exist because Cranelift's x86 backend emits 128-bit vectors only;
+//! narrow interface as the Cranelift micro-kernel (`micro::cranelift`), so the JIT loop
+//! nest calls either. They exist because Cranelift's x86 backend emits 128-bit vectors only;
 //! these use 256-bit (AVX2 + FMA) or 512-bit (AVX-512) registers.
 //!
 //! Why the calls are sound: a kernel is registered with the JIT (and so callable at all)
@@ -11,7 +11,7 @@
 //! pointers it proved in bounds for `kc` steps of MR (A) and NR (B) floats, and a tile of
 //! MR·NR floats.
 
-use super::jit::HostFeatures;
+use crate::codegen::jit::HostFeatures;
 
 /// A native micro-kernel and the symbol JIT code calls it by.
 #[derive(Clone, Copy, Debug)]

@@ -1,0 +1,123 @@
+//! The pure-Cranelift GEMM micro-kernel: the portable tile, for hosts without the native
+//! ones (and for comparison). It has the native kernels' signature, so the loop nests call
+//! either; it is written directly in CLIF because it is all register blocking and no loop
+//! structure.
+
+use super::{signature, MicroKernel};
+use crate::codegen::jit::{CgResult, FunctionBuilder, FunctionBuilderContext, FunctionText, JitModule, OptLevel};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
+use cranelift_module::Linkage;
+
+/// Rows and columns of the Cranelift tile.
+pub const MR: usize = 6;
+pub const NR: usize = 8;
+
+/// The pure-Cranelift micro-kernel: a 6×8 tile in twelve f32x4 accumulators; per step one
+/// broadcast of each A value and two loads of B. Compiled at `opt_level=none`: measured
+/// faster than `speed`, whose e-graph hoists the loads and spills accumulators.
+pub fn define(jit: &mut JitModule, fma: bool) -> CgResult<(MicroKernel, FunctionText)> {
+    let (mr, nr) = (MR, NR);
+    let sig = signature(jit);
+    let name = "percept_micro_cranelift_6x8";
+    let id = jit.declare(name, &sig, Linkage::Local)?;
+    let mut func = jit.new_function(id, sig);
+    let mut fctx = FunctionBuilderContext::new();
+    let mut fb = FunctionBuilder::new(&mut func, &mut fctx);
+    let entry = fb.create_block();
+    fb.append_block_params_for_function_params(entry);
+    fb.switch_to_block(entry);
+    fb.seal_block(entry);
+    let p = fb.block_params(entry).to_vec();
+    let (kc, a0, b0, tile) = (p[0], p[1], p[2], p[3]);
+    let flags = MemFlagsData::new().with_notrap();
+    let zero = fb.ins().f32const(0.0);
+    let zero = fb.ins().splat(types::F32X4, zero);
+    let accs: Vec<_> = (0..mr * nr / 4).map(|_| fb.declare_var(types::F32X4)).collect();
+    for &v in &accs {
+        fb.def_var(v, zero);
+    }
+    let (av, bv, kv) = (fb.declare_var(types::I64), fb.declare_var(types::I64), fb.declare_var(types::I64));
+    fb.def_var(av, a0);
+    fb.def_var(bv, b0);
+    fb.def_var(kv, kc);
+    // One step of the k loop: rank-1 update of the tile from A column p and B row p.
+    // Each FMA gets its own single-use broadcast of the A value: Cranelift folds a
+    // single-use `splat(load)` into one `vbroadcastss mem`, and since x64's FMA writes
+    // its result over its first operand, a single-use first operand needs no copy.
+    let step = |fb: &mut FunctionBuilder, a: Value, b: Value, p: usize| {
+        let bs: Vec<_> =
+            (0..nr / 4).map(|j| fb.ins().load(types::F32X4, flags, b, (4 * (p * nr + 4 * j)) as i32)).collect();
+        for i in 0..mr {
+            for (j, &bj) in bs.iter().enumerate() {
+                let s = fb.ins().load(types::F32, flags, a, (4 * (p * mr + i)) as i32);
+                let s = fb.ins().splat(types::F32X4, s);
+                let var = accs[i * (nr / 4) + j];
+                let acc = fb.use_var(var);
+                let next = if fma {
+                    fb.ins().fma(s, bj, acc)
+                } else {
+                    let m = fb.ins().fmul(s, bj);
+                    fb.ins().fadd(m, acc)
+                };
+                fb.def_var(var, next);
+            }
+        }
+    };
+    // The k loop, unrolled by UNROLL, then single steps for the rest.
+    const UNROLL: usize = 8;
+    let head4 = fb.create_block();
+    let body4 = fb.create_block();
+    let head1 = fb.create_block();
+    let body1 = fb.create_block();
+    let done = fb.create_block();
+    fb.ins().jump(head4, &[]);
+    fb.switch_to_block(head4);
+    let k = fb.use_var(kv);
+    let more4 = fb.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, k, UNROLL as i64);
+    fb.ins().brif(more4, body4, &[], head1, &[]);
+    fb.switch_to_block(body4);
+    fb.seal_block(body4);
+    let (a, b) = (fb.use_var(av), fb.use_var(bv));
+    for p in 0..UNROLL {
+        step(&mut fb, a, b, p);
+    }
+    let a2 = fb.ins().iadd_imm_s(a, (4 * mr * UNROLL) as i64);
+    let b2 = fb.ins().iadd_imm_s(b, (4 * nr * UNROLL) as i64);
+    let k = fb.use_var(kv);
+    let k2 = fb.ins().iadd_imm_s(k, -(UNROLL as i64));
+    fb.def_var(av, a2);
+    fb.def_var(bv, b2);
+    fb.def_var(kv, k2);
+    fb.ins().jump(head4, &[]);
+    fb.seal_block(head4);
+    fb.switch_to_block(head1);
+    let k = fb.use_var(kv);
+    let more1 = fb.ins().icmp_imm_s(IntCC::SignedGreaterThan, k, 0);
+    fb.ins().brif(more1, body1, &[], done, &[]);
+    fb.switch_to_block(body1);
+    fb.seal_block(body1);
+    let (a, b) = (fb.use_var(av), fb.use_var(bv));
+    step(&mut fb, a, b, 0);
+    let a2 = fb.ins().iadd_imm_s(a, (4 * mr) as i64);
+    let b2 = fb.ins().iadd_imm_s(b, (4 * nr) as i64);
+    let k = fb.use_var(kv);
+    let k2 = fb.ins().iadd_imm_s(k, -1);
+    fb.def_var(av, a2);
+    fb.def_var(bv, b2);
+    fb.def_var(kv, k2);
+    fb.ins().jump(head1, &[]);
+    fb.seal_block(head1);
+    fb.switch_to_block(done);
+    fb.seal_block(done);
+    for i in 0..mr {
+        for j in 0..nr / 4 {
+            let v = fb.use_var(accs[i * (nr / 4) + j]);
+            fb.ins().store(flags, v, tile, (4 * (i * nr + 4 * j)) as i32);
+        }
+    }
+    fb.ins().return_(&[]);
+    fb.finalize(jit.frontend_config());
+    let text = jit.define(id, func, OptLevel::None)?;
+    Ok((MicroKernel { id, mr, nr, name: "cranelift-6x8".into() }, text))
+}
