@@ -28,7 +28,7 @@ fn clif_of_a_small_kernel() {
     let layout = StateLayout::new(&spec, &[]);
     let eval = compile(&exec::eval_program(&spec, 2, false, &[]).unwrap(), &layout, CodegenOptions::default()).unwrap();
     let k = &eval.program.kernels[0];
-    assert_eq!(k.name, "fwd.leaky_relu_0.leaky_relu");
+    assert_eq!(k.name(), "fwd.leaky_relu_0.leaky_relu");
     expect_file!["snapshots/leaky_relu_kernel.clif"].assert_eq(&k.text.clif);
 }
 
@@ -42,7 +42,7 @@ fn fused_plan(file: &str) -> String {
     let update = compile(&exec::update_program(&spec, &opt, &[]), &layout, opts).unwrap();
     let mut out = String::new();
     for k in grad.program.kernels.iter().chain(&update.program.kernels) {
-        out += &format!("{:<44} {}\n", k.name, k.ops.join(" + "));
+        out += &format!("{:<44} {}\n", k.name(), k.ops.join(" + "));
     }
     out
 }
@@ -55,7 +55,8 @@ fn fused_evaluation_plan_of_cnn_bn() {
     let layout = StateLayout::new(&spec, &[]);
     let opts = CodegenOptions { micro: MicroChoice::Cranelift, ..CodegenOptions::default() };
     let eval = compile(&exec::eval_program(&spec, 64, false, &[]).unwrap(), &layout, opts).unwrap();
-    let text: String = eval.program.kernels.iter().map(|k| format!("{:<44} {}\n", k.name, k.ops.join(" + "))).collect();
+    let text: String =
+        eval.program.kernels.iter().map(|k| format!("{:<44} {}\n", k.name(), k.ops.join(" + "))).collect();
     expect_file!["snapshots/cnn_bn_eval_fused.txt"].assert_eq(&text);
 }
 

@@ -180,7 +180,7 @@ pub fn emit(vis: &syn::Visibility, table: &Table, model: &ast::Model, spec: &Mod
 
             /// The compiled kernels of the training step (or, without a loss, of the forward
             /// pass) at the configured batch size: names, ops, CLIF and disassembly.
-            pub fn kernels(&mut self) -> ::std::result::Result<::std::vec::Vec<::percept::compiler::codegen::KernelInfo>, ::percept::runtime::Error> {
+            pub fn kernels(&mut self) -> ::std::result::Result<::std::vec::Vec<::percept::compiler::codegen::CompiledKernel>, ::percept::runtime::Error> {
                 let batch = self.trainer.config.batch;
                 let programs = self.model.jit_programs(batch, #has_loss)?;
                 Ok(programs.iter().flat_map(|p| p.program.kernels.iter().cloned()).collect())

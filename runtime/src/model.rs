@@ -254,7 +254,7 @@ impl Model {
             let Some(j) = exe.as_any().downcast_ref::<codegen::exec::JitExecutable>() else { continue };
             for (i, k) in j.program.kernels.iter().enumerate() {
                 let time = j.profile.as_ref().and_then(|p| p.get(i).copied()).unwrap_or_default();
-                out.push(KernelTime { name: k.name.clone(), flops: k.flops, time, gemm: k.micro.is_some() });
+                out.push(KernelTime { name: k.name().to_string(), flops: k.flops, time, gemm: k.micro.is_some() });
             }
         }
         out

@@ -139,7 +139,7 @@ pub fn run(a: Args) -> CliResult {
                     None => prog.kernels.iter().collect(),
                 };
                 for k in ks {
-                    println!("; kernel {} ({})", k.name, k.ops.join(" + "));
+                    println!("; kernel {} ({})", k.name(), k.ops.join(" + "));
                     if a.emit == Emit::Loops {
                         for nest in &k.loops {
                             println!("{nest}");
@@ -158,7 +158,7 @@ pub fn run(a: Args) -> CliResult {
             }
             if shown == 0 {
                 let names: Vec<String> =
-                    programs.iter().flat_map(|p| p.program.kernels.iter().map(|k| k.name.clone())).collect();
+                    programs.iter().flat_map(|p| p.program.kernels.iter().map(|k| k.name().to_string())).collect();
                 return Err(UserError(format!(
                     "no kernel matches `{}`; the kernels are: micro, {}",
                     a.kernel.unwrap_or_default(),
@@ -184,7 +184,8 @@ fn plan_json(p: &percept_compiler::codegen::JitProgram) -> serde_json::Value {
                 })
             };
             serde_json::json!({
-                "name": k.name,
+                "name": k.name(),
+                "rule": k.kernel.rule,
                 "ops": k.ops,
                 "flops": k.flops,
                 "bytes": k.bytes_read + k.bytes_written,
@@ -194,7 +195,8 @@ fn plan_json(p: &percept_compiler::codegen::JitProgram) -> serde_json::Value {
                 "output_shapes": k.output_shapes,
                 "inputs": k.inputs.iter().map(buf).collect::<Vec<_>>(),
                 "outputs": k.outputs.iter().map(buf).collect::<Vec<_>>(),
-                "items": k.extent,
+                "items": k.extent(),
+                "phases": k.phases(),
                 "microkernel": k.micro,
                 "code_bytes": k.text.code_bytes,
             })

@@ -147,9 +147,13 @@ impl JitExecutable {
     /// the first bad access instead of touching memory outside the buffers).
     pub fn run_kernel_items(&mut self, store: &mut StateStore, k: usize, lo: i64, hi: i64) -> Result<(), ExecError> {
         let info = self.program.kernels.get(k).ok_or_else(|| ExecError(format!("no kernel {k}")))?;
-        let within = 0 <= lo && lo <= hi && hi <= info.extent as i64;
+        let within = 0 <= lo && lo <= hi && hi <= info.extent() as i64;
         if !within && !self.program.options.checks {
-            return Err(ExecError(format!("items {lo}..{hi} exceed the extent {} of `{}`", info.extent, info.name)));
+            return Err(ExecError(format!(
+                "items {lo}..{hi} exceed the extent {} of `{}`",
+                info.extent(),
+                info.name()
+            )));
         }
         if store.layout != self.program.layout {
             return Err(ExecError("the model state does not have the layout this program was compiled for".into()));
@@ -161,7 +165,7 @@ impl JitExecutable {
         unsafe { (self.fns[k][0])(arena, store.data.as_mut_ptr(), &ctx, lo, hi, 0) };
         match take_bounds_failure() {
             Some((kernel, access, index)) => {
-                let kname = &self.program.kernels[kernel as usize].name;
+                let kname = self.program.kernels[kernel as usize].name();
                 let what =
                     self.program.kernels[kernel as usize].accesses.get(access as usize).cloned().unwrap_or_default();
                 Err(ExecError(format!("bounds check failed in kernel `{kname}`: {what} at index {index}")))
@@ -235,7 +239,7 @@ impl Executable for JitExecutable {
             // Waking the pool costs microseconds: a small kernel runs on this thread alone
             // (same items, so the same bits).
             let worth_splitting = info.flops + info.bytes_read + info.bytes_written >= PARALLEL_MIN_WORK;
-            for (f, &extent) in phases.iter().zip(&info.phases) {
+            for (f, &extent) in phases.iter().zip(info.phases()) {
                 match &self.pool {
                     Some(pool) if extent > 1 && worth_splitting => {
                         // Contiguous ranges of items, one per thread; the scope's own
@@ -263,7 +267,7 @@ impl Executable for JitExecutable {
             }
             if checks {
                 if let Some((kernel, access, index)) = take_bounds_failure() {
-                    let kname = &self.program.kernels[kernel as usize].name;
+                    let kname = self.program.kernels[kernel as usize].name();
                     let what = self.program.kernels[kernel as usize]
                         .accesses
                         .get(access as usize)

@@ -1,158 +1,304 @@
-//! Fusion: the graph's nodes → kernel groups, each compiled as one kernel.
+//! Fusion: a graph → the [`Kernel`]s that compute it, each compiled as one function per
+//! phase. What the memory plan places, the lowering writes, `--emit plan` prints and
+//! `percept bench` times are these values.
 //!
-//! A value computed inside a group and read by nothing outside it is never stored. With
-//! fusion off, every node is its own kernel (`--unfused`, for comparison).
+//! A kernel is a *main op*, the nodes its pass also computes (*siblings*, which share its
+//! reads), and an *epilogue*: a chain of elementwise links applied to each value of the
+//! main op's first output just before it is stored, so the values in between are never
+//! written. Which links a main op can take depends on how its kernel stores that output
+//! (`lower::Storage`, part of each op's lowering rule); what a link computes is its op's
+//! element function (`lower::Element`).
 //!
-//! A group is a main op and an epilogue: a chain of elementwise ops applied to each value
-//! of the main op's first output just before it is stored. A chain link is fused only if
-//! the previous value has no other reader and is not a program output, and if the link's
-//! other operand exists before the group runs. What the chain may hold depends on how
-//! the main op stores its output ([`Producer`]):
-//! - a matmul or convolution: bias, batch norm in evaluation mode, activation, activation
-//!   derivative (in backward, `relu_grad(y, dx)` where `dx` is the GEMM's product: the
-//!   derivative is applied to the hot tile, so the backward GEMM's result is stored once)
-//!   and residual `add`;
-//! - an op that stores each element once (elementwise ops, pooling, maxout, batch
-//!   normalization's output): activation, activation derivative and `add`, which makes a
-//!   chain of elementwise ops one pass, and batch-norm + relu, or pooling + activation,
-//!   one kernel;
-//! - a pooling gradient, which scatters into a zeroed input gradient: only an activation
-//!   derivative (linear in the gradient, so it can be applied to each contribution), and
-//!   only where windows do not overlap (each element gets at most one contribution, so
-//!   the bits are those of the unfused kernels).
-//!
-//! Besides, softmax cross-entropy and its gradient are one kernel (`LossWithGrad`).
+//! Fusion is a short list of named [`RULES`], tried in order at each node not yet in a
+//! kernel (tinygrad's pattern rewrites are the model); a node no rule takes is a kernel of
+//! its own (`single`). With fusion off (`--unfused`), every node is `single`, with the same
+//! lowering, micro-kernel and work split.
 
-use crate::ir::{Graph, ValueId};
+use super::lower::{Element, NodeCx, Storage, Work};
+use super::micro::MicroKernel;
+use crate::ir::{Graph, Phase, ValueId};
 use crate::ops::Op;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelGroup {
-    pub kind: GroupKind,
-    /// Graph node indices, in order; the first is the group's main op.
-    pub nodes: Vec<usize>,
+/// One elementwise op applied at the main op's store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Link {
+    pub node: usize,
+    pub element: Element,
+    /// Its inputs other than the chained value (a bias, a residual, the value a
+    /// derivative is taken from, batch-norm statistics), which exist before the kernel runs.
+    pub operands: Vec<ValueId>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GroupKind {
-    /// The main op, then its epilogue (possibly empty).
-    Epilogue,
-    /// Softmax cross-entropy and its gradient, which read the same logits and targets:
-    /// one pass computes each row's softmax once for both.
-    LossWithGrad,
+/// A kernel: what one fused (or single) pass computes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    /// `fwd.conv2d_0+relu_1`: phase, then the statements of its nodes (see [`kernel_name`]).
+    pub name: String,
+    /// The rule that made it (`single` for a node of its own).
+    pub rule: &'static str,
+    /// The main op's node.
+    pub main: usize,
+    /// Nodes its pass also computes from the same reads (softmax cross-entropy's gradient
+    /// with the loss); their outputs follow the main op's.
+    pub siblings: Vec<usize>,
+    /// Applied, in order, to each value of the main op's first output before it is stored.
+    pub epilogue: Vec<Link>,
+    /// Scratch, shared buffers and phases, from the main op's lowering rule.
+    pub work: Work,
 }
 
-/// How an op that can start a group stores its first output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Producer {
-    /// Tiles of a GEMM (rows and columns of C are known: bias links are possible).
-    Gemm,
-    /// Each element stored once.
-    Pointwise,
-    /// Contributions added into a zeroed buffer, at most one per element.
-    Scatter,
+impl Kernel {
+    /// Its nodes: the main op, the siblings, then the epilogue's.
+    pub fn nodes(&self) -> Vec<usize> {
+        let mut n = vec![self.main];
+        n.extend(&self.siblings);
+        n.extend(self.epilogue.iter().map(|l| l.node));
+        n
+    }
+
+    /// The values it stores: the main op's outputs (the first replaced by the end of the
+    /// epilogue chain), then the siblings' outputs.
+    pub fn stored(&self, g: &Graph) -> Vec<ValueId> {
+        let main = &g.nodes[self.main];
+        let mut out = main.outputs.clone();
+        if let Some(last) = self.epilogue.last() {
+            out[0] = g.nodes[last.node].outputs[0];
+        }
+        for &s in &self.siblings {
+            out.extend(&g.nodes[s].outputs);
+        }
+        out
+    }
+
+    /// What it reads from outside: the main op's and siblings' inputs, then the links'
+    /// operands, each once.
+    pub fn reads(&self, g: &Graph) -> Vec<ValueId> {
+        let mut ins: Vec<ValueId> = vec![];
+        let nodes = std::iter::once(self.main).chain(self.siblings.iter().copied());
+        let all = nodes
+            .flat_map(|n| g.nodes[n].inputs.iter().copied())
+            .chain(self.epilogue.iter().flat_map(|l| l.operands.iter().copied()));
+        for v in all {
+            if !ins.contains(&v) {
+                ins.push(v);
+            }
+        }
+        ins
+    }
 }
 
-/// Whether an op's kernel can apply an epilogue, and how it stores.
-pub fn producer(op: &Op) -> Option<Producer> {
-    let disjoint = |g: &crate::ops::PoolGeom| g.stride[0] >= g.size[0] && g.stride[1] >= g.size[1];
-    match op {
-        Op::MatMul(_) | Op::Conv2d(_) => Some(Producer::Gemm),
-        Op::Act(_)
-        | Op::ActGrad(_)
-        | Op::Add(_)
-        | Op::BiasAdd(_)
-        | Op::MseGrad(_)
-        | Op::BceWithLogitsGrad(_)
-        | Op::MaxPool(_)
-        | Op::AvgPool(_)
-        | Op::GlobalAvgPool(_)
-        | Op::GlobalAvgPoolGrad(_)
-        | Op::MaxoutReduce(_)
-        | Op::BatchNormTrain(_)
-        | Op::BatchNormEval(_) => Some(Producer::Pointwise),
-        Op::MaxPoolGrad(p) if disjoint(&p.geom) => Some(Producer::Scatter),
-        Op::AvgPoolGrad(p) if disjoint(&p.geom) => Some(Producer::Scatter),
-        Op::MaxoutGrad(_) => Some(Producer::Scatter),
+fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Forward => "fwd",
+        Phase::Loss => "loss",
+        Phase::Backward => "bwd",
+        Phase::Update => "upd",
+    }
+}
+
+/// `fwd.dense_7+relu_8`: the phase, then the statements of the nodes; a kernel of one
+/// node adds its op (`bwd.dense_7.matmul`).
+pub fn kernel_name(g: &Graph, nodes: &[usize]) -> String {
+    let mut tags: Vec<&str> = vec![];
+    for &n in nodes {
+        let tag = g.nodes[n].origin.tag.as_str();
+        if tags.last() != Some(&tag) {
+            tags.push(tag);
+        }
+    }
+    let first = &g.nodes[nodes[0]];
+    let base = format!("{}.{}", phase_name(first.origin.phase), tags.join("+"));
+    if nodes.len() == 1 {
+        format!("{base}.{}", first.op.name())
+    } else {
+        base
+    }
+}
+
+/// What the rules look at: the graph, its readers, and what each work split depends on.
+pub struct FuseCx<'a> {
+    pub graph: &'a Graph,
+    pub micro: &'a MicroKernel,
+    pub threads: usize,
+    readers: Vec<usize>,
+    consumer: Vec<Option<usize>>,
+    is_output: Vec<bool>,
+    taken: Vec<bool>,
+}
+
+impl FuseCx<'_> {
+    fn node(&self, i: usize) -> NodeCx<'_> {
+        NodeCx { graph: self.graph, node: &self.graph.nodes[i] }
+    }
+
+    /// The only reader of `v`, if it has exactly one, is not taken, and `v` is not a
+    /// program output (an output must be stored).
+    fn sole_reader(&self, v: ValueId) -> Option<usize> {
+        let i = v.0 as usize;
+        if self.readers[i] != 1 || self.is_output[i] {
+            return None;
+        }
+        self.consumer[i].filter(|&c| !self.taken[c])
+    }
+}
+
+/// What a rule takes besides the main op: siblings and epilogue links.
+pub struct Match {
+    pub siblings: Vec<usize>,
+    pub epilogue: Vec<Link>,
+}
+
+/// A named fusion rule: `apply` looks at a node not yet in a kernel and, if it matches,
+/// returns the other nodes the kernel with that main op takes.
+pub struct Rule {
+    pub name: &'static str,
+    /// What applying it removes.
+    pub removes: &'static str,
+    apply: fn(&FuseCx, usize) -> Option<Match>,
+}
+
+/// The fusion rules, tried in order.
+pub const RULES: &[Rule] = &[
+    Rule {
+        name: "loss_with_grad",
+        removes: "a second pass over the logits: softmax cross-entropy and its gradient read the same \
+                  logits and targets, so one pass computes each row's softmax once for both",
+        apply: loss_with_grad,
+    },
+    Rule {
+        name: "gemm_epilogue",
+        removes: "a pass over C per link: bias, batch norm in evaluation mode, activation, activation \
+                  derivative and residual add are applied to each GEMM tile while it is hot",
+        apply: gemm_epilogue,
+    },
+    Rule {
+        name: "pointwise_epilogue",
+        removes: "a pass per link after an op that stores each element once (elementwise ops, pooling, \
+                  maxout, batch norm): chains of activations, derivatives and adds",
+        apply: pointwise_epilogue,
+    },
+    Rule {
+        name: "scatter_epilogue",
+        removes: "the pass of an activation derivative after a pooling gradient whose windows do not \
+                  overlap: applied to each contribution (at most one per element, so the same bits)",
+        apply: scatter_epilogue,
+    },
+];
+
+fn loss_with_grad(cx: &FuseCx, i: usize) -> Option<Match> {
+    let g = cx.graph;
+    let n = &g.nodes[i];
+    if !matches!(n.op, Op::SoftmaxCrossEntropy(_)) {
+        return None;
+    }
+    let grad = (i + 1..g.nodes.len()).find(|&c| {
+        matches!(g.nodes[c].op, Op::SoftmaxCrossEntropyGrad(_)) && g.nodes[c].inputs == n.inputs && !cx.taken[c]
+    })?;
+    Some(Match { siblings: vec![grad], epilogue: vec![] })
+}
+
+/// Grow the chain of links after node `i`'s first output, taking what `accepts` allows.
+fn chain(cx: &FuseCx, i: usize, accepts: fn(&Element) -> bool) -> Option<Match> {
+    let g = cx.graph;
+    let mut links = vec![];
+    let mut value = g.nodes[i].outputs[0];
+    while let Some(c) = cx.sole_reader(value) {
+        let cn = &g.nodes[c];
+        let Some(element) = cn.op.lowering().element() else { break };
+        if !accepts(&element) {
+            break;
+        }
+        let Some(operands) = element.operands(g, &cn.inputs, value) else { break };
+        // Every other operand must exist before the kernel runs.
+        if operands.iter().any(|&v| g.value(v).node.0 as usize > i) {
+            break;
+        }
+        links.push(Link { node: c, element, operands });
+        value = cn.outputs[0];
+    }
+    (!links.is_empty()).then_some(Match { siblings: vec![], epilogue: links })
+}
+
+fn gemm_epilogue(cx: &FuseCx, i: usize) -> Option<Match> {
+    match cx.graph.nodes[i].op.lowering().storage(&cx.node(i)) {
+        Storage::Gemm(_) => chain(cx, i, |_| true),
         _ => None,
     }
 }
 
-/// Whether a node gets a kernel at all (sources are fed, reshapes are aliases).
-pub fn has_kernel(op: &Op) -> bool {
-    !matches!(op, Op::Source(_) | Op::Reshape(_))
-}
-
-/// Whether `op` can follow `chain` (the previous value) in the epilogue of a `producer`.
-fn epilogue_link(producer: Producer, op: &Op, graph: &Graph, node_inputs: &[ValueId], chain: ValueId) -> bool {
-    let same_shape = |i: usize| graph.shape(node_inputs[i]) == graph.shape(chain);
-    match (producer, op) {
-        (Producer::Scatter, Op::ActGrad(_)) => {}
-        (Producer::Scatter, _) => return false,
-        (Producer::Pointwise, Op::BiasAdd(_) | Op::BatchNormEval(_)) => return false,
-        _ => {}
-    }
-    match op {
-        Op::BiasAdd(_) | Op::Act(_) | Op::BatchNormEval(_) => node_inputs[0] == chain,
-        Op::ActGrad(_) => node_inputs[1] == chain && same_shape(0) && node_inputs[0] != chain,
-        Op::Add(_) => (node_inputs[0] == chain) != (node_inputs[1] == chain) && same_shape(0) && same_shape(1),
-        _ => false,
+fn pointwise_epilogue(cx: &FuseCx, i: usize) -> Option<Match> {
+    match cx.graph.nodes[i].op.lowering().storage(&cx.node(i)) {
+        Storage::Pointwise => chain(cx, i, |e| matches!(e, Element::Act(_) | Element::ActGrad(_) | Element::Add)),
+        _ => None,
     }
 }
 
-pub fn group(graph: &Graph, fuse: bool) -> Vec<KernelGroup> {
-    let mut readers = vec![0usize; graph.values.len()];
-    for n in &graph.nodes {
+fn scatter_epilogue(cx: &FuseCx, i: usize) -> Option<Match> {
+    match cx.graph.nodes[i].op.lowering().storage(&cx.node(i)) {
+        Storage::Scatter => chain(cx, i, |e| matches!(e, Element::ActGrad(_))),
+        _ => None,
+    }
+}
+
+/// The kernels of `graph`, in order (fused by [`RULES`] when `fuse`).
+pub fn kernels(graph: &Graph, fuse: bool, micro: &MicroKernel, threads: usize) -> Vec<Kernel> {
+    let nv = graph.values.len();
+    let mut cx = FuseCx {
+        graph,
+        micro,
+        threads,
+        readers: vec![0; nv],
+        consumer: vec![None; nv],
+        is_output: vec![false; nv],
+        taken: vec![false; graph.nodes.len()],
+    };
+    for (i, n) in graph.nodes.iter().enumerate() {
         for v in &n.inputs {
-            readers[v.0 as usize] += 1;
+            cx.readers[v.0 as usize] += 1;
+            cx.consumer[v.0 as usize] = Some(i);
         }
     }
-    let mut is_output = vec![false; graph.values.len()];
     for (_, v) in &graph.outputs {
-        is_output[v.0 as usize] = true;
+        cx.is_output[v.0 as usize] = true;
     }
-    let mut consumer = vec![None; graph.values.len()];
-    for (i, n) in graph.nodes.iter().enumerate() {
-        for v in &n.inputs {
-            consumer[v.0 as usize] = Some(i);
-        }
-    }
-    let mut taken = vec![false; graph.nodes.len()];
-    let mut groups = vec![];
-    for (i, n) in graph.nodes.iter().enumerate() {
-        if taken[i] || !has_kernel(&n.op) {
+    let mut out = vec![];
+    for i in 0..graph.nodes.len() {
+        let node = cx.node(i);
+        if cx.taken[i] || node.node.op.lowering().storage(&node) == Storage::Kernelless {
             continue;
         }
-        taken[i] = true;
-        let mut nodes = vec![i];
-        if let (true, Op::SoftmaxCrossEntropy(_)) = (fuse, &n.op) {
-            let grad = (i + 1..graph.nodes.len()).find(|&c| {
-                matches!(graph.nodes[c].op, Op::SoftmaxCrossEntropyGrad(_)) && graph.nodes[c].inputs == n.inputs
-            });
-            if let Some(c) = grad.filter(|&c| !taken[c]) {
-                taken[c] = true;
-                groups.push(KernelGroup { kind: GroupKind::LossWithGrad, nodes: vec![i, c] });
-                continue;
-            }
+        cx.taken[i] = true;
+        let found = if fuse { RULES.iter().find_map(|r| (r.apply)(&cx, i).map(|m| (r.name, m))) } else { None };
+        let (rule, Match { siblings, epilogue }) =
+            found.unwrap_or(("single", Match { siblings: vec![], epilogue: vec![] }));
+        for n in siblings.iter().copied().chain(epilogue.iter().map(|l| l.node)) {
+            cx.taken[n] = true;
         }
-        if let (true, Some(producer)) = (fuse, producer(&n.op)) {
-            let mut chain = n.outputs[0];
-            while readers[chain.0 as usize] == 1 && !is_output[chain.0 as usize] {
-                let Some(c) = consumer[chain.0 as usize] else { break };
-                let cn = &graph.nodes[c];
-                if taken[c] || !epilogue_link(producer, &cn.op, graph, &cn.inputs, chain) {
-                    break;
-                }
-                // Every other input of the link must exist before the group runs.
-                if cn.inputs.iter().any(|&v| v != chain && graph.value(v).node.0 as usize > i) {
-                    break;
-                }
-                taken[c] = true;
-                nodes.push(c);
-                chain = cn.outputs[0];
-            }
-        }
-        groups.push(KernelGroup { kind: GroupKind::Epilogue, nodes });
+        let node = cx.node(i);
+        let work = node.node.op.lowering().work(&node, micro, threads);
+        let mut k = Kernel { name: String::new(), rule, main: i, siblings, epilogue, work };
+        k.name = kernel_name(graph, &k.nodes());
+        out.push(k);
     }
-    groups
+    // Kernels of the same statements and op are told apart by a count.
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for k in &mut out {
+        let count = seen.entry(k.name.clone()).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            k.name = format!("{}#{count}", k.name);
+        }
+    }
+    out
+}
+
+/// The kernels as text, one per line (the `fusion` file tests, `--emit plan`'s grouping).
+pub fn kernels_text(g: &Graph, kernels: &[Kernel]) -> String {
+    let mut out = String::new();
+    for k in kernels {
+        let ops: Vec<&str> = k.nodes().iter().map(|&n| g.nodes[n].op.name()).collect();
+        let phases: Vec<String> = k.work.phases.iter().map(|p| p.to_string()).collect();
+        out += &format!("{} [{}] {} (items {})\n", k.name, k.rule, ops.join(" + "), phases.join(", "));
+    }
+    out
 }

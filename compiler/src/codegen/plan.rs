@@ -9,7 +9,7 @@
 //! Reshapes alias their input. `verify` re-checks the result independently.
 
 use super::builder::{Buf, Region};
-use super::fuse::KernelGroup;
+use super::fuse::Kernel;
 use super::jit::{err, CgResult};
 use crate::exec::{SlotKind, StateLayout};
 use crate::ir::{Graph, OutputRole, ValueId};
@@ -93,18 +93,11 @@ fn first_fit(live: &[(usize, usize)], len: usize) -> usize {
     at
 }
 
-/// `scratch[k]`: the per-thread scratch buffers of kernel k; `shared[k]`: buffers kernel k
-/// shares between its threads (partial sums of a reduction), live during kernel k only.
-pub fn plan_memory(
-    g: &Graph,
-    groups: &[KernelGroup],
-    layout: &StateLayout,
-    scratch: &[Vec<usize>],
-    shared: &[Vec<usize>],
-    threads: usize,
-) -> CgResult<ArenaPlan> {
+/// Each kernel's `work` gives its per-thread scratch buffers and the buffers it shares
+/// between its threads (partial sums of a reduction), live during that kernel only.
+pub fn plan_memory(g: &Graph, kernels: &[Kernel], layout: &StateLayout, threads: usize) -> CgResult<ArenaPlan> {
     let nv = g.values.len();
-    let end = groups.len();
+    let end = kernels.len();
     let mut locs: Vec<Option<Loc>> = vec![None; nv];
     let mut alias_of: Vec<Option<ValueId>> = vec![None; nv];
     // Values written straight into the state.
@@ -145,8 +138,8 @@ pub fn plan_memory(
     };
     // The kernel computing each node (sources and reshapes: none).
     let mut kernel_of = vec![None; g.nodes.len()];
-    for (k, grp) in groups.iter().enumerate() {
-        for &n in &grp.nodes {
+    for (k, kernel) in kernels.iter().enumerate() {
+        for n in kernel.nodes() {
             kernel_of[n] = Some(k);
         }
     }
@@ -193,14 +186,15 @@ pub fn plan_memory(
             }
         }
     }
-    let mut scratch_locs = vec![vec![]; groups.len()];
-    let mut shared_locs = vec![vec![]; groups.len()];
-    for (k, grp) in groups.iter().enumerate() {
-        for &i in &grp.nodes {
+    let mut scratch_locs = vec![vec![]; kernels.len()];
+    let mut shared_locs = vec![vec![]; kernels.len()];
+    for (k, kernel) in kernels.iter().enumerate() {
+        let nodes = kernel.nodes();
+        for &i in &nodes {
             let n = &g.nodes[i];
             for &v in &n.outputs {
                 let vi = v.0 as usize;
-                if locs[vi].is_some() || alias_of[vi].is_some() || !read_outside[vi] && grp.nodes.len() > 1 {
+                if locs[vi].is_some() || alias_of[vi].is_some() || !read_outside[vi] && nodes.len() > 1 {
                     continue;
                 }
                 let len = g.value(v).numel();
@@ -211,11 +205,11 @@ pub fn plan_memory(
             }
         }
         let mut at = 0;
-        for &len in &scratch[k] {
+        for &len in &kernel.work.scratch {
             scratch_locs[k].push(Loc { region: Region::Scratch, offset: at, len });
             at = (at + len).div_ceil(ALIGN) * ALIGN;
         }
-        for (s, &len) in shared[k].iter().enumerate() {
+        for (s, &len) in kernel.work.shared.iter().enumerate() {
             let offset = assign(&mut allocs, format!("shared {s} of kernel {k}"), len, k, k);
             shared_locs[k].push(Loc { region: Region::Arena, offset, len });
         }
@@ -227,8 +221,11 @@ pub fn plan_memory(
         }
     }
     let main = allocs.iter().map(|a| a.offset + a.len).max().unwrap_or(0).div_ceil(ALIGN) * ALIGN;
-    let per_thread =
-        scratch.iter().map(|s| s.iter().map(|l| l.div_ceil(ALIGN) * ALIGN).sum::<usize>()).max().unwrap_or(0);
+    let per_thread = kernels
+        .iter()
+        .map(|k| k.work.scratch.iter().map(|l| l.div_ceil(ALIGN) * ALIGN).sum::<usize>())
+        .max()
+        .unwrap_or(0);
     let plan = ArenaPlan {
         scratch_start: main,
         scratch_per_thread: per_thread,

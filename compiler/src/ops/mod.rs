@@ -4,7 +4,9 @@
 //! emitted as more graph nodes: autodiff is a graph transform), its reference interpreter
 //! loop, and its cost. The [`Op`] enum is generated from the one list in [`op_table!`], so
 //! adding an op means writing its struct in its family's file and adding one line there.
-//! (Lowering to machine code lives with the back end, in `codegen::lower`.)
+//! Its code-generation rules (storage, element function, work split, loop nest) live with
+//! the back end, as its `codegen::lower::LowerRule`, which the same list dispatches to
+//! (`Op::lowering`): an op without one does not compile.
 
 mod activation;
 mod batchnorm;
@@ -131,6 +133,13 @@ macro_rules! op_table {
             }
             pub fn flops(&self, ins: &Shapes, outs: &Shapes) -> u64 {
                 match self { $(Op::$variant(o) => o.flops(ins, outs)),* }
+            }
+
+            /// The op's code-generation rules (`codegen::lower`): every op has them, or
+            /// this does not compile.
+            #[cfg(feature = "codegen")]
+            pub fn lowering(&self) -> &dyn crate::codegen::lower::LowerRule {
+                match self { $(Op::$variant(o) => o),* }
             }
         }
     };

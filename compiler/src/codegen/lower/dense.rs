@@ -7,16 +7,15 @@
 //! rows and columns whose window lands inside the image are computed at compile time, so
 //! the copy has no per-element tests and is vectorized for stride 1.
 
-use super::epilogue::{self, At, EpiOp};
+use super::epilogue::{self, At};
 use super::gemm::{emit_gemm, Gemm, GemmScratch, Mat, MicroKernel};
-use super::{KernelShape, LowerCtx, NodeBufs};
+use super::{no_epilogue, ChannelAxis, Element, KernelBufs, LowerCtx, LowerRule, NodeCx, Storage, Work};
 use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Idx, Val};
-use crate::ir::{Graph, Node};
-use crate::ops::{Conv2d, Conv2dGradInput, Conv2dGradWeight, ConvGeom, MatMul, Op};
+use crate::ops::{Conv2d, Conv2dGradInput, Conv2dGradWeight, ConvGeom, MatMul};
 
-fn gemm_scratch(bufs: &NodeBufs, first: usize) -> GemmScratch {
+fn gemm_scratch(bufs: &KernelBufs, first: usize) -> GemmScratch {
     GemmScratch {
         pack_a: bufs.scratch[first].clone(),
         pack_b: bufs.scratch[first + 1].clone(),
@@ -68,7 +67,28 @@ fn for_column_blocks(
     })
 }
 
-pub fn lower_matmul(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, mm: &MatMul, epi: &[EpiOp]) -> CgResult<()> {
+impl LowerRule for MatMul {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Gemm(ChannelAxis::Columns)
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, cx: &NodeCx, micro: &MicroKernel, threads: usize) -> Work {
+        let (m, k, n) = self.dims(cx.in_shape(0), cx.in_shape(1));
+        let (nb, blocks) = column_blocks(n, micro, threads);
+        Work { scratch: super::gemm::scratch((m, k, nb), micro), shared: vec![], phases: vec![blocks] }
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        lower_matmul(kb, cx, bufs, self)
+    }
+}
+
+fn lower_matmul(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, mm: &MatMul) -> CgResult<()> {
+    let epi = &bufs.epilogue;
     let (sa, sb) = (cx.in_shape(0).to_vec(), cx.in_shape(1).to_vec());
     let (m, k, n) = mm.dims(&sa, &sb);
     let a = if mm.trans_a { whole(&bufs.inputs[0], 1, sa[1] as i64) } else { whole(&bufs.inputs[0], sa[1] as i64, 1) };
@@ -116,37 +136,105 @@ impl ConvDims {
     }
 }
 
-fn conv_dims(graph: &Graph, node: &Node) -> ConvDims {
-    let s = |i: usize| graph.shape(node.inputs[i]).to_vec();
-    let o = graph.shape(node.outputs[0]).to_vec();
-    let (x, w, y) = match &node.op {
-        Op::Conv2d(_) => (s(0), s(1), o),
-        Op::Conv2dGradInput(_) => (o, s(1), s(0)),
-        _ => (s(0), o, s(1)),
-    };
-    ConvDims { n: x[0], c: x[1], h: x[2], w: x[3], f: w[0], kh: w[2], kw: w[3], ho: y[2], wo: y[3] }
+impl ConvDims {
+    /// From the shapes of the image x [N, C, H, W], the weights [F, C, kh, kw] and the
+    /// output y [N, F, Ho, Wo] (whichever of them are the op's inputs and output).
+    fn of(x: &[usize], w: &[usize], y: &[usize]) -> ConvDims {
+        ConvDims { n: x[0], c: x[1], h: x[2], w: x[3], f: w[0], kh: w[2], kw: w[3], ho: y[2], wo: y[3] }
+    }
+
+    /// Scratch for one image's im2col matrix and a GEMM of (m, k, n).
+    fn scratch(&self, mkn: (usize, usize, usize), micro: &MicroKernel) -> Vec<usize> {
+        let mut scratch = vec![self.ckk() * self.p()];
+        scratch.extend(super::gemm::scratch(mkn, micro));
+        scratch
+    }
 }
 
 /// Images per partial sum of a convolution's weight gradient: fixed, so the sums do not
 /// depend on the thread count.
 const DW_CHUNK: usize = 8;
 
-pub fn conv_shape(graph: &Graph, node: &Node, micro: &MicroKernel) -> KernelShape {
-    let d = conv_dims(graph, node);
-    let (m, k, n) = match node.op {
-        Op::Conv2d(_) => (d.f, d.ckk(), d.p()),
-        Op::Conv2dGradInput(_) => (d.ckk(), d.f, d.p()),
-        _ => (d.f, d.p(), d.ckk()),
-    };
-    let mut scratch = vec![d.ckk() * d.p()];
-    scratch.extend(super::gemm::scratch((m, k, n), micro));
-    match node.op {
-        Op::Conv2dGradWeight(_) => {
-            let chunks = d.n.div_ceil(DW_CHUNK);
-            KernelShape { scratch, shared: vec![chunks * d.f * d.ckk()], phases: vec![chunks, 1] }
+/// The dimensions of y = conv2d(x, w).
+fn conv2d_dims(cx: &NodeCx) -> ConvDims {
+    ConvDims::of(cx.in_shape(0), cx.in_shape(1), cx.out_shape(0))
+}
+
+/// The dimensions of dx = conv2d_grad_input(dy, w).
+fn grad_input_dims(cx: &NodeCx) -> ConvDims {
+    ConvDims::of(cx.out_shape(0), cx.in_shape(1), cx.in_shape(0))
+}
+
+/// The dimensions of dw = conv2d_grad_weight(x, dy).
+fn grad_weight_dims(cx: &NodeCx) -> ConvDims {
+    ConvDims::of(cx.in_shape(0), cx.out_shape(0), cx.in_shape(1))
+}
+
+impl LowerRule for Conv2d {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Gemm(ChannelAxis::Rows)
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    /// One image per work item.
+    fn work(&self, cx: &NodeCx, micro: &MicroKernel, _: usize) -> Work {
+        let d = conv2d_dims(cx);
+        Work { scratch: d.scratch((d.f, d.ckk(), d.p()), micro), shared: vec![], phases: vec![d.n] }
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        lower_conv2d(kb, cx, bufs, self)
+    }
+}
+
+impl LowerRule for Conv2dGradInput {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Opaque
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    /// One image per work item.
+    fn work(&self, cx: &NodeCx, micro: &MicroKernel, _: usize) -> Work {
+        let d = grad_input_dims(cx);
+        Work { scratch: d.scratch((d.ckk(), d.f, d.p()), micro), shared: vec![], phases: vec![d.n] }
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        no_epilogue(cx, bufs)?;
+        lower_conv2d_grad_input(kb, cx, bufs, self)
+    }
+}
+
+impl LowerRule for Conv2dGradWeight {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Opaque
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    /// Phase 0: one chunk of DW_CHUNK images per item, each summed into its own partial;
+    /// phase 1: the partials added in chunk order.
+    fn work(&self, cx: &NodeCx, micro: &MicroKernel, _: usize) -> Work {
+        let d = grad_weight_dims(cx);
+        let chunks = d.n.div_ceil(DW_CHUNK);
+        Work {
+            scratch: d.scratch((d.f, d.p(), d.ckk()), micro),
+            shared: vec![chunks * d.f * d.ckk()],
+            phases: vec![chunks, 1],
         }
-        // One image per work item.
-        _ => KernelShape { scratch, shared: vec![], phases: vec![d.n] },
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        no_epilogue(cx, bufs)?;
+        lower_conv2d_grad_weight(kb, cx, bufs, self)
     }
 }
 
@@ -220,8 +308,9 @@ fn im2col_walk(kb: &mut Kb, d: &ConvDims, g: &ConvGeom, img: Idx, x: &Buf, col: 
     Ok(())
 }
 
-pub fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv: &Conv2d, epi: &[EpiOp]) -> CgResult<()> {
-    let d = conv_dims(cx.graph, cx.node);
+fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2d) -> CgResult<()> {
+    let epi = &bufs.epilogue;
+    let d = conv2d_dims(&cx.node_cx());
     let (x, w, y) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
     let col = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);
@@ -249,8 +338,8 @@ pub fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv: &Conv2d, 
     })
 }
 
-pub fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv: &Conv2dGradInput) -> CgResult<()> {
-    let d = conv_dims(cx.graph, cx.node);
+fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2dGradInput) -> CgResult<()> {
+    let d = grad_input_dims(&cx.node_cx());
     let (dy, w, dx) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
     let dcol = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);
@@ -275,8 +364,8 @@ pub fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv
     })
 }
 
-pub fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, conv: &Conv2dGradWeight) -> CgResult<()> {
-    let d = conv_dims(cx.graph, cx.node);
+fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2dGradWeight) -> CgResult<()> {
+    let d = grad_weight_dims(&cx.node_cx());
     let (x, dy, dw) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
     let (ckk, p) = (d.ckk(), d.p());
     let size = d.f * ckk;

@@ -1,15 +1,18 @@
 //! Elementwise kernels: out = f(in…) over a tensor seen as [outer][channels][inner],
 //! where each operand is either full-size or broadcast along the channels or along the
 //! inner axis (a bias). The inner loop runs on f32x4 with an exact scalar remainder.
-//! The per-element function of each op is `element`, which fusion composes.
+//! Each op's rule gives its per-element function; ops over a batch split it into one
+//! work item per sample, optimizer updates run as one item over their parameter.
 
-use super::epilogue::{self, At, EpiOp};
-use super::{LowerCtx, NodeBufs};
+use super::element::{activation, activation_grad};
+use super::epilogue::{self, At};
+use super::{no_epilogue, Element, KernelBufs, LowerCtx, LowerRule, MicroKernel, NodeCx, Storage, Work};
 use crate::codegen::builder::{ctx, Buf, Kb};
-use crate::codegen::jit::{err, CgResult};
-use crate::codegen::loops::{types, FloatCC, Idx, IntCC, MathFn, Type, Val};
-use crate::layers::Activation;
-use crate::ops::{self, Op};
+use crate::codegen::jit::CgResult;
+use crate::codegen::loops::{types, Idx, IntCC, MathFn, Type, Val};
+use crate::ops::{
+    self, Act, ActGrad, AdamUpdate, Add, BceWithLogitsGrad, BiasAdd, Dropout, MseGrad, RunningUpdate, SgdUpdate,
+};
 
 /// How an operand is indexed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,166 +34,16 @@ pub struct Space {
     pub items: bool,
 }
 
-/// Scalars loaded once per kernel (learning rate, Adam's factors).
-pub fn setup(kb: &mut Kb, op: &Op) -> Vec<Val> {
-    match op {
-        Op::SgdUpdate(_) => vec![kb.ctx_f32(ctx::LR)],
-        Op::AdamUpdate(_) => vec![kb.ctx_f32(ctx::ADAM_STEP_SIZE), kb.ctx_f32(ctx::ADAM_INV_SQRT_BC2)],
-        _ => vec![],
-    }
-}
-
-/// Activation on lanes of type `ty`. relu and friends take the "negative" branch for
-/// x ≤ 0, which NaN fails, so NaN propagates.
-pub fn activation(kb: &mut Kb, act: Activation, x: Val) -> Val {
-    let ty = kb.ty(x);
-    let zero = kb.f(ty, 0.0);
-    let le = kb.fcmp(FloatCC::LessThanOrEqual, x, zero);
-    match act {
-        Activation::Relu => kb.select(le, zero, x),
-        Activation::LeakyRelu { slope } => {
-            let s = kb.f(ty, slope as f32);
-            let neg = kb.fmul(x, s);
-            kb.select(le, neg, x)
-        }
-        Activation::Elu { alpha } => {
-            let a = kb.f(ty, alpha as f32);
-            let e = kb.math(MathFn::Expm1, x);
-            let neg = kb.fmul(e, a);
-            kb.select(le, neg, x)
-        }
-        Activation::Sigmoid => kb.math(MathFn::Sigmoid, x),
-        Activation::Tanh => kb.math(MathFn::Tanh, x),
-    }
-}
-
-/// dy·f′ from the output or the input, as [`Activation::grad_uses_output`] says.
-pub fn activation_grad(kb: &mut Kb, act: Activation, v: Val, dy: Val) -> Val {
-    let ty = kb.ty(v);
-    let zero = kb.f(ty, 0.0);
-    let one = kb.f(ty, 1.0);
-    let gt = kb.fcmp(FloatCC::GreaterThan, v, zero);
-    match act {
-        Activation::Relu => kb.select(gt, dy, zero),
-        Activation::LeakyRelu { slope } => {
-            let s = kb.f(ty, slope as f32);
-            let neg = kb.fmul(dy, s);
-            kb.select(gt, dy, neg)
-        }
-        Activation::Elu { alpha } if act.grad_uses_output() => {
-            let a = kb.f(ty, alpha as f32);
-            let t = kb.fadd(v, a);
-            let neg = kb.fmul(dy, t);
-            kb.select(gt, dy, neg)
-        }
-        Activation::Elu { alpha } => {
-            let a = kb.f(ty, alpha as f32);
-            let e = kb.math(MathFn::Exp, v);
-            let d = kb.fmul(dy, a);
-            let neg = kb.fmul(d, e);
-            kb.select(gt, dy, neg)
-        }
-        Activation::Sigmoid => {
-            let om = kb.fsub(one, v);
-            let t = kb.fmul(dy, v);
-            kb.fmul(t, om)
-        }
-        Activation::Tanh => {
-            let v2 = kb.fmul(v, v);
-            let om = kb.fsub(one, v2);
-            kb.fmul(dy, om)
-        }
-    }
-}
-
-/// The per-element function of an elementwise op on lanes of `ty`.
-pub fn element(kb: &mut Kb, op: &Op, ty: Type, setup: &[Val], xs: &[Val], numel: usize) -> CgResult<Vec<Val>> {
-    let c = |kb: &mut Kb, x: f64| kb.f(ty, x as f32);
-    Ok(match op {
-        Op::Act(a) => vec![activation(kb, a.act, xs[0])],
-        Op::ActGrad(a) => vec![activation_grad(kb, a.act, xs[0], xs[1])],
-        Op::Add(_) | Op::BiasAdd(_) => vec![kb.fadd(xs[0], xs[1])],
-        Op::RunningUpdate(r) => {
-            let keep = c(kb, 1.0 - r.momentum);
-            let take = c(kb, r.momentum * r.correction);
-            let t = kb.fmul(xs[1], take);
-            vec![kb.fma(xs[0], keep, t)]
-        }
-        Op::MseGrad(_) => {
-            let k = c(kb, 2.0 / numel as f64);
-            let d = kb.fsub(xs[0], xs[1]);
-            vec![kb.fmul(d, k)]
-        }
-        Op::BceWithLogitsGrad(_) => {
-            let k = c(kb, 1.0 / numel as f64);
-            let s = kb.math(MathFn::Sigmoid, xs[0]);
-            let d = kb.fsub(s, xs[1]);
-            vec![kb.fmul(d, k)]
-        }
-        Op::SgdUpdate(u) => {
-            let (p, mut g) = (xs[0], xs[1]);
-            let lr = kb.splat(ty, setup[0]);
-            if u.weight_decay != 0.0 {
-                let wd = c(kb, u.weight_decay);
-                let t = kb.fmul(wd, p);
-                g = kb.fadd(g, t);
-            }
-            let mut out = vec![];
-            if u.has_velocity() {
-                let mom = c(kb, u.momentum);
-                let mv = kb.fmul(mom, xs[2]);
-                let v2 = kb.fadd(mv, g);
-                g = if u.nesterov {
-                    let t = kb.fmul(mom, v2);
-                    kb.fadd(g, t)
-                } else {
-                    v2
-                };
-                out.push(v2);
-            }
-            let step = kb.fmul(lr, g);
-            out.insert(0, kb.fsub(p, step));
-            out
-        }
-        Op::AdamUpdate(u) => {
-            let (p, mut g, m, v) = (xs[0], xs[1], xs[2], xs[3]);
-            if u.weight_decay != 0.0 {
-                let wd = c(kb, u.weight_decay);
-                let t = kb.fmul(wd, p);
-                g = kb.fadd(g, t);
-            }
-            let (b1, nb1, b2, nb2) = (c(kb, u.beta1), c(kb, 1.0 - u.beta1), c(kb, u.beta2), c(kb, 1.0 - u.beta2));
-            let t1 = kb.fmul(b1, m);
-            let t2 = kb.fmul(nb1, g);
-            let m2 = kb.fadd(t1, t2);
-            let t3 = kb.fmul(b2, v);
-            let t4 = kb.fmul(nb2, g);
-            let t4 = kb.fmul(t4, g);
-            let v2 = kb.fadd(t3, t4);
-            let step = kb.splat(ty, setup[0]);
-            let inv = kb.splat(ty, setup[1]);
-            let eps = c(kb, u.eps);
-            let sq = kb.sqrt(v2);
-            let sq = kb.fmul(sq, inv);
-            let denom = kb.fadd(sq, eps);
-            let num = kb.fmul(step, m2);
-            let d = kb.fdiv(num, denom);
-            vec![kb.fsub(p, d), m2, v2]
-        }
-        other => return err(format!("`{}` is not an elementwise op", other.name())),
-    })
-}
-
 /// A per-element function on lanes of a type: input values → output values.
-pub type ElementFn<'a> = dyn FnMut(&mut Kb, Type, &[Val]) -> CgResult<Vec<Val>> + 'a;
+type ElementFn<'a> = dyn FnMut(&mut Kb, Type, &[Val]) -> CgResult<Vec<Val>> + 'a;
 
 /// Emit `outs = f(ins)` over `space`, the first output through the epilogue `epi`.
-pub fn emit(
+fn emit(
     kb: &mut Kb,
     space: Space,
     ins: &[(Buf, Bcast)],
     outs: &[Buf],
-    epi: &[EpiOp],
+    epi: &[super::EpiOp],
     f: &mut ElementFn,
 ) -> CgResult<()> {
     let Space { outer, chans, inner, items } = space;
@@ -231,37 +84,296 @@ pub fn emit(
     }
 }
 
-/// The iteration space of a node, and how each input is broadcast.
-pub fn space_of(cx: &LowerCtx) -> (Space, Vec<Bcast>) {
+/// Over the batch: one item per sample, every operand full-size.
+fn per_sample(cx: &LowerCtx) -> (Space, Vec<Bcast>) {
     let shape = cx.out_shape(0);
     let numel: usize = shape.iter().product();
-    let n_in = cx.node.inputs.len();
-    let items = super::extent_of(cx.graph, cx.node) > 1;
-    match &cx.node.op {
-        Op::BiasAdd(_) if shape.len() == 2 => {
-            (Space { outer: shape[0], chans: 1, inner: shape[1], items }, vec![Bcast::Full, Bcast::Inner])
-        }
-        Op::BiasAdd(_) => {
-            let inner = shape[2..].iter().product();
-            (Space { outer: shape[0], chans: shape[1], inner, items }, vec![Bcast::Full, Bcast::Channel])
-        }
-        _ if items => {
-            (Space { outer: shape[0], chans: 1, inner: numel / shape[0].max(1), items }, vec![Bcast::Full; n_in])
-        }
-        _ => (Space { outer: 1, chans: 1, inner: numel, items }, vec![Bcast::Full; n_in]),
+    let space = Space { outer: shape[0], chans: 1, inner: numel / shape[0].max(1), items: true };
+    (space, vec![Bcast::Full; cx.node.inputs.len()])
+}
+
+/// One item over the whole tensor (an optimizer or statistics update of one parameter).
+fn whole(cx: &LowerCtx) -> (Space, Vec<Bcast>) {
+    let numel: usize = cx.out_shape(0).iter().product();
+    (Space { outer: 1, chans: 1, inner: numel, items: false }, vec![Bcast::Full; cx.node.inputs.len()])
+}
+
+/// `outs = f(ins)` over `space` with `bcast`, the first output through the epilogue.
+fn lower_with(kb: &mut Kb, bufs: &KernelBufs, (space, bcast): (Space, Vec<Bcast>), f: &mut ElementFn) -> CgResult<()> {
+    let ins: Vec<(Buf, Bcast)> = bufs.inputs.iter().cloned().zip(bcast).collect();
+    emit(kb, space, &ins, &bufs.outputs, &bufs.epilogue, f)
+}
+
+/// The work of an op with one item per sample.
+fn batch_items(cx: &NodeCx) -> Work {
+    Work::items(cx.out_shape(0)[0])
+}
+
+impl LowerRule for Act {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Pointwise
+    }
+
+    fn element(&self) -> Option<Element> {
+        Some(Element::Act(self.act))
+    }
+
+    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        batch_items(cx)
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        lower_with(kb, bufs, per_sample(cx), &mut |kb, _, xs| Ok(vec![activation(kb, self.act, xs[0])]))
     }
 }
 
-pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgResult<()> {
-    if let Op::Dropout(d) = &cx.node.op {
-        return lower_dropout(kb, cx, bufs, d);
+impl LowerRule for ActGrad {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Pointwise
     }
-    let (space, bcast) = space_of(cx);
-    let ins: Vec<(Buf, Bcast)> = bufs.inputs.iter().cloned().zip(bcast).collect();
-    let op = cx.node.op.clone();
-    let setup_vals = setup(kb, &op);
-    let numel: usize = cx.out_shape(0).iter().product();
-    emit(kb, space, &ins, &bufs.outputs, epi, &mut |kb, ty, xs| element(kb, &op, ty, &setup_vals, xs, numel))
+
+    fn element(&self) -> Option<Element> {
+        Some(Element::ActGrad(self.act))
+    }
+
+    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        batch_items(cx)
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        lower_with(kb, bufs, per_sample(cx), &mut |kb, _, xs| Ok(vec![activation_grad(kb, self.act, xs[0], xs[1])]))
+    }
+}
+
+impl LowerRule for Add {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Pointwise
+    }
+
+    fn element(&self) -> Option<Element> {
+        Some(Element::Add)
+    }
+
+    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        batch_items(cx)
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        lower_with(kb, bufs, per_sample(cx), &mut |kb, _, xs| Ok(vec![kb.fadd(xs[0], xs[1])]))
+    }
+}
+
+impl LowerRule for BiasAdd {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Pointwise
+    }
+
+    fn element(&self) -> Option<Element> {
+        Some(Element::Bias)
+    }
+
+    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        batch_items(cx)
+    }
+
+    /// A flat [N, F] tensor takes bias[f] along its rows; [N, C, …] takes bias[c] per channel.
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        let shape = cx.out_shape(0);
+        let space = if shape.len() == 2 {
+            (Space { outer: shape[0], chans: 1, inner: shape[1], items: true }, vec![Bcast::Full, Bcast::Inner])
+        } else {
+            let inner = shape[2..].iter().product();
+            (Space { outer: shape[0], chans: shape[1], inner, items: true }, vec![Bcast::Full, Bcast::Channel])
+        };
+        lower_with(kb, bufs, space, &mut |kb, _, xs| Ok(vec![kb.fadd(xs[0], xs[1])]))
+    }
+}
+
+impl LowerRule for MseGrad {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Pointwise
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(1)
+    }
+
+    /// 2(a − b)/numel.
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        let numel: usize = cx.out_shape(0).iter().product();
+        lower_with(kb, bufs, whole(cx), &mut |kb, ty, xs| {
+            let k = kb.f(ty, (2.0 / numel as f64) as f32);
+            let d = kb.fsub(xs[0], xs[1]);
+            Ok(vec![kb.fmul(d, k)])
+        })
+    }
+}
+
+impl LowerRule for BceWithLogitsGrad {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Pointwise
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(1)
+    }
+
+    /// (σ(z) − t)/numel.
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        let numel: usize = cx.out_shape(0).iter().product();
+        lower_with(kb, bufs, whole(cx), &mut |kb, ty, xs| {
+            let k = kb.f(ty, (1.0 / numel as f64) as f32);
+            let s = kb.math(MathFn::Sigmoid, xs[0]);
+            let d = kb.fsub(s, xs[1]);
+            Ok(vec![kb.fmul(d, k)])
+        })
+    }
+}
+
+impl LowerRule for RunningUpdate {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Opaque
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(1)
+    }
+
+    /// r ← (1 − m)·r + m·c·stat, in place.
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        no_epilogue(cx, bufs)?;
+        lower_with(kb, bufs, whole(cx), &mut |kb, ty, xs| {
+            let keep = kb.f(ty, (1.0 - self.momentum) as f32);
+            let take = kb.f(ty, (self.momentum * self.correction) as f32);
+            let t = kb.fmul(xs[1], take);
+            Ok(vec![kb.fma(xs[0], keep, t)])
+        })
+    }
+}
+
+impl LowerRule for SgdUpdate {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Opaque
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(1)
+    }
+
+    /// `torch.optim.SGD`: weight decay, momentum (velocity out), Nesterov; one pass.
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        no_epilogue(cx, bufs)?;
+        let u = self;
+        let lr = kb.ctx_f32(ctx::LR);
+        lower_with(kb, bufs, whole(cx), &mut |kb, ty, xs| {
+            let c = |kb: &mut Kb, x: f64| kb.f(ty, x as f32);
+            let (p, mut g) = (xs[0], xs[1]);
+            let lr = kb.splat(ty, lr);
+            if u.weight_decay != 0.0 {
+                let wd = c(kb, u.weight_decay);
+                let t = kb.fmul(wd, p);
+                g = kb.fadd(g, t);
+            }
+            let mut out = vec![];
+            if u.has_velocity() {
+                let mom = c(kb, u.momentum);
+                let mv = kb.fmul(mom, xs[2]);
+                let v2 = kb.fadd(mv, g);
+                g = if u.nesterov {
+                    let t = kb.fmul(mom, v2);
+                    kb.fadd(g, t)
+                } else {
+                    v2
+                };
+                out.push(v2);
+            }
+            let step = kb.fmul(lr, g);
+            out.insert(0, kb.fsub(p, step));
+            Ok(out)
+        })
+    }
+}
+
+impl LowerRule for AdamUpdate {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Opaque
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(1)
+    }
+
+    /// `torch.optim.Adam` (bias corrections folded into the step's two scalars); one pass.
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        no_epilogue(cx, bufs)?;
+        let u = self;
+        let (step_size, inv_sqrt_bc2) = (kb.ctx_f32(ctx::ADAM_STEP_SIZE), kb.ctx_f32(ctx::ADAM_INV_SQRT_BC2));
+        lower_with(kb, bufs, whole(cx), &mut |kb, ty, xs| {
+            let c = |kb: &mut Kb, x: f64| kb.f(ty, x as f32);
+            let (p, mut g, m, v) = (xs[0], xs[1], xs[2], xs[3]);
+            if u.weight_decay != 0.0 {
+                let wd = c(kb, u.weight_decay);
+                let t = kb.fmul(wd, p);
+                g = kb.fadd(g, t);
+            }
+            let (b1, nb1, b2, nb2) = (c(kb, u.beta1), c(kb, 1.0 - u.beta1), c(kb, u.beta2), c(kb, 1.0 - u.beta2));
+            let t1 = kb.fmul(b1, m);
+            let t2 = kb.fmul(nb1, g);
+            let m2 = kb.fadd(t1, t2);
+            let t3 = kb.fmul(b2, v);
+            let t4 = kb.fmul(nb2, g);
+            let t4 = kb.fmul(t4, g);
+            let v2 = kb.fadd(t3, t4);
+            let step = kb.splat(ty, step_size);
+            let inv = kb.splat(ty, inv_sqrt_bc2);
+            let eps = c(kb, u.eps);
+            let sq = kb.sqrt(v2);
+            let sq = kb.fmul(sq, inv);
+            let denom = kb.fadd(sq, eps);
+            let num = kb.fmul(step, m2);
+            let d = kb.fdiv(num, denom);
+            Ok(vec![kb.fsub(p, d), m2, v2])
+        })
+    }
+}
+
+impl LowerRule for Dropout {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Opaque
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        batch_items(cx)
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        no_epilogue(cx, bufs)?;
+        lower_dropout(kb, cx, bufs, self)
+    }
 }
 
 /// SplitMix64's finalizer in CLIF (the same function as `ops::mix64`).
@@ -277,7 +389,7 @@ fn mix64(kb: &mut Kb, z: Val) -> Val {
 }
 
 /// Inverted dropout with the counter-based mask of `ops::dropout_keep`, bit for bit.
-fn lower_dropout(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, d: &ops::Dropout) -> CgResult<()> {
+fn lower_dropout(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, d: &Dropout) -> CgResult<()> {
     let shape = cx.out_shape(0).to_vec();
     let n = shape[0];
     let per: usize = shape[1..].iter().product();

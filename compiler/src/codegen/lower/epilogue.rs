@@ -2,13 +2,11 @@
 //! just before storing it, so the intermediate values are never written (see `fuse`).
 //! The main op's lowering calls [`apply`] at its store with the element's index.
 
-use super::NodeBufs;
+use super::{ChannelAxis, Element};
 use crate::codegen::builder::{Buf, Kb};
-use crate::codegen::jit::{err, CgResult, CodegenError};
+use crate::codegen::jit::{err, CgResult};
 use crate::codegen::loops::{types, Idx, Val};
-use crate::ir::{Node, ValueId};
 use crate::layers::Activation;
-use crate::ops::Op;
 
 /// One elementwise op of an epilogue chain; its other operand, if any, is stored.
 pub enum EpiOp {
@@ -28,6 +26,28 @@ pub enum EpiOp {
         eps: f64,
         by_row: bool,
     },
+}
+
+impl EpiOp {
+    /// The link `element` with its operands' buffers, after a main op whose GEMM has its
+    /// channels on `axis` (`None`: not a GEMM; bias and batch norm need one).
+    pub fn new(element: Element, operands: Vec<Buf>, axis: Option<ChannelAxis>) -> CgResult<EpiOp> {
+        let mut ops = operands.into_iter();
+        let mut next = || ops.next().ok_or_else(|| crate::codegen::jit::CodegenError("a link lacks an operand".into()));
+        Ok(match (element, axis) {
+            (Element::Bias, Some(ChannelAxis::Rows)) => EpiOp::BiasRow(next()?),
+            (Element::Bias, Some(ChannelAxis::Columns)) => EpiOp::BiasCol(next()?),
+            (Element::Act(a), _) => EpiOp::Act(a),
+            (Element::ActGrad(a), _) => EpiOp::ActGrad(a, next()?),
+            (Element::Add, _) => EpiOp::Add(next()?),
+            (Element::BatchNormEval { eps }, Some(axis)) => EpiOp::BatchNormEval {
+                stats: [next()?, next()?, next()?, next()?],
+                eps,
+                by_row: axis == ChannelAxis::Rows,
+            },
+            (e, None) => return err(format!("{e:?} can follow only a GEMM")),
+        })
+    }
 }
 
 /// Where the value being stored sits: its flat element index `at` in the chain's
@@ -70,10 +90,10 @@ pub fn apply_knowing(kb: &mut Kb, ops: &[EpiOp], mut v: Val, pos: At, known: Opt
                 let bv = kb.splat(ty, s);
                 kb.fadd(v, bv)
             }
-            EpiOp::Act(a) => super::elementwise::activation(kb, *a, v),
+            EpiOp::Act(a) => super::element::activation(kb, *a, v),
             EpiOp::ActGrad(a, other) => {
                 let o = operand(kb, other)?;
-                super::elementwise::activation_grad(kb, *a, o, v)
+                super::element::activation_grad(kb, *a, o, v)
             }
             EpiOp::Add(other) => {
                 let o = operand(kb, other)?;
@@ -83,7 +103,7 @@ pub fn apply_knowing(kb: &mut Kb, ops: &[EpiOp], mut v: Val, pos: At, known: Opt
                 let (mu, scale, shift) = if *by_row {
                     let m = kb.load(types::F32, mean, pos.row)?;
                     let (va, g) = (kb.load(types::F32, var, pos.row)?, kb.load(types::F32, gamma, pos.row)?);
-                    let s = super::norm::eval_scale(kb, va, g, *eps);
+                    let s = super::element::eval_scale(kb, va, g, *eps);
                     let b = kb.load(types::F32, beta, pos.row)?;
                     (kb.splat(ty, m), kb.splat(ty, s), kb.splat(ty, b))
                 } else {
@@ -92,7 +112,7 @@ pub fn apply_knowing(kb: &mut Kb, ops: &[EpiOp], mut v: Val, pos: At, known: Opt
                     for l in 0..ty.lane_count() {
                         let at = pos.col.plus(l as i64);
                         let (va, g) = (kb.load(types::F32, var, at)?, kb.load(types::F32, gamma, at)?);
-                        let sl = super::norm::eval_scale(kb, va, g, *eps);
+                        let sl = super::element::eval_scale(kb, va, g, *eps);
                         s = if ty.is_vector() { kb.insertlane(s, sl, l as u8) } else { sl };
                     }
                     (kb.load(ty, mean, pos.col)?, s, kb.load(ty, beta, pos.col)?)
@@ -103,40 +123,4 @@ pub fn apply_knowing(kb: &mut Kb, ops: &[EpiOp], mut v: Val, pos: At, known: Opt
         };
     }
     Ok(v)
-}
-
-/// The epilogue of a fused group (`main` then `chain`) and the buffers of its kernel: the
-/// main op's inputs, and its outputs with the first replaced by the chain's last value.
-pub fn group_bufs(
-    main: &Node,
-    chain: &[&Node],
-    buf: &dyn Fn(ValueId) -> Option<Buf>,
-    scratch: Vec<Buf>,
-    shared: Vec<Buf>,
-) -> CgResult<(Vec<EpiOp>, NodeBufs)> {
-    let stored = |v| buf(v).ok_or_else(|| CodegenError(format!("{v} is not stored")));
-    let by_row = matches!(main.op, Op::Conv2d(_));
-    let mut link = main.outputs[0];
-    let mut epi = vec![];
-    for n in chain {
-        let other = |i: usize| stored(n.inputs[i]);
-        epi.push(match &n.op {
-            Op::BiasAdd(_) if by_row => EpiOp::BiasRow(other(1)?),
-            Op::BiasAdd(_) => EpiOp::BiasCol(other(1)?),
-            Op::Act(a) => EpiOp::Act(a.act),
-            Op::ActGrad(a) => EpiOp::ActGrad(a.act, other(0)?),
-            Op::Add(_) => EpiOp::Add(other(if n.inputs[0] == link { 1 } else { 0 })?),
-            Op::BatchNormEval(bn) => {
-                EpiOp::BatchNormEval { stats: [other(1)?, other(2)?, other(3)?, other(4)?], eps: bn.eps, by_row }
-            }
-            other_op => return err(format!("`{}` cannot be an epilogue", other_op.name())),
-        });
-        link = n.outputs[0];
-    }
-    let mut outputs = vec![stored(link)?];
-    for &v in &main.outputs[1..] {
-        outputs.push(stored(v)?);
-    }
-    let inputs = main.inputs.iter().map(|&v| stored(v)).collect::<CgResult<Vec<_>>>()?;
-    Ok((epi, NodeBufs { inputs, outputs, scratch, shared }))
 }

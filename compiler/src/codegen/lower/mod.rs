@@ -1,8 +1,15 @@
-//! Lowering: one graph node → the body of one kernel, written with the kernel builder.
-//! Each op family has its file; `lower_node` is the table that picks the lowering, and
-//! `scratch_for` says how much temporary arena space a node's kernel needs.
+//! Lowering: a [`Kernel`] → the loop nest of each of its phases.
+//!
+//! Every op of the graph IR has a [`LowerRule`], implemented beside its family's lowering
+//! in this directory and reached through `Op::lowering`, which `ops::op_table!` generates
+//! from the one list of ops: an op without a rule does not compile. The rule answers
+//! everything fusion, the memory plan and lowering ask of an op: how its kernel stores
+//! its output ([`Storage`], which decides the epilogues it can take), the element function
+//! it contributes when it is itself fused into another op's store ([`Element`]), its
+//! [`Work`] (scratch, shared buffers, phases of independent items), and its loop nest.
 
 mod dense;
+mod element;
 mod elementwise;
 mod epilogue;
 mod gemm;
@@ -10,38 +17,130 @@ mod norm;
 mod pool;
 mod reduce;
 
-pub use epilogue::{group_bufs, EpiOp};
+pub use epilogue::EpiOp;
 pub use gemm::MicroKernel;
-pub use reduce::lower_loss_with_grad;
 
 use super::builder::{Buf, Kb};
-use super::jit::{err, CgResult};
-use crate::ir::{Graph, Node};
-use crate::ops::Op;
+use super::fuse::Kernel;
+use super::jit::{err, CgResult, CodegenError};
+use super::loops::LoopNest;
+use super::plan::ArenaPlan;
+use crate::ir::{Graph, Node, ValueId};
+use crate::layers::Activation;
 
-/// The buffers of one node's kernel.
-pub struct NodeBufs {
+/// A node and its graph, for the questions a rule answers before lowering.
+#[derive(Clone, Copy)]
+pub struct NodeCx<'a> {
+    pub graph: &'a Graph,
+    pub node: &'a Node,
+}
+
+impl NodeCx<'_> {
+    pub fn in_shape(&self, i: usize) -> &[usize] {
+        self.graph.shape(self.node.inputs[i])
+    }
+
+    pub fn out_shape(&self, i: usize) -> &[usize] {
+        self.graph.shape(self.node.outputs[i])
+    }
+}
+
+/// Which axis of a GEMM's C holds the channels (what a bias or batch norm indexes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelAxis {
+    /// A convolution's per-image C is [filters, pixels].
+    Rows,
+    /// A dense layer's C is [batch, features].
+    Columns,
+}
+
+/// How an op's kernel stores its first output: what can be applied at that store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// No kernel: a graph source (fed, or in the state) or a reshape (an alias).
+    Kernelless,
+    /// Tiles of a GEMM, row and column of C known: takes every [`Element`].
+    Gemm(ChannelAxis),
+    /// Each element stored once: takes activations, their derivatives and adds.
+    Pointwise,
+    /// Contributions added into a zeroed buffer, at most one per element (a pooling
+    /// gradient with disjoint windows): takes what is linear in the value, a derivative.
+    Scatter,
+    /// Reductions and multi-pass kernels: no epilogue.
+    Opaque,
+}
+
+/// What an elementwise op computes when it is a link of another op's epilogue.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Element {
+    /// + bias[channel]
+    Bias,
+    Act(Activation),
+    /// f′(from)·value: `from` is the op's first input (the activation's output or input).
+    ActGrad(Activation),
+    /// + the other operand (same shape).
+    Add,
+    /// (v − mean)·γ/√(var + ε) + β with the running statistics.
+    BatchNormEval {
+        eps: f64,
+    },
+}
+
+impl Element {
+    /// Whether `chained` is the input this element takes from the chain (for ops with two
+    /// full-size inputs the other must have the same shape), and if so its other inputs.
+    pub fn operands(&self, g: &Graph, inputs: &[ValueId], chained: ValueId) -> Option<Vec<ValueId>> {
+        let same = |v: ValueId| g.shape(v) == g.shape(chained);
+        match self {
+            Element::Bias | Element::Act(_) | Element::BatchNormEval { .. } => {
+                (inputs[0] == chained).then(|| inputs[1..].to_vec())
+            }
+            Element::ActGrad(_) => {
+                (inputs[1] == chained && inputs[0] != chained && same(inputs[0])).then(|| vec![inputs[0]])
+            }
+            Element::Add => match (inputs[0] == chained, inputs[1] == chained) {
+                (true, false) if same(inputs[1]) => Some(vec![inputs[1]]),
+                (false, true) if same(inputs[0]) => Some(vec![inputs[0]]),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// What an op's kernel needs besides its values: per-thread scratch, buffers its threads
+/// share, and its phases (run one after the other, each split into this many independent
+/// work items; threads take ranges of items, which never share a reduction).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Work {
+    pub scratch: Vec<usize>,
+    pub shared: Vec<usize>,
+    pub phases: Vec<usize>,
+}
+
+impl Work {
+    /// One phase of `items` independent items, nothing else.
+    pub fn items(items: usize) -> Work {
+        Work { scratch: vec![], shared: vec![], phases: vec![items] }
+    }
+}
+
+/// The buffers of a kernel: the main op's (and siblings') inputs and stored outputs,
+/// scratch and shared buffers, and the epilogue with its operands' buffers.
+pub struct KernelBufs {
     pub inputs: Vec<Buf>,
     pub outputs: Vec<Buf>,
     /// Per-thread scratch (in the calling thread's scratch space).
     pub scratch: Vec<Buf>,
     /// Buffers shared by the kernel's threads (partial sums).
     pub shared: Vec<Buf>,
+    pub epilogue: Vec<EpiOp>,
 }
 
-/// What a node's kernel needs besides its values: per-thread scratch, shared buffers, and
-/// its phases (run one after the other, each split into this many independent items).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelShape {
-    pub scratch: Vec<usize>,
-    pub shared: Vec<usize>,
-    pub phases: Vec<usize>,
-}
-
-/// What a kernel needs to know besides its buffers.
+/// What a lowering knows besides its buffers.
 pub struct LowerCtx<'a> {
     pub graph: &'a Graph,
     pub node: &'a Node,
+    pub kernel: &'a Kernel,
     pub micro: &'a MicroKernel,
     /// The threads the program is compiled for (GEMMs split their columns by it).
     pub threads: usize,
@@ -57,88 +156,127 @@ impl LowerCtx<'_> {
     pub fn out_shape(&self, i: usize) -> &[usize] {
         self.graph.shape(self.node.outputs[i])
     }
+
+    pub fn node_cx(&self) -> NodeCx<'_> {
+        NodeCx { graph: self.graph, node: self.node }
+    }
 }
 
-/// The scratch, shared buffers and phases of a node's kernel.
-pub fn kernel_shape(graph: &Graph, node: &Node, micro: &MicroKernel, threads: usize) -> KernelShape {
-    let shapes: Vec<&[usize]> = node.inputs.iter().map(|&v| graph.shape(v)).collect();
-    match &node.op {
-        Op::MatMul(m) => {
-            let (mm, k, n) = m.dims(shapes[0], shapes[1]);
-            let (nb, blocks) = dense::column_blocks(n, micro, threads);
-            KernelShape { scratch: gemm::scratch((mm, k, nb), micro), shared: vec![], phases: vec![blocks] }
+/// The code-generation rules of one op (see the module documentation).
+pub trait LowerRule {
+    /// How the op's kernel stores its first output.
+    fn storage(&self, cx: &NodeCx) -> Storage;
+
+    /// The element function the op contributes when fused into another op's store, or
+    /// `None` if it cannot be a link.
+    fn element(&self) -> Option<Element>;
+
+    /// Scratch, shared buffers and phases of the op's kernel.
+    fn work(&self, cx: &NodeCx, micro: &MicroKernel, threads: usize) -> Work;
+
+    /// Write phase `cx.phase` of the op's kernel, applying `bufs.epilogue` at the store of
+    /// its first output.
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()>;
+}
+
+/// Sources and reshapes have no kernel: the memory plan places a source (fed, or in the
+/// state) and makes a reshape an alias of its input.
+macro_rules! kernelless {
+    ($($ty:ty),*) => {$(
+        impl LowerRule for $ty {
+            fn storage(&self, _: &NodeCx) -> Storage {
+                Storage::Kernelless
+            }
+
+            fn element(&self) -> Option<Element> {
+                None
+            }
+
+            fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+                Work::items(0)
+            }
+
+            fn lower(&self, _: &mut Kb, cx: &LowerCtx, _: &KernelBufs) -> CgResult<()> {
+                err(format!("`{}` has no kernel (the memory plan handles it)", cx.node.op.name()))
+            }
         }
-        Op::Conv2d(_) | Op::Conv2dGradInput(_) | Op::Conv2dGradWeight(_) => dense::conv_shape(graph, node, micro),
-        _ => KernelShape { scratch: vec![], shared: vec![], phases: vec![extent_of(graph, node)] },
+    )*};
+}
+
+kernelless!(crate::ops::Source, crate::ops::Reshape);
+
+/// Refuse an epilogue a lowering does not apply (fusion gives none to such ops).
+pub(crate) fn no_epilogue(cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+    if bufs.epilogue.is_empty() {
+        Ok(())
+    } else {
+        err(format!("`{}` cannot take an epilogue", cx.node.op.name()))
     }
 }
 
-/// The number of independent work items a simple node's kernel splits into (threads take
-/// ranges of items; items never share a reduction, so any split gives the same bits).
-pub(crate) fn extent_of(graph: &Graph, node: &Node) -> usize {
-    match &node.op {
-        Op::Act(_)
-        | Op::ActGrad(_)
-        | Op::Add(_)
-        | Op::BiasAdd(_)
-        | Op::Dropout(_)
-        | Op::MaxPool(_)
-        | Op::MaxPoolGrad(_)
-        | Op::AvgPool(_)
-        | Op::AvgPoolGrad(_)
-        | Op::GlobalAvgPool(_)
-        | Op::GlobalAvgPoolGrad(_)
-        | Op::Softmax(_)
-        | Op::SoftmaxGrad(_)
-        | Op::MaxoutReduce(_)
-        | Op::MaxoutGrad(_)
-        | Op::BatchNormEval(_) => graph.shape(node.outputs[0])[0],
-        // Batch-norm statistics are per channel: one item per channel.
-        Op::BatchNormTrain(_) | Op::BatchNormTrainGrad(_) => {
-            crate::ops::batchnorm_layout(graph.shape(node.inputs[0])).1
+/// The buffers of kernel `k` in `plan`.
+fn kernel_bufs(g: &Graph, k: &Kernel, plan: &ArenaPlan, index: usize) -> CgResult<KernelBufs> {
+    let stored = |v: ValueId| match plan.locs[v.0 as usize] {
+        Some(_) => Ok(plan.buf(v, format!("{v}"))),
+        None => Err(CodegenError(format!("{v} is not stored"))),
+    };
+    let main = &g.nodes[k.main];
+    let mut inputs = main.inputs.iter().map(|&v| stored(v)).collect::<CgResult<Vec<_>>>()?;
+    for &s in &k.siblings {
+        for &v in &g.nodes[s].inputs {
+            if !main.inputs.contains(&v) {
+                inputs.push(stored(v)?);
+            }
         }
-        _ => 1,
     }
+    let outputs = k.stored(g).into_iter().map(stored).collect::<CgResult<Vec<_>>>()?;
+    let axis = match main.op.lowering().storage(&NodeCx { graph: g, node: main }) {
+        Storage::Gemm(axis) => Some(axis),
+        _ => None,
+    };
+    let epilogue = k
+        .epilogue
+        .iter()
+        .map(|l| {
+            let operands = l.operands.iter().map(|&v| stored(v)).collect::<CgResult<Vec<_>>>()?;
+            EpiOp::new(l.element, operands, axis)
+        })
+        .collect::<CgResult<Vec<_>>>()?;
+    let region = |name: &str, locs: &[super::plan::Loc]| -> Vec<Buf> {
+        locs.iter()
+            .enumerate()
+            .map(|(s, l)| Buf { region: l.region, offset: l.offset, len: l.len, name: format!("{name}{s}") })
+            .collect()
+    };
+    Ok(KernelBufs {
+        inputs,
+        outputs,
+        scratch: region("scratch", &plan.scratch[index]),
+        shared: region("shared", &plan.shared[index]),
+        epilogue,
+    })
 }
 
-/// Emit the kernel body of one node, with `epi` applied to each value of its first output
-/// before it is stored (a fused group; empty for a node of its own).
-pub fn lower_node(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgResult<()> {
-    let op = &cx.node.op;
-    if !epi.is_empty() && crate::codegen::fuse::producer(op).is_none() {
-        return err(format!("`{}` cannot take an epilogue", op.name()));
-    }
-    match op {
-        Op::MatMul(m) => dense::lower_matmul(kb, cx, bufs, m, epi),
-        Op::Conv2d(c) => dense::lower_conv2d(kb, cx, bufs, c, epi),
-        Op::Conv2dGradInput(c) => dense::lower_conv2d_grad_input(kb, cx, bufs, c),
-        Op::Conv2dGradWeight(c) => dense::lower_conv2d_grad_weight(kb, cx, bufs, c),
-        Op::Act(_)
-        | Op::ActGrad(_)
-        | Op::Add(_)
-        | Op::BiasAdd(_)
-        | Op::RunningUpdate(_)
-        | Op::SgdUpdate(_)
-        | Op::AdamUpdate(_)
-        | Op::MseGrad(_)
-        | Op::BceWithLogitsGrad(_)
-        | Op::Dropout(_) => elementwise::lower(kb, cx, bufs, epi),
-        Op::BiasGrad(_) => reduce::lower_bias_grad(kb, cx, bufs),
-        Op::Softmax(_)
-        | Op::SoftmaxGrad(_)
-        | Op::SoftmaxCrossEntropy(_)
-        | Op::SoftmaxCrossEntropyGrad(_)
-        | Op::BceWithLogits(_)
-        | Op::Mse(_) => reduce::lower_rows(kb, cx, bufs),
-        Op::MaxPool(_)
-        | Op::MaxPoolGrad(_)
-        | Op::AvgPool(_)
-        | Op::AvgPoolGrad(_)
-        | Op::GlobalAvgPool(_)
-        | Op::GlobalAvgPoolGrad(_)
-        | Op::MaxoutReduce(_)
-        | Op::MaxoutGrad(_) => pool::lower(kb, cx, bufs, epi),
-        Op::BatchNormTrain(_) | Op::BatchNormTrainGrad(_) | Op::BatchNormEval(_) => norm::lower(kb, cx, bufs, epi),
-        Op::Source(_) | Op::Reshape(_) => err(format!("`{}` has no kernel (the memory plan handles it)", op.name())),
-    }
+/// The loop nests of kernel `index` (one per phase), each proved in bounds.
+pub fn lower_kernel(
+    g: &Graph,
+    k: &Kernel,
+    index: usize,
+    plan: &ArenaPlan,
+    micro: &MicroKernel,
+    threads: usize,
+) -> CgResult<Vec<LoopNest>> {
+    let bufs = kernel_bufs(g, k, plan, index)?;
+    let scratch = (!bufs.scratch.is_empty()).then_some((plan.scratch_start, plan.scratch_per_thread));
+    let node = &g.nodes[k.main];
+    (0..k.work.phases.len())
+        .map(|phase| {
+            let mut kb = Kb::new(&k.name, phase, scratch, Some((micro.name.clone(), micro.mr, micro.nr)));
+            let cx = LowerCtx { graph: g, node, kernel: k, micro, threads, phase };
+            node.op.lowering().lower(&mut kb, &cx, &bufs)?;
+            let nest = kb.finish();
+            super::loops::verify::verify(&nest)?;
+            Ok(nest)
+        })
+        .collect()
 }

@@ -3,12 +3,13 @@
 //! values is summed on f32x4 lanes (a fixed chunk), and the chunks are added in f64, in
 //! sample order — so the sums do not depend on how work is split.
 
+use super::element::{eval_scale, inv_std};
 use super::epilogue::{self, At, EpiOp};
-use super::{LowerCtx, NodeBufs};
+use super::{no_epilogue, Element, KernelBufs, LowerCtx, LowerRule, MicroKernel, NodeCx, Storage, Work};
 use crate::codegen::builder::{Buf, Kb};
-use crate::codegen::jit::{err, CgResult};
+use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Idx, Val};
-use crate::ops::{batchnorm_layout, Op};
+use crate::ops::{batchnorm_layout, BatchNormEval, BatchNormTrain, BatchNormTrainGrad};
 
 /// Values computed at an element index, on lanes of a type.
 type ElementValues<'a> = dyn FnMut(&mut Kb, types::Type, Idx) -> CgResult<Vec<Val>> + 'a;
@@ -123,135 +124,181 @@ fn normalize(
     kb.store(out, y, at)
 }
 
-fn inv_std(kb: &mut Kb, var64: Val, eps: f64) -> Val {
-    let e = kb.f64const(eps);
-    let v = kb.fadd(var64, e);
-    let s = kb.sqrt(v);
-    let one = kb.f64const(1.0);
-    kb.fdiv(one, s)
-}
-
-/// Evaluation mode's per-channel scale γ·(var + ε)^−½, the inverse square root in f64
-/// (scalars), as the batch-norm kernel and a GEMM epilogue both compute it.
-pub(super) fn eval_scale(kb: &mut Kb, var: Val, gamma: Val, eps: f64) -> Val {
-    let var64 = kb.fpromote(var);
-    let istd = inv_std(kb, var64, eps);
-    let istd = kb.fdemote(istd);
-    kb.fmul(gamma, istd)
-}
-
 fn load_c(kb: &mut Kb, buf: &Buf, ch: Idx) -> CgResult<Val> {
     kb.load(types::F32, buf, ch)
 }
 
-/// One work item per channel for the training ops (batch statistics are per channel),
-/// one per sample in evaluation; `epi` is applied to each normalized value before it is
-/// stored.
-pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgResult<()> {
+/// One work item per channel: batch statistics are per channel.
+fn per_channel(cx: &NodeCx) -> Work {
+    Work::items(batchnorm_layout(cx.in_shape(0)).1)
+}
+
+impl LowerRule for BatchNormTrain {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Pointwise
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        per_channel(cx)
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        lower_train(kb, cx, bufs, self)
+    }
+}
+
+impl LowerRule for BatchNormTrainGrad {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Opaque
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        per_channel(cx)
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        no_epilogue(cx, bufs)?;
+        lower_train_grad(kb, cx, bufs, self)
+    }
+}
+
+impl LowerRule for BatchNormEval {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Pointwise
+    }
+
+    fn element(&self) -> Option<Element> {
+        Some(Element::BatchNormEval { eps: self.eps })
+    }
+
+    /// One item per sample (the statistics are given).
+    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(cx.out_shape(0)[0])
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        lower_eval(kb, cx, bufs, self)
+    }
+}
+
+fn lower_train(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNormTrain) -> CgResult<()> {
+    let epi = &bufs.epilogue;
     let shape = cx.in_shape(0).to_vec();
     let dims = batchnorm_layout(&shape);
     let (n, c, inner) = dims;
     let m = (n * inner) as f64;
-    match &cx.node.op {
-        Op::BatchNormTrain(bn) => {
-            let (x, g, b) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.inputs[2]);
-            let (y, mean_o, var_o) = (&bufs.outputs[0], &bufs.outputs[1], &bufs.outputs[2]);
-            kb.for_items(c, |kb, ch| {
-                let s = channel_sum(kb, dims, ch, &mut |kb, ty, at| kb.load(ty, x, at))?;
-                let inv_m = kb.f64const(1.0 / m);
-                let mean = kb.fmul(s, inv_m);
-                let mean32 = kb.fdemote(mean);
-                let ss = channel_sum(kb, dims, ch, &mut |kb, ty, at| {
-                    let v = kb.load(ty, x, at)?;
-                    let mu = kb.splat(ty, mean32);
-                    let d = kb.fsub(v, mu);
-                    Ok(kb.fmul(d, d))
-                })?;
-                let var = kb.fmul(ss, inv_m);
-                let var32 = kb.fdemote(var);
-                kb.store(mean32, mean_o, ch)?;
-                kb.store(var32, var_o, ch)?;
-                let istd = inv_std(kb, var, bn.eps);
-                let istd = kb.fdemote(istd);
-                let gv = load_c(kb, g, ch)?;
-                let bv = load_c(kb, b, ch)?;
-                let scale = kb.fmul(gv, istd);
-                affine_channel(kb, dims, ch, &mut |kb, ty, at| normalize(kb, ty, at, (x, y), [mean32, scale, bv], epi))
+    let (x, g, b) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.inputs[2]);
+    let (y, mean_o, var_o) = (&bufs.outputs[0], &bufs.outputs[1], &bufs.outputs[2]);
+    kb.for_items(c, |kb, ch| {
+        let s = channel_sum(kb, dims, ch, &mut |kb, ty, at| kb.load(ty, x, at))?;
+        let inv_m = kb.f64const(1.0 / m);
+        let mean = kb.fmul(s, inv_m);
+        let mean32 = kb.fdemote(mean);
+        let ss = channel_sum(kb, dims, ch, &mut |kb, ty, at| {
+            let v = kb.load(ty, x, at)?;
+            let mu = kb.splat(ty, mean32);
+            let d = kb.fsub(v, mu);
+            Ok(kb.fmul(d, d))
+        })?;
+        let var = kb.fmul(ss, inv_m);
+        let var32 = kb.fdemote(var);
+        kb.store(mean32, mean_o, ch)?;
+        kb.store(var32, var_o, ch)?;
+        let istd = inv_std(kb, var, bn.eps);
+        let istd = kb.fdemote(istd);
+        let gv = load_c(kb, g, ch)?;
+        let bv = load_c(kb, b, ch)?;
+        let scale = kb.fmul(gv, istd);
+        affine_channel(kb, dims, ch, &mut |kb, ty, at| normalize(kb, ty, at, (x, y), [mean32, scale, bv], epi))
+    })
+}
+
+fn lower_train_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNormTrainGrad) -> CgResult<()> {
+    let shape = cx.in_shape(0).to_vec();
+    let dims = batchnorm_layout(&shape);
+    let (n, c, inner) = dims;
+    let m = (n * inner) as f64;
+    let (x, mean_i, var_i, g, dy) =
+        (&bufs.inputs[0], &bufs.inputs[1], &bufs.inputs[2], &bufs.inputs[3], &bufs.inputs[4]);
+    let (dx, dg, db) = (&bufs.outputs[0], &bufs.outputs[1], &bufs.outputs[2]);
+    kb.for_items(c, |kb, ch| {
+        let mean = load_c(kb, mean_i, ch)?;
+        let var = load_c(kb, var_i, ch)?;
+        let var64 = kb.fpromote(var);
+        let istd64 = inv_std(kb, var64, bn.eps);
+        let istd = kb.fdemote(istd64);
+        // dβ = Σ dy and dγ = Σ x̂·dy in one pass over x and dy.
+        let sums = channel_sums(kb, dims, ch, 2, &mut |kb, ty, at| {
+            let v = kb.load(ty, x, at)?;
+            let gy = kb.load(ty, dy, at)?;
+            let mu = kb.splat(ty, mean);
+            let is = kb.splat(ty, istd);
+            let d = kb.fsub(v, mu);
+            let xh = kb.fmul(d, is);
+            Ok(vec![gy, kb.fmul(xh, gy)])
+        })?;
+        let (dbeta, dgamma) = (sums[0], sums[1]);
+        let db32 = kb.fdemote(dbeta);
+        let dg32 = kb.fdemote(dgamma);
+        kb.store(dg32, dg, ch)?;
+        kb.store(db32, db, ch)?;
+        // dx = a·dy − b·(x − mean) − a·dβ/M, a = γ·istd, b = a·istd·dγ/M
+        let gv = load_c(kb, g, ch)?;
+        let g64 = kb.fpromote(gv);
+        let a64 = kb.fmul(g64, istd64);
+        let inv_m = kb.f64const(1.0 / m);
+        let t = kb.fmul(a64, istd64);
+        let t = kb.fmul(t, dgamma);
+        let b64 = kb.fmul(t, inv_m);
+        let c0 = kb.fmul(a64, dbeta);
+        let c64 = kb.fmul(c0, inv_m);
+        let a = kb.fdemote(a64);
+        let bq = kb.fdemote(b64);
+        let cc = kb.fdemote(c64);
+        affine_channel(kb, dims, ch, &mut |kb, ty, at| {
+            let v = kb.load(ty, x, at)?;
+            let gy = kb.load(ty, dy, at)?;
+            let mu = kb.splat(ty, mean);
+            let d = kb.fsub(v, mu);
+            let av = kb.splat(ty, a);
+            let bv = kb.splat(ty, bq);
+            let cv = kb.splat(ty, cc);
+            let t1 = kb.fmul(av, gy);
+            let t2 = kb.fmul(bv, d);
+            let r = kb.fsub(t1, t2);
+            let r = kb.fsub(r, cv);
+            kb.store(r, dx, at)
+        })
+    })
+}
+
+fn lower_eval(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNormEval) -> CgResult<()> {
+    let epi = &bufs.epilogue;
+    let shape = cx.in_shape(0).to_vec();
+    let dims = batchnorm_layout(&shape);
+    let (n, c, inner) = dims;
+    let (x, rm, rv, g, b) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.inputs[2], &bufs.inputs[3], &bufs.inputs[4]);
+    let y = &bufs.outputs[0];
+    kb.for_items(n, |kb, item| {
+        kb.for_range(0, c as i64, 1, |kb, ch| {
+            let mean = load_c(kb, rm, ch)?;
+            let var = load_c(kb, rv, ch)?;
+            let gv = load_c(kb, g, ch)?;
+            let bv = load_c(kb, b, ch)?;
+            let scale = eval_scale(kb, var, gv, bn.eps);
+            let row = kb.affine(0, &[(item, (c * inner) as i64), (ch, inner as i64)]);
+            kb.for_lanes(0, inner as i64, |kb, i, ty| {
+                let at = kb.add(row, i);
+                normalize(kb, ty, at, (x, y), [mean, scale, bv], epi)
             })
-        }
-        Op::BatchNormTrainGrad(bn) => {
-            let (x, mean_i, var_i, g, dy) =
-                (&bufs.inputs[0], &bufs.inputs[1], &bufs.inputs[2], &bufs.inputs[3], &bufs.inputs[4]);
-            let (dx, dg, db) = (&bufs.outputs[0], &bufs.outputs[1], &bufs.outputs[2]);
-            kb.for_items(c, |kb, ch| {
-                let mean = load_c(kb, mean_i, ch)?;
-                let var = load_c(kb, var_i, ch)?;
-                let var64 = kb.fpromote(var);
-                let istd64 = inv_std(kb, var64, bn.eps);
-                let istd = kb.fdemote(istd64);
-                // dβ = Σ dy and dγ = Σ x̂·dy in one pass over x and dy.
-                let sums = channel_sums(kb, dims, ch, 2, &mut |kb, ty, at| {
-                    let v = kb.load(ty, x, at)?;
-                    let gy = kb.load(ty, dy, at)?;
-                    let mu = kb.splat(ty, mean);
-                    let is = kb.splat(ty, istd);
-                    let d = kb.fsub(v, mu);
-                    let xh = kb.fmul(d, is);
-                    Ok(vec![gy, kb.fmul(xh, gy)])
-                })?;
-                let (dbeta, dgamma) = (sums[0], sums[1]);
-                let db32 = kb.fdemote(dbeta);
-                let dg32 = kb.fdemote(dgamma);
-                kb.store(dg32, dg, ch)?;
-                kb.store(db32, db, ch)?;
-                // dx = a·dy − b·(x − mean) − a·dβ/M, a = γ·istd, b = a·istd·dγ/M
-                let gv = load_c(kb, g, ch)?;
-                let g64 = kb.fpromote(gv);
-                let a64 = kb.fmul(g64, istd64);
-                let inv_m = kb.f64const(1.0 / m);
-                let t = kb.fmul(a64, istd64);
-                let t = kb.fmul(t, dgamma);
-                let b64 = kb.fmul(t, inv_m);
-                let c0 = kb.fmul(a64, dbeta);
-                let c64 = kb.fmul(c0, inv_m);
-                let a = kb.fdemote(a64);
-                let bq = kb.fdemote(b64);
-                let cc = kb.fdemote(c64);
-                affine_channel(kb, dims, ch, &mut |kb, ty, at| {
-                    let v = kb.load(ty, x, at)?;
-                    let gy = kb.load(ty, dy, at)?;
-                    let mu = kb.splat(ty, mean);
-                    let d = kb.fsub(v, mu);
-                    let av = kb.splat(ty, a);
-                    let bv = kb.splat(ty, bq);
-                    let cv = kb.splat(ty, cc);
-                    let t1 = kb.fmul(av, gy);
-                    let t2 = kb.fmul(bv, d);
-                    let r = kb.fsub(t1, t2);
-                    let r = kb.fsub(r, cv);
-                    kb.store(r, dx, at)
-                })
-            })
-        }
-        Op::BatchNormEval(bn) => {
-            let (x, rm, rv, g, b) =
-                (&bufs.inputs[0], &bufs.inputs[1], &bufs.inputs[2], &bufs.inputs[3], &bufs.inputs[4]);
-            let y = &bufs.outputs[0];
-            kb.for_items(n, |kb, item| {
-                kb.for_range(0, c as i64, 1, |kb, ch| {
-                    let mean = load_c(kb, rm, ch)?;
-                    let var = load_c(kb, rv, ch)?;
-                    let gv = load_c(kb, g, ch)?;
-                    let bv = load_c(kb, b, ch)?;
-                    let scale = eval_scale(kb, var, gv, bn.eps);
-                    let row = kb.affine(0, &[(item, (c * inner) as i64), (ch, inner as i64)]);
-                    kb.for_lanes(0, inner as i64, |kb, i, ty| {
-                        let at = kb.add(row, i);
-                        normalize(kb, ty, at, (x, y), [mean, scale, bv], epi)
-                    })
-                })
-            })
-        }
-        other => err(format!("`{}` is not a batch-norm op", other.name())),
-    }
+        })
+    })
 }

@@ -1,13 +1,19 @@
 //! Pooling and maxout: max with the first maximum winning (strict `>`) and NaN winning,
 //! matching the interpreter; gradients recompute the winner and add into a zeroed input
 //! gradient (overlapping windows add). One work item per sample.
+//!
+//! An epilogue is applied to each stored output; for the gradients (which scatter into a
+//! zeroed input gradient) to each contribution, which fusion allows only where windows do
+//! not overlap (`Storage::Scatter`), so each element gets at most one.
 
 use super::epilogue::{self, At, EpiOp};
-use super::{LowerCtx, NodeBufs};
+use super::{Element, KernelBufs, LowerCtx, LowerRule, MicroKernel, NodeCx, Storage, Work};
 use crate::codegen::builder::{Buf, Kb};
-use crate::codegen::jit::{err, CgResult};
+use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Convert, FloatCC, Idx, Val};
-use crate::ops::{Op, PoolGeom};
+use crate::ops::{
+    AvgPool, AvgPoolGrad, GlobalAvgPool, GlobalAvgPoolGrad, MaxPool, MaxPoolGrad, MaxoutGrad, MaxoutReduce, PoolGeom,
+};
 
 /// Over candidates (value, offset) in order: the winning value and its offset.
 fn first_max(kb: &mut Kb, cands: &[(Val, i64)]) -> (Val, Val) {
@@ -175,190 +181,383 @@ fn add_to_winner(
     kb.store(s, dx, at)
 }
 
-/// `epi` is applied to each stored output; for the gradients (which scatter into a zeroed
-/// input gradient) to each contribution, which fusion allows only where windows do not
-/// overlap, so each element gets at most one.
-pub fn lower(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs, epi: &[EpiOp]) -> CgResult<()> {
-    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
-    let out = |kb: &mut Kb, v: Val, at: Idx| -> CgResult<Val> { epilogue::apply(kb, epi, v, At::flat(at)) };
-    match &cx.node.op {
-        Op::MaxPool(p) if 4 % p.geom.stride[1] == 0 => {
-            let xs = cx.in_shape(0).to_vec();
-            let offs = window_offsets(&p.geom, xs[3]);
-            rows(kb, &xs, &p.geom, &mut |kb, xrow, yrow, wo| {
-                max_row(kb, i0, xrow, xs[3], wo, &p.geom, &offs, &mut |kb, ox, v, _| {
-                    let at = kb.add(yrow, ox);
-                    let v = out(kb, v, at)?;
-                    kb.store(v, o0, at)
-                })
-            })
-        }
-        Op::MaxPoolGrad(p) if 4 % p.geom.stride[1] == 0 => {
-            let xs = cx.in_shape(0).to_vec();
-            let per: usize = xs[1..].iter().product();
-            let offs = window_offsets(&p.geom, xs[3]);
-            let dy = &bufs.inputs[1];
-            kb.for_items(xs[0], |kb, item| {
-                let start = kb.mul(item, per as i64);
-                kb.zero(o0, start, per)
-            })?;
-            let sw = p.geom.stride[1] as i64;
-            rows(kb, &xs, &p.geom, &mut |kb, xrow, yrow, wo| {
-                max_row(kb, i0, xrow, xs[3], wo, &p.geom, &offs, &mut |kb, ox, best, off| {
-                    let off = kb.convert(Convert::Uextend, types::I64, off);
-                    let xo = kb.mul(ox, sw);
-                    let win = kb.add(xrow, xo);
-                    let yo = kb.add(yrow, ox);
-                    let g = kb.load(types::F32, dy, yo)?;
-                    add_to_winner(kb, (i0, o0), win, off, g, best, epi)
-                })
-            })
-        }
-        Op::MaxPool(p) => {
-            let xs = cx.in_shape(0).to_vec();
-            let offs = window_offsets(&p.geom, xs[3]);
-            windows(kb, &xs, &p.geom, &mut |kb, xb, yo| {
-                let cands = offs
-                    .iter()
-                    .map(|&o| Ok((kb.load(types::F32, i0, xb.plus(o))?, o)))
-                    .collect::<CgResult<Vec<_>>>()?;
-                let (best, _) = first_max(kb, &cands);
-                let best = out(kb, best, yo)?;
-                kb.store(best, o0, yo)
-            })
-        }
-        Op::MaxPoolGrad(p) => {
-            let xs = cx.in_shape(0).to_vec();
-            let per: usize = xs[1..].iter().product();
-            let offs = window_offsets(&p.geom, xs[3]);
-            let dy = &bufs.inputs[1];
-            kb.for_items(xs[0], |kb, item| {
-                let start = kb.mul(item, per as i64);
-                kb.zero(o0, start, per)
-            })?;
-            windows(kb, &xs, &p.geom, &mut |kb, xb, yo| {
-                let cands = offs
-                    .iter()
-                    .map(|&o| Ok((kb.load(types::F32, i0, xb.plus(o))?, o)))
-                    .collect::<CgResult<Vec<_>>>()?;
-                let (best, off) = first_max(kb, &cands);
-                let g = kb.load(types::F32, dy, yo)?;
-                add_to_winner(kb, (i0, o0), xb, off, g, best, epi)
-            })
-        }
-        Op::AvgPool(p) => {
-            let xs = cx.in_shape(0).to_vec();
-            let offs = window_offsets(&p.geom, xs[3]);
-            let inv = 1.0 / offs.len() as f32;
-            windows(kb, &xs, &p.geom, &mut |kb, xb, yo| {
-                let mut s = kb.load(types::F32, i0, xb.plus(offs[0]))?;
-                for &o in &offs[1..] {
-                    let v = kb.load(types::F32, i0, xb.plus(o))?;
-                    s = kb.fadd(s, v);
-                }
-                let k = kb.f(types::F32, inv);
-                let y = kb.fmul(s, k);
-                let y = out(kb, y, yo)?;
-                kb.store(y, o0, yo)
-            })
-        }
-        Op::AvgPoolGrad(p) => {
-            let ys = cx.in_shape(0).to_vec();
-            let xs = cx.out_shape(0).to_vec();
-            let per: usize = xs[1..].iter().product();
-            let offs = window_offsets(&p.geom, xs[3]);
-            let inv = 1.0 / offs.len() as f32;
-            kb.for_items(ys[0], |kb, item| {
-                let start = kb.mul(item, per as i64);
-                kb.zero(o0, start, per)
-            })?;
-            windows(kb, &xs, &p.geom, &mut |kb, xb, yo| {
-                let g = kb.load(types::F32, i0, yo)?;
-                let k = kb.f(types::F32, inv);
-                let g = kb.fmul(g, k);
-                for &o in &offs {
-                    let gi = out(kb, g, xb.plus(o))?;
-                    let old = kb.load(types::F32, o0, xb.plus(o))?;
-                    let s = kb.fadd(old, gi);
-                    kb.store(s, o0, xb.plus(o))?;
-                }
-                Ok(())
-            })
-        }
-        Op::GlobalAvgPool(_) => {
-            let xs = cx.in_shape(0).to_vec();
-            let (c, hw) = (xs[1], xs[2] * xs[3]);
-            let inv = 1.0 / hw as f32;
-            kb.for_items(xs[0], |kb, item| {
-                kb.for_range(0, c as i64, 1, |kb, ch| {
-                    let row = kb.affine(0, &[(item, (c * hw) as i64), (ch, hw as i64)]);
-                    let s = super::reduce::sum_span(kb, i0, row, hw)?;
-                    let k = kb.f(types::F32, inv);
-                    let y = kb.fmul(s, k);
-                    let at = kb.affine(0, &[(item, c as i64), (ch, 1)]);
-                    let y = out(kb, y, at)?;
-                    kb.store(y, o0, at)
-                })
-            })
-        }
-        Op::GlobalAvgPoolGrad(_) => {
-            let xs = cx.out_shape(0).to_vec();
-            let (c, hw) = (xs[1], xs[2] * xs[3]);
-            let inv = 1.0 / hw as f32;
-            kb.for_items(xs[0], |kb, item| {
-                kb.for_range(0, c as i64, 1, |kb, ch| {
-                    let at = kb.affine(0, &[(item, c as i64), (ch, 1)]);
-                    let g = kb.load(types::F32, i0, at)?;
-                    let k = kb.f(types::F32, inv);
-                    let g = kb.fmul(g, k);
-                    let row = kb.affine(0, &[(item, (c * hw) as i64), (ch, hw as i64)]);
-                    kb.for_lanes(0, hw as i64, |kb, i, ty| {
-                        let a = kb.add(row, i);
-                        let gv = kb.splat(ty, g);
-                        let gv = out(kb, gv, a)?;
-                        kb.store(gv, o0, a)
-                    })
-                })
-            })
-        }
-        Op::MaxoutReduce(m) => {
-            let zs = cx.in_shape(0).to_vec();
-            let (n, units, k) = (zs[0], zs[1] / m.pieces, m.pieces);
-            kb.for_items(n, |kb, item| {
-                kb.for_range(0, units as i64, 1, |kb, u| {
-                    let zb = kb.affine(0, &[(item, (units * k) as i64), (u, k as i64)]);
-                    let cands = (0..k as i64)
-                        .map(|j| Ok((kb.load(types::F32, i0, zb.plus(j))?, j)))
-                        .collect::<CgResult<Vec<_>>>()?;
-                    let (best, _) = first_max(kb, &cands);
-                    let at = kb.affine(0, &[(item, units as i64), (u, 1)]);
-                    let best = out(kb, best, at)?;
-                    kb.store(best, o0, at)
-                })
-            })
-        }
-        Op::MaxoutGrad(m) => {
-            let zs = cx.in_shape(0).to_vec();
-            let (n, units, k) = (zs[0], zs[1] / m.pieces, m.pieces);
-            let dy = &bufs.inputs[1];
-            kb.for_items(n, |kb, item| {
-                let start = kb.mul(item, (units * k) as i64);
-                kb.zero(o0, start, units * k)?;
-                kb.for_range(0, units as i64, 1, |kb, u| {
-                    let zb = kb.affine(0, &[(item, (units * k) as i64), (u, k as i64)]);
-                    let cands = (0..k as i64)
-                        .map(|j| Ok((kb.load(types::F32, i0, zb.plus(j))?, j)))
-                        .collect::<CgResult<Vec<_>>>()?;
-                    let (_, off) = first_max(kb, &cands);
-                    let off = kb.idx(off)?;
-                    let at = kb.add(zb, off);
-                    let yi = kb.affine(0, &[(item, units as i64), (u, 1)]);
-                    let g = kb.load(types::F32, dy, yi)?;
-                    let g = out(kb, g, at)?;
-                    kb.store(g, o0, at)
-                })
-            })
-        }
-        other => err(format!("`{}` is not a pooling op", other.name())),
+/// Whether no two windows share an input element.
+fn disjoint(g: &PoolGeom) -> bool {
+    g.stride[0] >= g.size[0] && g.stride[1] >= g.size[1]
+}
+
+/// Whether the vectorized row form applies: windows four input columns at a time, every
+/// stride-th lane kept.
+fn by_rows(g: &PoolGeom) -> bool {
+    4 % g.stride[1] == 0
+}
+
+impl LowerRule for MaxPool {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Pointwise
     }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(cx.out_shape(0)[0])
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        if by_rows(&self.geom) {
+            lower_maxpool_rows(kb, cx, bufs, self)
+        } else {
+            lower_maxpool_windows(kb, cx, bufs, self)
+        }
+    }
+}
+
+impl LowerRule for MaxPoolGrad {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        if disjoint(&self.geom) {
+            Storage::Scatter
+        } else {
+            Storage::Opaque
+        }
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(cx.out_shape(0)[0])
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        if by_rows(&self.geom) {
+            lower_maxpool_grad_rows(kb, cx, bufs, self)
+        } else {
+            lower_maxpool_grad_windows(kb, cx, bufs, self)
+        }
+    }
+}
+
+impl LowerRule for AvgPool {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Pointwise
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(cx.out_shape(0)[0])
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        lower_avgpool(kb, cx, bufs, self)
+    }
+}
+
+impl LowerRule for AvgPoolGrad {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        if disjoint(&self.geom) {
+            Storage::Scatter
+        } else {
+            Storage::Opaque
+        }
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(cx.out_shape(0)[0])
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        lower_avgpool_grad(kb, cx, bufs, self)
+    }
+}
+
+impl LowerRule for GlobalAvgPool {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Pointwise
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(cx.out_shape(0)[0])
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        lower_global_avgpool(kb, cx, bufs, self)
+    }
+}
+
+impl LowerRule for GlobalAvgPoolGrad {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Pointwise
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(cx.out_shape(0)[0])
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        lower_global_avgpool_grad(kb, cx, bufs, self)
+    }
+}
+
+impl LowerRule for MaxoutReduce {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Pointwise
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(cx.out_shape(0)[0])
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        lower_maxout(kb, cx, bufs, self)
+    }
+}
+
+impl LowerRule for MaxoutGrad {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        // Each input element belongs to one unit's pieces.
+        Storage::Scatter
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(cx.out_shape(0)[0])
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        lower_maxout_grad(kb, cx, bufs, self)
+    }
+}
+
+fn lower_maxpool_rows(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &MaxPool) -> CgResult<()> {
+    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
+    let epi = &bufs.epilogue;
+    let out = |kb: &mut Kb, v: Val, at: Idx| -> CgResult<Val> { epilogue::apply(kb, epi, v, At::flat(at)) };
+    let xs = cx.in_shape(0).to_vec();
+    let offs = window_offsets(&p.geom, xs[3]);
+    rows(kb, &xs, &p.geom, &mut |kb, xrow, yrow, wo| {
+        max_row(kb, i0, xrow, xs[3], wo, &p.geom, &offs, &mut |kb, ox, v, _| {
+            let at = kb.add(yrow, ox);
+            let v = out(kb, v, at)?;
+            kb.store(v, o0, at)
+        })
+    })
+}
+
+fn lower_maxpool_grad_rows(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &MaxPoolGrad) -> CgResult<()> {
+    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
+    let epi = &bufs.epilogue;
+    let xs = cx.in_shape(0).to_vec();
+    let per: usize = xs[1..].iter().product();
+    let offs = window_offsets(&p.geom, xs[3]);
+    let dy = &bufs.inputs[1];
+    kb.for_items(xs[0], |kb, item| {
+        let start = kb.mul(item, per as i64);
+        kb.zero(o0, start, per)
+    })?;
+    let sw = p.geom.stride[1] as i64;
+    rows(kb, &xs, &p.geom, &mut |kb, xrow, yrow, wo| {
+        max_row(kb, i0, xrow, xs[3], wo, &p.geom, &offs, &mut |kb, ox, best, off| {
+            let off = kb.convert(Convert::Uextend, types::I64, off);
+            let xo = kb.mul(ox, sw);
+            let win = kb.add(xrow, xo);
+            let yo = kb.add(yrow, ox);
+            let g = kb.load(types::F32, dy, yo)?;
+            add_to_winner(kb, (i0, o0), win, off, g, best, epi)
+        })
+    })
+}
+
+fn lower_maxpool_windows(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &MaxPool) -> CgResult<()> {
+    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
+    let epi = &bufs.epilogue;
+    let out = |kb: &mut Kb, v: Val, at: Idx| -> CgResult<Val> { epilogue::apply(kb, epi, v, At::flat(at)) };
+    let xs = cx.in_shape(0).to_vec();
+    let offs = window_offsets(&p.geom, xs[3]);
+    windows(kb, &xs, &p.geom, &mut |kb, xb, yo| {
+        let cands =
+            offs.iter().map(|&o| Ok((kb.load(types::F32, i0, xb.plus(o))?, o))).collect::<CgResult<Vec<_>>>()?;
+        let (best, _) = first_max(kb, &cands);
+        let best = out(kb, best, yo)?;
+        kb.store(best, o0, yo)
+    })
+}
+
+fn lower_maxpool_grad_windows(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &MaxPoolGrad) -> CgResult<()> {
+    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
+    let epi = &bufs.epilogue;
+    let xs = cx.in_shape(0).to_vec();
+    let per: usize = xs[1..].iter().product();
+    let offs = window_offsets(&p.geom, xs[3]);
+    let dy = &bufs.inputs[1];
+    kb.for_items(xs[0], |kb, item| {
+        let start = kb.mul(item, per as i64);
+        kb.zero(o0, start, per)
+    })?;
+    windows(kb, &xs, &p.geom, &mut |kb, xb, yo| {
+        let cands =
+            offs.iter().map(|&o| Ok((kb.load(types::F32, i0, xb.plus(o))?, o))).collect::<CgResult<Vec<_>>>()?;
+        let (best, off) = first_max(kb, &cands);
+        let g = kb.load(types::F32, dy, yo)?;
+        add_to_winner(kb, (i0, o0), xb, off, g, best, epi)
+    })
+}
+
+fn lower_avgpool(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &AvgPool) -> CgResult<()> {
+    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
+    let epi = &bufs.epilogue;
+    let out = |kb: &mut Kb, v: Val, at: Idx| -> CgResult<Val> { epilogue::apply(kb, epi, v, At::flat(at)) };
+    let xs = cx.in_shape(0).to_vec();
+    let offs = window_offsets(&p.geom, xs[3]);
+    let inv = 1.0 / offs.len() as f32;
+    windows(kb, &xs, &p.geom, &mut |kb, xb, yo| {
+        let mut s = kb.load(types::F32, i0, xb.plus(offs[0]))?;
+        for &o in &offs[1..] {
+            let v = kb.load(types::F32, i0, xb.plus(o))?;
+            s = kb.fadd(s, v);
+        }
+        let k = kb.f(types::F32, inv);
+        let y = kb.fmul(s, k);
+        let y = out(kb, y, yo)?;
+        kb.store(y, o0, yo)
+    })
+}
+
+fn lower_avgpool_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &AvgPoolGrad) -> CgResult<()> {
+    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
+    let epi = &bufs.epilogue;
+    let out = |kb: &mut Kb, v: Val, at: Idx| -> CgResult<Val> { epilogue::apply(kb, epi, v, At::flat(at)) };
+    let ys = cx.in_shape(0).to_vec();
+    let xs = cx.out_shape(0).to_vec();
+    let per: usize = xs[1..].iter().product();
+    let offs = window_offsets(&p.geom, xs[3]);
+    let inv = 1.0 / offs.len() as f32;
+    kb.for_items(ys[0], |kb, item| {
+        let start = kb.mul(item, per as i64);
+        kb.zero(o0, start, per)
+    })?;
+    windows(kb, &xs, &p.geom, &mut |kb, xb, yo| {
+        let g = kb.load(types::F32, i0, yo)?;
+        let k = kb.f(types::F32, inv);
+        let g = kb.fmul(g, k);
+        for &o in &offs {
+            let gi = out(kb, g, xb.plus(o))?;
+            let old = kb.load(types::F32, o0, xb.plus(o))?;
+            let s = kb.fadd(old, gi);
+            kb.store(s, o0, xb.plus(o))?;
+        }
+        Ok(())
+    })
+}
+
+fn lower_global_avgpool(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &GlobalAvgPool) -> CgResult<()> {
+    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
+    let epi = &bufs.epilogue;
+    let out = |kb: &mut Kb, v: Val, at: Idx| -> CgResult<Val> { epilogue::apply(kb, epi, v, At::flat(at)) };
+    let xs = cx.in_shape(0).to_vec();
+    let (c, hw) = (xs[1], xs[2] * xs[3]);
+    let inv = 1.0 / hw as f32;
+    kb.for_items(xs[0], |kb, item| {
+        kb.for_range(0, c as i64, 1, |kb, ch| {
+            let row = kb.affine(0, &[(item, (c * hw) as i64), (ch, hw as i64)]);
+            let s = super::reduce::sum_span(kb, i0, row, hw)?;
+            let k = kb.f(types::F32, inv);
+            let y = kb.fmul(s, k);
+            let at = kb.affine(0, &[(item, c as i64), (ch, 1)]);
+            let y = out(kb, y, at)?;
+            kb.store(y, o0, at)
+        })
+    })
+}
+
+fn lower_global_avgpool_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &GlobalAvgPoolGrad) -> CgResult<()> {
+    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
+    let epi = &bufs.epilogue;
+    let out = |kb: &mut Kb, v: Val, at: Idx| -> CgResult<Val> { epilogue::apply(kb, epi, v, At::flat(at)) };
+    let xs = cx.out_shape(0).to_vec();
+    let (c, hw) = (xs[1], xs[2] * xs[3]);
+    let inv = 1.0 / hw as f32;
+    kb.for_items(xs[0], |kb, item| {
+        kb.for_range(0, c as i64, 1, |kb, ch| {
+            let at = kb.affine(0, &[(item, c as i64), (ch, 1)]);
+            let g = kb.load(types::F32, i0, at)?;
+            let k = kb.f(types::F32, inv);
+            let g = kb.fmul(g, k);
+            let row = kb.affine(0, &[(item, (c * hw) as i64), (ch, hw as i64)]);
+            kb.for_lanes(0, hw as i64, |kb, i, ty| {
+                let a = kb.add(row, i);
+                let gv = kb.splat(ty, g);
+                let gv = out(kb, gv, a)?;
+                kb.store(gv, o0, a)
+            })
+        })
+    })
+}
+
+fn lower_maxout(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, m: &MaxoutReduce) -> CgResult<()> {
+    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
+    let epi = &bufs.epilogue;
+    let out = |kb: &mut Kb, v: Val, at: Idx| -> CgResult<Val> { epilogue::apply(kb, epi, v, At::flat(at)) };
+    let zs = cx.in_shape(0).to_vec();
+    let (n, units, k) = (zs[0], zs[1] / m.pieces, m.pieces);
+    kb.for_items(n, |kb, item| {
+        kb.for_range(0, units as i64, 1, |kb, u| {
+            let zb = kb.affine(0, &[(item, (units * k) as i64), (u, k as i64)]);
+            let cands =
+                (0..k as i64).map(|j| Ok((kb.load(types::F32, i0, zb.plus(j))?, j))).collect::<CgResult<Vec<_>>>()?;
+            let (best, _) = first_max(kb, &cands);
+            let at = kb.affine(0, &[(item, units as i64), (u, 1)]);
+            let best = out(kb, best, at)?;
+            kb.store(best, o0, at)
+        })
+    })
+}
+
+fn lower_maxout_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, m: &MaxoutGrad) -> CgResult<()> {
+    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
+    let epi = &bufs.epilogue;
+    let out = |kb: &mut Kb, v: Val, at: Idx| -> CgResult<Val> { epilogue::apply(kb, epi, v, At::flat(at)) };
+    let zs = cx.in_shape(0).to_vec();
+    let (n, units, k) = (zs[0], zs[1] / m.pieces, m.pieces);
+    let dy = &bufs.inputs[1];
+    kb.for_items(n, |kb, item| {
+        let start = kb.mul(item, (units * k) as i64);
+        kb.zero(o0, start, units * k)?;
+        kb.for_range(0, units as i64, 1, |kb, u| {
+            let zb = kb.affine(0, &[(item, (units * k) as i64), (u, k as i64)]);
+            let cands =
+                (0..k as i64).map(|j| Ok((kb.load(types::F32, i0, zb.plus(j))?, j))).collect::<CgResult<Vec<_>>>()?;
+            let (_, off) = first_max(kb, &cands);
+            let off = kb.idx(off)?;
+            let at = kb.add(zb, off);
+            let yi = kb.affine(0, &[(item, units as i64), (u, 1)]);
+            let g = kb.load(types::F32, dy, yi)?;
+            let g = out(kb, g, at)?;
+            kb.store(g, o0, at)
+        })
+    })
 }

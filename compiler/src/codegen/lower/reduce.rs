@@ -2,11 +2,11 @@
 //! losses and their gradients). Sums that produce a loss accumulate in f64; every sum runs
 //! in an order fixed by the shapes alone.
 
-use super::{LowerCtx, NodeBufs};
+use super::{no_epilogue, Element, KernelBufs, LowerCtx, LowerRule, MicroKernel, NodeCx, Storage, Work};
 use crate::codegen::builder::{Buf, Kb};
-use crate::codegen::jit::{err, CgResult};
+use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Convert, FloatCC, Idx, MathFn, Val};
-use crate::ops::Op;
+use crate::ops::{BceWithLogits, BiasGrad, Mse, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad, SoftmaxGrad};
 
 /// Σ buf[start .. start+len] in f32: four lanes, then the lanes, then the tail.
 pub fn sum_span(kb: &mut Kb, buf: &Buf, start: Idx, len: usize) -> CgResult<Val> {
@@ -37,7 +37,7 @@ pub fn sum_span(kb: &mut Kb, buf: &Buf, start: Idx, len: usize) -> CgResult<Val>
     Ok(kb.use_var(tot))
 }
 
-pub fn lower_bias_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
+fn lower_bias_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
     let s = cx.in_shape(0).to_vec();
     let (dy, db) = (&bufs.inputs[0], &bufs.outputs[0]);
     let (n, c) = (s[0], s[1]);
@@ -217,85 +217,248 @@ fn sce_rows(
     }
 }
 
-/// Softmax cross-entropy and its gradient as one kernel (see `fuse::GroupKind`).
-pub fn lower_loss_with_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
+impl LowerRule for BiasGrad {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Opaque
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    /// One item: the sums run over the batch.
+    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(1)
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        no_epilogue(cx, bufs)?;
+        lower_bias_grad(kb, cx, bufs)
+    }
+}
+
+impl LowerRule for Softmax {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Opaque
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    /// One row per item.
+    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(cx.out_shape(0)[0])
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        no_epilogue(cx, bufs)?;
+        lower_softmax(kb, cx, bufs)
+    }
+}
+
+impl LowerRule for SoftmaxGrad {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Opaque
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    /// One row per item.
+    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(cx.out_shape(0)[0])
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        no_epilogue(cx, bufs)?;
+        lower_softmax_grad(kb, cx, bufs)
+    }
+}
+
+impl LowerRule for SoftmaxCrossEntropy {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Opaque
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    /// One item: the loss sums over the batch in a fixed order.
+    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(1)
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        no_epilogue(cx, bufs)?;
+        // With its gradient as a sibling (`fuse`'s loss_with_grad): both from one pass.
+        if cx.kernel.siblings.is_empty() {
+            lower_sce(kb, cx, bufs)
+        } else {
+            lower_loss_with_grad(kb, cx, bufs)
+        }
+    }
+}
+
+impl LowerRule for SoftmaxCrossEntropyGrad {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Opaque
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(1)
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        no_epilogue(cx, bufs)?;
+        lower_sce_grad(kb, cx, bufs)
+    }
+}
+
+impl LowerRule for BceWithLogits {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Opaque
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(1)
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        no_epilogue(cx, bufs)?;
+        lower_bce(kb, cx, bufs)
+    }
+}
+
+impl LowerRule for Mse {
+    fn storage(&self, _: &NodeCx) -> Storage {
+        Storage::Opaque
+    }
+
+    fn element(&self) -> Option<Element> {
+        None
+    }
+
+    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+        Work::items(1)
+    }
+
+    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+        no_epilogue(cx, bufs)?;
+        lower_mse(kb, cx, bufs)
+    }
+}
+
+/// Softmax cross-entropy and its gradient as one kernel (see `fuse`'s loss_with_grad).
+fn lower_loss_with_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
     let s = cx.in_shape(0).to_vec();
     let (n, k) = (s[0], s.get(1).copied().unwrap_or(1));
     sce_rows(kb, (n, k), &bufs.inputs[0], &bufs.inputs[1], Some(&bufs.outputs[0]), Some(&bufs.outputs[1]))
 }
 
-pub fn lower_rows(kb: &mut Kb, cx: &LowerCtx, bufs: &NodeBufs) -> CgResult<()> {
+fn lower_softmax(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
     let s = cx.in_shape(0).to_vec();
     let (n, k) = (s[0], s.get(1).copied().unwrap_or(1));
     let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
-    match &cx.node.op {
-        Op::Softmax(_) => kb.for_items(n, |kb, r| {
-            let row = kb.mul(r, k as i64);
-            softmax_row(kb, i0, Some(o0), row, k).map(|_| ())
-        }),
-        Op::SoftmaxGrad(_) => {
-            let dy = &bufs.inputs[1];
-            kb.for_items(n, |kb, r| {
-                let row = kb.mul(r, k as i64);
-                let dot = kb.var(types::F32);
-                let z = kb.f(types::F32, 0.0);
-                kb.def_var(dot, z);
-                kb.for_range(0, k as i64, 1, |kb, j| {
-                    let at = kb.add(row, j);
-                    let y = kb.load(types::F32, i0, at)?;
-                    let g = kb.load(types::F32, dy, at)?;
-                    let d = kb.use_var(dot);
-                    let d = kb.fma(y, g, d);
-                    kb.def_var(dot, d);
-                    Ok(())
-                })?;
-                let d = kb.use_var(dot);
-                kb.for_range(0, k as i64, 1, |kb, j| {
-                    let at = kb.add(row, j);
-                    let y = kb.load(types::F32, i0, at)?;
-                    let g = kb.load(types::F32, dy, at)?;
-                    let t = kb.fsub(g, d);
-                    let v = kb.fmul(y, t);
-                    kb.store(v, o0, at)
-                })
-            })
-        }
-        Op::SoftmaxCrossEntropy(_) => sce_rows(kb, (n, k), i0, &bufs.inputs[1], Some(o0), None),
-        Op::SoftmaxCrossEntropyGrad(_) => sce_rows(kb, (n, k), i0, &bufs.inputs[1], None, Some(o0)),
-        Op::BceWithLogits(_) => {
-            let t = &bufs.inputs[1];
-            let total = n * k;
-            f64_sum(kb, total, 1.0 / total as f64, o0, &mut |kb, i| {
-                let z = kb.load(types::F32, i0, i)?;
-                let y = kb.load(types::F32, t, i)?;
-                // max(z, 0) − z·t + log(1 + e^−|z|)
-                let zero = kb.f(types::F32, 0.0);
-                let pos = kb.max(z, zero);
-                let a = kb.fabs(z);
-                let na = kb.fneg(a);
-                let e = kb.math(MathFn::Exp, na);
-                let e64 = kb.fpromote(e);
-                let one = kb.f64const(1.0);
-                let ope = kb.fadd(one, e64);
-                let lg = kb.math(MathFn::LogF64, ope);
-                let zt = kb.fmul(z, y);
-                let d = kb.fsub(pos, zt);
-                let d = kb.fpromote(d);
-                Ok(kb.fadd(d, lg))
-            })
-        }
-        Op::Mse(_) => {
-            let t = &bufs.inputs[1];
-            let total = n * k;
-            f64_sum(kb, total, 1.0 / total as f64, o0, &mut |kb, i| {
-                let a = kb.load(types::F32, i0, i)?;
-                let b = kb.load(types::F32, t, i)?;
-                let a = kb.fpromote(a);
-                let b = kb.fpromote(b);
-                let d = kb.fsub(a, b);
-                Ok(kb.fmul(d, d))
-            })
-        }
-        other => err(format!("`{}` is not a row kernel", other.name())),
-    }
+    kb.for_items(n, |kb, r| {
+        let row = kb.mul(r, k as i64);
+        softmax_row(kb, i0, Some(o0), row, k).map(|_| ())
+    })
+}
+
+fn lower_softmax_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+    let s = cx.in_shape(0).to_vec();
+    let (n, k) = (s[0], s.get(1).copied().unwrap_or(1));
+    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
+    let dy = &bufs.inputs[1];
+    kb.for_items(n, |kb, r| {
+        let row = kb.mul(r, k as i64);
+        let dot = kb.var(types::F32);
+        let z = kb.f(types::F32, 0.0);
+        kb.def_var(dot, z);
+        kb.for_range(0, k as i64, 1, |kb, j| {
+            let at = kb.add(row, j);
+            let y = kb.load(types::F32, i0, at)?;
+            let g = kb.load(types::F32, dy, at)?;
+            let d = kb.use_var(dot);
+            let d = kb.fma(y, g, d);
+            kb.def_var(dot, d);
+            Ok(())
+        })?;
+        let d = kb.use_var(dot);
+        kb.for_range(0, k as i64, 1, |kb, j| {
+            let at = kb.add(row, j);
+            let y = kb.load(types::F32, i0, at)?;
+            let g = kb.load(types::F32, dy, at)?;
+            let t = kb.fsub(g, d);
+            let v = kb.fmul(y, t);
+            kb.store(v, o0, at)
+        })
+    })
+}
+
+fn lower_sce(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+    let s = cx.in_shape(0).to_vec();
+    let (n, k) = (s[0], s.get(1).copied().unwrap_or(1));
+    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
+    sce_rows(kb, (n, k), i0, &bufs.inputs[1], Some(o0), None)
+}
+
+fn lower_sce_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+    let s = cx.in_shape(0).to_vec();
+    let (n, k) = (s[0], s.get(1).copied().unwrap_or(1));
+    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
+    sce_rows(kb, (n, k), i0, &bufs.inputs[1], None, Some(o0))
+}
+
+fn lower_bce(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+    let s = cx.in_shape(0).to_vec();
+    let (n, k) = (s[0], s.get(1).copied().unwrap_or(1));
+    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
+    let t = &bufs.inputs[1];
+    let total = n * k;
+    f64_sum(kb, total, 1.0 / total as f64, o0, &mut |kb, i| {
+        let z = kb.load(types::F32, i0, i)?;
+        let y = kb.load(types::F32, t, i)?;
+        // max(z, 0) − z·t + log(1 + e^−|z|)
+        let zero = kb.f(types::F32, 0.0);
+        let pos = kb.max(z, zero);
+        let a = kb.fabs(z);
+        let na = kb.fneg(a);
+        let e = kb.math(MathFn::Exp, na);
+        let e64 = kb.fpromote(e);
+        let one = kb.f64const(1.0);
+        let ope = kb.fadd(one, e64);
+        let lg = kb.math(MathFn::LogF64, ope);
+        let zt = kb.fmul(z, y);
+        let d = kb.fsub(pos, zt);
+        let d = kb.fpromote(d);
+        Ok(kb.fadd(d, lg))
+    })
+}
+
+fn lower_mse(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+    let s = cx.in_shape(0).to_vec();
+    let (n, k) = (s[0], s.get(1).copied().unwrap_or(1));
+    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
+    let t = &bufs.inputs[1];
+    let total = n * k;
+    f64_sum(kb, total, 1.0 / total as f64, o0, &mut |kb, i| {
+        let a = kb.load(types::F32, i0, i)?;
+        let b = kb.load(types::F32, t, i)?;
+        let a = kb.fpromote(a);
+        let b = kb.fpromote(b);
+        let d = kb.fsub(a, b);
+        Ok(kb.fmul(d, d))
+    })
 }
