@@ -68,7 +68,7 @@ fn dense_784_256_bias_relu(b: Bencher, variant: &str) {
 
 #[divan::bench]
 fn gemm_nn_64_784_256_percept(b: Bencher) {
-    let o = Origin { tag: "g".into(), layer: None, phase: Phase::Forward };
+    let o = Origin { tag: "g".into(), phase: Phase::Forward };
     let mut g = Graph::new("g", M, Mode::Eval);
     let a = g.push(Op::Source(Source { kind: SourceKind::Data, shape: vec![M, K] }), &[], o.clone()).unwrap()[0];
     let w = spec("model w { input [784] dense(256, bias: false) }");

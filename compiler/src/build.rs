@@ -45,7 +45,7 @@ pub fn target_shape(spec: &ModelSpec, batch: usize) -> Option<Vec<usize>> {
 
 pub fn forward_graph(spec: &ModelSpec, batch: usize, opts: &BuildOptions) -> Result<Graph, Diagnostic> {
     let mut g = Graph::new(&spec.name, batch, opts.mode);
-    let src_origin = Origin { tag: String::new(), layer: None, phase: Phase::Forward };
+    let src_origin = Origin { tag: String::new(), phase: Phase::Forward };
     let with_loss = opts.loss && spec.loss.is_some();
     let source = |g: &mut Graph, kind: SourceKind, shape: Vec<usize>| -> ValueId {
         g.push(Op::Source(ops::Source { kind, shape }), &[], src_origin.clone()).expect("sources have no inputs")[0]
@@ -72,7 +72,7 @@ pub fn forward_graph(spec: &ModelSpec, batch: usize, opts: &BuildOptions) -> Res
             Source::Input => data,
             Source::Layer(i) => outs[i],
         };
-        let origin = Origin { tag: l.tag(), layer: Some(l.index), phase: Phase::Forward };
+        let origin = Origin { tag: l.tag(), phase: Phase::Forward };
         let mut b = LayerBuilder { g: &mut g, l, origin, params: &param_ids };
         let y = b.expand(x, opts.mode, |s| match s {
             Source::Input => data,
@@ -87,7 +87,7 @@ pub fn forward_graph(spec: &ModelSpec, batch: usize, opts: &BuildOptions) -> Res
     g.outputs.push((OutputRole::Prediction, prediction));
 
     if let (Some(loss), Some(t)) = (spec.loss.filter(|_| with_loss), target) {
-        let origin = Origin { tag: "loss".into(), layer: None, phase: Phase::Loss };
+        let origin = Origin { tag: "loss".into(), phase: Phase::Loss };
         let op: Op = match loss.loss {
             Loss::SoftmaxCrossEntropy => ops::SoftmaxCrossEntropy.into(),
             Loss::BinaryCrossEntropy => ops::BceWithLogits.into(),

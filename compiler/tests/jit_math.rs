@@ -11,7 +11,7 @@ use percept_compiler::ops::{self, Op, Source, SourceKind, StepCtx};
 
 fn run(op: Op, xs: &[f32], dys: Option<&[f32]>) -> Vec<f32> {
     let n = xs.len();
-    let origin = Origin { tag: "sweep".into(), layer: None, phase: Phase::Forward };
+    let origin = Origin { tag: "sweep".into(), phase: Phase::Forward };
     let mut g = Graph::new("sweep", n, Mode::Eval);
     let x = g.push(Op::Source(Source { kind: SourceKind::Data, shape: vec![n, 1] }), &[], origin.clone()).unwrap()[0];
     let mut ins = vec![x];
@@ -102,7 +102,7 @@ fn log_sum_exp_is_accurate() {
     // softmax_cross_entropy of logits [0, t] with label 0 is log(1 + eᵗ).
     for i in -40..=40 {
         let t = i as f32 * 2.5;
-        let origin = Origin { tag: "lse".into(), layer: None, phase: Phase::Loss };
+        let origin = Origin { tag: "lse".into(), phase: Phase::Loss };
         let mut g = Graph::new("lse", 1, Mode::Eval);
         let z =
             g.push(Op::Source(Source { kind: SourceKind::Data, shape: vec![1, 2] }), &[], origin.clone()).unwrap()[0];

@@ -15,7 +15,7 @@
 //! lowering, micro-kernel and work split.
 
 use super::lower::{Element, NodeCx, Storage, Work};
-use super::micro::MicroKernel;
+use super::micro::MicroTile;
 use crate::ir::{Graph, Phase, ValueId};
 use crate::ops::Op;
 
@@ -118,7 +118,7 @@ pub fn kernel_name(g: &Graph, nodes: &[usize]) -> String {
 /// What the rules look at: the graph, its readers, and what each work split depends on.
 pub struct FuseCx<'a> {
     pub graph: &'a Graph,
-    pub micro: &'a MicroKernel,
+    pub micro: &'a MicroTile,
     pub threads: usize,
     readers: Vec<usize>,
     consumer: Vec<Option<usize>>,
@@ -241,7 +241,7 @@ fn scatter_epilogue(cx: &FuseCx, i: usize) -> Option<Match> {
 }
 
 /// The kernels of `graph`, in order (fused by [`RULES`] when `fuse`).
-pub fn kernels(graph: &Graph, fuse: bool, micro: &MicroKernel, threads: usize) -> Vec<Kernel> {
+pub fn kernels(graph: &Graph, fuse: bool, micro: &MicroTile, threads: usize) -> Vec<Kernel> {
     let nv = graph.values.len();
     let mut cx = FuseCx {
         graph,

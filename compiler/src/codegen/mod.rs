@@ -22,7 +22,7 @@ use crate::ir::Graph;
 use builder::Buf;
 use fuse::Kernel;
 use jit::{kernel_signature, CgResult, FunctionText, JitModule, OptLevel};
-use micro::MicroKernel;
+use micro::{MicroKernel, MicroTile};
 use plan::ArenaPlan;
 use std::time::{Duration, Instant};
 
@@ -186,7 +186,7 @@ fn describe(
     kernel: Kernel,
     loops: Vec<loops::LoopNest>,
     code: KernelCode,
-    micro: &MicroKernel,
+    micro: &MicroTile,
 ) -> CgResult<CompiledKernel> {
     let buf = |v: crate::ir::ValueId| match plan.locs[v.0 as usize] {
         Some(_) => Ok(plan.buf(v, format!("{v}"))),
@@ -223,27 +223,46 @@ fn describe(
     })
 }
 
-/// Compile `graph` for a state laid out as `layout`: fusion → memory plan → loop nests
-/// (proved in bounds) → CLIF → machine code → an executor.
-pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> CgResult<JitExecutable> {
-    let start = Instant::now();
-    let features = host_features()?;
-    let (mut jit, micro, micro_text) = start_module(options, features)?;
+/// A graph fused, planned and lowered: everything a program is before code exists.
+pub struct Lowered {
+    pub kernels: Vec<Kernel>,
+    pub plan: ArenaPlan,
+    /// Each kernel's loop nests, one per phase, proved in bounds.
+    pub nests: Vec<Vec<loops::LoopNest>>,
+}
+
+/// Fusion → memory plan → loop nests, for GEMMs calling a micro-kernel of shape `tile`.
+pub fn lower_program(
+    graph: &Graph,
+    layout: &StateLayout,
+    options: CodegenOptions,
+    tile: &MicroTile,
+) -> CgResult<Lowered> {
     let threads = options.threads.max(1);
-    let kernels = fuse::kernels(graph, options.fuse, &micro, threads);
+    let kernels = fuse::kernels(graph, options.fuse, tile, threads);
     let plan = plan::plan_memory(graph, &kernels, layout, threads)?;
     let nests = kernels
         .iter()
         .enumerate()
-        .map(|(i, k)| lower::lower_kernel(graph, k, i, &plan, &micro, threads))
+        .map(|(i, k)| lower::lower_kernel(graph, k, i, &plan, tile, threads))
         .collect::<CgResult<Vec<_>>>()?;
+    Ok(Lowered { kernels, plan, nests })
+}
+
+/// Compile `graph` for a state laid out as `layout`: [`lower_program`] → CLIF → machine
+/// code → an executor.
+pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> CgResult<JitExecutable> {
+    let start = Instant::now();
+    let features = host_features()?;
+    let (mut jit, micro, micro_text) = start_module(options, features)?;
+    let Lowered { kernels, plan, nests } = lower_program(graph, layout, options, &micro.tile)?;
     let code = define_kernels(&mut jit, &kernels, &nests, &micro, features, options)?;
     let ids: Vec<Vec<cranelift_module::FuncId>> = code.iter().map(|c| c.ids.clone()).collect();
     let compiled = kernels
         .into_iter()
         .zip(nests)
         .zip(code)
-        .map(|((k, loops), code)| describe(graph, &plan, k, loops, code, &micro))
+        .map(|((k, loops), code)| describe(graph, &plan, k, loops, code, &micro.tile))
         .collect::<CgResult<Vec<_>>>()?;
     let module = jit.finish()?;
     let program = JitProgram {
@@ -252,7 +271,7 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
         kernels: compiled,
         plan,
         micro_text,
-        micro_name: micro.name.clone(),
+        micro_name: micro.tile.name.clone(),
         compile_time: Duration::ZERO,
         options,
     };

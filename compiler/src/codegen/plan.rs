@@ -62,6 +62,33 @@ impl ArenaPlan {
     pub fn peak_bytes(&self) -> usize {
         self.size * 4
     }
+
+    /// The plan as text (the `plan` file tests): every arena allocation with its bytes and
+    /// the kernels it is live across, then each kernel's scratch and shared buffers.
+    pub fn text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "arena {} bytes: {} planned, then {} of scratch per thread for {} thread(s)",
+            self.size * 4,
+            self.scratch_start * 4,
+            self.scratch_per_thread * 4,
+            self.threads
+        );
+        for a in &self.allocs {
+            let _ = writeln!(out, "  @{}+{} kernels {}..={}  {}", a.offset * 4, a.len * 4, a.from, a.to, a.what);
+        }
+        for (k, (scratch, shared)) in self.scratch.iter().zip(&self.shared).enumerate() {
+            if scratch.is_empty() && shared.is_empty() {
+                continue;
+            }
+            let fmt =
+                |ls: &[Loc]| ls.iter().map(|l| format!("{}+{}", l.offset * 4, l.len * 4)).collect::<Vec<_>>().join(" ");
+            let _ = writeln!(out, "  kernel {k}: scratch [{}] shared [{}]", fmt(scratch), fmt(shared));
+        }
+        out
+    }
 }
 
 fn state_slot(layout: &StateLayout, kind: SlotKind, name: &str) -> CgResult<Loc> {

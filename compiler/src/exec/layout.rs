@@ -72,6 +72,45 @@ impl StateLayout {
         layout
     }
 
+    /// The layout a graph's sources and outputs imply, for a graph read from text (file
+    /// tests): parameters, running statistics (`…running_*`), gradients, then other state,
+    /// each in order of first appearance.
+    pub fn from_graph(g: &crate::ir::Graph) -> StateLayout {
+        use crate::ir::OutputRole;
+        use crate::ops::{Op, SourceKind};
+        let mut named: Vec<(SlotKind, String, Vec<usize>)> = vec![];
+        let state_kind = |n: &str| if n.contains("running_") { SlotKind::Running } else { SlotKind::OptState };
+        for n in &g.nodes {
+            if let Op::Source(s) = &n.op {
+                let slot = match &s.kind {
+                    SourceKind::Param(p) => (SlotKind::Param, p.clone()),
+                    SourceKind::Grad(p) => (SlotKind::Grad, p.clone()),
+                    SourceKind::State(p) => (state_kind(p), p.clone()),
+                    SourceKind::Data | SourceKind::Target => continue,
+                };
+                named.push((slot.0, slot.1, s.shape.clone()));
+            }
+        }
+        for (role, v) in &g.outputs {
+            let slot = match role {
+                OutputRole::Grad(p) => (SlotKind::Grad, p.clone()),
+                OutputRole::State(p) => (state_kind(p), p.clone()),
+                OutputRole::Param(p) => (SlotKind::Param, p.clone()),
+                _ => continue,
+            };
+            named.push((slot.0, slot.1, g.shape(*v).to_vec()));
+        }
+        let mut layout = StateLayout { slots: vec![], len: 0, index: HashMap::new() };
+        for kind in [SlotKind::Param, SlotKind::Running, SlotKind::Grad, SlotKind::OptState] {
+            for (k, name, shape) in &named {
+                if *k == kind && layout.find(kind, name).is_none() {
+                    layout.push(kind, name, shape);
+                }
+            }
+        }
+        layout
+    }
+
     fn push(&mut self, kind: SlotKind, name: &str, shape: &[usize]) {
         let offset = self.len.div_ceil(ALIGN) * ALIGN;
         let slot = Slot { kind, name: name.to_string(), shape: shape.to_vec(), offset };

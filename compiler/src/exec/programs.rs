@@ -53,9 +53,9 @@ pub fn update_program(spec: &ModelSpec, opt: &Optimizer, frozen: &[String]) -> G
     let mut g = Graph::new(&spec.name, 0, Mode::Train);
     for l in &spec.layers {
         for p in l.params.iter().filter(|p| p.role.trainable() && !frozen.contains(&p.name)) {
-            let origin = Origin { tag: p.name.clone(), layer: Some(l.index), phase: Phase::Update };
+            let origin = Origin { tag: p.name.clone(), phase: Phase::Update };
             let mut source = |kind: SourceKind| {
-                let src = Origin { tag: String::new(), layer: None, phase: Phase::Update };
+                let src = Origin { tag: String::new(), phase: Phase::Update };
                 g.push(Op::Source(ops::Source { kind, shape: p.shape.clone() }), &[], src).expect("source")[0]
             };
             let param = source(SourceKind::Param(p.name.clone()));

@@ -4,8 +4,10 @@
 //! to values and defines one or more new values (SSA); every value has a static shape
 //! (all tensors are f32 in kernels, any [`crate::tensor::Real`] in the interpreter). The
 //! forward graph, the training graph (forward + loss + backward) and the optimizer update
-//! are all graphs of this one type, printable in a stable text form ([`print`]).
+//! are all graphs of this one type, printable in a stable text form ([`print`]) that
+//! parses back ([`parse`]).
 
+pub mod parse;
 pub mod print;
 
 use crate::ops::Op;
@@ -51,8 +53,6 @@ pub enum Phase {
 pub struct Origin {
     /// The statement's tag (`conv2d_0`, `stem`, `loss`); empty for graph sources.
     pub tag: String,
-    /// The layer index of the statement, if the node comes from one.
-    pub layer: Option<usize>,
     pub phase: Phase,
 }
 

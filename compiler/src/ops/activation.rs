@@ -2,7 +2,7 @@
 //!
 //! NaN propagates: the "negative" branch is taken for `x <= 0`, which NaN fails.
 
-use super::{arity, Grads, OpRule, Shapes, StepCtx, VjpCtx};
+use super::{arity, Grads, OpRule, Shapes, StepCtx, TextOp, VjpCtx};
 use crate::ir::{IrError, ValueId};
 use crate::layers::Activation;
 use crate::tensor::{Real, Tensor};
@@ -91,6 +91,18 @@ impl Activation {
         }
     }
 
+    /// The activation an IR op name (`relu`, `leaky_relu`, …) with `t`'s attributes gives.
+    fn from_text(name: &str, t: &TextOp) -> Option<Result<Activation, String>> {
+        Some(match name {
+            "sigmoid" => Ok(Activation::Sigmoid),
+            "tanh" => Ok(Activation::Tanh),
+            "relu" => Ok(Activation::Relu),
+            "leaky_relu" => t.f64("slope").map(|slope| Activation::LeakyRelu { slope }),
+            "elu" => t.f64("alpha").map(|alpha| Activation::Elu { alpha }),
+            _ => return None,
+        })
+    }
+
     fn attrs(self) -> String {
         match self {
             Activation::LeakyRelu { slope } => format!("slope={slope}"),
@@ -108,6 +120,10 @@ pub struct Act {
 impl OpRule for Act {
     fn name(&self) -> &'static str {
         self.act.name()
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        Activation::from_text(t.name, t).map(|r| r.map(|act| Act { act }))
     }
 
     fn attrs(&self) -> String {
@@ -145,6 +161,10 @@ impl OpRule for ActGrad {
             Activation::LeakyRelu { .. } => "leaky_relu_grad",
             Activation::Elu { .. } => "elu_grad",
         }
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        t.name.strip_suffix("_grad").and_then(|n| Activation::from_text(n, t)).map(|r| r.map(|act| ActGrad { act }))
     }
 
     fn attrs(&self) -> String {
@@ -185,6 +205,10 @@ impl OpRule for Softmax {
         "softmax"
     }
 
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        t.named("softmax", || Softmax)
+    }
+
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
         arity(ins, 1)?;
         super::rank(ins[0], 2, "input")?;
@@ -219,6 +243,10 @@ pub struct SoftmaxGrad;
 impl OpRule for SoftmaxGrad {
     fn name(&self) -> &'static str {
         "softmax_grad"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        t.named("softmax_grad", || SoftmaxGrad)
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {

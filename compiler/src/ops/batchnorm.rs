@@ -4,7 +4,7 @@
 //! Statistics are per feature of [N, F] or per channel of [N, C, H, W], computed two-pass
 //! in f64: mean, then the biased variance. The running variance uses the unbiased one.
 
-use super::{arity, Grads, OpRule, Shapes, StepCtx, VjpCtx};
+use super::{arity, Grads, OpRule, Shapes, StepCtx, TextOp, VjpCtx};
 use crate::ir::{IrError, ValueId};
 use crate::tensor::{Real, Tensor};
 
@@ -53,6 +53,10 @@ pub struct BatchNormTrain {
 impl OpRule for BatchNormTrain {
     fn name(&self) -> &'static str {
         "batchnorm_train"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "batchnorm_train").then(|| Ok(BatchNormTrain { eps: t.f64("eps")? }))
     }
 
     fn attrs(&self) -> String {
@@ -116,6 +120,10 @@ impl OpRule for BatchNormTrainGrad {
         "batchnorm_train_grad"
     }
 
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "batchnorm_train_grad").then(|| Ok(BatchNormTrainGrad { eps: t.f64("eps")? }))
+    }
+
     fn attrs(&self) -> String {
         format!("eps={}", self.eps)
     }
@@ -171,6 +179,10 @@ impl OpRule for BatchNormEval {
         "batchnorm_eval"
     }
 
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "batchnorm_eval").then(|| Ok(BatchNormEval { eps: t.f64("eps")? }))
+    }
+
     fn attrs(&self) -> String {
         format!("eps={}", self.eps)
     }
@@ -213,6 +225,11 @@ pub struct RunningUpdate {
 impl OpRule for RunningUpdate {
     fn name(&self) -> &'static str {
         "running_update"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "running_update")
+            .then(|| Ok(RunningUpdate { momentum: t.f64("momentum")?, correction: t.f64("correction")? }))
     }
 
     fn attrs(&self) -> String {

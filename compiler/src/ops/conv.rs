@@ -1,6 +1,6 @@
 //! 2-D convolution (cross-correlation, NCHW) and its two backward passes.
 
-use super::{arity, rank, Grads, OpRule, Shapes, StepCtx, VjpCtx};
+use super::{arity, rank, Grads, OpRule, Shapes, StepCtx, TextOp, VjpCtx};
 use crate::check::window_out;
 use crate::ir::{IrError, ValueId};
 use crate::tensor::{Real, Tensor};
@@ -15,6 +15,10 @@ pub struct ConvGeom {
 impl ConvGeom {
     fn attrs(&self) -> String {
         format!("stride={:?} padding={:?}", self.stride, self.padding)
+    }
+
+    fn from_text(t: &TextOp) -> Result<ConvGeom, String> {
+        Ok(ConvGeom { stride: t.pair("stride")?, padding: t.pair("padding")? })
     }
 
     /// Output height and width for an input and a kernel.
@@ -42,6 +46,10 @@ pub struct Conv2d {
 impl OpRule for Conv2d {
     fn name(&self) -> &'static str {
         "conv2d"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "conv2d").then(|| Ok(Conv2d { geom: ConvGeom::from_text(t)? }))
     }
 
     fn attrs(&self) -> String {
@@ -117,6 +125,11 @@ impl OpRule for Conv2dGradInput {
         "conv2d_grad_input"
     }
 
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "conv2d_grad_input")
+            .then(|| Ok(Conv2dGradInput { geom: ConvGeom::from_text(t)?, input_hw: t.pair("input_hw")? }))
+    }
+
     fn attrs(&self) -> String {
         format!("{} input_hw={:?}", self.geom.attrs(), self.input_hw)
     }
@@ -177,6 +190,11 @@ pub struct Conv2dGradWeight {
 impl OpRule for Conv2dGradWeight {
     fn name(&self) -> &'static str {
         "conv2d_grad_weight"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "conv2d_grad_weight")
+            .then(|| Ok(Conv2dGradWeight { geom: ConvGeom::from_text(t)?, kernel: t.pair("kernel")? }))
     }
 
     fn attrs(&self) -> String {

@@ -1,6 +1,6 @@
 //! Matrix products, bias, and maxout's reduction.
 
-use super::{arity, numel, rank, Grads, OpRule, Shapes, StepCtx, VjpCtx};
+use super::{arity, numel, rank, Grads, OpRule, Shapes, StepCtx, TextOp, VjpCtx};
 use crate::ir::{IrError, ValueId};
 use crate::tensor::{Real, Tensor};
 
@@ -24,6 +24,10 @@ impl MatMul {
 impl OpRule for MatMul {
     fn name(&self) -> &'static str {
         "matmul"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        t.named("matmul", || MatMul { trans_a: t.flag("trans_a"), trans_b: t.flag("trans_b") })
     }
 
     fn attrs(&self) -> String {
@@ -96,6 +100,10 @@ impl OpRule for BiasAdd {
         "bias_add"
     }
 
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        t.named("bias_add", || BiasAdd)
+    }
+
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
         arity(ins, 2)?;
         rank(ins[1], 1, "bias")?;
@@ -130,6 +138,10 @@ pub struct BiasGrad;
 impl OpRule for BiasGrad {
     fn name(&self) -> &'static str {
         "bias_grad"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        t.named("bias_grad", || BiasGrad)
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
@@ -182,6 +194,10 @@ impl OpRule for MaxoutReduce {
         "maxout"
     }
 
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "maxout").then(|| Ok(MaxoutReduce { pieces: t.usize("pieces")? }))
+    }
+
     fn attrs(&self) -> String {
         format!("pieces={}", self.pieces)
     }
@@ -218,6 +234,10 @@ pub struct MaxoutGrad {
 impl OpRule for MaxoutGrad {
     fn name(&self) -> &'static str {
         "maxout_grad"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "maxout_grad").then(|| Ok(MaxoutGrad { pieces: t.usize("pieces")? }))
     }
 
     fn attrs(&self) -> String {

@@ -1,6 +1,6 @@
 //! Shape-only and simple elementwise ops: reshape, add, dropout.
 
-use super::{arity, Grads, OpRule, Shapes, StepCtx, VjpCtx};
+use super::{arity, Grads, OpRule, Shapes, StepCtx, TextOp, VjpCtx};
 use crate::ir::{IrError, ValueId};
 use crate::tensor::{Real, Tensor};
 
@@ -13,6 +13,10 @@ pub struct Reshape {
 impl OpRule for Reshape {
     fn name(&self) -> &'static str {
         "reshape"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "reshape").then(|| Ok(Reshape { shape: t.list("shape")? }))
     }
 
     fn attrs(&self) -> String {
@@ -49,6 +53,10 @@ pub struct Add;
 impl OpRule for Add {
     fn name(&self) -> &'static str {
         "add"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        t.named("add", || Add)
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
@@ -102,6 +110,10 @@ pub struct Dropout {
 impl OpRule for Dropout {
     fn name(&self) -> &'static str {
         "dropout"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "dropout").then(|| Ok(Dropout { p: t.f64("p")?, stream: t.u64("stream")? }))
     }
 
     fn attrs(&self) -> String {

@@ -4,7 +4,7 @@
 //! Reductions: softmax cross-entropy is the mean over the batch; binary cross-entropy and
 //! MSE are means over all elements (as PyTorch's defaults).
 
-use super::{arity, rank, Grads, OpRule, Shapes, StepCtx, VjpCtx};
+use super::{arity, rank, Grads, OpRule, Shapes, StepCtx, TextOp, VjpCtx};
 use crate::ir::{IrError, ValueId};
 use crate::tensor::{Real, Tensor};
 
@@ -52,6 +52,10 @@ impl OpRule for SoftmaxCrossEntropy {
         "softmax_cross_entropy"
     }
 
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        t.named("softmax_cross_entropy", || SoftmaxCrossEntropy)
+    }
+
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
         infer_class_loss(ins)?;
         Ok(vec![vec![]])
@@ -85,6 +89,10 @@ pub struct SoftmaxCrossEntropyGrad;
 impl OpRule for SoftmaxCrossEntropyGrad {
     fn name(&self) -> &'static str {
         "softmax_cross_entropy_grad"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        t.named("softmax_cross_entropy_grad", || SoftmaxCrossEntropyGrad)
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
@@ -128,6 +136,10 @@ impl OpRule for BceWithLogits {
         "bce_with_logits"
     }
 
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        t.named("bce_with_logits", || BceWithLogits)
+    }
+
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
         infer_pair(ins)?;
         Ok(vec![vec![]])
@@ -163,6 +175,10 @@ impl OpRule for BceWithLogitsGrad {
         "bce_with_logits_grad"
     }
 
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        t.named("bce_with_logits_grad", || BceWithLogitsGrad)
+    }
+
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
         infer_pair(ins)?;
         Ok(vec![ins[0].to_vec()])
@@ -184,6 +200,10 @@ pub struct Mse;
 impl OpRule for Mse {
     fn name(&self) -> &'static str {
         "mse"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        t.named("mse", || Mse)
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
@@ -211,6 +231,10 @@ pub struct MseGrad;
 impl OpRule for MseGrad {
     fn name(&self) -> &'static str {
         "mse_grad"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        t.named("mse_grad", || MseGrad)
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {

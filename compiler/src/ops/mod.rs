@@ -107,6 +107,94 @@ pub trait OpRule {
         let _ = ins;
         outs.iter().map(|s| s.iter().product::<usize>() as u64).sum()
     }
+
+    /// The op back from its IR text (name and attributes, as `name` and `attrs` print
+    /// them): `None` if the name is not this op's.
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>>
+    where
+        Self: Sized;
+}
+
+/// An op as the graph IR's text gives it: its name, its attributes (`key=value`, bare
+/// flags, a quoted name), and its outputs' declared shapes.
+#[derive(Clone, Debug, Default)]
+pub struct TextOp<'a> {
+    pub name: &'a str,
+    pub values: Vec<(&'a str, &'a str)>,
+    pub flags: Vec<&'a str>,
+    pub quoted: Option<String>,
+    pub shapes: Vec<Vec<usize>>,
+}
+
+impl TextOp<'_> {
+    /// `Some(Ok(op))` when the name is `name`: for ops without attributes.
+    pub fn named<T>(&self, name: &str, op: impl FnOnce() -> T) -> Option<Result<T, String>> {
+        (self.name == name).then(|| Ok(op()))
+    }
+
+    fn value(&self, key: &str) -> Result<&str, String> {
+        self.values
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| format!("`{}` needs `{key}=`", self.name))
+    }
+
+    pub fn f64(&self, key: &str) -> Result<f64, String> {
+        let v = self.value(key)?;
+        v.parse().map_err(|_| format!("`{key}={v}` is not a number"))
+    }
+
+    pub fn usize(&self, key: &str) -> Result<usize, String> {
+        let v = self.value(key)?;
+        v.parse().map_err(|_| format!("`{key}={v}` is not a count"))
+    }
+
+    pub fn u64(&self, key: &str) -> Result<u64, String> {
+        let v = self.value(key)?;
+        v.parse().map_err(|_| format!("`{key}={v}` is not a count"))
+    }
+
+    pub fn bool(&self, key: &str) -> Result<bool, String> {
+        match self.value(key)? {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            v => Err(format!("`{key}={v}` is not true or false")),
+        }
+    }
+
+    pub fn list(&self, key: &str) -> Result<Vec<usize>, String> {
+        let v = self.value(key)?;
+        let inner = v
+            .strip_prefix('[')
+            .and_then(|v| v.strip_suffix(']'))
+            .ok_or_else(|| format!("`{key}={v}` is not a list"))?;
+        if inner.trim().is_empty() {
+            return Ok(vec![]);
+        }
+        inner.split(',').map(|x| x.trim().parse().map_err(|_| format!("`{key}={v}` is not a list of counts"))).collect()
+    }
+
+    pub fn pair(&self, key: &str) -> Result<[usize; 2], String> {
+        let l = self.list(key)?;
+        <[usize; 2]>::try_from(l.as_slice()).map_err(|_| format!("`{key}=` needs two values"))
+    }
+
+    pub fn flag(&self, f: &str) -> bool {
+        self.flags.contains(&f)
+    }
+
+    pub fn quoted(&self) -> Result<String, String> {
+        self.quoted.clone().ok_or_else(|| format!("`{}` needs a quoted name", self.name))
+    }
+
+    /// The shape of the op's only output.
+    pub fn shape(&self) -> Result<Vec<usize>, String> {
+        match self.shapes.as_slice() {
+            [s] => Ok(s.clone()),
+            _ => Err(format!("`{}` has one output", self.name)),
+        }
+    }
 }
 
 macro_rules! op_table {
@@ -133,6 +221,14 @@ macro_rules! op_table {
             }
             pub fn flops(&self, ins: &Shapes, outs: &Shapes) -> u64 {
                 match self { $(Op::$variant(o) => o.flops(ins, outs)),* }
+            }
+
+            /// The op a line of IR text names (see [`OpRule::from_text`]).
+            pub fn from_text(t: &TextOp) -> Result<Op, String> {
+                $(if let Some(r) = <$ty>::from_text(t) {
+                    return r.map(Op::$variant);
+                })*
+                Err(format!("no op is named `{}`", t.name))
             }
 
             /// The op's code-generation rules (`codegen::lower`): every op has them, or

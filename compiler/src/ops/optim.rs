@@ -1,7 +1,7 @@
 //! Optimizer updates, as `torch.optim.SGD` and `torch.optim.Adam` compute them. The
 //! learning rate and the step come from the [`StepCtx`], so a schedule needs no recompile.
 
-use super::{arity, OpRule, Shapes, StepCtx};
+use super::{arity, OpRule, Shapes, StepCtx, TextOp};
 use crate::tensor::{Real, Tensor};
 
 /// (p, g[, velocity]) → (p′[, velocity′]):
@@ -38,6 +38,16 @@ impl SgdUpdate {
 impl OpRule for SgdUpdate {
     fn name(&self) -> &'static str {
         "sgd_update"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "sgd_update").then(|| {
+            Ok(SgdUpdate {
+                momentum: t.f64("momentum")?,
+                nesterov: t.bool("nesterov")?,
+                weight_decay: t.f64("weight_decay")?,
+            })
+        })
     }
 
     fn attrs(&self) -> String {
@@ -103,6 +113,17 @@ impl AdamUpdate {
 impl OpRule for AdamUpdate {
     fn name(&self) -> &'static str {
         "adam_update"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "adam_update").then(|| {
+            Ok(AdamUpdate {
+                beta1: t.f64("beta1")?,
+                beta2: t.f64("beta2")?,
+                eps: t.f64("eps")?,
+                weight_decay: t.f64("weight_decay")?,
+            })
+        })
     }
 
     fn attrs(&self) -> String {

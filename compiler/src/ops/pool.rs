@@ -1,6 +1,6 @@
 //! Max, average and global-average pooling (floor mode, no padding) and their gradients.
 
-use super::{arity, rank, Grads, OpRule, Shapes, StepCtx, VjpCtx};
+use super::{arity, rank, Grads, OpRule, Shapes, StepCtx, TextOp, VjpCtx};
 use crate::check::window_out;
 use crate::ir::{IrError, ValueId};
 use crate::tensor::{Real, Tensor};
@@ -14,6 +14,10 @@ pub struct PoolGeom {
 impl PoolGeom {
     fn attrs(&self) -> String {
         format!("size={:?} stride={:?}", self.size, self.stride)
+    }
+
+    fn from_text(t: &TextOp) -> Result<PoolGeom, String> {
+        Ok(PoolGeom { size: t.pair("size")?, stride: t.pair("stride")? })
     }
 
     pub fn out_hw(&self, h: usize, w: usize) -> Option<[usize; 2]> {
@@ -59,6 +63,10 @@ impl OpRule for MaxPool {
         "maxpool"
     }
 
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "maxpool").then(|| Ok(MaxPool { geom: PoolGeom::from_text(t)? }))
+    }
+
     fn attrs(&self) -> String {
         self.geom.attrs()
     }
@@ -101,6 +109,10 @@ impl OpRule for MaxPoolGrad {
         "maxpool_grad"
     }
 
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "maxpool_grad").then(|| Ok(MaxPoolGrad { geom: PoolGeom::from_text(t)? }))
+    }
+
     fn attrs(&self) -> String {
         self.geom.attrs()
     }
@@ -134,6 +146,10 @@ pub struct AvgPool {
 impl OpRule for AvgPool {
     fn name(&self) -> &'static str {
         "avgpool"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "avgpool").then(|| Ok(AvgPool { geom: PoolGeom::from_text(t)? }))
     }
 
     fn attrs(&self) -> String {
@@ -176,6 +192,11 @@ impl OpRule for AvgPoolGrad {
         "avgpool_grad"
     }
 
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "avgpool_grad")
+            .then(|| Ok(AvgPoolGrad { geom: PoolGeom::from_text(t)?, input_hw: t.pair("input_hw")? }))
+    }
+
     fn attrs(&self) -> String {
         format!("{} input_hw={:?}", self.geom.attrs(), self.input_hw)
     }
@@ -215,6 +236,10 @@ impl OpRule for GlobalAvgPool {
         "global_avgpool"
     }
 
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        t.named("global_avgpool", || GlobalAvgPool)
+    }
+
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
         arity(ins, 1)?;
         rank(ins[0], 4, "input")?;
@@ -245,6 +270,10 @@ pub struct GlobalAvgPoolGrad {
 impl OpRule for GlobalAvgPoolGrad {
     fn name(&self) -> &'static str {
         "global_avgpool_grad"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "global_avgpool_grad").then(|| Ok(GlobalAvgPoolGrad { hw: t.pair("hw")? }))
     }
 
     fn attrs(&self) -> String {

@@ -1,6 +1,6 @@
 //! Graph sources: the data batch, the targets, parameters and running statistics.
 
-use super::{OpRule, Shapes, StepCtx};
+use super::{OpRule, Shapes, StepCtx, TextOp};
 use crate::tensor::{Real, Tensor};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -32,6 +32,26 @@ impl OpRule for Source {
             SourceKind::State(_) => "state",
             SourceKind::Grad(_) => "grad",
         }
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        let kind = match t.name {
+            "data" => SourceKind::Data,
+            "target" => SourceKind::Target,
+            "param" => SourceKind::Param(String::new()),
+            "state" => SourceKind::State(String::new()),
+            "grad" => SourceKind::Grad(String::new()),
+            _ => return None,
+        };
+        Some((|| {
+            let kind = match kind {
+                SourceKind::Param(_) => SourceKind::Param(t.quoted()?),
+                SourceKind::State(_) => SourceKind::State(t.quoted()?),
+                SourceKind::Grad(_) => SourceKind::Grad(t.quoted()?),
+                k => k,
+            };
+            Ok(Source { kind, shape: t.shape()? })
+        })())
     }
 
     fn attrs(&self) -> String {

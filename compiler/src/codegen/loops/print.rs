@@ -62,9 +62,11 @@ fn v(x: Val) -> String {
 }
 
 impl LoopNest {
-    fn expr(&self, e: &Expr) -> (String, String) {
+    fn expr(&self, e: &Expr, ty: super::Type) -> (String, String) {
         let lower = |d: &dyn fmt::Debug| format!("{d:?}").to_lowercase();
         match e {
+            // f32 constants as the f32 they are.
+            Expr::Fconst(x) if ty.lane_type() == super::types::F32 => ("fconst".into(), format!("{}", *x as f32)),
             Expr::Fconst(x) => ("fconst".into(), format!("{x}")),
             Expr::Iconst(c) => ("iconst".into(), c.to_string()),
             Expr::Load { buf, at } => ("load".into(), format!("b{}[{}]  ; {}", buf.0, idx(at), range(at))),
@@ -92,7 +94,7 @@ impl LoopNest {
         for s in body {
             match s {
                 Stmt::Let(x, e) => {
-                    let (op, args) = self.expr(e);
+                    let (op, args) = self.expr(e, self.ty(*x));
                     let _ = writeln!(out, "{pad}{} = {op}.{} {args}", v(*x), self.ty(*x));
                 }
                 Stmt::Store { buf, at, value } => {

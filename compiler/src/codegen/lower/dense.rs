@@ -8,7 +8,7 @@
 //! the copy has no per-element tests and is vectorized for stride 1.
 
 use super::epilogue::{self, At};
-use super::gemm::{emit_gemm, Gemm, GemmScratch, Mat, MicroKernel};
+use super::gemm::{emit_gemm, Gemm, GemmScratch, Mat, MicroTile};
 use super::{no_epilogue, ChannelAxis, Element, KernelBufs, LowerCtx, LowerRule, NodeCx, Storage, Work};
 use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::CgResult;
@@ -30,7 +30,7 @@ fn whole(buf: &Buf, rs: i64, cs: i64) -> Mat {
 /// How a GEMM's columns split into work items: (block width, blocks). One block per
 /// thread, each a whole number of micro-tile columns; every element is computed the same
 /// way whatever the split, so results do not depend on the thread count.
-pub fn column_blocks(n: usize, micro: &MicroKernel, threads: usize) -> (usize, usize) {
+pub fn column_blocks(n: usize, micro: &MicroTile, threads: usize) -> (usize, usize) {
     let panels = n.div_ceil(micro.nr);
     let blocks = threads.clamp(1, panels.max(1));
     let nb = panels.div_ceil(blocks) * micro.nr;
@@ -76,7 +76,7 @@ impl LowerRule for MatMul {
         None
     }
 
-    fn work(&self, cx: &NodeCx, micro: &MicroKernel, threads: usize) -> Work {
+    fn work(&self, cx: &NodeCx, micro: &MicroTile, threads: usize) -> Work {
         let (m, k, n) = self.dims(cx.in_shape(0), cx.in_shape(1));
         let (nb, blocks) = column_blocks(n, micro, threads);
         Work { scratch: super::gemm::scratch((m, k, nb), micro), shared: vec![], phases: vec![blocks] }
@@ -144,7 +144,7 @@ impl ConvDims {
     }
 
     /// Scratch for one image's im2col matrix and a GEMM of (m, k, n).
-    fn scratch(&self, mkn: (usize, usize, usize), micro: &MicroKernel) -> Vec<usize> {
+    fn scratch(&self, mkn: (usize, usize, usize), micro: &MicroTile) -> Vec<usize> {
         let mut scratch = vec![self.ckk() * self.p()];
         scratch.extend(super::gemm::scratch(mkn, micro));
         scratch
@@ -180,7 +180,7 @@ impl LowerRule for Conv2d {
     }
 
     /// One image per work item.
-    fn work(&self, cx: &NodeCx, micro: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
         let d = conv2d_dims(cx);
         Work { scratch: d.scratch((d.f, d.ckk(), d.p()), micro), shared: vec![], phases: vec![d.n] }
     }
@@ -200,7 +200,7 @@ impl LowerRule for Conv2dGradInput {
     }
 
     /// One image per work item.
-    fn work(&self, cx: &NodeCx, micro: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
         let d = grad_input_dims(cx);
         Work { scratch: d.scratch((d.ckk(), d.f, d.p()), micro), shared: vec![], phases: vec![d.n] }
     }
@@ -222,7 +222,7 @@ impl LowerRule for Conv2dGradWeight {
 
     /// Phase 0: one chunk of DW_CHUNK images per item, each summed into its own partial;
     /// phase 1: the partials added in chunk order.
-    fn work(&self, cx: &NodeCx, micro: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
         let d = grad_weight_dims(cx);
         let chunks = d.n.div_ceil(DW_CHUNK);
         Work {

@@ -6,7 +6,7 @@
 
 use super::element::{activation, activation_grad};
 use super::epilogue::{self, At};
-use super::{no_epilogue, Element, KernelBufs, LowerCtx, LowerRule, MicroKernel, NodeCx, Storage, Work};
+use super::{no_epilogue, Element, KernelBufs, LowerCtx, LowerRule, MicroTile, NodeCx, Storage, Work};
 use crate::codegen::builder::{ctx, Buf, Kb};
 use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Idx, IntCC, MathFn, Type, Val};
@@ -118,7 +118,7 @@ impl LowerRule for Act {
         Some(Element::Act(self.act))
     }
 
-    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
         batch_items(cx)
     }
 
@@ -136,7 +136,7 @@ impl LowerRule for ActGrad {
         Some(Element::ActGrad(self.act))
     }
 
-    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
         batch_items(cx)
     }
 
@@ -154,7 +154,7 @@ impl LowerRule for Add {
         Some(Element::Add)
     }
 
-    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
         batch_items(cx)
     }
 
@@ -172,7 +172,7 @@ impl LowerRule for BiasAdd {
         Some(Element::Bias)
     }
 
-    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
         batch_items(cx)
     }
 
@@ -198,7 +198,7 @@ impl LowerRule for MseGrad {
         None
     }
 
-    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(1)
     }
 
@@ -222,7 +222,7 @@ impl LowerRule for BceWithLogitsGrad {
         None
     }
 
-    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(1)
     }
 
@@ -247,7 +247,7 @@ impl LowerRule for RunningUpdate {
         None
     }
 
-    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(1)
     }
 
@@ -272,7 +272,7 @@ impl LowerRule for SgdUpdate {
         None
     }
 
-    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(1)
     }
 
@@ -319,7 +319,7 @@ impl LowerRule for AdamUpdate {
         None
     }
 
-    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(1)
     }
 
@@ -366,7 +366,7 @@ impl LowerRule for Dropout {
         None
     }
 
-    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
         batch_items(cx)
     }
 

@@ -12,7 +12,7 @@ use super::epilogue::At;
 use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Idx, Val};
-pub use crate::codegen::micro::MicroKernel;
+pub use crate::codegen::micro::MicroTile;
 
 /// Largest depth of a packed panel: a 6×384 A panel (9 KB) and a 384×8 B panel (12 KB)
 /// stay in L1 together. K is cut into equal blocks no deeper than this (784 → 2 × 392),
@@ -69,7 +69,7 @@ fn blocks(total: usize, size: usize) -> (usize, usize) {
 }
 
 /// Scratch floats: packed A, packed B, the tile.
-pub fn scratch((m, k, n): (usize, usize, usize), micro: &MicroKernel) -> Vec<usize> {
+pub fn scratch((m, k, n): (usize, usize, usize), micro: &MicroTile) -> Vec<usize> {
     let kc = kc_for(k);
     let nc = n.min(NC).div_ceil(micro.nr) * micro.nr;
     vec![m.div_ceil(micro.mr) * micro.mr * kc, kc * nc, micro.mr * micro.nr]
@@ -85,7 +85,7 @@ pub struct Gemm<'a> {
     /// C += op(A)·op(B) instead of C = ….
     pub accumulate: bool,
     pub scratch: &'a GemmScratch,
-    pub micro: &'a MicroKernel,
+    pub micro: &'a MicroTile,
 }
 
 pub fn emit_gemm(kb: &mut Kb, g: &Gemm, mut epilogue: Option<Epilogue>) -> CgResult<()> {

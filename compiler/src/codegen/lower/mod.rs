@@ -18,7 +18,7 @@ mod pool;
 mod reduce;
 
 pub use epilogue::EpiOp;
-pub use gemm::MicroKernel;
+pub use gemm::MicroTile;
 
 use super::builder::{Buf, Kb};
 use super::fuse::Kernel;
@@ -141,7 +141,7 @@ pub struct LowerCtx<'a> {
     pub graph: &'a Graph,
     pub node: &'a Node,
     pub kernel: &'a Kernel,
-    pub micro: &'a MicroKernel,
+    pub micro: &'a MicroTile,
     /// The threads the program is compiled for (GEMMs split their columns by it).
     pub threads: usize,
     /// Which phase of a multi-phase kernel is being built.
@@ -172,7 +172,7 @@ pub trait LowerRule {
     fn element(&self) -> Option<Element>;
 
     /// Scratch, shared buffers and phases of the op's kernel.
-    fn work(&self, cx: &NodeCx, micro: &MicroKernel, threads: usize) -> Work;
+    fn work(&self, cx: &NodeCx, micro: &MicroTile, threads: usize) -> Work;
 
     /// Write phase `cx.phase` of the op's kernel, applying `bufs.epilogue` at the store of
     /// its first output.
@@ -192,7 +192,7 @@ macro_rules! kernelless {
                 None
             }
 
-            fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+            fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
                 Work::items(0)
             }
 
@@ -263,7 +263,7 @@ pub fn lower_kernel(
     k: &Kernel,
     index: usize,
     plan: &ArenaPlan,
-    micro: &MicroKernel,
+    micro: &MicroTile,
     threads: usize,
 ) -> CgResult<Vec<LoopNest>> {
     let bufs = kernel_bufs(g, k, plan, index)?;

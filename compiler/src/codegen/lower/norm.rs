@@ -5,7 +5,7 @@
 
 use super::element::{eval_scale, inv_std};
 use super::epilogue::{self, At, EpiOp};
-use super::{no_epilogue, Element, KernelBufs, LowerCtx, LowerRule, MicroKernel, NodeCx, Storage, Work};
+use super::{no_epilogue, Element, KernelBufs, LowerCtx, LowerRule, MicroTile, NodeCx, Storage, Work};
 use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Idx, Val};
@@ -142,7 +142,7 @@ impl LowerRule for BatchNormTrain {
         None
     }
 
-    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
         per_channel(cx)
     }
 
@@ -160,7 +160,7 @@ impl LowerRule for BatchNormTrainGrad {
         None
     }
 
-    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
         per_channel(cx)
     }
 
@@ -180,7 +180,7 @@ impl LowerRule for BatchNormEval {
     }
 
     /// One item per sample (the statistics are given).
-    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(cx.out_shape(0)[0])
     }
 

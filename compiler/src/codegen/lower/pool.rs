@@ -7,7 +7,7 @@
 //! not overlap (`Storage::Scatter`), so each element gets at most one.
 
 use super::epilogue::{self, At, EpiOp};
-use super::{Element, KernelBufs, LowerCtx, LowerRule, MicroKernel, NodeCx, Storage, Work};
+use super::{Element, KernelBufs, LowerCtx, LowerRule, MicroTile, NodeCx, Storage, Work};
 use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Convert, FloatCC, Idx, Val};
@@ -201,7 +201,7 @@ impl LowerRule for MaxPool {
         None
     }
 
-    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(cx.out_shape(0)[0])
     }
 
@@ -227,7 +227,7 @@ impl LowerRule for MaxPoolGrad {
         None
     }
 
-    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(cx.out_shape(0)[0])
     }
 
@@ -249,7 +249,7 @@ impl LowerRule for AvgPool {
         None
     }
 
-    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(cx.out_shape(0)[0])
     }
 
@@ -271,7 +271,7 @@ impl LowerRule for AvgPoolGrad {
         None
     }
 
-    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(cx.out_shape(0)[0])
     }
 
@@ -289,7 +289,7 @@ impl LowerRule for GlobalAvgPool {
         None
     }
 
-    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(cx.out_shape(0)[0])
     }
 
@@ -307,7 +307,7 @@ impl LowerRule for GlobalAvgPoolGrad {
         None
     }
 
-    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(cx.out_shape(0)[0])
     }
 
@@ -325,7 +325,7 @@ impl LowerRule for MaxoutReduce {
         None
     }
 
-    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(cx.out_shape(0)[0])
     }
 
@@ -344,7 +344,7 @@ impl LowerRule for MaxoutGrad {
         None
     }
 
-    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(cx.out_shape(0)[0])
     }
 

@@ -2,7 +2,7 @@
 //! losses and their gradients). Sums that produce a loss accumulate in f64; every sum runs
 //! in an order fixed by the shapes alone.
 
-use super::{no_epilogue, Element, KernelBufs, LowerCtx, LowerRule, MicroKernel, NodeCx, Storage, Work};
+use super::{no_epilogue, Element, KernelBufs, LowerCtx, LowerRule, MicroTile, NodeCx, Storage, Work};
 use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Convert, FloatCC, Idx, MathFn, Val};
@@ -227,7 +227,7 @@ impl LowerRule for BiasGrad {
     }
 
     /// One item: the sums run over the batch.
-    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(1)
     }
 
@@ -247,7 +247,7 @@ impl LowerRule for Softmax {
     }
 
     /// One row per item.
-    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(cx.out_shape(0)[0])
     }
 
@@ -267,7 +267,7 @@ impl LowerRule for SoftmaxGrad {
     }
 
     /// One row per item.
-    fn work(&self, cx: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(cx.out_shape(0)[0])
     }
 
@@ -287,7 +287,7 @@ impl LowerRule for SoftmaxCrossEntropy {
     }
 
     /// One item: the loss sums over the batch in a fixed order.
-    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(1)
     }
 
@@ -311,7 +311,7 @@ impl LowerRule for SoftmaxCrossEntropyGrad {
         None
     }
 
-    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(1)
     }
 
@@ -330,7 +330,7 @@ impl LowerRule for BceWithLogits {
         None
     }
 
-    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(1)
     }
 
@@ -349,7 +349,7 @@ impl LowerRule for Mse {
         None
     }
 
-    fn work(&self, _: &NodeCx, _: &MicroKernel, _: usize) -> Work {
+    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
         Work::items(1)
     }
 

@@ -3,7 +3,7 @@
 //! either; it is written directly in CLIF because it is all register blocking and no loop
 //! structure.
 
-use super::{signature, MicroKernel};
+use super::{signature, MicroKernel, MicroTile};
 use crate::codegen::jit::{CgResult, FunctionBuilder, FunctionBuilderContext, FunctionText, JitModule, OptLevel};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
@@ -12,6 +12,10 @@ use cranelift_module::Linkage;
 /// Rows and columns of the Cranelift tile.
 pub const MR: usize = 6;
 pub const NR: usize = 8;
+
+pub fn tile() -> MicroTile {
+    MicroTile { mr: MR, nr: NR, name: "cranelift-6x8".into() }
+}
 
 /// The pure-Cranelift micro-kernel: a 6×8 tile in twelve f32x4 accumulators; per step one
 /// broadcast of each A value and two loads of B. Compiled at `opt_level=none`: measured
@@ -119,5 +123,5 @@ pub fn define(jit: &mut JitModule, fma: bool) -> CgResult<(MicroKernel, Function
     fb.ins().return_(&[]);
     fb.finalize(jit.frontend_config());
     let text = jit.define(id, func, OptLevel::None)?;
-    Ok((MicroKernel { id, mr, nr, name: "cranelift-6x8".into() }, text))
+    Ok((MicroKernel { id, tile: self::tile() }, text))
 }

@@ -14,14 +14,29 @@ use super::MicroChoice;
 use cranelift_codegen::ir::{types, AbiParam, Signature};
 use cranelift_module::{FuncId, Linkage};
 
-/// The micro-kernel a program's GEMMs call.
-#[derive(Clone, Debug)]
-pub struct MicroKernel {
-    pub id: FuncId,
+/// What the loop nests need to know of a micro-kernel: its tile's shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MicroTile {
     pub mr: usize,
     pub nr: usize,
     /// `cranelift-6x8`, `native-avx2-6x16`, ...
     pub name: String,
+}
+
+/// The micro-kernel a program's GEMMs call: its tile, and the function in the module.
+#[derive(Clone, Debug)]
+pub struct MicroKernel {
+    pub id: FuncId,
+    pub tile: MicroTile,
+}
+
+/// The tile `choice` selects on this host (what fusion, planning and lowering need; the
+/// same one `declare` puts in a module).
+pub fn tile_for(choice: MicroChoice, features: HostFeatures) -> MicroTile {
+    match native_for(choice, features) {
+        Some(n) => MicroTile { mr: n.mr, nr: n.nr, name: n.name.to_string() },
+        None => cranelift::tile(),
+    }
 }
 
 /// The signature of a micro-kernel: (kc, packed A, packed B, tile).
@@ -65,7 +80,7 @@ pub fn declare(
                 ),
                 code_bytes: 0,
             };
-            Ok((MicroKernel { id, mr: n.mr, nr: n.nr, name: n.name.to_string() }, text))
+            Ok((MicroKernel { id, tile: MicroTile { mr: n.mr, nr: n.nr, name: n.name.to_string() } }, text))
         }
         None => cranelift::define(jit, features.fma),
     }
