@@ -5,11 +5,11 @@
 //! appended; a final `sigmoid` before `binary_cross_entropy` is folded into the stable
 //! with-logits loss (the sigmoid node stays, as the prediction).
 
-use crate::check::{LayerSpec, ModelSpec, Source};
 use crate::diag::Diagnostic;
 use crate::ir::{Graph, Mode, Origin, OutputRole, Phase, ValueId};
 use crate::layers::{Activation, Layer, Loss};
 use crate::ops::{self, Op, SourceKind};
+use crate::spec::{LayerSpec, ModelSpec, Ref};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BuildOptions {
@@ -69,14 +69,14 @@ pub fn forward_graph(spec: &ModelSpec, batch: usize, opts: &BuildOptions) -> Res
     let mut outs: Vec<ValueId> = Vec::with_capacity(spec.layers.len());
     for l in &spec.layers {
         let x = match l.input {
-            Source::Input => data,
-            Source::Layer(i) => outs[i],
+            Ref::Input => data,
+            Ref::Layer(i) => outs[i],
         };
         let origin = Origin { tag: l.tag(), phase: Phase::Forward };
         let mut b = LayerBuilder { g: &mut g, l, origin, params: &param_ids };
         let y = b.expand(x, opts.mode, |s| match s {
-            Source::Input => data,
-            Source::Layer(i) => outs[i],
+            Ref::Input => data,
+            Ref::Layer(i) => outs[i],
         })?;
         outs.push(y);
         if opts.expose.contains(&l.index) {
@@ -137,7 +137,7 @@ impl LayerBuilder<'_> {
         }
     }
 
-    fn expand(&mut self, x: ValueId, mode: Mode, lookup: impl Fn(Source) -> ValueId) -> Result<ValueId, Diagnostic> {
+    fn expand(&mut self, x: ValueId, mode: Mode, lookup: impl Fn(Ref) -> ValueId) -> Result<ValueId, Diagnostic> {
         let w = self.param("weight");
         match &self.l.layer {
             Layer::Dense { .. } => {
@@ -150,7 +150,7 @@ impl LayerBuilder<'_> {
                 self.op1(ops::MaxoutReduce { pieces: *pieces }, &[z])
             }
             Layer::Conv2d { kernel, stride, padding, .. } => {
-                let geom = ops::ConvGeom { stride: *stride, padding: crate::check::conv_padding(*padding, *kernel) };
+                let geom = ops::ConvGeom { stride: *stride, padding: crate::shape::conv_padding(*padding, *kernel) };
                 let y = self.op1(ops::Conv2d { geom }, &[x, w.unwrap()])?;
                 self.bias(y)
             }

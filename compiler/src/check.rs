@@ -4,259 +4,18 @@
 //! shape of each statement per sample (batch dimension implicit) and lists the parameters
 //! with their PyTorch names. Every mismatch is a [`Diagnostic`] that points at the
 //! statement, says what was expected and what was found. This stage is what `percept
-//! check` prints, and what the `network!` macro runs at expansion time.
+//! check` prints, and what the `network!` macro runs at expansion time. Its shapes agree
+//! with the ops' shape rules (`ops::OpRule::infer`) on the graphs built from them: a test
+//! (`compiler/tests/shapes.rs`) asserts it for every example and for random models.
 
 use crate::ast::{self, Ident, StatementKind, ValueKind};
 use crate::diag::{suggest, Diagnostic};
 use crate::layers::{resolve_layer, Activation, Layer, Loss, Padding};
+use crate::shape::{conv_padding, window_out, MAX_ELEMENTS};
 use crate::span::Span;
+use crate::spec::{InputSpec, LayerSpec, LossSpec, ModelSpec, ParamRole, ParamSpec, Ref};
+use crate::text::fmt_shape;
 use std::collections::HashMap;
-use std::fmt::Write;
-
-/// Where a statement's input comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
-    Input,
-    Layer(usize),
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct InputSpec {
-    pub name: Option<String>,
-    pub shape: Vec<usize>,
-    pub span: Span,
-}
-
-/// What a parameter is, which decides its initialization and whether it trains.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ParamRole {
-    Weight {
-        fan_in: usize,
-        fan_out: usize,
-    },
-    Bias {
-        fan_in: usize,
-    },
-    /// Batch-norm scale γ (initialized to 1).
-    Scale,
-    /// Batch-norm shift β (initialized to 0).
-    Shift,
-    RunningMean,
-    RunningVar,
-    /// `num_batches_tracked` (an I64 scalar in PyTorch's files).
-    BatchesTracked,
-}
-
-impl ParamRole {
-    pub fn trainable(self) -> bool {
-        matches!(self, ParamRole::Weight { .. } | ParamRole::Bias { .. } | ParamRole::Scale | ParamRole::Shift)
-    }
-
-    /// Running statistics: float state updated in training, not by the optimizer.
-    pub fn running(self) -> bool {
-        matches!(self, ParamRole::RunningMean | ParamRole::RunningVar)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct ParamSpec {
-    /// The PyTorch-compatible key: `0.weight`, `stem.running_mean`.
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub role: ParamRole,
-}
-
-impl ParamSpec {
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct LayerSpec {
-    /// 0-based index among the model's layer statements (not counting `input`, `loss`).
-    pub index: usize,
-    pub label: Option<String>,
-    /// The parameter prefix: the label, or else the index.
-    pub prefix: String,
-    pub layer: Layer,
-    pub input: Source,
-    /// The second operand of `add`.
-    pub other: Option<Source>,
-    pub in_shape: Vec<usize>,
-    pub out_shape: Vec<usize>,
-    pub params: Vec<ParamSpec>,
-    pub span: Span,
-    /// The statement's canonical text.
-    pub text: String,
-}
-
-impl LayerSpec {
-    /// `conv2d_0`, `stem`: a short tag naming the statement in kernel names.
-    pub fn tag(&self) -> String {
-        match &self.label {
-            Some(l) => l.clone(),
-            None => format!("{}_{}", self.kind_name(), self.index),
-        }
-    }
-
-    pub fn kind_name(&self) -> &'static str {
-        layer_kind_name(&self.layer)
-    }
-
-    pub fn param(&self, suffix: &str) -> Option<&ParamSpec> {
-        self.params.iter().find(|p| p.name.rsplit('.').next() == Some(suffix))
-    }
-}
-
-pub fn layer_kind_name(layer: &Layer) -> &'static str {
-    match layer {
-        Layer::Dense { .. } => "dense",
-        Layer::Conv2d { .. } => "conv2d",
-        Layer::MaxPool { .. } => "maxpool",
-        Layer::AvgPool { .. } => "avgpool",
-        Layer::BatchNorm { .. } => "batchnorm",
-        Layer::Flatten => "flatten",
-        Layer::GlobalAvgPool => "global_avgpool",
-        Layer::Dropout { .. } => "dropout",
-        Layer::Add { .. } => "add",
-        Layer::Softmax => "softmax",
-        Layer::Activation(a) => a.name(),
-        Layer::Maxout { .. } => "maxout",
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct LossSpec {
-    pub loss: Loss,
-    pub span: Span,
-}
-
-/// A checked model: every statement resolved, every shape known.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ModelSpec {
-    pub name: String,
-    pub input: InputSpec,
-    pub layers: Vec<LayerSpec>,
-    pub loss: Option<LossSpec>,
-    /// The canonical text of the model (no comments, normalized spacing); its hash
-    /// identifies the model in weights files.
-    pub canonical: String,
-    pub span: Span,
-}
-
-impl ModelSpec {
-    pub fn output_shape(&self) -> &[usize] {
-        self.layers.last().map_or(&self.input.shape, |l| &l.out_shape)
-    }
-
-    pub fn params(&self) -> impl Iterator<Item = &ParamSpec> {
-        self.layers.iter().flat_map(|l| &l.params)
-    }
-
-    pub fn trainable_count(&self) -> usize {
-        self.params().filter(|p| p.role.trainable()).map(|p| p.numel()).sum()
-    }
-
-    pub fn running_count(&self) -> usize {
-        self.params().filter(|p| p.role.running()).map(|p| p.numel()).sum()
-    }
-
-    /// The statement whose output a source names.
-    pub fn shape_of(&self, s: Source) -> &[usize] {
-        match s {
-            Source::Input => &self.input.shape,
-            Source::Layer(i) => &self.layers[i].out_shape,
-        }
-    }
-
-    /// Find a layer by its label or its index (as a string).
-    pub fn find_layer(&self, name: &str) -> Option<&LayerSpec> {
-        self.layers.iter().find(|l| l.prefix == name || l.label.as_deref() == Some(name) || l.tag() == name)
-    }
-
-    /// `0 (conv2d_0), 1 (relu_1), stem, ...`: how statements can be named, for messages.
-    pub fn layer_names(&self) -> String {
-        let names: Vec<String> = self
-            .layers
-            .iter()
-            .map(|l| if l.label.is_some() { l.prefix.clone() } else { format!("{} ({})", l.prefix, l.tag()) })
-            .collect();
-        names.join(", ")
-    }
-
-    /// FNV-1a of the canonical text, as 16 hex digits.
-    pub fn text_hash(&self) -> String {
-        let mut h: u64 = 0xcbf29ce484222325;
-        for b in self.canonical.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-        format!("{h:016x}")
-    }
-
-    /// The Keras-like summary `percept check` prints.
-    pub fn summary(&self) -> String {
-        let mut rows: Vec<[String; 4]> = vec![["name".into(), "layer".into(), "output shape".into(), "params".into()]];
-        let input_name = self.input.name.clone().unwrap_or_else(|| "input".into());
-        rows.push([input_name, "input".into(), fmt_shape(&self.input.shape), "0".into()]);
-        for l in &self.layers {
-            let count: usize = l.params.iter().filter(|p| p.role.trainable()).map(|p| p.numel()).sum();
-            rows.push([l.prefix.clone(), l.text.clone(), fmt_shape(&l.out_shape), group_digits(count)]);
-        }
-        let widths: Vec<usize> = (0..4).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
-        let mut out = String::new();
-        let _ = writeln!(out, "model {}", self.name);
-        let total: usize = widths.iter().sum::<usize>() + 6;
-        for (i, r) in rows.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}",
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2],
-                w3 = widths[3]
-            );
-            if i == 0 {
-                let _ = writeln!(out, "{}", "-".repeat(total));
-            }
-        }
-        let _ = writeln!(out, "{}", "-".repeat(total));
-        let _ = writeln!(out, "trainable parameters: {}", group_digits(self.trainable_count()));
-        let _ = writeln!(out, "running statistics:   {}", group_digits(self.running_count()));
-        match &self.loss {
-            Some(l) => {
-                let _ = writeln!(out, "loss: {}", l.loss.name());
-            }
-            None => {
-                let _ = writeln!(out, "loss: none (forward only; `train` needs a `loss` statement)");
-            }
-        }
-        out
-    }
-}
-
-pub fn fmt_shape(shape: &[usize]) -> String {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    format!("[{}]", dims.join(", "))
-}
-
-/// 421834 → `421,834`.
-pub fn group_digits(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
 
 /// Check a parsed model: resolve layers and names, infer shapes, list parameters.
 pub fn check(model: &ast::Model) -> Result<ModelSpec, Diagnostic> {
@@ -283,9 +42,9 @@ pub fn check(model: &ast::Model) -> Result<ModelSpec, Diagnostic> {
         }
     };
 
-    let mut names: HashMap<String, (Source, Span)> = HashMap::new();
+    let mut names: HashMap<String, (Ref, Span)> = HashMap::new();
     if let Some(n) = &input.name {
-        names.insert(n.clone(), (Source::Input, input.span));
+        names.insert(n.clone(), (Ref::Input, input.span));
     }
     let mut layers: Vec<LayerSpec> = Vec::new();
     let mut loss: Option<LossSpec> = None;
@@ -313,18 +72,18 @@ pub fn check(model: &ast::Model) -> Result<ModelSpec, Diagnostic> {
             StatementKind::Layer { name, args } => {
                 let layer = resolve_layer(name, args, s.span)?;
                 let index = layers.len();
-                let input_src = if index == 0 { Source::Input } else { Source::Layer(index - 1) };
+                let input_src = if index == 0 { Ref::Input } else { Ref::Layer(index - 1) };
                 let in_shape = match input_src {
-                    Source::Input => input.shape.clone(),
-                    Source::Layer(i) => layers[i].out_shape.clone(),
+                    Ref::Input => input.shape.clone(),
+                    Ref::Layer(i) => layers[i].out_shape.clone(),
                 };
                 let other = match &layer {
                     Layer::Add { other } => Some(lookup(&names, other, &layers, &input)?),
                     _ => None,
                 };
                 let other_shape = other.map(|o| match o {
-                    Source::Input => input.shape.clone(),
-                    Source::Layer(i) => layers[i].out_shape.clone(),
+                    Ref::Input => input.shape.clone(),
+                    Ref::Layer(i) => layers[i].out_shape.clone(),
                 });
                 let ctx = ShapeCtx { span: s.span, name: &name.name, other: other_shape.as_deref() };
                 let out_shape = infer_shape(&layer, &in_shape, &ctx)?;
@@ -343,7 +102,7 @@ pub fn check(model: &ast::Model) -> Result<ModelSpec, Diagnostic> {
                         return Err(Diagnostic::new(l.span, "a name cannot be a number")
                             .with_label("numbers are reserved for unnamed statements"));
                     }
-                    names.insert(l.name.clone(), (Source::Layer(index), l.span));
+                    names.insert(l.name.clone(), (Ref::Layer(index), l.span));
                 }
                 let params = layer_params(&layer, &in_shape, &prefix);
                 for p in &params {
@@ -377,9 +136,6 @@ pub fn check(model: &ast::Model) -> Result<ModelSpec, Diagnostic> {
     }
     Ok(ModelSpec { name: model.name.name.clone(), input, layers, loss, canonical: model.to_string(), span: model.span })
 }
-
-/// The most elements one sample's tensor or one parameter may have (2^31).
-pub const MAX_ELEMENTS: u128 = 1 << 31;
 
 fn check_size(shape: &[usize], span: Span, what: &str) -> Result<(), Diagnostic> {
     let n: u128 = shape.iter().map(|&d| d as u128).product();
@@ -426,11 +182,11 @@ fn input_shape(v: &ast::Value) -> Result<Vec<usize>, Diagnostic> {
 }
 
 fn lookup(
-    names: &HashMap<String, (Source, Span)>,
+    names: &HashMap<String, (Ref, Span)>,
     name: &Ident,
     layers: &[LayerSpec],
     input: &InputSpec,
-) -> Result<Source, Diagnostic> {
+) -> Result<Ref, Diagnostic> {
     if let Some((src, _)) = names.get(&name.name) {
         return Ok(*src);
     }
@@ -474,19 +230,6 @@ impl ShapeCtx<'_> {
         Err(self
             .err(format!("{} expects an image input [channels, height, width], found {}", self.name, fmt_shape(x)))
             .with_help("declare an image input such as `input [1, 28, 28]`"))
-    }
-}
-
-/// Output size of a sliding window: ⌊(n + pad − k)/s⌋ + 1, or `None` if it does not fit.
-pub fn window_out(n: usize, pad_total: usize, k: usize, s: usize) -> Option<usize> {
-    (n + pad_total).checked_sub(k).map(|r| r / s + 1)
-}
-
-/// The padding a `conv2d` uses on each side (rows, cols), `same` resolved.
-pub fn conv_padding(padding: Padding, kernel: [usize; 2]) -> [usize; 2] {
-    match padding {
-        Padding::Explicit(p) => p,
-        Padding::Same => [(kernel[0] - 1) / 2, (kernel[1] - 1) / 2],
     }
 }
 

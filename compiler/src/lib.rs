@@ -1,7 +1,7 @@
 //! Percept's compiler.
 //!
 //! The pipeline, one module per stage (see `docs/ARCHITECTURE.md`):
-//! `.nn` text —[`lex`] (nom)→ tokens —[`grammar`]→ [`ast`] —[`check`]→ [`check::ModelSpec`]
+//! `.nn` text —[`lex`] (nom)→ tokens —[`grammar`]→ [`ast`] —[`check`]→ [`spec::ModelSpec`]
 //! (shapes per statement) —[`build`]→ [`ir::Graph`] (forward, batch N) —[`autodiff`]→ training
 //! graph —[`interp`] (reference) or the Cranelift back end (feature `codegen`).
 
@@ -20,10 +20,14 @@ pub mod layers;
 pub mod lex;
 pub mod ops;
 pub mod parse;
+pub mod shape;
 pub mod span;
+pub mod spec;
 pub mod tensor;
+pub mod text;
 
-pub use check::{check, ModelSpec};
+pub use check::check;
 pub use diag::Diagnostic;
 pub use parse::{parse, parse_and_check};
 pub use span::{SourceFile, Span};
+pub use spec::ModelSpec;

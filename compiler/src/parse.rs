@@ -11,6 +11,6 @@ pub fn parse(src: &SourceFile) -> Result<Model, Diagnostic> {
 }
 
 /// Parse and check `.nn` text in one go.
-pub fn parse_and_check(src: &SourceFile) -> Result<crate::check::ModelSpec, Diagnostic> {
+pub fn parse_and_check(src: &SourceFile) -> Result<crate::spec::ModelSpec, Diagnostic> {
     crate::check::check(&parse(src)?)
 }

@@ -125,3 +125,37 @@ fn a_model_without_loss_checks() {
     assert!(s.loss.is_none());
     assert!(s.summary().contains("forward only"));
 }
+
+/// The checker's per-statement shapes (with diagnostics for users) and the ops' shape
+/// rules (on the graph built from the checked model) are two statements of one rule: every
+/// statement's output in the forward graph, in training and evaluation, has the checker's
+/// shape — for every example and 300 random models.
+#[test]
+fn the_checker_agrees_with_the_ops_shape_rules() {
+    use percept_compiler::build::{forward_graph, BuildOptions};
+    use percept_compiler::ir::OutputRole;
+    let agree = |spec: &percept_compiler::ModelSpec, what: &str| {
+        for base in [BuildOptions::train(), BuildOptions::inference()] {
+            let opts = BuildOptions { expose: (0..spec.layers.len()).collect(), ..base };
+            let g = forward_graph(spec, 3, &opts).unwrap_or_else(|e| panic!("{what}: {e:?}"));
+            for l in &spec.layers {
+                let v = g.output(&OutputRole::Activation(l.prefix.clone())).unwrap();
+                let mut want = vec![3];
+                want.extend(&l.out_shape);
+                assert_eq!(g.shape(v), want.as_slice(), "{what}: statement {} ({})", l.prefix, l.text);
+            }
+        }
+    };
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "nn") {
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            agree(&spec(&example(&name)), &name);
+        }
+    }
+    let mut rng = common::Rng(0x5eed);
+    for _ in 0..300 {
+        let (text, _) = common::random_model(&mut rng);
+        agree(&spec(&text), &text);
+    }
+}

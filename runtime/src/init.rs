@@ -2,8 +2,8 @@
 //! parameter, so adding a layer does not change the others' values).
 
 use crate::rng::{SplitMix, INIT};
-use percept_compiler::check::{ModelSpec, ParamRole};
 use percept_compiler::exec::{SlotKind, StateStore};
+use percept_compiler::spec::{ModelSpec, ParamRole};
 
 /// How weights start. Biases start at zero except under `Pytorch`; batch-norm scales at
 /// one and shifts at zero under all schemes.

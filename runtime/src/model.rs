@@ -6,12 +6,12 @@ use crate::bail;
 use crate::data::Norm;
 use crate::error::{Error, Result};
 use crate::tensorfile::{Data, NamedTensor, TensorFile};
-use percept_compiler::check::{ModelSpec, ParamRole};
 use percept_compiler::codegen::{self, CodegenOptions};
 use percept_compiler::exec::{
     self, Executable, Feed, Fetch, InterpExecutable, Optimizer, SlotKind, StateLayout, StateStore,
 };
 use percept_compiler::ops::StepCtx;
+use percept_compiler::spec::{ModelSpec, ParamRole};
 use percept_compiler::SourceFile;
 use std::collections::HashMap;
 use std::path::Path;

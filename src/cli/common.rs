@@ -64,7 +64,7 @@ pub fn pct(x: Option<f64>) -> String {
 }
 
 pub fn group(n: f64) -> String {
-    percept_compiler::check::group_digits(n.round() as usize)
+    percept_compiler::text::group_digits(n.round() as usize)
 }
 
 /// `--microkernel`: which micro-kernel the JIT's GEMMs call.

@@ -295,7 +295,7 @@ impl JitProgram {
             g.mode,
             g.batch,
             self.kernels.len(),
-            crate::check::group_digits(self.plan.peak_bytes()),
+            crate::text::group_digits(self.plan.peak_bytes()),
             self.micro_name,
         );
         if detail {
@@ -314,23 +314,23 @@ impl JitProgram {
             let gemm = k.micro.as_ref().map(|m| format!(", gemm: {m}")).unwrap_or_default();
             let _ = writeln!(out, "kernel {i} {} (items {}{gemm})", k.name(), k.extent());
             let _ = writeln!(out, "  ops      {}", k.ops.join(" + "));
-            let shapes = |s: &[Vec<usize>]| s.iter().map(|v| crate::check::fmt_shape(v)).collect::<Vec<_>>().join(", ");
+            let shapes = |s: &[Vec<usize>]| s.iter().map(|v| crate::text::fmt_shape(v)).collect::<Vec<_>>().join(", ");
             let _ = writeln!(out, "  shapes   {} -> {}", shapes(&k.input_shapes), shapes(&k.output_shapes));
             let _ = writeln!(out, "  in       {}", k.inputs.iter().map(loc).collect::<Vec<_>>().join(", "));
             let _ = writeln!(out, "  out      {}", k.outputs.iter().map(loc).collect::<Vec<_>>().join(", "));
             let _ = write!(
                 out,
                 "  cost     {} flops, {} bytes read, {} bytes written",
-                crate::check::group_digits(k.flops as usize),
-                crate::check::group_digits(k.bytes_read as usize),
-                crate::check::group_digits(k.bytes_written as usize),
+                crate::text::group_digits(k.flops as usize),
+                crate::text::group_digits(k.bytes_read as usize),
+                crate::text::group_digits(k.bytes_written as usize),
             );
             if detail {
-                let _ = write!(out, ", {} bytes of code", crate::check::group_digits(k.text.code_bytes));
+                let _ = write!(out, ", {} bytes of code", crate::text::group_digits(k.text.code_bytes));
             }
             out.push('\n');
         }
-        let _ = writeln!(out, "arena peak: {} bytes", crate::check::group_digits(self.plan.peak_bytes()));
+        let _ = writeln!(out, "arena peak: {} bytes", crate::text::group_digits(self.plan.peak_bytes()));
         out
     }
 

@@ -1,6 +1,6 @@
 //! The layout of a model's state in one flat f32 buffer.
 
-use crate::check::ModelSpec;
+use crate::spec::ModelSpec;
 use std::collections::HashMap;
 use std::ops::Range;
 

@@ -2,10 +2,10 @@
 
 use crate::autodiff::{differentiate, GradOptions};
 use crate::build::{forward_graph, BuildOptions};
-use crate::check::ModelSpec;
 use crate::diag::Diagnostic;
 use crate::ir::{Graph, Mode, Origin, OutputRole, Phase};
 use crate::ops::{self, Op, SourceKind};
+use crate::spec::ModelSpec;
 
 /// An optimizer with its fixed hyperparameters (the learning rate is per step).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -161,7 +161,7 @@ impl Graph {
     pub fn push(&mut self, op: Op, inputs: &[ValueId], origin: Origin) -> Result<Vec<ValueId>, IrError> {
         let in_shapes: Vec<&[usize]> = inputs.iter().map(|&v| self.shape(v)).collect();
         let out_shapes = op.infer(&in_shapes).map_err(|e| {
-            let shapes: Vec<String> = in_shapes.iter().map(|s| crate::check::fmt_shape(s)).collect();
+            let shapes: Vec<String> = in_shapes.iter().map(|s| crate::text::fmt_shape(s)).collect();
             IrError(format!("{} ({}) on inputs {}: {e}", op.name(), origin.tag, shapes.join(", ")))
         })?;
         let node = NodeId(self.nodes.len() as u32);

@@ -12,7 +12,7 @@
 //! ```
 
 use super::{Graph, Phase};
-use crate::check::fmt_shape;
+use crate::text::fmt_shape;
 use std::fmt::{self, Write};
 
 impl fmt::Display for Graph {

@@ -1,8 +1,8 @@
 //! 2-D convolution (cross-correlation, NCHW) and its two backward passes.
 
 use super::{arity, rank, Grads, OpRule, Shapes, StepCtx, TextOp, VjpCtx};
-use crate::check::window_out;
 use crate::ir::{IrError, ValueId};
+use crate::shape::window_out;
 use crate::tensor::{Real, Tensor};
 
 /// Stride and zero padding (each side) of a convolution, as (rows, cols).

@@ -1,8 +1,8 @@
 //! Max, average and global-average pooling (floor mode, no padding) and their gradients.
 
 use super::{arity, rank, Grads, OpRule, Shapes, StepCtx, TextOp, VjpCtx};
-use crate::check::window_out;
 use crate::ir::{IrError, ValueId};
+use crate::shape::window_out;
 use crate::tensor::{Real, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -74,3 +74,108 @@ pub fn random_feeds<T: Real>(g: &Graph, spec: &ModelSpec, rng: &mut Rng) -> Hash
     }
     feeds
 }
+
+/// A random valid network in the model language.
+pub fn random_model(rng: &mut Rng) -> (String, usize) {
+    let mut lines = vec![];
+    let image = rng.below(3) > 0;
+    let mut shape: Vec<usize> =
+        if image { vec![1 + rng.below(3), 3 + rng.below(7), 3 + rng.below(7)] } else { vec![1 + rng.below(12)] };
+    lines.push(format!("input x: [{}]", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")));
+    let mut named: Vec<(String, Vec<usize>)> = vec![("x".into(), shape.clone())];
+    let acts = ["relu", "sigmoid", "tanh", "leaky_relu", "leaky_relu(slope: 0.2)", "elu", "elu(alpha: 0.5)"];
+    for i in 0..1 + rng.below(6) {
+        let same: Vec<&String> = named.iter().filter(|(_, s)| *s == shape).map(|(n, _)| n).collect();
+        let stmt = if shape.len() == 3 {
+            let (c, h, w) = (shape[0], shape[1], shape[2]);
+            match rng.below(10) {
+                0..=2 => {
+                    let f = 1 + rng.below(4);
+                    let (kh, kw) = (1 + rng.below(3.min(h + 2)), 1 + rng.below(3.min(w + 2)));
+                    let (sh, sw) = (1 + rng.below(2), 1 + rng.below(2));
+                    let same_pad = kh % 2 == 1 && kw % 2 == 1 && rng.below(3) == 0;
+                    let (ph, pw) = if same_pad { ((kh - 1) / 2, (kw - 1) / 2) } else { (rng.below(2), rng.below(2)) };
+                    if h + 2 * ph < kh || w + 2 * pw < kw {
+                        continue;
+                    }
+                    let pad = if same_pad { "same".to_string() } else { format!("[{ph}, {pw}]") };
+                    shape = vec![f, (h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1];
+                    let bias = if rng.below(4) == 0 { ", bias: false" } else { "" };
+                    format!("conv2d({f}, kernel: [{kh}, {kw}], stride: [{sh}, {sw}], padding: {pad}{bias})")
+                }
+                3 => {
+                    let k = 1 + rng.below(2.min(h).min(w));
+                    let s = 1 + rng.below(k);
+                    shape = vec![c, (h - k) / s + 1, (w - k) / s + 1];
+                    let kind = if rng.below(2) == 0 { "maxpool" } else { "avgpool" };
+                    format!("{kind}({k}, stride: {s})")
+                }
+                4 => "batchnorm(eps: 0.001)".into(),
+                5 if !same.is_empty() => format!("add({})", same[rng.below(same.len())]),
+                6 => {
+                    shape = vec![c];
+                    "global_avgpool".into()
+                }
+                7 => {
+                    shape = vec![c * h * w];
+                    "flatten".into()
+                }
+                8 => "dropout(p: 0.3)".into(),
+                _ => acts[rng.below(acts.len())].into(),
+            }
+        } else {
+            let f = shape[0];
+            match rng.below(8) {
+                0..=2 => {
+                    let u = 1 + rng.below(10);
+                    shape = vec![u];
+                    format!("dense({u})")
+                }
+                3 => {
+                    let (u, p) = (1 + rng.below(5), 1 + rng.below(3));
+                    shape = vec![u];
+                    format!("maxout({u}, pieces: {p})")
+                }
+                4 => "batchnorm(eps: 0.001)".into(),
+                5 if !same.is_empty() => format!("add({})", same[rng.below(same.len())]),
+                6 => "dropout(p: 0.5)".into(),
+                _ => {
+                    let _ = f;
+                    acts[rng.below(acts.len())].into()
+                }
+            }
+        };
+        if rng.below(3) == 0 {
+            let name = format!("s{i}");
+            named.push((name.clone(), shape.clone()));
+            lines.push(format!("{name}: {stmt}"));
+        } else {
+            lines.push(stmt);
+        }
+    }
+    if shape.len() == 3 {
+        lines.push("flatten".into());
+    }
+    let k = 2 + rng.below(4);
+    match rng.below(3) {
+        0 => {
+            lines.push(format!("dense({k})"));
+            lines.push("loss softmax_cross_entropy".into());
+        }
+        1 => {
+            lines.push(format!("dense({})", k - 1));
+            lines.push("sigmoid".into());
+            lines.push("loss binary_cross_entropy".into());
+        }
+        _ => {
+            lines.push(format!("dense({k})"));
+            if rng.below(2) == 0 {
+                lines.push("softmax".into());
+            }
+            lines.push("loss mse".into());
+        }
+    }
+    let has_bn = lines.iter().any(|l| l.contains("batchnorm"));
+    let batch = if has_bn { 2 + rng.below(4) } else { 1 + rng.below(5) };
+    (format!("model gen {{\n    {}\n}}\n", lines.join("\n    ")), batch)
+}
