@@ -63,6 +63,21 @@ pub mod ctx {
     }
 }
 
+/// CLIF's arithmetic as builder methods: `name(a, b)`, `name(a)`, `name(a, constant)`.
+macro_rules! ops {
+    (binary: $($b:ident => $bop:ident),*; unary: $($u:ident => $uop:ident),*; imm: $($i:ident => $iop:ident),*;) => {
+        $(pub fn $b(&mut self, a: Val, b: Val) -> Val {
+            self.binary(Binary::$bop, a, b)
+        })*
+        $(pub fn $u(&mut self, a: Val) -> Val {
+            self.unary(Unary::$uop, a)
+        })*
+        $(pub fn $i(&mut self, a: Val, c: i64) -> Val {
+            self.imm(ImmOp::$iop, a, c)
+        })*
+    };
+}
+
 pub struct Kb {
     pub name: String,
     phase: usize,
@@ -282,60 +297,11 @@ impl Kb {
         self.def(ty, Expr::Imm(op, a, c))
     }
 
-    pub fn fadd(&mut self, a: Val, b: Val) -> Val {
-        self.binary(Binary::Fadd, a, b)
-    }
-
-    pub fn fsub(&mut self, a: Val, b: Val) -> Val {
-        self.binary(Binary::Fsub, a, b)
-    }
-
-    pub fn fmul(&mut self, a: Val, b: Val) -> Val {
-        self.binary(Binary::Fmul, a, b)
-    }
-
-    pub fn fdiv(&mut self, a: Val, b: Val) -> Val {
-        self.binary(Binary::Fdiv, a, b)
-    }
-
-    pub fn fneg(&mut self, a: Val) -> Val {
-        self.unary(Unary::Fneg, a)
-    }
-
-    pub fn fabs(&mut self, a: Val) -> Val {
-        self.unary(Unary::Fabs, a)
-    }
-
-    pub fn sqrt(&mut self, a: Val) -> Val {
-        self.unary(Unary::Sqrt, a)
-    }
-
-    pub fn band(&mut self, a: Val, b: Val) -> Val {
-        self.binary(Binary::Band, a, b)
-    }
-
-    pub fn bxor(&mut self, a: Val, b: Val) -> Val {
-        self.binary(Binary::Bxor, a, b)
-    }
-
-    pub fn smax(&mut self, a: Val, b: Val) -> Val {
-        self.binary(Binary::Smax, a, b)
-    }
-
-    pub fn smin(&mut self, a: Val, b: Val) -> Val {
-        self.binary(Binary::Smin, a, b)
-    }
-
-    pub fn iadd_imm(&mut self, a: Val, c: i64) -> Val {
-        self.imm(ImmOp::Iadd, a, c)
-    }
-
-    pub fn imul_imm(&mut self, a: Val, c: i64) -> Val {
-        self.imm(ImmOp::Imul, a, c)
-    }
-
-    pub fn ushr_imm(&mut self, a: Val, c: i64) -> Val {
-        self.imm(ImmOp::Ushr, a, c)
+    ops! {
+        binary: fadd => Fadd, fsub => Fsub, fmul => Fmul, fdiv => Fdiv, band => Band, bxor => Bxor,
+            smax => Smax, smin => Smin;
+        unary: fneg => Fneg, fabs => Fabs, sqrt => Sqrt;
+        imm: iadd_imm => Iadd, imul_imm => Imul, ushr_imm => Ushr;
     }
 
     /// a·b + c: one instruction where the host has FMA, else fmul + fadd (`emit`).
@@ -443,6 +409,39 @@ impl Kb {
     pub fn use_var(&mut self, var: Var) -> Val {
         let ty = self.vars[var.0 as usize];
         self.def(ty, Expr::Get(var))
+    }
+
+    /// `acc = inits; for i in (lo..hi).step_by(step) { acc = f(i, acc) }`, the
+    /// accumulators carried in variables; returns their final values.
+    pub fn fold_n(
+        &mut self,
+        inits: &[Val],
+        (lo, hi, step): (i64, i64, i64),
+        mut f: impl FnMut(&mut Self, Idx, &[Val]) -> CgResult<Vec<Val>>,
+    ) -> CgResult<Vec<Val>> {
+        let vars: Vec<Var> = inits.iter().map(|&v| self.var(self.ty(v))).collect();
+        for (&var, &v) in vars.iter().zip(inits) {
+            self.def_var(var, v);
+        }
+        self.for_range(lo, hi, step, |kb, i| {
+            let acc: Vec<Val> = vars.iter().map(|&var| kb.use_var(var)).collect();
+            let next = f(kb, i, &acc)?;
+            for (&var, v) in vars.iter().zip(next) {
+                kb.def_var(var, v);
+            }
+            Ok(())
+        })?;
+        Ok(vars.iter().map(|&var| self.use_var(var)).collect())
+    }
+
+    /// [`Kb::fold_n`] with one accumulator.
+    pub fn fold(
+        &mut self,
+        init: Val,
+        range: (i64, i64, i64),
+        mut f: impl FnMut(&mut Self, Idx, Val) -> CgResult<Val>,
+    ) -> CgResult<Val> {
+        Ok(self.fold_n(&[init], range, |kb, i, acc| Ok(vec![f(kb, i, acc[0])?]))?[0])
     }
 
     // Control flow.

@@ -21,12 +21,24 @@ fn check_x(x: &[usize]) -> Result<(), String> {
     }
 }
 
-fn check_vec(v: &[usize], c: usize, what: &str) -> Result<(), String> {
-    if v == [c] {
-        Ok(())
-    } else {
-        Err(format!("{what} must be [{c}], found {v:?}"))
+/// `count` inputs: x, then one per-channel vector [C] for each of `vectors` (named for
+/// messages, from input 1 on); returns C.
+fn check_inputs(ins: &Shapes, count: usize, vectors: &[&str]) -> Result<usize, String> {
+    arity(ins, count)?;
+    check_x(ins[0])?;
+    let (_, c, _) = channel_layout(ins[0]);
+    for (v, what) in ins[1..].iter().zip(vectors) {
+        if *v != [c] {
+            return Err(format!("{what} must be [{c}], found {v:?}"));
+        }
     }
+    Ok(c)
+}
+
+/// An x-shaped result and two per-channel vectors (computed in f64) as an op's outputs.
+fn with_channel_vectors<T: Real>(y: Tensor<T>, a: &[f64], b: &[f64]) -> Vec<Tensor<T>> {
+    let to_t = |v: &[f64]| Tensor::new(vec![v.len()], v.iter().map(|&x| T::from_f64(x)).collect());
+    vec![y, to_t(a), to_t(b)]
 }
 
 /// Per-channel mean and biased variance, two-pass in f64.
@@ -64,17 +76,14 @@ impl OpRule for BatchNormTrain {
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
-        arity(ins, 3)?;
-        check_x(ins[0])?;
-        let (n, c, inner) = channel_layout(ins[0]);
+        let c = check_inputs(ins, 3, &["γ", "β"])?;
+        let (n, _, inner) = channel_layout(ins[0]);
         if n * inner < 2 {
             return Err(format!(
                 "batch norm in training needs more than one value per channel, found {} (batch {n})",
                 n * inner
             ));
         }
-        check_vec(ins[1], c, "γ")?;
-        check_vec(ins[2], c, "β")?;
         Ok(vec![ins[0].to_vec(), vec![c], vec![c]])
     }
 
@@ -100,8 +109,7 @@ impl OpRule for BatchNormTrain {
                 T::from_f64((v.as_f64() - mean[ch]) * istd[ch]) * gamma.data[ch] + beta.data[ch]
             })
             .collect();
-        let to_t = |v: &[f64]| Tensor::new(vec![c], v.iter().map(|&x| T::from_f64(x)).collect());
-        Ok(vec![Tensor::new(x.shape.clone(), y), to_t(&mean), to_t(&var)])
+        Ok(with_channel_vectors(Tensor::new(x.shape.clone(), y), &mean, &var))
     }
 
     fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
@@ -129,12 +137,7 @@ impl OpRule for BatchNormTrainGrad {
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
-        arity(ins, 5)?;
-        check_x(ins[0])?;
-        let (_, c, _) = channel_layout(ins[0]);
-        for (i, what) in [(1, "mean"), (2, "var"), (3, "γ")] {
-            check_vec(ins[i], c, what)?;
-        }
+        let c = check_inputs(ins, 5, &["mean", "var", "γ"])?;
         super::same(ins[0], ins[4], "x and dy")?;
         Ok(vec![ins[0].to_vec(), vec![c], vec![c]])
     }
@@ -159,8 +162,7 @@ impl OpRule for BatchNormTrainGrad {
                 T::from_f64(g * (dy.data[i].as_f64() - dbeta[ch] / m - xhat(i, ch) * dgamma[ch] / m))
             })
             .collect();
-        let to_t = |v: &[f64]| Tensor::new(vec![c], v.iter().map(|&x| T::from_f64(x)).collect());
-        Ok(vec![Tensor::new(x.shape.clone(), dx), to_t(&dgamma), to_t(&dbeta)])
+        Ok(with_channel_vectors(Tensor::new(x.shape.clone(), dx), &dgamma, &dbeta))
     }
 
     fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
@@ -188,12 +190,7 @@ impl OpRule for BatchNormEval {
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
-        arity(ins, 5)?;
-        check_x(ins[0])?;
-        let (_, c, _) = channel_layout(ins[0]);
-        for (i, what) in [(1, "running mean"), (2, "running var"), (3, "γ"), (4, "β")] {
-            check_vec(ins[i], c, what)?;
-        }
+        check_inputs(ins, 5, &["running mean", "running var", "γ", "β"])?;
         Ok(vec![ins[0].to_vec()])
     }
 

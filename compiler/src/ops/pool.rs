@@ -20,6 +20,23 @@ impl PoolGeom {
         Ok(PoolGeom { size: t.pair("size")?, stride: t.pair("stride")? })
     }
 
+    /// The output shape of a pooling of one input.
+    fn infer_pool(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 1)?;
+        Ok(vec![self.infer_image(ins[0])?])
+    }
+
+    /// A forward pooling: `reduce(plane, window)` for every window of every plane.
+    fn pool<T: Real>(&self, x: &Tensor<T>, reduce: impl Fn(&[T], &[usize]) -> T) -> Result<Vec<Tensor<T>>, String> {
+        let (h, w) = (x.shape[2], x.shape[3]);
+        let out = self.infer_image(&x.shape)?;
+        let mut data = Vec::with_capacity(out.iter().product());
+        for plane in x.data.chunks(h * w) {
+            data.extend(self.windows(h, w).map(|win| reduce(plane, &win)));
+        }
+        Ok(vec![Tensor::new(out, data)])
+    }
+
     pub fn out_hw(&self, h: usize, w: usize) -> Option<[usize; 2]> {
         Some([window_out(h, 0, self.size[0], self.stride[0])?, window_out(w, 0, self.size[1], self.stride[1])?])
     }
@@ -72,8 +89,7 @@ impl OpRule for MaxPool {
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
-        arity(ins, 1)?;
-        Ok(vec![self.geom.infer_image(ins[0])?])
+        self.geom.infer_pool(ins)
     }
 
     fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
@@ -83,14 +99,7 @@ impl OpRule for MaxPool {
     }
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
-        let x = ins[0];
-        let (h, w) = (x.shape[2], x.shape[3]);
-        let out = self.geom.infer_image(&x.shape)?;
-        let mut data = Vec::with_capacity(out.iter().product());
-        for plane in x.data.chunks(h * w) {
-            data.extend(self.geom.windows(h, w).map(|win| plane[winner(plane, &win)]));
-        }
-        Ok(vec![Tensor::new(out, data)])
+        self.geom.pool(ins[0], |plane, win| plane[winner(plane, win)])
     }
 
     fn flops(&self, _: &Shapes, outs: &Shapes) -> u64 {
@@ -157,8 +166,7 @@ impl OpRule for AvgPool {
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
-        arity(ins, 1)?;
-        Ok(vec![self.geom.infer_image(ins[0])?])
+        self.geom.infer_pool(ins)
     }
 
     fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
@@ -168,15 +176,8 @@ impl OpRule for AvgPool {
     }
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
-        let x = ins[0];
-        let (h, w) = (x.shape[2], x.shape[3]);
-        let out = self.geom.infer_image(&x.shape)?;
         let inv = T::one() / T::from_usize(self.geom.size[0] * self.geom.size[1]);
-        let mut data = Vec::with_capacity(out.iter().product());
-        for plane in x.data.chunks(h * w) {
-            data.extend(self.geom.windows(h, w).map(|win| win.iter().map(|&i| plane[i]).sum::<T>() * inv));
-        }
-        Ok(vec![Tensor::new(out, data)])
+        self.geom.pool(ins[0], |plane, win| win.iter().map(|&i| plane[i]).sum::<T>() * inv)
     }
 }
 

@@ -3,35 +3,11 @@
 //! compute what one use needs and another does not — a pooling winner's offset where only
 //! its value is stored — without the printed nest or the CLIF carrying it.
 
-use super::{Expr, Idx, Stmt, Val};
+use super::{Idx, Stmt};
 
 fn mark_idx(live: &mut [bool], i: &Idx) {
     for &(v, _) in i.terms() {
         live[v.0 as usize] = true;
-    }
-}
-
-fn mark_expr(live: &mut [bool], e: &Expr) {
-    let mut m = |v: Val| live[v.0 as usize] = true;
-    match e {
-        Expr::Fconst(_) | Expr::Iconst(_) | Expr::Ctx { .. } | Expr::Get(_) => {}
-        Expr::Load { at, .. } | Expr::Index(at) => mark_idx(live, at),
-        Expr::Unary(_, a)
-        | Expr::Imm(_, a, _)
-        | Expr::IcmpImm(_, a, _)
-        | Expr::Convert(_, a)
-        | Expr::Splat(a)
-        | Expr::ExtractLane(a, _)
-        | Expr::Math(_, a) => m(*a),
-        Expr::Binary(_, a, b) | Expr::Fcmp(_, a, b) | Expr::InsertLane(a, b, _) | Expr::Shuffle(a, b, _) => {
-            m(*a);
-            m(*b)
-        }
-        Expr::Fma(a, b, c) | Expr::Select(a, b, c) => {
-            m(*a);
-            m(*b);
-            m(*c)
-        }
     }
 }
 
@@ -43,7 +19,9 @@ fn block(live: &mut Vec<bool>, body: &mut Vec<Stmt>) {
         match s {
             Stmt::Let(v, e) => {
                 if live[v.0 as usize] {
-                    mark_expr(live, e);
+                    for v in e.operands() {
+                        live[v.0 as usize] = true;
+                    }
                 } else {
                     keep[k] = false;
                 }

@@ -219,6 +219,27 @@ pub enum Expr {
     Math(MathFn, Val),
 }
 
+impl Expr {
+    /// The values it reads: its operands, and the terms of its index.
+    pub fn operands(&self) -> Vec<Val> {
+        match self {
+            Expr::Fconst(_) | Expr::Iconst(_) | Expr::Ctx { .. } | Expr::Get(_) => vec![],
+            Expr::Load { at, .. } | Expr::Index(at) => at.terms().iter().map(|t| t.0).collect(),
+            Expr::Unary(_, a)
+            | Expr::Imm(_, a, _)
+            | Expr::IcmpImm(_, a, _)
+            | Expr::Convert(_, a)
+            | Expr::Splat(a)
+            | Expr::ExtractLane(a, _)
+            | Expr::Math(_, a) => vec![*a],
+            Expr::Binary(_, a, b) | Expr::Fcmp(_, a, b) | Expr::InsertLane(a, b, _) | Expr::Shuffle(a, b, _) => {
+                vec![*a, *b]
+            }
+            Expr::Fma(a, b, c) | Expr::Select(a, b, c) => vec![*a, *b, *c],
+        }
+    }
+}
+
 /// A pointer argument of a call: `len` floats at `buf[at]`, proved in bounds.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Ptr {

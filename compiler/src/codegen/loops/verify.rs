@@ -76,7 +76,7 @@ impl Walk<'_> {
         for s in body {
             match s {
                 Stmt::Let(v, e) => {
-                    self.expr(e)?;
+                    e.operands().into_iter().try_for_each(|v| self.use_val(v))?;
                     if self.defined[v.0 as usize] {
                         return err(format!("kernel `{}`: v{} is defined twice", self.nest.name, v.0));
                     }
@@ -134,26 +134,6 @@ impl Walk<'_> {
             self.defined[v.0 as usize] = false;
         }
         Ok(())
-    }
-
-    fn expr(&self, e: &Expr) -> CgResult<()> {
-        let mut operands: Vec<Val> = vec![];
-        match e {
-            Expr::Fconst(_) | Expr::Iconst(_) | Expr::Ctx { .. } | Expr::Get(_) | Expr::Load { .. } => {}
-            Expr::Index(i) => operands.extend(i.terms().iter().map(|t| t.0)),
-            Expr::Unary(_, a)
-            | Expr::Imm(_, a, _)
-            | Expr::IcmpImm(_, a, _)
-            | Expr::Convert(_, a)
-            | Expr::Splat(a)
-            | Expr::ExtractLane(a, _)
-            | Expr::Math(_, a) => operands.push(*a),
-            Expr::Binary(_, a, b) | Expr::Fcmp(_, a, b) | Expr::InsertLane(a, b, _) | Expr::Shuffle(a, b, _) => {
-                operands.extend([*a, *b])
-            }
-            Expr::Fma(a, b, c) | Expr::Select(a, b, c) => operands.extend([*a, *b, *c]),
-        }
-        operands.into_iter().try_for_each(|v| self.use_val(v))
     }
 }
 

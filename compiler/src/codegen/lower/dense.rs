@@ -9,7 +9,7 @@
 
 use super::epilogue::{self, At};
 use super::gemm::{emit_gemm, Gemm, GemmScratch, Mat, MicroTile};
-use super::{no_epilogue, ChannelAxis, Element, KernelBufs, LowerCtx, LowerRule, NodeCx, Storage, Work};
+use super::{lower_rules, no_element, ChannelAxis, KernelBufs, LowerCtx, NodeCx, Storage, Work};
 use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Idx, Val};
@@ -67,24 +67,28 @@ fn for_column_blocks(
     })
 }
 
-impl LowerRule for MatMul {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Gemm(ChannelAxis::Columns)
-    }
+lower_rules! {
+    MatMul => gemm_columns, no_element, matmul_work, lower_matmul;
+    Conv2d => gemm_rows, no_element, conv2d_work, lower_conv2d;
+    Conv2dGradInput => super::opaque, no_element, grad_input_work, lower_conv2d_grad_input;
+    Conv2dGradWeight => super::opaque, no_element, grad_weight_work, lower_conv2d_grad_weight;
+}
 
-    fn element(&self) -> Option<Element> {
-        None
-    }
+/// A dense layer's C is [batch, features]: a bias or batch norm indexes the columns.
+fn gemm_columns<T>(_: &T, _: &NodeCx) -> Storage {
+    Storage::Gemm(ChannelAxis::Columns)
+}
 
-    fn work(&self, cx: &NodeCx, micro: &MicroTile, threads: usize) -> Work {
-        let (m, k, n) = self.dims(cx.in_shape(0), cx.in_shape(1));
-        let (nb, blocks) = column_blocks(n, micro, threads);
-        Work { scratch: super::gemm::scratch((m, k, nb), micro), shared: vec![], phases: vec![blocks] }
-    }
+/// A convolution's per-image C is [filters, pixels]: the rows.
+fn gemm_rows<T>(_: &T, _: &NodeCx) -> Storage {
+    Storage::Gemm(ChannelAxis::Rows)
+}
 
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        lower_matmul(kb, cx, bufs, self)
-    }
+/// Blocks of whole micro-tile columns, one per thread.
+fn matmul_work(mm: &MatMul, cx: &NodeCx, micro: &MicroTile, threads: usize) -> Work {
+    let (m, k, n) = mm.dims(cx.in_shape(0), cx.in_shape(1));
+    let (nb, blocks) = column_blocks(n, micro, threads);
+    Work { scratch: super::gemm::scratch((m, k, nb), micro), shared: vec![], phases: vec![blocks] }
 }
 
 fn lower_matmul(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, mm: &MatMul) -> CgResult<()> {
@@ -170,74 +174,6 @@ fn grad_weight_dims(cx: &NodeCx) -> ConvDims {
     ConvDims::of(cx.in_shape(0), cx.out_shape(0), cx.in_shape(1))
 }
 
-impl LowerRule for Conv2d {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Gemm(ChannelAxis::Rows)
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    /// One image per work item.
-    fn work(&self, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
-        let d = conv2d_dims(cx);
-        Work { scratch: d.scratch((d.f, d.ckk(), d.p()), micro), shared: vec![], phases: vec![d.n] }
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        lower_conv2d(kb, cx, bufs, self)
-    }
-}
-
-impl LowerRule for Conv2dGradInput {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Opaque
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    /// One image per work item.
-    fn work(&self, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
-        let d = grad_input_dims(cx);
-        Work { scratch: d.scratch((d.ckk(), d.f, d.p()), micro), shared: vec![], phases: vec![d.n] }
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        no_epilogue(cx, bufs)?;
-        lower_conv2d_grad_input(kb, cx, bufs, self)
-    }
-}
-
-impl LowerRule for Conv2dGradWeight {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Opaque
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    /// Phase 0: one chunk of DW_CHUNK images per item, each summed into its own partial;
-    /// phase 1: the partials added in chunk order.
-    fn work(&self, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
-        let d = grad_weight_dims(cx);
-        let chunks = d.n.div_ceil(DW_CHUNK);
-        Work {
-            scratch: d.scratch((d.f, d.p(), d.ckk()), micro),
-            shared: vec![chunks * d.f * d.ckk()],
-            phases: vec![chunks, 1],
-        }
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        no_epilogue(cx, bufs)?;
-        lower_conv2d_grad_weight(kb, cx, bufs, self)
-    }
-}
-
 /// Output positions o in 0..out whose input o·s + k − p lies in 0..n: a range lo..hi.
 fn valid_range(out: usize, n: usize, k: usize, s: usize, p: usize) -> (usize, usize) {
     let lo = p.saturating_sub(k).div_ceil(s).min(out);
@@ -306,6 +242,30 @@ fn im2col_walk(kb: &mut Kb, d: &ConvDims, g: &ConvGeom, img: Idx, x: &Buf, col: 
         }
     }
     Ok(())
+}
+
+/// One image per work item.
+fn conv2d_work(_: &Conv2d, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
+    let d = conv2d_dims(cx);
+    Work { scratch: d.scratch((d.f, d.ckk(), d.p()), micro), shared: vec![], phases: vec![d.n] }
+}
+
+/// One image per work item.
+fn grad_input_work(_: &Conv2dGradInput, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
+    let d = grad_input_dims(cx);
+    Work { scratch: d.scratch((d.ckk(), d.f, d.p()), micro), shared: vec![], phases: vec![d.n] }
+}
+
+/// Phase 0: one chunk of DW_CHUNK images per item, each summed into its own partial;
+/// phase 1: the partials added in chunk order.
+fn grad_weight_work(_: &Conv2dGradWeight, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
+    let d = grad_weight_dims(cx);
+    let chunks = d.n.div_ceil(DW_CHUNK);
+    Work {
+        scratch: d.scratch((d.f, d.p(), d.ckk()), micro),
+        shared: vec![chunks * d.f * d.ckk()],
+        phases: vec![chunks, 1],
+    }
 }
 
 fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2d) -> CgResult<()> {

@@ -6,7 +6,7 @@
 
 use super::element::{activation, activation_grad};
 use super::epilogue::{self, At};
-use super::{no_epilogue, Element, KernelBufs, LowerCtx, LowerRule, MicroTile, NodeCx, Storage, Work};
+use super::{lower_rules, no_element, one_item, opaque, per_sample, pointwise, Element, KernelBufs, LowerCtx};
 use crate::codegen::builder::{ctx, Buf, Kb};
 use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Idx, IntCC, MathFn, Type, Val};
@@ -85,7 +85,7 @@ fn emit(
 }
 
 /// Over the batch: one item per sample, every operand full-size.
-fn per_sample(cx: &LowerCtx) -> (Space, Vec<Bcast>) {
+fn per_sample_space(cx: &LowerCtx) -> (Space, Vec<Bcast>) {
     let shape = cx.out_shape(0);
     let numel: usize = shape.iter().product();
     let space = Space { outer: shape[0], chans: 1, inner: numel / shape[0].max(1), items: true };
@@ -104,276 +104,134 @@ fn lower_with(kb: &mut Kb, bufs: &KernelBufs, (space, bcast): (Space, Vec<Bcast>
     emit(kb, space, &ins, &bufs.outputs, &bufs.epilogue, f)
 }
 
-/// The work of an op with one item per sample.
-fn batch_items(cx: &NodeCx) -> Work {
-    Work::items(cx.out_shape(0)[0])
+lower_rules! {
+    Act => pointwise, |a: &Act| Some(Element::Act(a.act)), per_sample, lower_act;
+    ActGrad => pointwise, |a: &ActGrad| Some(Element::ActGrad(a.act)), per_sample, lower_act_grad;
+    Add => pointwise, |_: &Add| Some(Element::Add), per_sample, lower_add;
+    BiasAdd => pointwise, |_: &BiasAdd| Some(Element::Bias), per_sample, lower_bias_add;
+    MseGrad => pointwise, no_element, one_item, lower_mse_grad;
+    BceWithLogitsGrad => pointwise, no_element, one_item, lower_bce_grad;
+    RunningUpdate => opaque, no_element, one_item, lower_running_update;
+    SgdUpdate => opaque, no_element, one_item, lower_sgd;
+    AdamUpdate => opaque, no_element, one_item, lower_adam;
+    Dropout => opaque, no_element, per_sample, lower_dropout;
 }
 
-impl LowerRule for Act {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Pointwise
-    }
-
-    fn element(&self) -> Option<Element> {
-        Some(Element::Act(self.act))
-    }
-
-    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        batch_items(cx)
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        lower_with(kb, bufs, per_sample(cx), &mut |kb, _, xs| Ok(vec![activation(kb, self.act, xs[0])]))
-    }
+fn lower_act(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, a: &Act) -> CgResult<()> {
+    lower_with(kb, bufs, per_sample_space(cx), &mut |kb, _, xs| Ok(vec![activation(kb, a.act, xs[0])]))
 }
 
-impl LowerRule for ActGrad {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Pointwise
-    }
-
-    fn element(&self) -> Option<Element> {
-        Some(Element::ActGrad(self.act))
-    }
-
-    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        batch_items(cx)
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        lower_with(kb, bufs, per_sample(cx), &mut |kb, _, xs| Ok(vec![activation_grad(kb, self.act, xs[0], xs[1])]))
-    }
+fn lower_act_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, a: &ActGrad) -> CgResult<()> {
+    lower_with(kb, bufs, per_sample_space(cx), &mut |kb, _, xs| Ok(vec![activation_grad(kb, a.act, xs[0], xs[1])]))
 }
 
-impl LowerRule for Add {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Pointwise
-    }
-
-    fn element(&self) -> Option<Element> {
-        Some(Element::Add)
-    }
-
-    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        batch_items(cx)
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        lower_with(kb, bufs, per_sample(cx), &mut |kb, _, xs| Ok(vec![kb.fadd(xs[0], xs[1])]))
-    }
+fn lower_add(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &Add) -> CgResult<()> {
+    lower_with(kb, bufs, per_sample_space(cx), &mut |kb, _, xs| Ok(vec![kb.fadd(xs[0], xs[1])]))
 }
 
-impl LowerRule for BiasAdd {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Pointwise
-    }
-
-    fn element(&self) -> Option<Element> {
-        Some(Element::Bias)
-    }
-
-    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        batch_items(cx)
-    }
-
-    /// A flat [N, F] tensor takes bias[f] along its rows; [N, C, …] takes bias[c] per channel.
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        let shape = cx.out_shape(0);
-        let space = if shape.len() == 2 {
-            (Space { outer: shape[0], chans: 1, inner: shape[1], items: true }, vec![Bcast::Full, Bcast::Inner])
-        } else {
-            let inner = shape[2..].iter().product();
-            (Space { outer: shape[0], chans: shape[1], inner, items: true }, vec![Bcast::Full, Bcast::Channel])
-        };
-        lower_with(kb, bufs, space, &mut |kb, _, xs| Ok(vec![kb.fadd(xs[0], xs[1])]))
-    }
+/// A flat [N, F] tensor takes bias[f] along its rows; [N, C, …] takes bias[c] per channel.
+fn lower_bias_add(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &BiasAdd) -> CgResult<()> {
+    let shape = cx.out_shape(0);
+    let space = if shape.len() == 2 {
+        (Space { outer: shape[0], chans: 1, inner: shape[1], items: true }, vec![Bcast::Full, Bcast::Inner])
+    } else {
+        let inner = shape[2..].iter().product();
+        (Space { outer: shape[0], chans: shape[1], inner, items: true }, vec![Bcast::Full, Bcast::Channel])
+    };
+    lower_with(kb, bufs, space, &mut |kb, _, xs| Ok(vec![kb.fadd(xs[0], xs[1])]))
 }
 
-impl LowerRule for MseGrad {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Pointwise
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(1)
-    }
-
-    /// 2(a − b)/numel.
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        let numel: usize = cx.out_shape(0).iter().product();
-        lower_with(kb, bufs, whole(cx), &mut |kb, ty, xs| {
-            let k = kb.f(ty, (2.0 / numel as f64) as f32);
-            let d = kb.fsub(xs[0], xs[1]);
-            Ok(vec![kb.fmul(d, k)])
-        })
-    }
+/// 2(a − b)/numel.
+fn lower_mse_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &MseGrad) -> CgResult<()> {
+    let numel: usize = cx.out_shape(0).iter().product();
+    lower_with(kb, bufs, whole(cx), &mut |kb, ty, xs| {
+        let k = kb.f(ty, (2.0 / numel as f64) as f32);
+        let d = kb.fsub(xs[0], xs[1]);
+        Ok(vec![kb.fmul(d, k)])
+    })
 }
 
-impl LowerRule for BceWithLogitsGrad {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Pointwise
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(1)
-    }
-
-    /// (σ(z) − t)/numel.
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        let numel: usize = cx.out_shape(0).iter().product();
-        lower_with(kb, bufs, whole(cx), &mut |kb, ty, xs| {
-            let k = kb.f(ty, (1.0 / numel as f64) as f32);
-            let s = kb.math(MathFn::Sigmoid, xs[0]);
-            let d = kb.fsub(s, xs[1]);
-            Ok(vec![kb.fmul(d, k)])
-        })
-    }
+/// (σ(z) − t)/numel.
+fn lower_bce_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &BceWithLogitsGrad) -> CgResult<()> {
+    let numel: usize = cx.out_shape(0).iter().product();
+    lower_with(kb, bufs, whole(cx), &mut |kb, ty, xs| {
+        let k = kb.f(ty, (1.0 / numel as f64) as f32);
+        let s = kb.math(MathFn::Sigmoid, xs[0]);
+        let d = kb.fsub(s, xs[1]);
+        Ok(vec![kb.fmul(d, k)])
+    })
 }
 
-impl LowerRule for RunningUpdate {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Opaque
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(1)
-    }
-
-    /// r ← (1 − m)·r + m·c·stat, in place.
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        no_epilogue(cx, bufs)?;
-        lower_with(kb, bufs, whole(cx), &mut |kb, ty, xs| {
-            let keep = kb.f(ty, (1.0 - self.momentum) as f32);
-            let take = kb.f(ty, (self.momentum * self.correction) as f32);
-            let t = kb.fmul(xs[1], take);
-            Ok(vec![kb.fma(xs[0], keep, t)])
-        })
-    }
+/// r ← (1 − m)·r + m·c·stat, in place.
+fn lower_running_update(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, r: &RunningUpdate) -> CgResult<()> {
+    lower_with(kb, bufs, whole(cx), &mut |kb, ty, xs| {
+        let keep = kb.f(ty, (1.0 - r.momentum) as f32);
+        let take = kb.f(ty, (r.momentum * r.correction) as f32);
+        let t = kb.fmul(xs[1], take);
+        Ok(vec![kb.fma(xs[0], keep, t)])
+    })
 }
 
-impl LowerRule for SgdUpdate {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Opaque
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(1)
-    }
-
-    /// `torch.optim.SGD`: weight decay, momentum (velocity out), Nesterov; one pass.
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        no_epilogue(cx, bufs)?;
-        let u = self;
-        let lr = kb.ctx_f32(ctx::LR);
-        lower_with(kb, bufs, whole(cx), &mut |kb, ty, xs| {
-            let c = |kb: &mut Kb, x: f64| kb.f(ty, x as f32);
-            let (p, mut g) = (xs[0], xs[1]);
-            let lr = kb.splat(ty, lr);
-            if u.weight_decay != 0.0 {
-                let wd = c(kb, u.weight_decay);
-                let t = kb.fmul(wd, p);
-                g = kb.fadd(g, t);
-            }
-            let mut out = vec![];
-            if u.has_velocity() {
-                let mom = c(kb, u.momentum);
-                let mv = kb.fmul(mom, xs[2]);
-                let v2 = kb.fadd(mv, g);
-                g = if u.nesterov {
-                    let t = kb.fmul(mom, v2);
-                    kb.fadd(g, t)
-                } else {
-                    v2
-                };
-                out.push(v2);
-            }
-            let step = kb.fmul(lr, g);
-            out.insert(0, kb.fsub(p, step));
-            Ok(out)
-        })
-    }
+/// `torch.optim.SGD`: weight decay, momentum (velocity out), Nesterov; one pass.
+fn lower_sgd(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, u: &SgdUpdate) -> CgResult<()> {
+    let lr = kb.ctx_f32(ctx::LR);
+    lower_with(kb, bufs, whole(cx), &mut |kb, ty, xs| {
+        let c = |kb: &mut Kb, x: f64| kb.f(ty, x as f32);
+        let (p, mut g) = (xs[0], xs[1]);
+        let lr = kb.splat(ty, lr);
+        if u.weight_decay != 0.0 {
+            let wd = c(kb, u.weight_decay);
+            let t = kb.fmul(wd, p);
+            g = kb.fadd(g, t);
+        }
+        let mut out = vec![];
+        if u.has_velocity() {
+            let mom = c(kb, u.momentum);
+            let mv = kb.fmul(mom, xs[2]);
+            let v2 = kb.fadd(mv, g);
+            g = if u.nesterov {
+                let t = kb.fmul(mom, v2);
+                kb.fadd(g, t)
+            } else {
+                v2
+            };
+            out.push(v2);
+        }
+        let step = kb.fmul(lr, g);
+        out.insert(0, kb.fsub(p, step));
+        Ok(out)
+    })
 }
 
-impl LowerRule for AdamUpdate {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Opaque
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(1)
-    }
-
-    /// `torch.optim.Adam` (bias corrections folded into the step's two scalars); one pass.
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        no_epilogue(cx, bufs)?;
-        let u = self;
-        let (step_size, inv_sqrt_bc2) = (kb.ctx_f32(ctx::ADAM_STEP_SIZE), kb.ctx_f32(ctx::ADAM_INV_SQRT_BC2));
-        lower_with(kb, bufs, whole(cx), &mut |kb, ty, xs| {
-            let c = |kb: &mut Kb, x: f64| kb.f(ty, x as f32);
-            let (p, mut g, m, v) = (xs[0], xs[1], xs[2], xs[3]);
-            if u.weight_decay != 0.0 {
-                let wd = c(kb, u.weight_decay);
-                let t = kb.fmul(wd, p);
-                g = kb.fadd(g, t);
-            }
-            let (b1, nb1, b2, nb2) = (c(kb, u.beta1), c(kb, 1.0 - u.beta1), c(kb, u.beta2), c(kb, 1.0 - u.beta2));
-            let t1 = kb.fmul(b1, m);
-            let t2 = kb.fmul(nb1, g);
-            let m2 = kb.fadd(t1, t2);
-            let t3 = kb.fmul(b2, v);
-            let t4 = kb.fmul(nb2, g);
-            let t4 = kb.fmul(t4, g);
-            let v2 = kb.fadd(t3, t4);
-            let step = kb.splat(ty, step_size);
-            let inv = kb.splat(ty, inv_sqrt_bc2);
-            let eps = c(kb, u.eps);
-            let sq = kb.sqrt(v2);
-            let sq = kb.fmul(sq, inv);
-            let denom = kb.fadd(sq, eps);
-            let num = kb.fmul(step, m2);
-            let d = kb.fdiv(num, denom);
-            Ok(vec![kb.fsub(p, d), m2, v2])
-        })
-    }
-}
-
-impl LowerRule for Dropout {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Opaque
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        batch_items(cx)
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        no_epilogue(cx, bufs)?;
-        lower_dropout(kb, cx, bufs, self)
-    }
+/// `torch.optim.Adam` (bias corrections folded into the step's two scalars); one pass.
+fn lower_adam(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, u: &AdamUpdate) -> CgResult<()> {
+    let (step_size, inv_sqrt_bc2) = (kb.ctx_f32(ctx::ADAM_STEP_SIZE), kb.ctx_f32(ctx::ADAM_INV_SQRT_BC2));
+    lower_with(kb, bufs, whole(cx), &mut |kb, ty, xs| {
+        let c = |kb: &mut Kb, x: f64| kb.f(ty, x as f32);
+        let (p, mut g, m, v) = (xs[0], xs[1], xs[2], xs[3]);
+        if u.weight_decay != 0.0 {
+            let wd = c(kb, u.weight_decay);
+            let t = kb.fmul(wd, p);
+            g = kb.fadd(g, t);
+        }
+        let (b1, nb1, b2, nb2) = (c(kb, u.beta1), c(kb, 1.0 - u.beta1), c(kb, u.beta2), c(kb, 1.0 - u.beta2));
+        let t1 = kb.fmul(b1, m);
+        let t2 = kb.fmul(nb1, g);
+        let m2 = kb.fadd(t1, t2);
+        let t3 = kb.fmul(b2, v);
+        let t4 = kb.fmul(nb2, g);
+        let t4 = kb.fmul(t4, g);
+        let v2 = kb.fadd(t3, t4);
+        let step = kb.splat(ty, step_size);
+        let inv = kb.splat(ty, inv_sqrt_bc2);
+        let eps = c(kb, u.eps);
+        let sq = kb.sqrt(v2);
+        let sq = kb.fmul(sq, inv);
+        let denom = kb.fadd(sq, eps);
+        let num = kb.fmul(step, m2);
+        let d = kb.fdiv(num, denom);
+        Ok(vec![kb.fsub(p, d), m2, v2])
+    })
 }
 
 /// SplitMix64's finalizer in CLIF (the same function as `ops::mix64`).

@@ -179,39 +179,86 @@ pub trait LowerRule {
     fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()>;
 }
 
-/// Sources and reshapes have no kernel: the memory plan places a source (fed, or in the
-/// state) and makes a reshape an alias of its input.
-macro_rules! kernelless {
-    ($($ty:ty),*) => {$(
-        impl LowerRule for $ty {
-            fn storage(&self, _: &NodeCx) -> Storage {
-                Storage::Kernelless
+/// The lowering rules of a family's ops, one row per op:
+/// `Op => storage, element, work, lower;` where `storage(&op, &NodeCx) -> Storage`,
+/// `element(&op) -> Option<Element>`, `work(&op, &NodeCx, &MicroTile, threads) -> Work` and
+/// `lower(&mut Kb, &LowerCtx, &KernelBufs, &op) -> CgResult<()>`. The shared answers are
+/// the functions below (`pointwise`, `no_element`, `per_sample`, …).
+macro_rules! lower_rules {
+    ($($op:ty => $storage:expr, $element:expr, $work:expr, $lower:expr;)*) => {$(
+        impl $crate::codegen::lower::LowerRule for $op {
+            fn storage(&self, cx: &$crate::codegen::lower::NodeCx) -> $crate::codegen::lower::Storage {
+                $storage(self, cx)
             }
 
-            fn element(&self) -> Option<Element> {
-                None
+            fn element(&self) -> Option<$crate::codegen::lower::Element> {
+                $element(self)
             }
 
-            fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
-                Work::items(0)
+            fn work(
+                &self,
+                cx: &$crate::codegen::lower::NodeCx,
+                tile: &$crate::codegen::lower::MicroTile,
+                threads: usize,
+            ) -> $crate::codegen::lower::Work {
+                $work(self, cx, tile, threads)
             }
 
-            fn lower(&self, _: &mut Kb, cx: &LowerCtx, _: &KernelBufs) -> CgResult<()> {
-                err(format!("`{}` has no kernel (the memory plan handles it)", cx.node.op.name()))
+            fn lower(
+                &self,
+                kb: &mut $crate::codegen::builder::Kb,
+                cx: &$crate::codegen::lower::LowerCtx,
+                bufs: &$crate::codegen::lower::KernelBufs,
+            ) -> $crate::codegen::jit::CgResult<()> {
+                $lower(kb, cx, bufs, self)
             }
         }
     )*};
 }
+pub(crate) use lower_rules;
 
-kernelless!(crate::ops::Source, crate::ops::Reshape);
+/// Stores each element once.
+pub(crate) fn pointwise<T>(_: &T, _: &NodeCx) -> Storage {
+    Storage::Pointwise
+}
 
-/// Refuse an epilogue a lowering does not apply (fusion gives none to such ops).
-pub(crate) fn no_epilogue(cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-    if bufs.epilogue.is_empty() {
-        Ok(())
-    } else {
-        err(format!("`{}` cannot take an epilogue", cx.node.op.name()))
-    }
+/// Takes no epilogue.
+pub(crate) fn opaque<T>(_: &T, _: &NodeCx) -> Storage {
+    Storage::Opaque
+}
+
+/// Cannot be a link of another op's epilogue.
+pub(crate) fn no_element<T>(_: &T) -> Option<Element> {
+    None
+}
+
+/// One work item per sample (the batch is the first axis of the output).
+pub(crate) fn per_sample<T>(_: &T, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
+    Work::items(cx.out_shape(0)[0])
+}
+
+/// One work item: a reduction over the batch, or an update of one parameter.
+pub(crate) fn one_item<T>(_: &T, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
+    Work::items(1)
+}
+
+/// Sources and reshapes have no kernel: the memory plan places a source (fed, or in the
+/// state) and makes a reshape an alias of its input.
+fn kernelless<T>(_: &T, _: &NodeCx) -> Storage {
+    Storage::Kernelless
+}
+
+fn no_work<T>(_: &T, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
+    Work::items(0)
+}
+
+fn no_kernel<T>(_: &mut Kb, cx: &LowerCtx, _: &KernelBufs, _: &T) -> CgResult<()> {
+    err(format!("`{}` has no kernel (the memory plan handles it)", cx.node.op.name()))
+}
+
+lower_rules! {
+    crate::ops::Source => kernelless, no_element, no_work, no_kernel;
+    crate::ops::Reshape => kernelless, no_element, no_work, no_kernel;
 }
 
 /// The buffers of kernel `k` in `plan`.
@@ -269,6 +316,10 @@ pub fn lower_kernel(
     let bufs = kernel_bufs(g, k, plan, index)?;
     let scratch = (!bufs.scratch.is_empty()).then_some((plan.scratch_start, plan.scratch_per_thread));
     let node = &g.nodes[k.main];
+    let storage = node.op.lowering().storage(&NodeCx { graph: g, node });
+    if !bufs.epilogue.is_empty() && matches!(storage, Storage::Opaque | Storage::Kernelless) {
+        return err(format!("kernel `{}`: `{}` takes no epilogue", k.name, node.op.name()));
+    }
     (0..k.work.phases.len())
         .map(|phase| {
             let mut kb = Kb::new(&k.name, phase, scratch, Some((micro.name.clone(), micro.mr, micro.nr)));

@@ -5,7 +5,9 @@
 
 use super::element::{eval_scale, inv_std};
 use super::epilogue::{self, At, EpiOp};
-use super::{no_epilogue, Element, KernelBufs, LowerCtx, LowerRule, MicroTile, NodeCx, Storage, Work};
+use super::{
+    lower_rules, no_element, opaque, per_sample, pointwise, Element, KernelBufs, LowerCtx, MicroTile, NodeCx, Work,
+};
 use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Idx, Val};
@@ -24,59 +26,31 @@ fn channel_sums(
     k: usize,
     f: &mut ElementValues,
 ) -> CgResult<Vec<Val>> {
-    let acc: Vec<_> = (0..k).map(|_| kb.var(types::F64)).collect();
     let z = kb.f64const(0.0);
-    for &a in &acc {
-        kb.def_var(a, z);
-    }
-    kb.for_range(0, n as i64, 1, |kb, b| {
+    let end4 = (inner / 4 * 4) as i64;
+    kb.fold_n(&vec![z; k], (0, n as i64, 1), |kb, b, acc| {
         let row = kb.affine(0, &[(b, (c * inner) as i64), (ch, inner as i64)]);
-        let end4 = inner / 4 * 4;
-        let lanes: Vec<_> = (0..k).map(|_| kb.var(types::F32X4)).collect();
         let z4 = kb.f(types::F32X4, 0.0);
-        for &l in &lanes {
-            kb.def_var(l, z4);
-        }
-        kb.for_range(0, end4 as i64, 4, |kb, i| {
+        let lanes = kb.fold_n(&vec![z4; k], (0, end4, 4), |kb, i, lanes| {
             let at = kb.add(row, i);
             let vs = f(kb, types::F32X4, at)?;
-            for (&l, v) in lanes.iter().zip(vs) {
-                let a = kb.use_var(l);
-                let s = kb.fadd(a, v);
-                kb.def_var(l, s);
-            }
-            Ok(())
+            Ok(lanes.iter().zip(vs).map(|(&l, v)| kb.fadd(l, v)).collect())
         })?;
-        let tails: Vec<_> = lanes
-            .iter()
-            .map(|&l| {
-                let a = kb.use_var(l);
-                let s = kb.lane_sum(a);
-                let tail = kb.var(types::F32);
-                kb.def_var(tail, s);
-                tail
-            })
-            .collect();
-        kb.for_range(end4 as i64, inner as i64, 1, |kb, i| {
+        let heads: Vec<Val> = lanes.iter().map(|&l| kb.lane_sum(l)).collect();
+        let tails = kb.fold_n(&heads, (end4, inner as i64, 1), |kb, i, tails| {
             let at = kb.add(row, i);
             let vs = f(kb, types::F32, at)?;
-            for (&t, v) in tails.iter().zip(vs) {
-                let tv = kb.use_var(t);
-                let tv = kb.fadd(tv, v);
-                kb.def_var(t, tv);
-            }
-            Ok(())
+            Ok(tails.iter().zip(vs).map(|(&t, v)| kb.fadd(t, v)).collect())
         })?;
-        for (&t, &a) in tails.iter().zip(&acc) {
-            let tv = kb.use_var(t);
-            let tv = kb.fpromote(tv);
-            let av = kb.use_var(a);
-            let av = kb.fadd(av, tv);
-            kb.def_var(a, av);
-        }
-        Ok(())
-    })?;
-    Ok(acc.iter().map(|&a| kb.use_var(a)).collect())
+        Ok(tails
+            .iter()
+            .zip(acc)
+            .map(|(&t, &a)| {
+                let t = kb.fpromote(t);
+                kb.fadd(a, t)
+            })
+            .collect())
+    })
 }
 
 fn channel_sum(
@@ -124,69 +98,28 @@ fn normalize(
     kb.store(out, y, at)
 }
 
+/// (x[at] − mean, dy[at]) on lanes of `ty`: what both passes of the gradient read.
+fn centered_and_dy(kb: &mut Kb, ty: types::Type, at: Idx, (x, dy): (&Buf, &Buf), mean: Val) -> CgResult<(Val, Val)> {
+    let v = kb.load(ty, x, at)?;
+    let gy = kb.load(ty, dy, at)?;
+    let mu = kb.splat(ty, mean);
+    Ok((kb.fsub(v, mu), gy))
+}
+
 fn load_c(kb: &mut Kb, buf: &Buf, ch: Idx) -> CgResult<Val> {
     kb.load(types::F32, buf, ch)
 }
 
+lower_rules! {
+    BatchNormTrain => pointwise, no_element, per_channel, lower_train;
+    BatchNormTrainGrad => opaque, no_element, per_channel, lower_train_grad;
+    // One item per sample: the statistics are given.
+    BatchNormEval => pointwise, |b: &BatchNormEval| Some(Element::BatchNormEval { eps: b.eps }), per_sample, lower_eval;
+}
+
 /// One work item per channel: batch statistics are per channel.
-fn per_channel(cx: &NodeCx) -> Work {
+fn per_channel<T>(_: &T, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
     Work::items(batchnorm_layout(cx.in_shape(0)).1)
-}
-
-impl LowerRule for BatchNormTrain {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Pointwise
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        per_channel(cx)
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        lower_train(kb, cx, bufs, self)
-    }
-}
-
-impl LowerRule for BatchNormTrainGrad {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Opaque
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        per_channel(cx)
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        no_epilogue(cx, bufs)?;
-        lower_train_grad(kb, cx, bufs, self)
-    }
-}
-
-impl LowerRule for BatchNormEval {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Pointwise
-    }
-
-    fn element(&self) -> Option<Element> {
-        Some(Element::BatchNormEval { eps: self.eps })
-    }
-
-    /// One item per sample (the statistics are given).
-    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(cx.out_shape(0)[0])
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        lower_eval(kb, cx, bufs, self)
-    }
 }
 
 fn lower_train(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNormTrain) -> CgResult<()> {
@@ -237,11 +170,8 @@ fn lower_train_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNor
         let istd = kb.fdemote(istd64);
         // dβ = Σ dy and dγ = Σ x̂·dy in one pass over x and dy.
         let sums = channel_sums(kb, dims, ch, 2, &mut |kb, ty, at| {
-            let v = kb.load(ty, x, at)?;
-            let gy = kb.load(ty, dy, at)?;
-            let mu = kb.splat(ty, mean);
+            let (d, gy) = centered_and_dy(kb, ty, at, (x, dy), mean)?;
             let is = kb.splat(ty, istd);
-            let d = kb.fsub(v, mu);
             let xh = kb.fmul(d, is);
             Ok(vec![gy, kb.fmul(xh, gy)])
         })?;
@@ -264,10 +194,7 @@ fn lower_train_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNor
         let bq = kb.fdemote(b64);
         let cc = kb.fdemote(c64);
         affine_channel(kb, dims, ch, &mut |kb, ty, at| {
-            let v = kb.load(ty, x, at)?;
-            let gy = kb.load(ty, dy, at)?;
-            let mu = kb.splat(ty, mean);
-            let d = kb.fsub(v, mu);
+            let (d, gy) = centered_and_dy(kb, ty, at, (x, dy), mean)?;
             let av = kb.splat(ty, a);
             let bv = kb.splat(ty, bq);
             let cv = kb.splat(ty, cc);

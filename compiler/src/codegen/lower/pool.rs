@@ -7,45 +7,35 @@
 //! not overlap (`Storage::Scatter`), so each element gets at most one.
 
 use super::epilogue::{self, At, EpiOp};
-use super::{Element, KernelBufs, LowerCtx, LowerRule, MicroTile, NodeCx, Storage, Work};
+use super::{lower_rules, no_element, per_sample, pointwise, KernelBufs, LowerCtx, NodeCx, Storage};
 use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::CgResult;
-use crate::codegen::loops::{types, Convert, FloatCC, Idx, Val};
+use crate::codegen::loops::{types, Convert, FloatCC, Idx, Type, Val};
 use crate::ops::{
     AvgPool, AvgPoolGrad, GlobalAvgPool, GlobalAvgPoolGrad, MaxPool, MaxPoolGrad, MaxoutGrad, MaxoutReduce, PoolGeom,
 };
 
-/// Over candidates (value, offset) in order: the winning value and its offset.
-fn first_max(kb: &mut Kb, cands: &[(Val, i64)]) -> (Val, Val) {
+/// Over candidates (value, offset) in order: the winning value and its offset, as a value
+/// of `off_ty` (i64 for scalar candidates, i32x4 for four lanes at once — without branches
+/// either way). The first maximum wins (strict `>`); NaN wins and stays.
+fn first_max(kb: &mut Kb, cands: &[(Val, i64)], off_ty: Type) -> (Val, Val) {
     let (mut best, off0) = cands[0];
-    let mut best_off = kb.iconst(off0);
+    let mut best_off = kb.iconst_of(off_ty, off0);
     for &(v, off) in &cands[1..] {
         // Take v when it is greater or NaN, unless the best so far is NaN.
         let up = kb.fcmp(FloatCC::UnorderedOrGreaterThan, v, best);
         let ordered = kb.fcmp(FloatCC::Ordered, best, best);
         let take = kb.band(up, ordered);
         best = kb.select(take, v, best);
-        let o = kb.iconst(off);
+        let o = kb.iconst_of(off_ty, off);
         best_off = kb.select(take, o, best_off);
     }
     (best, best_off)
 }
 
-/// The same on four lanes at once, without branches: the winning values and their
-/// offsets (i32x4).
-fn first_max4(kb: &mut Kb, cands: &[(Val, i64)]) -> (Val, Val) {
-    let (mut best, off0) = cands[0];
-    let splat_i = |kb: &mut Kb, c: i64| kb.iconst_of(types::I32X4, c);
-    let mut best_off = splat_i(kb, off0);
-    for &(v, off) in &cands[1..] {
-        let up = kb.fcmp(FloatCC::UnorderedOrGreaterThan, v, best);
-        let ordered = kb.fcmp(FloatCC::Ordered, best, best);
-        let take = kb.band(up, ordered);
-        best = kb.select(take, v, best);
-        let o = splat_i(kb, off);
-        best_off = kb.select(take, o, best_off);
-    }
-    (best, best_off)
+/// Each candidate `buf[base + off]` of a window, as `ty`, with its offset.
+fn candidates(kb: &mut Kb, ty: Type, buf: &Buf, base: Idx, offs: &[i64]) -> CgResult<Vec<(Val, i64)>> {
+    offs.iter().map(|&o| Ok((kb.load(ty, buf, base.plus(o))?, o))).collect()
 }
 
 /// Vectorized max pooling over one output row: window maxima are computed at four
@@ -70,9 +60,8 @@ fn max_row(
     let vec_end = if w >= kw + 3 { ((w - kw - 3) / 4 + 1).min(last_needed / 4 + 1) * 4 } else { 0 };
     kb.for_range(0, vec_end as i64, 4, |kb, x0| {
         let base = kb.add(row_base, x0);
-        let cands =
-            offs.iter().map(|&o| Ok((kb.load(types::F32X4, x, base.plus(o))?, o))).collect::<CgResult<Vec<_>>>()?;
-        let (best, off) = first_max4(kb, &cands);
+        let cands = candidates(kb, types::F32X4, x, base, offs)?;
+        let (best, off) = first_max(kb, &cands, types::I32X4);
         for l in (0..4).step_by(sw) {
             // The output whose window starts at x0 + l: ox = (x0 + l) / sw.
             // x0 is a multiple of 4, so of sw: (x0 + l) / sw = x0 / sw + l / sw.
@@ -94,9 +83,8 @@ fn max_row(
     kb.for_range(first_scalar as i64, wo as i64, 1, |kb, ox| {
         let xs = kb.mul(ox, sw as i64);
         let base = kb.add(row_base, xs);
-        let cands =
-            offs.iter().map(|&o| Ok((kb.load(types::F32, x, base.plus(o))?, o))).collect::<CgResult<Vec<_>>>()?;
-        let (v, off) = first_max(kb, &cands);
+        let cands = candidates(kb, types::F32, x, base, offs)?;
+        let (v, off) = first_max(kb, &cands, types::I64);
         let off = kb.convert(Convert::Ireduce, types::I32, off);
         per_output(kb, ox, v, off)
     })
@@ -181,9 +169,26 @@ fn add_to_winner(
     kb.store(s, dx, at)
 }
 
-/// Whether no two windows share an input element.
-fn disjoint(g: &PoolGeom) -> bool {
-    g.stride[0] >= g.size[0] && g.stride[1] >= g.size[1]
+lower_rules! {
+    MaxPool => pointwise, no_element, per_sample, lower_maxpool;
+    MaxPoolGrad => |p: &MaxPoolGrad, _: &NodeCx| scatter_if_disjoint(&p.geom), no_element, per_sample, lower_maxpool_grad;
+    AvgPool => pointwise, no_element, per_sample, lower_avgpool;
+    AvgPoolGrad => |p: &AvgPoolGrad, _: &NodeCx| scatter_if_disjoint(&p.geom), no_element, per_sample, lower_avgpool_grad;
+    GlobalAvgPool => pointwise, no_element, per_sample, lower_global_avgpool;
+    GlobalAvgPoolGrad => pointwise, no_element, per_sample, lower_global_avgpool_grad;
+    MaxoutReduce => pointwise, no_element, per_sample, lower_maxout;
+    // Each input element belongs to one unit's pieces: contributions never meet.
+    MaxoutGrad => |_: &MaxoutGrad, _: &NodeCx| Storage::Scatter, no_element, per_sample, lower_maxout_grad;
+}
+
+/// A pooling gradient scatters: with disjoint windows each element gets at most one
+/// contribution (an epilogue may apply to each); overlapping ones add several.
+fn scatter_if_disjoint(g: &PoolGeom) -> Storage {
+    if g.stride[0] >= g.size[0] && g.stride[1] >= g.size[1] {
+        Storage::Scatter
+    } else {
+        Storage::Opaque
+    }
 }
 
 /// Whether the vectorized row form applies: windows four input columns at a time, every
@@ -192,372 +197,202 @@ fn by_rows(g: &PoolGeom) -> bool {
     4 % g.stride[1] == 0
 }
 
-impl LowerRule for MaxPool {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Pointwise
+/// What a pooling kernel writes: its first input and output, and the epilogue applied to
+/// each stored value (forward) or contribution (gradients).
+struct Io<'a> {
+    x: &'a Buf,
+    y: &'a Buf,
+    epi: &'a [EpiOp],
+}
+
+impl<'a> Io<'a> {
+    fn of(bufs: &'a KernelBufs) -> Io<'a> {
+        Io { x: &bufs.inputs[0], y: &bufs.outputs[0], epi: &bufs.epilogue }
     }
 
-    fn element(&self) -> Option<Element> {
-        None
+    /// y[at] = epi(v).
+    fn put(&self, kb: &mut Kb, v: Val, at: Idx) -> CgResult<()> {
+        let v = epilogue::apply(kb, self.epi, v, At::flat(at))?;
+        kb.store(v, self.y, at)
     }
 
-    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(cx.out_shape(0)[0])
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        if by_rows(&self.geom) {
-            lower_maxpool_rows(kb, cx, bufs, self)
-        } else {
-            lower_maxpool_windows(kb, cx, bufs, self)
-        }
+    /// y[at] += epi(v).
+    fn add(&self, kb: &mut Kb, v: Val, at: Idx) -> CgResult<()> {
+        let v = epilogue::apply(kb, self.epi, v, At::flat(at))?;
+        let old = kb.load(types::F32, self.y, at)?;
+        let s = kb.fadd(old, v);
+        kb.store(s, self.y, at)
     }
 }
 
-impl LowerRule for MaxPoolGrad {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        if disjoint(&self.geom) {
-            Storage::Scatter
-        } else {
-            Storage::Opaque
-        }
-    }
+/// What is done with a window's (or maxout unit's) winner: (kb, the window's start in the
+/// input, the output index, the winning value, its offset in the window as an i64).
+type AtWinner<'a> = dyn FnMut(&mut Kb, Idx, Idx, Val, Val) -> CgResult<()> + 'a;
 
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(cx.out_shape(0)[0])
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        if by_rows(&self.geom) {
-            lower_maxpool_grad_rows(kb, cx, bufs, self)
-        } else {
-            lower_maxpool_grad_windows(kb, cx, bufs, self)
-        }
-    }
-}
-
-impl LowerRule for AvgPool {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Pointwise
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(cx.out_shape(0)[0])
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        lower_avgpool(kb, cx, bufs, self)
-    }
-}
-
-impl LowerRule for AvgPoolGrad {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        if disjoint(&self.geom) {
-            Storage::Scatter
-        } else {
-            Storage::Opaque
-        }
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(cx.out_shape(0)[0])
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        lower_avgpool_grad(kb, cx, bufs, self)
-    }
-}
-
-impl LowerRule for GlobalAvgPool {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Pointwise
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(cx.out_shape(0)[0])
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        lower_global_avgpool(kb, cx, bufs, self)
-    }
-}
-
-impl LowerRule for GlobalAvgPoolGrad {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Pointwise
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(cx.out_shape(0)[0])
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        lower_global_avgpool_grad(kb, cx, bufs, self)
-    }
-}
-
-impl LowerRule for MaxoutReduce {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Pointwise
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(cx.out_shape(0)[0])
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        lower_maxout(kb, cx, bufs, self)
-    }
-}
-
-impl LowerRule for MaxoutGrad {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        // Each input element belongs to one unit's pieces.
-        Storage::Scatter
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(cx.out_shape(0)[0])
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        lower_maxout_grad(kb, cx, bufs, self)
-    }
-}
-
-fn lower_maxpool_rows(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &MaxPool) -> CgResult<()> {
-    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
-    let epi = &bufs.epilogue;
-    let out = |kb: &mut Kb, v: Val, at: Idx| -> CgResult<Val> { epilogue::apply(kb, epi, v, At::flat(at)) };
-    let xs = cx.in_shape(0).to_vec();
-    let offs = window_offsets(&p.geom, xs[3]);
-    rows(kb, &xs, &p.geom, &mut |kb, xrow, yrow, wo| {
-        max_row(kb, i0, xrow, xs[3], wo, &p.geom, &offs, &mut |kb, ox, v, _| {
-            let at = kb.add(yrow, ox);
-            let v = out(kb, v, at)?;
-            kb.store(v, o0, at)
-        })
+/// A gradient scatters into its output, zeroed first (`per` floats per sample).
+fn zero_per_sample(kb: &mut Kb, y: &Buf, n: usize, per: usize) -> CgResult<()> {
+    kb.for_items(n, |kb, item| {
+        let start = kb.mul(item, per as i64);
+        kb.zero(y, start, per)
     })
 }
 
-fn lower_maxpool_grad_rows(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &MaxPoolGrad) -> CgResult<()> {
-    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
-    let epi = &bufs.epilogue;
-    let xs = cx.in_shape(0).to_vec();
-    let per: usize = xs[1..].iter().product();
-    let offs = window_offsets(&p.geom, xs[3]);
-    let dy = &bufs.inputs[1];
-    kb.for_items(xs[0], |kb, item| {
-        let start = kb.mul(item, per as i64);
-        kb.zero(o0, start, per)
-    })?;
-    let sw = p.geom.stride[1] as i64;
-    rows(kb, &xs, &p.geom, &mut |kb, xrow, yrow, wo| {
-        max_row(kb, i0, xrow, xs[3], wo, &p.geom, &offs, &mut |kb, ox, best, off| {
+/// Every window's maximum, for max pooling and its gradient alike: `at_winner(kb, window
+/// start in x, output index, the winning value, its offset in the window as an i64)`.
+/// Vectorized over rows (four window starts per f32x4) where the stride divides 4.
+fn each_window_max(
+    kb: &mut Kb,
+    x: &Buf,
+    xs: &[usize],
+    geom: &PoolGeom,
+    at_winner: &mut AtWinner,
+) -> CgResult<()> {
+    let offs = window_offsets(geom, xs[3]);
+    if !by_rows(geom) {
+        return windows(kb, xs, geom, &mut |kb, xb, yo| {
+            let cands = candidates(kb, types::F32, x, xb, &offs)?;
+            let (best, off) = first_max(kb, &cands, types::I64);
+            at_winner(kb, xb, yo, best, off)
+        });
+    }
+    let sw = geom.stride[1] as i64;
+    rows(kb, xs, geom, &mut |kb, xrow, yrow, wo| {
+        max_row(kb, x, xrow, xs[3], wo, geom, &offs, &mut |kb, ox, best, off| {
             let off = kb.convert(Convert::Uextend, types::I64, off);
             let xo = kb.mul(ox, sw);
             let win = kb.add(xrow, xo);
             let yo = kb.add(yrow, ox);
-            let g = kb.load(types::F32, dy, yo)?;
-            add_to_winner(kb, (i0, o0), win, off, g, best, epi)
+            at_winner(kb, win, yo, best, off)
         })
     })
 }
 
-fn lower_maxpool_windows(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &MaxPool) -> CgResult<()> {
-    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
-    let epi = &bufs.epilogue;
-    let out = |kb: &mut Kb, v: Val, at: Idx| -> CgResult<Val> { epilogue::apply(kb, epi, v, At::flat(at)) };
-    let xs = cx.in_shape(0).to_vec();
-    let offs = window_offsets(&p.geom, xs[3]);
-    windows(kb, &xs, &p.geom, &mut |kb, xb, yo| {
-        let cands =
-            offs.iter().map(|&o| Ok((kb.load(types::F32, i0, xb.plus(o))?, o))).collect::<CgResult<Vec<_>>>()?;
-        let (best, _) = first_max(kb, &cands);
-        let best = out(kb, best, yo)?;
-        kb.store(best, o0, yo)
-    })
+fn lower_maxpool(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &MaxPool) -> CgResult<()> {
+    let io = Io::of(bufs);
+    each_window_max(kb, io.x, cx.in_shape(0), &p.geom, &mut |kb, _, yo, best, _| io.put(kb, best, yo))
 }
 
-fn lower_maxpool_grad_windows(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &MaxPoolGrad) -> CgResult<()> {
-    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
-    let epi = &bufs.epilogue;
-    let xs = cx.in_shape(0).to_vec();
-    let per: usize = xs[1..].iter().product();
-    let offs = window_offsets(&p.geom, xs[3]);
+/// Each window's dy goes to its winner.
+fn lower_maxpool_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &MaxPoolGrad) -> CgResult<()> {
+    let io = Io::of(bufs);
+    let xs = cx.in_shape(0);
     let dy = &bufs.inputs[1];
-    kb.for_items(xs[0], |kb, item| {
-        let start = kb.mul(item, per as i64);
-        kb.zero(o0, start, per)
-    })?;
-    windows(kb, &xs, &p.geom, &mut |kb, xb, yo| {
-        let cands =
-            offs.iter().map(|&o| Ok((kb.load(types::F32, i0, xb.plus(o))?, o))).collect::<CgResult<Vec<_>>>()?;
-        let (best, off) = first_max(kb, &cands);
+    zero_per_sample(kb, io.y, xs[0], xs[1..].iter().product())?;
+    each_window_max(kb, io.x, xs, &p.geom, &mut |kb, win, yo, best, off| {
         let g = kb.load(types::F32, dy, yo)?;
-        add_to_winner(kb, (i0, o0), xb, off, g, best, epi)
+        add_to_winner(kb, (io.x, io.y), win, off, g, best, io.epi)
     })
 }
 
 fn lower_avgpool(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &AvgPool) -> CgResult<()> {
-    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
-    let epi = &bufs.epilogue;
-    let out = |kb: &mut Kb, v: Val, at: Idx| -> CgResult<Val> { epilogue::apply(kb, epi, v, At::flat(at)) };
-    let xs = cx.in_shape(0).to_vec();
+    let io = Io::of(bufs);
+    let xs = cx.in_shape(0);
     let offs = window_offsets(&p.geom, xs[3]);
     let inv = 1.0 / offs.len() as f32;
-    windows(kb, &xs, &p.geom, &mut |kb, xb, yo| {
-        let mut s = kb.load(types::F32, i0, xb.plus(offs[0]))?;
+    windows(kb, xs, &p.geom, &mut |kb, xb, yo| {
+        let mut s = kb.load(types::F32, io.x, xb.plus(offs[0]))?;
         for &o in &offs[1..] {
-            let v = kb.load(types::F32, i0, xb.plus(o))?;
+            let v = kb.load(types::F32, io.x, xb.plus(o))?;
             s = kb.fadd(s, v);
         }
         let k = kb.f(types::F32, inv);
         let y = kb.fmul(s, k);
-        let y = out(kb, y, yo)?;
-        kb.store(y, o0, yo)
+        io.put(kb, y, yo)
     })
 }
 
+/// Each window's dy/size goes to every element of the window.
 fn lower_avgpool_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &AvgPoolGrad) -> CgResult<()> {
-    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
-    let epi = &bufs.epilogue;
-    let out = |kb: &mut Kb, v: Val, at: Idx| -> CgResult<Val> { epilogue::apply(kb, epi, v, At::flat(at)) };
-    let ys = cx.in_shape(0).to_vec();
-    let xs = cx.out_shape(0).to_vec();
-    let per: usize = xs[1..].iter().product();
+    let io = Io::of(bufs);
+    let xs = cx.out_shape(0);
     let offs = window_offsets(&p.geom, xs[3]);
     let inv = 1.0 / offs.len() as f32;
-    kb.for_items(ys[0], |kb, item| {
-        let start = kb.mul(item, per as i64);
-        kb.zero(o0, start, per)
-    })?;
-    windows(kb, &xs, &p.geom, &mut |kb, xb, yo| {
-        let g = kb.load(types::F32, i0, yo)?;
+    zero_per_sample(kb, io.y, xs[0], xs[1..].iter().product())?;
+    windows(kb, xs, &p.geom, &mut |kb, xb, yo| {
+        let g = kb.load(types::F32, io.x, yo)?;
         let k = kb.f(types::F32, inv);
         let g = kb.fmul(g, k);
-        for &o in &offs {
-            let gi = out(kb, g, xb.plus(o))?;
-            let old = kb.load(types::F32, o0, xb.plus(o))?;
-            let s = kb.fadd(old, gi);
-            kb.store(s, o0, xb.plus(o))?;
-        }
-        Ok(())
+        offs.iter().try_for_each(|&o| io.add(kb, g, xb.plus(o)))
     })
 }
 
-fn lower_global_avgpool(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &GlobalAvgPool) -> CgResult<()> {
-    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
-    let epi = &bufs.epilogue;
-    let out = |kb: &mut Kb, v: Val, at: Idx| -> CgResult<Val> { epilogue::apply(kb, epi, v, At::flat(at)) };
-    let xs = cx.in_shape(0).to_vec();
+/// Over each (sample, channel) plane: `f(kb, the plane's start, its (sample, channel)
+/// index)`.
+fn each_plane(kb: &mut Kb, xs: &[usize], f: &mut dyn FnMut(&mut Kb, Idx, Idx) -> CgResult<()>) -> CgResult<()> {
     let (c, hw) = (xs[1], xs[2] * xs[3]);
-    let inv = 1.0 / hw as f32;
     kb.for_items(xs[0], |kb, item| {
         kb.for_range(0, c as i64, 1, |kb, ch| {
-            let row = kb.affine(0, &[(item, (c * hw) as i64), (ch, hw as i64)]);
-            let s = super::reduce::sum_span(kb, i0, row, hw)?;
-            let k = kb.f(types::F32, inv);
-            let y = kb.fmul(s, k);
+            let plane = kb.affine(0, &[(item, (c * hw) as i64), (ch, hw as i64)]);
             let at = kb.affine(0, &[(item, c as i64), (ch, 1)]);
-            let y = out(kb, y, at)?;
-            kb.store(y, o0, at)
+            f(kb, plane, at)
         })
     })
 }
 
+fn lower_global_avgpool(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &GlobalAvgPool) -> CgResult<()> {
+    let io = Io::of(bufs);
+    let xs = cx.in_shape(0);
+    let hw = xs[2] * xs[3];
+    each_plane(kb, xs, &mut |kb, plane, at| {
+        let s = super::reduce::sum_span(kb, io.x, plane, hw)?;
+        let k = kb.f(types::F32, 1.0 / hw as f32);
+        let y = kb.fmul(s, k);
+        io.put(kb, y, at)
+    })
+}
+
 fn lower_global_avgpool_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &GlobalAvgPoolGrad) -> CgResult<()> {
-    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
-    let epi = &bufs.epilogue;
-    let out = |kb: &mut Kb, v: Val, at: Idx| -> CgResult<Val> { epilogue::apply(kb, epi, v, At::flat(at)) };
-    let xs = cx.out_shape(0).to_vec();
-    let (c, hw) = (xs[1], xs[2] * xs[3]);
-    let inv = 1.0 / hw as f32;
-    kb.for_items(xs[0], |kb, item| {
-        kb.for_range(0, c as i64, 1, |kb, ch| {
-            let at = kb.affine(0, &[(item, c as i64), (ch, 1)]);
-            let g = kb.load(types::F32, i0, at)?;
-            let k = kb.f(types::F32, inv);
-            let g = kb.fmul(g, k);
-            let row = kb.affine(0, &[(item, (c * hw) as i64), (ch, hw as i64)]);
-            kb.for_lanes(0, hw as i64, |kb, i, ty| {
-                let a = kb.add(row, i);
-                let gv = kb.splat(ty, g);
-                let gv = out(kb, gv, a)?;
-                kb.store(gv, o0, a)
-            })
+    let io = Io::of(bufs);
+    let xs = cx.out_shape(0);
+    let hw = xs[2] * xs[3];
+    each_plane(kb, xs, &mut |kb, plane, at| {
+        let g = kb.load(types::F32, io.x, at)?;
+        let k = kb.f(types::F32, 1.0 / hw as f32);
+        let g = kb.fmul(g, k);
+        kb.for_lanes(0, hw as i64, |kb, i, ty| {
+            let a = kb.add(plane, i);
+            let gv = kb.splat(ty, g);
+            io.put(kb, gv, a)
+        })
+    })
+}
+
+/// Every maxout unit's winning piece: `at_winner(kb, the unit's first piece in z, its
+/// output index, the winner, its piece)`, z [N, units·k] and outputs [N, units].
+fn each_unit_max(
+    kb: &mut Kb,
+    z: &Buf,
+    zs: &[usize],
+    pieces: usize,
+    at_winner: &mut AtWinner,
+) -> CgResult<()> {
+    let (units, offs) = (zs[1] / pieces, (0..pieces as i64).collect::<Vec<_>>());
+    kb.for_items(zs[0], |kb, item| {
+        kb.for_range(0, units as i64, 1, |kb, u| {
+            let zb = kb.affine(0, &[(item, (units * pieces) as i64), (u, pieces as i64)]);
+            let cands = candidates(kb, types::F32, z, zb, &offs)?;
+            let (best, off) = first_max(kb, &cands, types::I64);
+            let at = kb.affine(0, &[(item, units as i64), (u, 1)]);
+            at_winner(kb, zb, at, best, off)
         })
     })
 }
 
 fn lower_maxout(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, m: &MaxoutReduce) -> CgResult<()> {
-    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
-    let epi = &bufs.epilogue;
-    let out = |kb: &mut Kb, v: Val, at: Idx| -> CgResult<Val> { epilogue::apply(kb, epi, v, At::flat(at)) };
-    let zs = cx.in_shape(0).to_vec();
-    let (n, units, k) = (zs[0], zs[1] / m.pieces, m.pieces);
-    kb.for_items(n, |kb, item| {
-        kb.for_range(0, units as i64, 1, |kb, u| {
-            let zb = kb.affine(0, &[(item, (units * k) as i64), (u, k as i64)]);
-            let cands =
-                (0..k as i64).map(|j| Ok((kb.load(types::F32, i0, zb.plus(j))?, j))).collect::<CgResult<Vec<_>>>()?;
-            let (best, _) = first_max(kb, &cands);
-            let at = kb.affine(0, &[(item, units as i64), (u, 1)]);
-            let best = out(kb, best, at)?;
-            kb.store(best, o0, at)
-        })
-    })
+    let io = Io::of(bufs);
+    each_unit_max(kb, io.x, cx.in_shape(0), m.pieces, &mut |kb, _, at, best, _| io.put(kb, best, at))
 }
 
+/// Each unit's dy goes to its winning piece (the output was zeroed: one write per unit).
 fn lower_maxout_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, m: &MaxoutGrad) -> CgResult<()> {
-    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
-    let epi = &bufs.epilogue;
-    let out = |kb: &mut Kb, v: Val, at: Idx| -> CgResult<Val> { epilogue::apply(kb, epi, v, At::flat(at)) };
-    let zs = cx.in_shape(0).to_vec();
-    let (n, units, k) = (zs[0], zs[1] / m.pieces, m.pieces);
+    let io = Io::of(bufs);
+    let zs = cx.in_shape(0);
     let dy = &bufs.inputs[1];
-    kb.for_items(n, |kb, item| {
-        let start = kb.mul(item, (units * k) as i64);
-        kb.zero(o0, start, units * k)?;
-        kb.for_range(0, units as i64, 1, |kb, u| {
-            let zb = kb.affine(0, &[(item, (units * k) as i64), (u, k as i64)]);
-            let cands =
-                (0..k as i64).map(|j| Ok((kb.load(types::F32, i0, zb.plus(j))?, j))).collect::<CgResult<Vec<_>>>()?;
-            let (_, off) = first_max(kb, &cands);
-            let off = kb.idx(off)?;
-            let at = kb.add(zb, off);
-            let yi = kb.affine(0, &[(item, units as i64), (u, 1)]);
-            let g = kb.load(types::F32, dy, yi)?;
-            let g = out(kb, g, at)?;
-            kb.store(g, o0, at)
-        })
+    zero_per_sample(kb, io.y, zs[0], zs[1])?;
+    each_unit_max(kb, io.x, zs, m.pieces, &mut |kb, zb, at, _, off| {
+        let off = kb.idx(off)?;
+        let piece = kb.add(zb, off);
+        let g = kb.load(types::F32, dy, at)?;
+        io.put(kb, g, piece)
     })
 }

@@ -2,7 +2,7 @@
 //! losses and their gradients). Sums that produce a loss accumulate in f64; every sum runs
 //! in an order fixed by the shapes alone.
 
-use super::{no_epilogue, Element, KernelBufs, LowerCtx, LowerRule, MicroTile, NodeCx, Storage, Work};
+use super::{lower_rules, no_element, one_item, opaque, per_sample, KernelBufs, LowerCtx};
 use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Convert, FloatCC, Idx, MathFn, Val};
@@ -10,105 +10,69 @@ use crate::ops::{BceWithLogits, BiasGrad, Mse, Softmax, SoftmaxCrossEntropy, Sof
 
 /// Σ buf[start .. start+len] in f32: four lanes, then the lanes, then the tail.
 pub fn sum_span(kb: &mut Kb, buf: &Buf, start: Idx, len: usize) -> CgResult<Val> {
-    let end4 = len / 4 * 4;
-    let acc = kb.var(types::F32X4);
+    let end4 = (len / 4 * 4) as i64;
     let z = kb.f(types::F32X4, 0.0);
-    kb.def_var(acc, z);
-    kb.for_range(0, end4 as i64, 4, |kb, i| {
+    let lanes = kb.fold(z, (0, end4, 4), |kb, i, acc| {
         let at = kb.add(start, i);
         let v = kb.load(types::F32X4, buf, at)?;
-        let a = kb.use_var(acc);
-        let s = kb.fadd(a, v);
-        kb.def_var(acc, s);
-        Ok(())
+        Ok(kb.fadd(acc, v))
     })?;
-    let a = kb.use_var(acc);
-    let s = kb.lane_sum(a);
-    let tot = kb.var(types::F32);
-    kb.def_var(tot, s);
-    kb.for_range(end4 as i64, len as i64, 1, |kb, i| {
+    let s = kb.lane_sum(lanes);
+    kb.fold(s, (end4, len as i64, 1), |kb, i, acc| {
         let at = kb.add(start, i);
         let v = kb.load(types::F32, buf, at)?;
-        let t = kb.use_var(tot);
-        let s = kb.fadd(t, v);
-        kb.def_var(tot, s);
-        Ok(())
-    })?;
-    Ok(kb.use_var(tot))
+        Ok(kb.fadd(acc, v))
+    })
 }
 
-fn lower_bias_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
+fn lower_bias_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &BiasGrad) -> CgResult<()> {
     let s = cx.in_shape(0).to_vec();
     let (dy, db) = (&bufs.inputs[0], &bufs.outputs[0]);
     let (n, c) = (s[0], s[1]);
     let inner: usize = s[2..].iter().product();
     if inner == 1 {
         // db[f] = Σ_n dy[n, f], four features at a time.
-        let end4 = c / 4 * 4;
-        let col = |kb: &mut Kb, f: Idx, ty: types::Type| -> CgResult<()> {
-            let acc = kb.var(ty);
+        return kb.for_lanes(0, c as i64, |kb, f, ty| {
             let z = kb.f(ty, 0.0);
-            kb.def_var(acc, z);
-            kb.for_range(0, n as i64, 1, |kb, b| {
+            let sum = kb.fold(z, (0, n as i64, 1), |kb, b, acc| {
                 let at = kb.affine(0, &[(b, c as i64)]);
                 let at = kb.add(at, f);
                 let v = kb.load(ty, dy, at)?;
-                let a = kb.use_var(acc);
-                let s = kb.fadd(a, v);
-                kb.def_var(acc, s);
-                Ok(())
+                Ok(kb.fadd(acc, v))
             })?;
-            let a = kb.use_var(acc);
-            kb.store(a, db, f)
-        };
-        kb.for_range(0, end4 as i64, 4, |kb, f| col(kb, f, types::F32X4))?;
-        kb.for_range(end4 as i64, c as i64, 1, |kb, f| col(kb, f, types::F32))
-    } else {
-        kb.for_range(0, c as i64, 1, |kb, ch| {
-            let tot = kb.var(types::F32);
-            let z = kb.f(types::F32, 0.0);
-            kb.def_var(tot, z);
-            kb.for_range(0, n as i64, 1, |kb, b| {
-                let row = kb.affine(0, &[(b, (c * inner) as i64), (ch, inner as i64)]);
-                let s = sum_span(kb, dy, row, inner)?;
-                let t = kb.use_var(tot);
-                let t = kb.fadd(t, s);
-                kb.def_var(tot, t);
-                Ok(())
-            })?;
-            let t = kb.use_var(tot);
-            kb.store(t, db, ch)
-        })
+            kb.store(sum, db, f)
+        });
     }
+    kb.for_range(0, c as i64, 1, |kb, ch| {
+        let z = kb.f(types::F32, 0.0);
+        let sum = kb.fold(z, (0, n as i64, 1), |kb, b, acc| {
+            let row = kb.affine(0, &[(b, (c * inner) as i64), (ch, inner as i64)]);
+            let s = sum_span(kb, dy, row, inner)?;
+            Ok(kb.fadd(acc, s))
+        })?;
+        kb.store(sum, db, ch)
+    })
 }
 
 /// max over a row (NaN-propagating) in f32.
 fn row_max(kb: &mut Kb, buf: &Buf, row: Idx, k: usize) -> CgResult<Val> {
-    let m = kb.var(types::F32);
     let first = kb.load(types::F32, buf, row)?;
-    kb.def_var(m, first);
-    kb.for_range(1, k as i64, 1, |kb, j| {
+    kb.fold(first, (1, k as i64, 1), |kb, j, cur| {
         let at = kb.add(row, j);
         let v = kb.load(types::F32, buf, at)?;
-        let cur = kb.use_var(m);
         // v when v > cur or v is NaN (and cur is not NaN)
         let up = kb.fcmp(FloatCC::UnorderedOrGreaterThan, v, cur);
         let ok = kb.fcmp(FloatCC::Ordered, cur, cur);
         let take = kb.band(up, ok);
-        let nm = kb.select(take, v, cur);
-        kb.def_var(m, nm);
-        Ok(())
-    })?;
-    Ok(kb.use_var(m))
+        Ok(kb.select(take, v, cur))
+    })
 }
 
 /// softmax of a row into `out` (same row index); returns Σ exp(z − max) (f32) and max.
 fn softmax_row(kb: &mut Kb, z: &Buf, out: Option<&Buf>, row: Idx, k: usize) -> CgResult<(Val, Val)> {
     let m = row_max(kb, z, row, k)?;
-    let sum = kb.var(types::F32);
     let zero = kb.f(types::F32, 0.0);
-    kb.def_var(sum, zero);
-    kb.for_range(0, k as i64, 1, |kb, j| {
+    let s = kb.fold(zero, (0, k as i64, 1), |kb, j, sum| {
         let at = kb.add(row, j);
         let v = kb.load(types::F32, z, at)?;
         let d = kb.fsub(v, m);
@@ -116,23 +80,24 @@ fn softmax_row(kb: &mut Kb, z: &Buf, out: Option<&Buf>, row: Idx, k: usize) -> C
         if let Some(o) = out {
             kb.store(e, o, at)?;
         }
-        let s = kb.use_var(sum);
-        let s = kb.fadd(s, e);
-        kb.def_var(sum, s);
-        Ok(())
+        Ok(kb.fadd(sum, e))
     })?;
-    let s = kb.use_var(sum);
     if let Some(o) = out {
         let one = kb.f(types::F32, 1.0);
         let inv = kb.fdiv(one, s);
-        kb.for_range(0, k as i64, 1, |kb, j| {
-            let at = kb.add(row, j);
-            let e = kb.load(types::F32, o, at)?;
-            let p = kb.fmul(e, inv);
-            kb.store(p, o, at)
-        })?;
+        scale_row(kb, o, row, k, inv)?;
     }
     Ok((s, m))
+}
+
+/// buf[row .. row + k] *= c.
+fn scale_row(kb: &mut Kb, buf: &Buf, row: Idx, k: usize, c: Val) -> CgResult<()> {
+    kb.for_range(0, k as i64, 1, |kb, j| {
+        let at = kb.add(row, j);
+        let v = kb.load(types::F32, buf, at)?;
+        let v = kb.fmul(v, c);
+        kb.store(v, buf, at)
+    })
 }
 
 /// The class index held (as a float) in a target, clamped into 0..k so a bad label can
@@ -155,17 +120,11 @@ fn f64_sum(
     out: &Buf,
     f: &mut dyn FnMut(&mut Kb, Idx) -> CgResult<Val>,
 ) -> CgResult<()> {
-    let acc = kb.var(types::F64);
     let z = kb.f64const(0.0);
-    kb.def_var(acc, z);
-    kb.for_range(0, n as i64, 1, |kb, i| {
+    let a = kb.fold(z, (0, n as i64, 1), |kb, i, acc| {
         let t = f(kb, i)?;
-        let a = kb.use_var(acc);
-        let s = kb.fadd(a, t);
-        kb.def_var(acc, s);
-        Ok(())
+        Ok(kb.fadd(acc, t))
     })?;
-    let a = kb.use_var(acc);
     let k = kb.f64const(scale);
     let l = kb.fmul(a, k);
     let l = kb.fdemote(l);
@@ -195,12 +154,7 @@ fn sce_rows(
             let p = kb.fsub(p, one);
             kb.store(p, g, at)?;
             let c = kb.f(types::F32, inv);
-            kb.for_range(0, k as i64, 1, |kb, j| {
-                let at = kb.add(row, j);
-                let v = kb.load(types::F32, g, at)?;
-                let v = kb.fmul(v, c);
-                kb.store(v, g, at)
-            })?;
+            scale_row(kb, g, row, k, c)?;
         }
         // log Σ exp(z − m) + m − z[label], in f64
         let s64 = kb.fpromote(sum);
@@ -217,220 +171,88 @@ fn sce_rows(
     }
 }
 
-impl LowerRule for BiasGrad {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Opaque
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    /// One item: the sums run over the batch.
-    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(1)
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        no_epilogue(cx, bufs)?;
-        lower_bias_grad(kb, cx, bufs)
-    }
+lower_rules! {
+    // Sums over the batch, in one item.
+    BiasGrad => opaque, no_element, one_item, lower_bias_grad;
+    // One row per item.
+    Softmax => opaque, no_element, per_sample, lower_softmax;
+    SoftmaxGrad => opaque, no_element, per_sample, lower_softmax_grad;
+    // Losses sum over the batch in a fixed order, in one item.
+    SoftmaxCrossEntropy => opaque, no_element, one_item, lower_sce_or_both;
+    SoftmaxCrossEntropyGrad => opaque, no_element, one_item, lower_sce_grad;
+    BceWithLogits => opaque, no_element, one_item, lower_bce;
+    Mse => opaque, no_element, one_item, lower_mse;
 }
 
-impl LowerRule for Softmax {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Opaque
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    /// One row per item.
-    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(cx.out_shape(0)[0])
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        no_epilogue(cx, bufs)?;
-        lower_softmax(kb, cx, bufs)
-    }
+/// (rows, row length) of a row kernel's first input: [N, K] (or [N] as N rows of 1).
+fn rows_of(cx: &LowerCtx) -> (usize, usize) {
+    let s = cx.in_shape(0);
+    (s[0], s.get(1).copied().unwrap_or(1))
 }
 
-impl LowerRule for SoftmaxGrad {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Opaque
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    /// One row per item.
-    fn work(&self, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(cx.out_shape(0)[0])
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        no_epilogue(cx, bufs)?;
-        lower_softmax_grad(kb, cx, bufs)
-    }
+/// Softmax cross-entropy: the loss, or with its gradient as a sibling (`fuse`'s
+/// loss_with_grad) both from one pass.
+fn lower_sce_or_both(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &SoftmaxCrossEntropy) -> CgResult<()> {
+    let grad = (!cx.kernel.siblings.is_empty()).then(|| &bufs.outputs[1]);
+    sce_rows(kb, rows_of(cx), &bufs.inputs[0], &bufs.inputs[1], Some(&bufs.outputs[0]), grad)
 }
 
-impl LowerRule for SoftmaxCrossEntropy {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Opaque
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    /// One item: the loss sums over the batch in a fixed order.
-    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(1)
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        no_epilogue(cx, bufs)?;
-        // With its gradient as a sibling (`fuse`'s loss_with_grad): both from one pass.
-        if cx.kernel.siblings.is_empty() {
-            lower_sce(kb, cx, bufs)
-        } else {
-            lower_loss_with_grad(kb, cx, bufs)
-        }
-    }
+fn lower_sce_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &SoftmaxCrossEntropyGrad) -> CgResult<()> {
+    sce_rows(kb, rows_of(cx), &bufs.inputs[0], &bufs.inputs[1], None, Some(&bufs.outputs[0]))
 }
 
-impl LowerRule for SoftmaxCrossEntropyGrad {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Opaque
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(1)
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        no_epilogue(cx, bufs)?;
-        lower_sce_grad(kb, cx, bufs)
-    }
-}
-
-impl LowerRule for BceWithLogits {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Opaque
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(1)
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        no_epilogue(cx, bufs)?;
-        lower_bce(kb, cx, bufs)
-    }
-}
-
-impl LowerRule for Mse {
-    fn storage(&self, _: &NodeCx) -> Storage {
-        Storage::Opaque
-    }
-
-    fn element(&self) -> Option<Element> {
-        None
-    }
-
-    fn work(&self, _: &NodeCx, _: &MicroTile, _: usize) -> Work {
-        Work::items(1)
-    }
-
-    fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-        no_epilogue(cx, bufs)?;
-        lower_mse(kb, cx, bufs)
-    }
-}
-
-/// Softmax cross-entropy and its gradient as one kernel (see `fuse`'s loss_with_grad).
-fn lower_loss_with_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-    let s = cx.in_shape(0).to_vec();
-    let (n, k) = (s[0], s.get(1).copied().unwrap_or(1));
-    sce_rows(kb, (n, k), &bufs.inputs[0], &bufs.inputs[1], Some(&bufs.outputs[0]), Some(&bufs.outputs[1]))
-}
-
-fn lower_softmax(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-    let s = cx.in_shape(0).to_vec();
-    let (n, k) = (s[0], s.get(1).copied().unwrap_or(1));
-    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
+fn lower_softmax(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &Softmax) -> CgResult<()> {
+    let (n, k) = rows_of(cx);
     kb.for_items(n, |kb, r| {
         let row = kb.mul(r, k as i64);
-        softmax_row(kb, i0, Some(o0), row, k).map(|_| ())
+        softmax_row(kb, &bufs.inputs[0], Some(&bufs.outputs[0]), row, k).map(|_| ())
     })
 }
 
-fn lower_softmax_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-    let s = cx.in_shape(0).to_vec();
-    let (n, k) = (s[0], s.get(1).copied().unwrap_or(1));
-    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
-    let dy = &bufs.inputs[1];
+/// dx = y·(dy − Σ y·dy) per row.
+fn lower_softmax_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &SoftmaxGrad) -> CgResult<()> {
+    let (n, k) = rows_of(cx);
+    let (y, dy, dx) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
     kb.for_items(n, |kb, r| {
         let row = kb.mul(r, k as i64);
-        let dot = kb.var(types::F32);
         let z = kb.f(types::F32, 0.0);
-        kb.def_var(dot, z);
-        kb.for_range(0, k as i64, 1, |kb, j| {
+        let d = kb.fold(z, (0, k as i64, 1), |kb, j, dot| {
             let at = kb.add(row, j);
-            let y = kb.load(types::F32, i0, at)?;
+            let yv = kb.load(types::F32, y, at)?;
             let g = kb.load(types::F32, dy, at)?;
-            let d = kb.use_var(dot);
-            let d = kb.fma(y, g, d);
-            kb.def_var(dot, d);
-            Ok(())
+            Ok(kb.fma(yv, g, dot))
         })?;
-        let d = kb.use_var(dot);
         kb.for_range(0, k as i64, 1, |kb, j| {
             let at = kb.add(row, j);
-            let y = kb.load(types::F32, i0, at)?;
+            let yv = kb.load(types::F32, y, at)?;
             let g = kb.load(types::F32, dy, at)?;
             let t = kb.fsub(g, d);
-            let v = kb.fmul(y, t);
-            kb.store(v, o0, at)
+            let v = kb.fmul(yv, t);
+            kb.store(v, dx, at)
         })
     })
 }
 
-fn lower_sce(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-    let s = cx.in_shape(0).to_vec();
-    let (n, k) = (s[0], s.get(1).copied().unwrap_or(1));
-    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
-    sce_rows(kb, (n, k), i0, &bufs.inputs[1], Some(o0), None)
-}
-
-fn lower_sce_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-    let s = cx.in_shape(0).to_vec();
-    let (n, k) = (s[0], s.get(1).copied().unwrap_or(1));
-    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
-    sce_rows(kb, (n, k), i0, &bufs.inputs[1], None, Some(o0))
-}
-
-fn lower_bce(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-    let s = cx.in_shape(0).to_vec();
-    let (n, k) = (s[0], s.get(1).copied().unwrap_or(1));
-    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
-    let t = &bufs.inputs[1];
+/// The mean over all elements of `term(prediction, target)` (f64), as a loss.
+fn elementwise_loss(
+    kb: &mut Kb,
+    cx: &LowerCtx,
+    bufs: &KernelBufs,
+    term: &mut dyn FnMut(&mut Kb, Val, Val) -> Val,
+) -> CgResult<()> {
+    let (n, k) = rows_of(cx);
+    let (x, t) = (&bufs.inputs[0], &bufs.inputs[1]);
     let total = n * k;
-    f64_sum(kb, total, 1.0 / total as f64, o0, &mut |kb, i| {
-        let z = kb.load(types::F32, i0, i)?;
-        let y = kb.load(types::F32, t, i)?;
-        // max(z, 0) − z·t + log(1 + e^−|z|)
+    f64_sum(kb, total, 1.0 / total as f64, &bufs.outputs[0], &mut |kb, i| {
+        let a = kb.load(types::F32, x, i)?;
+        let b = kb.load(types::F32, t, i)?;
+        Ok(term(kb, a, b))
+    })
+}
+
+/// max(z, 0) − z·t + log(1 + e^−|z|), the log in f64.
+fn lower_bce(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &BceWithLogits) -> CgResult<()> {
+    elementwise_loss(kb, cx, bufs, &mut |kb, z, y| {
         let zero = kb.f(types::F32, 0.0);
         let pos = kb.max(z, zero);
         let a = kb.fabs(z);
@@ -443,22 +265,16 @@ fn lower_bce(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
         let zt = kb.fmul(z, y);
         let d = kb.fsub(pos, zt);
         let d = kb.fpromote(d);
-        Ok(kb.fadd(d, lg))
+        kb.fadd(d, lg)
     })
 }
 
-fn lower_mse(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()> {
-    let s = cx.in_shape(0).to_vec();
-    let (n, k) = (s[0], s.get(1).copied().unwrap_or(1));
-    let (i0, o0) = (&bufs.inputs[0], &bufs.outputs[0]);
-    let t = &bufs.inputs[1];
-    let total = n * k;
-    f64_sum(kb, total, 1.0 / total as f64, o0, &mut |kb, i| {
-        let a = kb.load(types::F32, i0, i)?;
-        let b = kb.load(types::F32, t, i)?;
+/// (a − b)² in f64.
+fn lower_mse(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &Mse) -> CgResult<()> {
+    elementwise_loss(kb, cx, bufs, &mut |kb, a, b| {
         let a = kb.fpromote(a);
         let b = kb.fpromote(b);
         let d = kb.fsub(a, b);
-        Ok(kb.fmul(d, d))
+        kb.fmul(d, d)
     })
 }

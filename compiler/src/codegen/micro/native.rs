@@ -23,124 +23,102 @@ pub struct NativeMicro {
     pub address: *const u8,
 }
 
-/// The best native micro-kernel this host can run, if any.
-pub fn best_native(f: HostFeatures) -> Option<NativeMicro> {
+type TileFn = unsafe extern "C" fn(i64, *const f32, *const f32, *mut f32);
+
+#[cfg(target_arch = "x86_64")]
+fn native(name: &'static str, symbol: &'static str, (mr, nr): (usize, usize), k: TileFn) -> NativeMicro {
+    NativeMicro { name, symbol, mr, nr, address: k as *const u8 }
+}
+
+/// The AVX2 + FMA kernel, when the host has it.
+fn avx2(f: HostFeatures) -> Option<NativeMicro> {
     #[cfg(target_arch = "x86_64")]
-    {
-        if f.avx512f && f.fma {
-            let k = percept_micro_avx512_8x32 as unsafe extern "C" fn(i64, *const f32, *const f32, *mut f32);
-            return Some(NativeMicro {
-                name: "native-avx512-8x32",
-                symbol: "percept_micro_avx512_8x32",
-                mr: 8,
-                nr: 32,
-                address: k as *const u8,
-            });
-        }
-        if f.avx2 && f.fma {
-            let k = percept_micro_avx2_6x16 as unsafe extern "C" fn(i64, *const f32, *const f32, *mut f32);
-            return Some(NativeMicro {
-                name: "native-avx2-6x16",
-                symbol: "percept_micro_avx2_6x16",
-                mr: 6,
-                nr: 16,
-                address: k as *const u8,
-            });
-        }
+    if f.avx2 && f.fma {
+        return Some(native("native-avx2-6x16", "percept_micro_avx2_6x16", (6, 16), percept_micro_avx2_6x16));
     }
     let _ = f;
     None
+}
+
+/// The AVX-512 kernel, when the host has it.
+fn avx512(f: HostFeatures) -> Option<NativeMicro> {
+    #[cfg(target_arch = "x86_64")]
+    if f.avx512f && f.fma {
+        return Some(native("native-avx512-8x32", "percept_micro_avx512_8x32", (8, 32), percept_micro_avx512_8x32));
+    }
+    let _ = f;
+    None
+}
+
+/// The best native micro-kernel this host can run, if any.
+pub fn best_native(f: HostFeatures) -> Option<NativeMicro> {
+    avx512(f).or_else(|| avx2(f))
 }
 
 /// The AVX2 kernel only, when the host has it (to compare with AVX-512).
 pub fn avx2_native(f: HostFeatures) -> Option<NativeMicro> {
-    #[cfg(target_arch = "x86_64")]
-    if f.avx2 && f.fma {
-        let k = percept_micro_avx2_6x16 as unsafe extern "C" fn(i64, *const f32, *const f32, *mut f32);
-        return Some(NativeMicro {
-            name: "native-avx2-6x16",
-            symbol: "percept_micro_avx2_6x16",
-            mr: 6,
-            nr: 16,
-            address: k as *const u8,
-        });
-    }
-    let _ = f;
-    None
+    avx2(f)
 }
 
-/// 6×16 tile in twelve 256-bit accumulators.
-#[cfg(target_arch = "x86_64")]
-/// # Safety
-/// The host must have AVX2 and FMA; `a` must hold `kc`·6 floats, `b` `kc`·16 and `tile`
-/// 6·16 (what the JIT loop nest proves before it calls).
-pub unsafe extern "C" fn percept_micro_avx2_6x16(kc: i64, a: *const f32, b: *const f32, tile: *mut f32) {
-    // SAFETY: the caller upholds this function's contract.
-    unsafe { avx2_6x16(kc.max(0) as usize, a, b, tile) }
-}
+/// A tile kernel: `$extern` (the C-ABI entry JIT code calls) wraps `$inner` (compiled for
+/// `$features`), an MR×NR tile of `$ty` vectors of `$lanes` floats, two per row.
+macro_rules! tile_kernel {
+    (
+        $(#[$doc:meta])* $extern:ident, $inner:ident, $features:literal, MR = $mr:literal, NR = $nr:literal,
+        $ty:ident, $lanes:literal, zero = $zero:ident, load = $load:ident, store = $store:ident,
+        fma = $fma:ident, broadcast = |$p:ident| $broadcast:expr
+    ) => {
+        $(#[$doc])*
+        /// # Safety
+        #[doc = concat!("The host must have ", $features, "; `a` must hold `kc`·", $mr, " floats, `b` `kc`·", $nr)]
+        #[doc = concat!(" and `tile` ", $mr, "·", $nr, " (what the JIT loop nest proves before it calls).")]
+        #[cfg(target_arch = "x86_64")]
+        pub unsafe extern "C" fn $extern(kc: i64, a: *const f32, b: *const f32, tile: *mut f32) {
+            // SAFETY: the caller upholds this function's contract.
+            unsafe { $inner(kc.max(0) as usize, a, b, tile) }
+        }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_6x16(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
-    use std::arch::x86_64::*;
-    let mut c = [[_mm256_setzero_ps(); 2]; 6];
-    for p in 0..kc {
-        // SAFETY: A holds kc·6 floats, B kc·16 (the caller's bounds proof).
-        unsafe {
-            let bp = b.add(p * 16);
-            let b0 = _mm256_loadu_ps(bp);
-            let b1 = _mm256_loadu_ps(bp.add(8));
-            let ap = a.add(p * 6);
-            for (i, row) in c.iter_mut().enumerate() {
-                let ai = _mm256_broadcast_ss(&*ap.add(i));
-                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $inner(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+            use std::arch::x86_64::*;
+            let mut c: [[$ty; 2]; $mr] = [[$zero(); 2]; $mr];
+            for p in 0..kc {
+                // SAFETY: A holds kc·MR floats, B kc·NR (the caller's bounds proof).
+                unsafe {
+                    let bp = b.add(p * $nr);
+                    let b0 = $load(bp);
+                    let b1 = $load(bp.add($lanes));
+                    let ap = a.add(p * $mr);
+                    for (i, row) in c.iter_mut().enumerate() {
+                        let $p = ap.add(i);
+                        let ai = $broadcast;
+                        row[0] = $fma(ai, b0, row[0]);
+                        row[1] = $fma(ai, b1, row[1]);
+                    }
+                }
+            }
+            for (i, row) in c.iter().enumerate() {
+                // SAFETY: the tile holds MR·NR floats.
+                unsafe {
+                    $store(tile.add(i * $nr), row[0]);
+                    $store(tile.add(i * $nr + $lanes), row[1]);
+                }
             }
         }
-    }
-    for (i, row) in c.iter().enumerate() {
-        // SAFETY: the tile holds 6·16 floats.
-        unsafe {
-            _mm256_storeu_ps(tile.add(i * 16), row[0]);
-            _mm256_storeu_ps(tile.add(i * 16 + 8), row[1]);
-        }
-    }
+    };
 }
 
-/// 8×32 tile in sixteen 512-bit accumulators.
-#[cfg(target_arch = "x86_64")]
-/// # Safety
-/// The host must have AVX-512F and FMA; `a` must hold `kc`·8 floats, `b` `kc`·32 and
-/// `tile` 8·32.
-pub unsafe extern "C" fn percept_micro_avx512_8x32(kc: i64, a: *const f32, b: *const f32, tile: *mut f32) {
-    // SAFETY: the caller upholds this function's contract.
-    unsafe { avx512_8x32(kc.max(0) as usize, a, b, tile) }
+tile_kernel! {
+    /// 6×16 tile in twelve 256-bit accumulators.
+    percept_micro_avx2_6x16, avx2_6x16, "avx2,fma", MR = 6, NR = 16, __m256, 8,
+    zero = _mm256_setzero_ps, load = _mm256_loadu_ps, store = _mm256_storeu_ps, fma = _mm256_fmadd_ps,
+    broadcast = |p| _mm256_broadcast_ss(&*p)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn avx512_8x32(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
-    use std::arch::x86_64::*;
-    let mut c = [[_mm512_setzero_ps(); 2]; 8];
-    for p in 0..kc {
-        // SAFETY: A holds kc·8 floats, B kc·32.
-        unsafe {
-            let bp = b.add(p * 32);
-            let b0 = _mm512_loadu_ps(bp);
-            let b1 = _mm512_loadu_ps(bp.add(16));
-            let ap = a.add(p * 8);
-            for (i, row) in c.iter_mut().enumerate() {
-                let ai = _mm512_set1_ps(*ap.add(i));
-                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
-            }
-        }
-    }
-    for (i, row) in c.iter().enumerate() {
-        // SAFETY: the tile holds 8·32 floats.
-        unsafe {
-            _mm512_storeu_ps(tile.add(i * 32), row[0]);
-            _mm512_storeu_ps(tile.add(i * 32 + 16), row[1]);
-        }
-    }
+tile_kernel! {
+    /// 8×32 tile in sixteen 512-bit accumulators.
+    percept_micro_avx512_8x32, avx512_8x32, "avx512f,fma", MR = 8, NR = 32, __m512, 16,
+    zero = _mm512_setzero_ps, load = _mm512_loadu_ps, store = _mm512_storeu_ps, fma = _mm512_fmadd_ps,
+    broadcast = |p| _mm512_set1_ps(*p)
 }
