@@ -184,8 +184,8 @@ fn inspect_prints_the_loop_nest_of_every_kernel_of_every_example() {
         assert_eq!(o.status.code(), Some(0), "{file}: {}", stderr(&o));
         let text = stdout(&o);
         let headed: Vec<&str> =
-            text.lines().filter_map(|l| l.strip_prefix("loops ")).filter(|l| l.ends_with(" phase 0")).collect();
-        let headed: Vec<&str> = headed.iter().map(|l| l.trim_end_matches(" phase 0")).collect();
+            text.lines().filter_map(|l| l.strip_prefix("loops ")).filter(|l| l.ends_with(" pass 0")).collect();
+        let headed: Vec<&str> = headed.iter().map(|l| l.trim_end_matches(" pass 0")).collect();
         assert_eq!(headed, names, "{file}");
         if has_loss {
             assert!(names.iter().any(|n| n.starts_with("upd.")), "{file}: update kernels");

@@ -6,8 +6,9 @@
 //! VJP ([`crate::ops::OpRule::vjp`]); contributions to a value used more than once are
 //! summed with `add`. Only values that depend on a differentiated source get gradients.
 
-use crate::ir::{Graph, IrError, Origin, OutputRole, Phase, ValueId};
+use crate::ir::{Graph, Origin, OutputRole, Phase, ValueId};
 use crate::ops::{Op, SourceKind, VjpCtx};
+use crate::Error;
 use std::collections::{HashMap, HashSet};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -18,8 +19,9 @@ pub struct GradOptions {
     pub input_grad: bool,
 }
 
-pub fn differentiate(fwd: &Graph, opts: &GradOptions) -> Result<Graph, IrError> {
-    let loss = fwd.output(&OutputRole::Loss).ok_or_else(|| IrError("the graph has no loss to differentiate".into()))?;
+pub fn differentiate(fwd: &Graph, opts: &GradOptions) -> Result<Graph, Error> {
+    let loss =
+        fwd.output(&OutputRole::Loss).ok_or_else(|| Error::Ir("the graph has no loss to differentiate".into()))?;
     let mut g = fwd.clone();
 
     // Which values depend on a differentiated source.
@@ -77,14 +79,14 @@ pub fn differentiate(fwd: &Graph, opts: &GradOptions) -> Result<Graph, IrError> 
     }
 
     for (name, v) in wrt {
-        let grad = cot.get(&v).ok_or_else(|| IrError(format!("the parameter `{name}` does not affect the loss")))?;
+        let grad = cot.get(&v).ok_or_else(|| Error::Ir(format!("the parameter `{name}` does not affect the loss")))?;
         g.outputs.push((OutputRole::Grad(name), *grad));
     }
     if opts.input_grad {
         let data = g.source(&SourceKind::Data).expect("graphs have a data source");
         match cot.get(&data) {
             Some(&d) => g.outputs.push((OutputRole::InputGrad, d)),
-            None => return Err(IrError("the loss does not depend on the input".into())),
+            None => return Err(Error::Ir("the loss does not depend on the input".into())),
         }
     }
     // VJPs emit the gradients of every input; drop those nobody needs (e.g. the data's).

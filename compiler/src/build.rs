@@ -98,7 +98,7 @@ pub fn forward_graph(spec: &ModelSpec, batch: usize, opts: &BuildOptions) -> Res
             Loss::BinaryCrossEntropy => g.producer(prediction).inputs[0],
             _ => prediction,
         };
-        let v = g.push(op, &[input, t], origin).map_err(|e| Diagnostic::new(loss.span, e.0))?[0];
+        let v = g.push(op, &[input, t], origin).map_err(|e| Diagnostic::new(loss.span, e.to_string()))?[0];
         g.outputs.push((OutputRole::Loss, v));
     }
     Ok(g)

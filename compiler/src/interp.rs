@@ -5,27 +5,7 @@
 use crate::ir::{Graph, OutputRole, ValueId};
 use crate::ops::{Op, SourceKind, StepCtx};
 use crate::tensor::{Real, Tensor};
-use std::fmt;
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct InterpError {
-    /// The statement tag of the failing node (`conv2d_0`, `loss`), if any.
-    pub tag: String,
-    pub op: String,
-    pub message: String,
-}
-
-impl fmt::Display for InterpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.tag.is_empty() {
-            write!(f, "{}: {}", self.op, self.message)
-        } else {
-            write!(f, "{} ({}): {}", self.op, self.tag, self.message)
-        }
-    }
-}
-
-impl std::error::Error for InterpError {}
+use crate::Error;
 
 /// Values computed by a run: outputs always, other values if asked to keep them.
 pub struct Run<T> {
@@ -50,7 +30,7 @@ pub fn run<T: Real>(
     feed: &dyn Fn(&SourceKind) -> Option<Tensor<T>>,
     cx: &StepCtx,
     keep_all: bool,
-) -> Result<Run<T>, InterpError> {
+) -> Result<Run<T>, Error> {
     let mut values: Vec<Option<Tensor<T>>> = vec![None; g.values.len()];
     let last_use = g.last_uses();
     let is_output: Vec<bool> = {
@@ -61,7 +41,7 @@ pub fn run<T: Real>(
         o
     };
     for (i, n) in g.nodes.iter().enumerate() {
-        let err = |message: String| InterpError { tag: n.origin.tag.clone(), op: n.op.name().to_string(), message };
+        let err = |message: String| Error::Interp { tag: n.origin.tag.clone(), op: n.op.name().to_string(), message };
         let results = if let Op::Source(s) = &n.op {
             let t = feed(&s.kind).ok_or_else(|| err(format!("no value was fed for {:?}", s.kind)))?;
             if t.shape != s.shape {

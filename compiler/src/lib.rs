@@ -12,6 +12,7 @@ pub mod check;
 #[cfg(feature = "codegen")]
 pub mod codegen;
 pub mod diag;
+pub mod error;
 pub mod exec;
 pub mod grammar;
 pub mod interp;
@@ -28,6 +29,7 @@ pub mod text;
 
 pub use check::check;
 pub use diag::Diagnostic;
+pub use error::Error;
 pub use parse::{parse, parse_and_check};
 pub use span::{SourceFile, Span};
 pub use spec::ModelSpec;

@@ -58,8 +58,8 @@ fn bad_text_is_an_error_with_its_line() {
     for (line, want) in cases {
         let text = good.replace("%1 = relu(%0) : [2, 3]", line);
         let e = parse(&text).unwrap_err();
-        assert!(e.0.starts_with(want), "{line}: {e}");
+        assert!(e.to_string().starts_with(want), "{line}: {e}");
     }
-    assert!(parse("graph g eval batch=2 {\n").unwrap_err().0.contains("not closed"));
-    assert!(parse("model m {}").unwrap_err().0.starts_with("line 1: expected `graph NAME MODE batch=N {`"));
+    assert!(parse("graph g eval batch=2 {\n").unwrap_err().to_string().contains("not closed"));
+    assert!(parse("model m {}").unwrap_err().to_string().starts_with("line 1: expected `graph NAME MODE batch=N {`"));
 }

@@ -20,10 +20,10 @@ fn an_access_outside_its_buffer_is_a_compile_error() {
     let buf = Buf { region: Region::Arena, offset: 0, len: 10, name: "%3".into() };
     assert!(kb.load(types::F32, &buf, Idx::constant(9)).is_ok());
     let e = kb.load(types::F32X4, &buf, Idx::constant(7)).unwrap_err();
-    assert!(e.0.contains("kernel `probe`: load of %3 at [7, 7] (width 4) is outside its 10 elements"), "{e}");
+    assert!(e.to_string().contains("kernel `probe`: load of %3 at [7, 7] (width 4) is outside its 10 elements"), "{e}");
     // A loop index is proved over its whole range.
     let e = kb.for_range(0, 11, 1, |kb, i| kb.load(types::F32, &buf, i).map(|_| ())).unwrap_err();
-    assert!(e.0.contains("at [0, 10]"), "{e}");
+    assert!(e.to_string().contains("at [0, 10]"), "{e}");
 }
 
 /// The verifier proves a finished loop nest on its own, re-deriving every range: a nest
@@ -42,7 +42,7 @@ fn the_loop_nest_verifier_rederives_every_range() {
     let Stmt::For { hi, .. } = &mut nest.body[0] else { panic!("a loop: {nest}") };
     *hi = 11;
     let e = verify(&nest).unwrap_err();
-    assert!(e.0.contains("load of %3 at [0, 10] (width 1) is outside its 10 elements"), "{e}");
+    assert!(e.to_string().contains("load of %3 at [0, 10] (width 1) is outside its 10 elements"), "{e}");
 }
 
 /// An index over a value with no derivable range (here a hash of the step) is refused.
@@ -51,7 +51,7 @@ fn an_index_without_a_proved_range_is_refused() {
     let mut kb = Kb::new("probe", 0, None, None);
     let step = kb.ctx_i64(percept_compiler::codegen::builder::ctx::STEP);
     let e = kb.idx(step).unwrap_err();
-    assert!(e.0.contains("indexes a buffer but has no proved range"), "{e}");
+    assert!(e.to_string().contains("indexes a buffer but has no proved range"), "{e}");
     // A clamp gives it one.
     let lo = kb.iconst(0);
     let hi = kb.iconst(9);
@@ -74,11 +74,11 @@ fn run_time_checks_report_the_kernel_and_the_access() {
     // Items 0..3 are the batch; 0..5 walks past the end of both buffers.
     assert!(exe.run_kernel_items(&mut store, 0, 0, 3).is_ok());
     let e = exe.run_kernel_items(&mut store, 0, 0, 5).unwrap_err();
-    assert!(e.0.starts_with("bounds check failed in kernel `fwd.relu_0.relu`: load of %0"), "{e}");
-    assert!(e.0.contains("at index 15"), "{e}");
+    assert!(e.to_string().starts_with("bounds check failed in kernel `fwd.relu_0.relu`: load of %0"), "{e}");
+    assert!(e.to_string().contains("at index 15"), "{e}");
     // Without checks, an out-of-range call is refused rather than run.
     let mut unchecked = compile(&g, &layout, CodegenOptions::default()).unwrap();
-    assert!(unchecked.run_kernel_items(&mut store, 0, 0, 5).unwrap_err().0.contains("exceed the extent"));
+    assert!(unchecked.run_kernel_items(&mut store, 0, 0, 5).unwrap_err().to_string().contains("exceed the extent"));
 }
 
 #[test]
@@ -102,7 +102,7 @@ fn the_plan_verifier_rejects_overlapping_live_buffers() {
         .unwrap();
     bad.allocs[i].offset = bad.allocs[j].offset;
     let e = plan::verify(&g, &bad).unwrap_err();
-    assert!(e.0.contains("are live together and overlap"), "{e}");
+    assert!(e.to_string().contains("are live together and overlap"), "{e}");
 }
 
 #[test]
@@ -156,5 +156,5 @@ fn jit_code_can_call_only_allowlisted_symbols() {
     fb.ins().return_(&[r]);
     fb.finalize(jit.frontend_config());
     let e = jit.define(id, func, percept_compiler::codegen::jit::OptLevel::Speed).unwrap_err();
-    assert!(e.0.contains("JIT code may not call `malloc`: it is not on the allowlist"), "{e}");
+    assert!(e.to_string().contains("JIT code may not call `malloc`: it is not on the allowlist"), "{e}");
 }

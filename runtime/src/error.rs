@@ -1,8 +1,8 @@
 //! The runtime's error: a message for the user that says what is wrong and where.
 
-use std::fmt;
-
-#[derive(Clone, Debug, PartialEq)]
+/// One error type for the runtime: the message says what is wrong and where.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{0}")]
 pub struct Error(pub String);
 
 impl Error {
@@ -10,14 +10,6 @@ impl Error {
         Error(msg.into())
     }
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -27,8 +19,8 @@ macro_rules! bail {
     ($($t:tt)*) => { return Err($crate::Error(format!($($t)*))) };
 }
 
-impl From<percept_compiler::exec::ExecError> for Error {
-    fn from(e: percept_compiler::exec::ExecError) -> Error {
-        Error(e.0)
+impl From<percept_compiler::Error> for Error {
+    fn from(e: percept_compiler::Error) -> Error {
+        Error(e.to_string())
     }
 }

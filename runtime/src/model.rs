@@ -220,7 +220,7 @@ impl Model {
     /// The compiled JIT programs of a training step at `batch` (grad, then update), or of
     /// the evaluation forward pass, compiling them if needed: their kernels with names,
     /// ops, CLIF text and disassembly. Needs the JIT back end.
-    pub fn jit_programs(&mut self, batch: usize, training: bool) -> Result<Vec<&codegen::exec::JitExecutable>> {
+    pub fn jit_programs(&mut self, batch: usize, training: bool) -> Result<Vec<&codegen::JitExecutable>> {
         if self.backend != Backend::Jit {
             bail!("kernels exist only on the JIT back end");
         }
@@ -232,13 +232,13 @@ impl Model {
         for k in &keys {
             self.ensure(k)?;
         }
-        Ok(keys.iter().filter_map(|k| self.cache[k].as_any().downcast_ref::<codegen::exec::JitExecutable>()).collect())
+        Ok(keys.iter().filter_map(|k| self.cache[k].as_any().downcast_ref::<codegen::JitExecutable>()).collect())
     }
 
     /// Turn per-kernel timing on or off in every compiled JIT program (and clear it).
     pub fn set_profiling(&mut self, on: bool) {
         for exe in self.cache.values_mut() {
-            if let Some(j) = exe.as_any_mut().downcast_mut::<codegen::exec::JitExecutable>() {
+            if let Some(j) = exe.as_any_mut().downcast_mut::<codegen::JitExecutable>() {
                 j.profile = on.then(Vec::new);
             }
         }
@@ -251,7 +251,7 @@ impl Model {
         let mut out = vec![];
         for key in [ProgramKey::Grad { batch }, ProgramKey::Update] {
             let Some(exe) = self.cache.get(&key) else { continue };
-            let Some(j) = exe.as_any().downcast_ref::<codegen::exec::JitExecutable>() else { continue };
+            let Some(j) = exe.as_any().downcast_ref::<codegen::JitExecutable>() else { continue };
             for (i, k) in j.program.kernels.iter().enumerate() {
                 let time = j.profile.as_ref().and_then(|p| p.get(i).copied()).unwrap_or_default();
                 out.push(KernelTime { name: k.name().to_string(), flops: k.flops, time, gemm: k.micro.is_some() });

@@ -3,7 +3,7 @@
 //! and valid targets), so only speed is measured.
 
 use super::common::group;
-use super::train::BackendArg;
+use super::common::BackendArg;
 use super::{CliResult, UserError};
 use percept_compiler::layers::Loss;
 use percept_compiler::ops::StepCtx;

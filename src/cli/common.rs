@@ -3,7 +3,7 @@
 
 use super::UserError;
 use percept_runtime::data::{self, Norm, Splits};
-use percept_runtime::Model;
+use percept_runtime::{Backend, Model};
 use std::io::IsTerminal;
 
 impl From<percept_runtime::Error> for UserError {
@@ -17,7 +17,7 @@ impl From<percept_runtime::Error> for UserError {
 pub fn trained_model(
     path: &std::path::Path,
     weights: &std::path::Path,
-    backend: super::train::BackendArg,
+    backend: BackendArg,
     threads: Option<usize>,
 ) -> Result<Model, UserError> {
     let mut model = Model::from_file(path)?;
@@ -85,6 +85,22 @@ impl From<MicroArg> for percept_compiler::codegen::MicroChoice {
             MicroArg::Native => percept_compiler::codegen::MicroChoice::Auto,
             MicroArg::Cranelift => percept_compiler::codegen::MicroChoice::Cranelift,
             MicroArg::Avx2 => percept_compiler::codegen::MicroChoice::Avx2,
+        }
+    }
+}
+
+/// `--backend`: which back end runs the compiled programs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendArg {
+    Jit,
+    Interp,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(b: BackendArg) -> Backend {
+        match b {
+            BackendArg::Jit => Backend::Jit,
+            BackendArg::Interp => Backend::Interp,
         }
     }
 }

@@ -1,6 +1,6 @@
 use super::common::{load_data, pct};
 use super::{CliResult, UserError};
-use crate::cli::train::BackendArg;
+use crate::cli::common::BackendArg;
 use percept_runtime::eval::evaluate;
 use std::path::PathBuf;
 

@@ -1,6 +1,6 @@
+use super::common::BackendArg;
 use super::common::{load_data, stderr_is_terminal};
 use super::features::prepare_image;
-use super::train::BackendArg;
 use super::{CliResult, UserError};
 use percept_runtime::tensorfile::{Data, NamedTensor, TensorFile};
 use std::io::Write;

@@ -1,4 +1,4 @@
-use super::train::BackendArg;
+use super::common::BackendArg;
 use super::{CliResult, UserError};
 use percept_compiler::layers::Layer;
 use percept_runtime::data::preprocess::mnist_like;

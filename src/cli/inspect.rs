@@ -196,7 +196,7 @@ fn plan_json(p: &percept_compiler::codegen::JitProgram) -> serde_json::Value {
                 "inputs": k.inputs.iter().map(buf).collect::<Vec<_>>(),
                 "outputs": k.outputs.iter().map(buf).collect::<Vec<_>>(),
                 "items": k.extent(),
-                "phases": k.phases(),
+                "passes": k.passes(),
                 "microkernel": k.micro,
                 "code_bytes": k.text.code_bytes,
             })

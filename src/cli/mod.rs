@@ -43,16 +43,9 @@ enum Command {
 }
 
 /// A failure the user can fix: the message says what and where. Exit code 1.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct UserError(pub String);
-
-impl std::fmt::Display for UserError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UserError {}
 
 pub type CliResult = Result<(), UserError>;
 

@@ -1,5 +1,5 @@
 use super::{CliResult, UserError};
-use crate::cli::train::BackendArg;
+use crate::cli::common::BackendArg;
 use percept_compiler::layers::Loss;
 use percept_runtime::data::preprocess::mnist_like;
 use std::path::PathBuf;

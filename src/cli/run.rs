@@ -1,5 +1,5 @@
 use super::{CliResult, UserError};
-use crate::cli::train::BackendArg;
+use crate::cli::common::BackendArg;
 use percept_runtime::npy;
 use percept_runtime::tensorfile::{NamedTensor, TensorFile};
 use std::path::{Path, PathBuf};

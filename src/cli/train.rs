@@ -2,26 +2,13 @@ use super::common::{group, load_data, parse_norm, pct, stderr_is_terminal};
 use super::{CliResult, UserError};
 use indicatif::{ProgressBar, ProgressStyle};
 use percept_runtime::train::{EpochReport, Observer, OptimizerKind, Outcome, StepProgress};
-use percept_runtime::{Backend, Model, TrainConfig, Trainer};
+use percept_runtime::{Model, TrainConfig, Trainer};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackendArg {
-    Jit,
-    Interp,
-}
-
-impl From<BackendArg> for Backend {
-    fn from(b: BackendArg) -> Backend {
-        match b {
-            BackendArg::Jit => Backend::Jit,
-            BackendArg::Interp => Backend::Interp,
-        }
-    }
-}
+use super::common::BackendArg;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

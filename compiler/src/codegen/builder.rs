@@ -41,7 +41,7 @@ impl Buf {
     }
 }
 
-/// Field offsets (bytes) of the step context every kernel receives (`exec::KernelCtx`,
+/// Field offsets (bytes) of the step context every kernel receives (`executable::KernelCtx`,
 /// whose layout a test checks against these).
 pub mod ctx {
     pub const SEED: i32 = 0;
@@ -80,7 +80,7 @@ macro_rules! ops {
 
 pub struct Kb {
     pub name: String,
-    phase: usize,
+    pass: usize,
     bufs: Vec<Buf>,
     types: Vec<Type>,
     /// The range of every integer value where it is being used (refined inside branches).
@@ -101,12 +101,12 @@ fn lane_type_of_compare(ty: Type) -> Type {
 }
 
 impl Kb {
-    /// Start phase `phase` of kernel `name`. `scratch`: (start, size per thread) of the
+    /// Start pass `pass` of kernel `name`. `scratch`: (start, size per thread) of the
     /// scratch region, in floats; `micro`: the micro-kernel its GEMMs call (name, MR, NR).
-    pub fn new(name: &str, phase: usize, scratch: Option<(usize, usize)>, micro: Option<(String, usize, usize)>) -> Kb {
+    pub fn new(name: &str, pass: usize, scratch: Option<(usize, usize)>, micro: Option<(String, usize, usize)>) -> Kb {
         Kb {
             name: name.to_string(),
-            phase,
+            pass,
             bufs: vec![],
             types: vec![],
             ranges: vec![],
@@ -124,7 +124,7 @@ impl Kb {
         super::loops::dce::dce(self.types.len(), &mut body);
         LoopNest {
             name: self.name,
-            phase: self.phase,
+            pass: self.pass,
             bufs: self.bufs,
             types: self.types,
             vars: self.vars,

@@ -7,7 +7,7 @@
 //! as 64-bit constants, so arenas past 2 GiB work. A sum of terms is computed once per
 //! block and reused by every access in it. Intrinsics become inline polynomials
 //! ([`super::math`]). With run-time checks on, every access is also tested against its
-//! buffer and the first failure reported (see `exec`).
+//! buffer and the first failure reported (see `executable`).
 
 use super::builder::Region;
 use super::jit::{err, CgResult, FunctionBuilder, FunctionBuilderContext, Variable};
@@ -27,7 +27,7 @@ pub struct EmitCx {
     pub micro: Option<FuncRef>,
     /// (reporter, kernel id) when every access is also checked at run time.
     pub checks: Option<(FuncRef, u32)>,
-    /// Id of the first checked access (ids count across a kernel's phases).
+    /// Id of the first checked access (ids count across a kernel's passes).
     pub access_base: usize,
 }
 

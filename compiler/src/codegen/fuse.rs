@@ -1,5 +1,5 @@
 //! Fusion: a graph → the [`Kernel`]s that compute it, each compiled as one function per
-//! phase. What the memory plan places, the lowering writes, `--emit plan` prints and
+//! pass. What the memory plan places, the lowering writes, `--emit plan` prints and
 //! `percept bench` times are these values.
 //!
 //! A kernel is a *main op*, the nodes its pass also computes (*siblings*, which share its
@@ -43,7 +43,7 @@ pub struct Kernel {
     pub siblings: Vec<usize>,
     /// Applied, in order, to each value of the main op's first output before it is stored.
     pub epilogue: Vec<Link>,
-    /// Scratch, shared buffers and phases, from the main op's lowering rule.
+    /// Scratch, shared buffers and passes, from the main op's lowering rule.
     pub work: Work,
 }
 
@@ -297,8 +297,8 @@ pub fn kernels_text(g: &Graph, kernels: &[Kernel]) -> String {
     let mut out = String::new();
     for k in kernels {
         let ops: Vec<&str> = k.nodes().iter().map(|&n| g.nodes[n].op.name()).collect();
-        let phases: Vec<String> = k.work.phases.iter().map(|p| p.to_string()).collect();
-        out += &format!("{} [{}] {} (items {})\n", k.name, k.rule, ops.join(" + "), phases.join(", "));
+        let passes: Vec<String> = k.work.passes.iter().map(|p| p.to_string()).collect();
+        out += &format!("{} [{}] {} (items {})\n", k.name, k.rule, ops.join(" + "), passes.join(", "));
     }
     out
 }

@@ -3,6 +3,7 @@
 //! optimization level with its CLIF text and disassembly, the allowlist of symbols JIT
 //! code may call, and loading the finished code.
 
+use crate::Error;
 use cranelift_codegen::ir::{types, AbiParam, Function, Signature, UserFuncName};
 use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
@@ -14,21 +15,10 @@ use std::collections::HashMap;
 pub use cranelift_codegen::ir;
 pub use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct CodegenError(pub String);
-
-impl std::fmt::Display for CodegenError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for CodegenError {}
-
-pub type CgResult<T> = Result<T, CodegenError>;
+pub type CgResult<T> = Result<T, Error>;
 
 pub fn err<T>(msg: impl Into<String>) -> CgResult<T> {
-    Err(CodegenError(msg.into()))
+    Err(Error::Codegen(msg.into()))
 }
 
 /// Cranelift's optimization level for one function. Measured: `None` runs the
@@ -53,13 +43,13 @@ pub struct HostFeatures {
 fn make_isa(opt: OptLevel, verify: bool) -> CgResult<OwnedTargetIsa> {
     let mut flags = settings::builder();
     let set =
-        |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| CodegenError(format!("{k}={v}: {e}")));
+        |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| Error::Codegen(format!("{k}={v}: {e}")));
     set(&mut flags, "opt_level", if opt == OptLevel::None { "none" } else { "speed" })?;
     set(&mut flags, "is_pic", "false")?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
     set(&mut flags, "enable_verifier", if verify { "true" } else { "false" })?;
-    let isa = cranelift_native::builder().map_err(|e| CodegenError(format!("unsupported host: {e}")))?;
-    isa.finish(settings::Flags::new(flags)).map_err(|e| CodegenError(format!("cannot configure the ISA: {e}")))
+    let isa = cranelift_native::builder().map_err(|e| Error::Codegen(format!("unsupported host: {e}")))?;
+    isa.finish(settings::Flags::new(flags)).map_err(|e| Error::Codegen(format!("cannot configure the ISA: {e}")))
 }
 
 pub fn host_features() -> CgResult<HostFeatures> {
@@ -127,7 +117,7 @@ impl JitModule {
     }
 
     pub fn declare(&mut self, name: &str, sig: &Signature, linkage: Linkage) -> CgResult<FuncId> {
-        self.module.declare_function(name, linkage, sig).map_err(|e| CodegenError(format!("declare {name}: {e}")))
+        self.module.declare_function(name, linkage, sig).map_err(|e| Error::Codegen(format!("declare {name}: {e}")))
     }
 
     /// Make an imported function (a micro-kernel, an allowlisted Rust function) callable
@@ -148,7 +138,7 @@ impl JitModule {
         ctx.set_disasm(true);
         let isa = &self.isas[&opt];
         ctx.compile(&**isa, &mut Default::default())
-            .map_err(|e| CodegenError(format!("Cranelift rejected a kernel: {:?}\n{clif}", e.inner)))?;
+            .map_err(|e| Error::Codegen(format!("Cranelift rejected a kernel: {:?}\n{clif}", e.inner)))?;
         let code = ctx.compiled_code().expect("compiled above");
         let relocs: Vec<ModuleReloc> =
             code.buffer.relocs().iter().map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id)).collect();
@@ -167,7 +157,7 @@ impl JitModule {
         let align = code.buffer.alignment as u64;
         self.module
             .define_function_bytes(id, align, &bytes, &relocs)
-            .map_err(|e| CodegenError(format!("cannot define a kernel: {e}")))?;
+            .map_err(|e| Error::Codegen(format!("cannot define a kernel: {e}")))?;
         Ok(FunctionText { clif, disasm, code_bytes: bytes.len() })
     }
 
@@ -187,7 +177,7 @@ impl JitModule {
 
     /// Link and make executable. The module owns the code; see `exec::LoadedCode`.
     pub fn finish(mut self) -> CgResult<JITModule> {
-        self.module.finalize_definitions().map_err(|e| CodegenError(format!("cannot link the kernels: {e}")))?;
+        self.module.finalize_definitions().map_err(|e| Error::Codegen(format!("cannot link the kernels: {e}")))?;
         Ok(self.module)
     }
 }

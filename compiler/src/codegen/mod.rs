@@ -4,11 +4,11 @@
 //! Stages, each a function with one value in and one out: fusion ([`fuse`]: graph →
 //! [`fuse::Kernel`]s) → memory plan ([`plan`]) → lowering ([`lower`], with the builder
 //! [`builder`]: each kernel → [`loops::LoopNest`]s, proved in bounds by
-//! [`loops::verify`]) → CLIF ([`emit`]) → machine code ([`jit`]) → an executor ([`exec`]).
+//! [`loops::verify`]) → CLIF ([`emit`]) → machine code ([`jit`]) → an executor ([`executable`]).
 
 pub mod builder;
 pub mod emit;
-pub mod exec;
+pub mod executable;
 pub mod fuse;
 pub mod jit;
 pub mod loops;
@@ -19,6 +19,7 @@ pub mod plan;
 
 use crate::exec::StateLayout;
 use crate::ir::Graph;
+use crate::Error;
 use builder::Buf;
 use fuse::Kernel;
 use jit::{kernel_signature, CgResult, FunctionText, JitModule, OptLevel};
@@ -26,8 +27,8 @@ use micro::{MicroKernel, MicroTile};
 use plan::ArenaPlan;
 use std::time::{Duration, Instant};
 
-pub use exec::JitExecutable;
-pub use jit::{host_features, CodegenError, HostFeatures};
+pub use executable::JitExecutable;
+pub use jit::{host_features, HostFeatures};
 
 /// Switches for code generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +80,7 @@ pub struct CompiledKernel {
     /// The micro-kernel its loop nests call, if any.
     pub micro: Option<String>,
     pub text: FunctionText,
-    /// The loop nest of each phase.
+    /// The loop nest of each pass.
     pub loops: Vec<loops::LoopNest>,
     /// What each run-time-checked access is (with `checks`).
     pub accesses: Vec<String>,
@@ -90,14 +91,14 @@ impl CompiledKernel {
         &self.kernel.name
     }
 
-    /// Work items of each phase; phases run one after the other.
-    pub fn phases(&self) -> &[usize] {
-        &self.kernel.work.phases
+    /// Work items of each pass; passes run one after the other.
+    pub fn passes(&self) -> &[usize] {
+        &self.kernel.work.passes
     }
 
-    /// Independent work items of its first phase (threads split these).
+    /// Independent work items of its first pass (threads split these).
     pub fn extent(&self) -> usize {
-        self.kernel.work.phases[0]
+        self.kernel.work.passes[0]
     }
 }
 
@@ -115,9 +116,9 @@ pub struct JitProgram {
 
 /// A JIT module with the run-time-check reporter and the chosen micro-kernel declared.
 fn start_module(options: CodegenOptions, features: HostFeatures) -> CgResult<(JitModule, MicroKernel, FunctionText)> {
-    let report = exec::bounds_report as extern "C" fn(i32, i64, i64);
+    let report = executable::bounds_report as extern "C" fn(i32, i64, i64);
     let native = micro::native_for(options.micro, features);
-    let mut symbols = vec![(exec::BOUNDS_REPORT, report as *const u8)];
+    let mut symbols = vec![(executable::BOUNDS_REPORT, report as *const u8)];
     if let Some(n) = &native {
         symbols.push((n.symbol, n.address));
     }
@@ -126,7 +127,7 @@ fn start_module(options: CodegenOptions, features: HostFeatures) -> CgResult<(Ji
     Ok((jit, micro, text))
 }
 
-/// A kernel's code: one function per phase, its text, and its checked accesses.
+/// A kernel's code: one function per pass, its text, and its checked accesses.
 struct KernelCode {
     ids: Vec<cranelift_module::FuncId>,
     text: FunctionText,
@@ -146,16 +147,16 @@ fn define_kernels(
         let mut sig = cranelift_codegen::ir::Signature::new(jit.call_conv());
         use cranelift_codegen::ir::{types, AbiParam};
         sig.params.extend([AbiParam::new(types::I32), AbiParam::new(types::I64), AbiParam::new(types::I64)]);
-        Some(jit.declare(exec::BOUNDS_REPORT, &sig, cranelift_module::Linkage::Import)?)
+        Some(jit.declare(executable::BOUNDS_REPORT, &sig, cranelift_module::Linkage::Import)?)
     } else {
         None
     };
     let mut out = vec![];
-    for (k, (kernel, phases)) in kernels.iter().zip(nests).enumerate() {
+    for (k, (kernel, passes)) in kernels.iter().zip(nests).enumerate() {
         let (mut ids, mut texts, mut accesses) = (vec![], vec![], vec![]);
-        for nest in phases {
+        for nest in passes {
             let sig = kernel_signature(jit.call_conv());
-            let sym = format!("k{k}p{}_{}", nest.phase, kernel.name.replace(['.', '#', '+'], "_"));
+            let sym = format!("k{k}p{}_{}", nest.pass, kernel.name.replace(['.', '#', '+'], "_"));
             let id = jit.declare(&sym, &sig, cranelift_module::Linkage::Local)?;
             let mut func = jit.new_function(id, sig);
             let micro_call = nest.calls_micro().then(|| jit.import(micro.id, &mut func));
@@ -169,8 +170,8 @@ fn define_kernels(
             texts.remove(0)
         } else {
             FunctionText {
-                clif: texts.iter().enumerate().map(|(i, t)| format!("; phase {i}\n{}", t.clif)).collect(),
-                disasm: texts.iter().enumerate().map(|(i, t)| format!("; phase {i}\n{}", t.disasm)).collect(),
+                clif: texts.iter().enumerate().map(|(i, t)| format!("; pass {i}\n{}", t.clif)).collect(),
+                disasm: texts.iter().enumerate().map(|(i, t)| format!("; pass {i}\n{}", t.disasm)).collect(),
                 code_bytes: texts.iter().map(|t| t.code_bytes).sum(),
             }
         };
@@ -190,7 +191,7 @@ fn describe(
 ) -> CgResult<CompiledKernel> {
     let buf = |v: crate::ir::ValueId| match plan.locs[v.0 as usize] {
         Some(_) => Ok(plan.buf(v, format!("{v}"))),
-        None => Err(CodegenError(format!("{v} is not stored"))),
+        None => Err(Error::Codegen(format!("{v} is not stored"))),
     };
     let (reads, stored) = (kernel.reads(g), kernel.stored(g));
     let shapes_of = |vs: &[crate::ir::ValueId]| vs.iter().map(|&v| g.shape(v).to_vec()).collect::<Vec<_>>();
@@ -227,7 +228,7 @@ fn describe(
 pub struct Lowered {
     pub kernels: Vec<Kernel>,
     pub plan: ArenaPlan,
-    /// Each kernel's loop nests, one per phase, proved in bounds.
+    /// Each kernel's loop nests, one per pass, proved in bounds.
     pub nests: Vec<Vec<loops::LoopNest>>,
 }
 

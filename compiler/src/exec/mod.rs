@@ -8,17 +8,17 @@
 //! statistics, gradients contiguously, optimizer state) is fixed before compilation, so a
 //! back end can bake every offset into its code.
 
-mod interp;
+mod interpreted;
 mod layout;
 mod programs;
 
-pub use interp::InterpExecutable;
+pub use interpreted::InterpExecutable;
 pub use layout::{Slot, SlotKind, StateLayout, StateStore};
 pub use programs::{eval_program, grad_program, update_program, Optimizer};
 
 use crate::ir::Graph;
 use crate::ops::StepCtx;
-use std::fmt;
+use crate::Error;
 
 /// The inputs of one run: the batch (N × input shape, row-major) and its targets.
 #[derive(Clone, Copy, Debug)]
@@ -43,24 +43,13 @@ pub struct Fetch {
     pub input_grad: Option<Vec<f32>>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct ExecError(pub String);
-
-impl fmt::Display for ExecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ExecError {}
-
 /// A compiled program.
 pub trait Executable: Send {
     /// The graph it was compiled from.
     fn graph(&self) -> &Graph;
 
     /// Run once: read the feed and the store, write state outputs into the store.
-    fn run(&mut self, store: &mut StateStore, feed: &Feed, cx: &StepCtx) -> Result<Fetch, ExecError>;
+    fn run(&mut self, store: &mut StateStore, feed: &Feed, cx: &StepCtx) -> Result<Fetch, Error>;
 
     /// Which back end runs it (`interp`, `jit`).
     fn backend(&self) -> &'static str;

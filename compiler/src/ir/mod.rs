@@ -11,6 +11,7 @@ pub mod parse;
 pub mod print;
 
 use crate::ops::Op;
+use crate::Error;
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -123,19 +124,6 @@ pub struct Graph {
     pub outputs: Vec<(OutputRole, ValueId)>,
 }
 
-/// An op's inputs did not have the shapes it needs: a compiler bug if it comes from a
-/// checked model (the checker reports user errors before the IR is built).
-#[derive(Clone, Debug, PartialEq)]
-pub struct IrError(pub String);
-
-impl fmt::Display for IrError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for IrError {}
-
 impl Graph {
     pub fn new(name: impl Into<String>, batch: usize, mode: Mode) -> Graph {
         Graph { name: name.into(), batch, mode, values: vec![], nodes: vec![], outputs: vec![] }
@@ -158,11 +146,11 @@ impl Graph {
     }
 
     /// Append a node, inferring the shapes of its outputs from the op's shape rule.
-    pub fn push(&mut self, op: Op, inputs: &[ValueId], origin: Origin) -> Result<Vec<ValueId>, IrError> {
+    pub fn push(&mut self, op: Op, inputs: &[ValueId], origin: Origin) -> Result<Vec<ValueId>, Error> {
         let in_shapes: Vec<&[usize]> = inputs.iter().map(|&v| self.shape(v)).collect();
         let out_shapes = op.infer(&in_shapes).map_err(|e| {
             let shapes: Vec<String> = in_shapes.iter().map(|s| crate::text::fmt_shape(s)).collect();
-            IrError(format!("{} ({}) on inputs {}: {e}", op.name(), origin.tag, shapes.join(", ")))
+            Error::Ir(format!("{} ({}) on inputs {}: {e}", op.name(), origin.tag, shapes.join(", ")))
         })?;
         let node = NodeId(self.nodes.len() as u32);
         let outputs: Vec<ValueId> = out_shapes

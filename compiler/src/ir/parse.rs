@@ -6,12 +6,13 @@
 //! back exactly as written, its inputs must be defined earlier, and the shapes written
 //! after ` : ` must be those the op's shape rule infers.
 
-use super::{Graph, IrError, Mode, Origin, OutputRole, Phase, ValueId};
+use super::{Graph, Mode, Origin, OutputRole, Phase, ValueId};
 use crate::ops::{Op, TextOp};
+use crate::Error;
 use std::collections::HashMap;
 
-fn fail<T>(line: usize, msg: impl std::fmt::Display) -> Result<T, IrError> {
-    Err(IrError(format!("line {line}: {msg}")))
+fn fail<T>(line: usize, msg: impl std::fmt::Display) -> Result<T, Error> {
+    Err(Error::Ir(format!("line {line}: {msg}")))
 }
 
 /// `[2, 3], [4]` → the shapes.
@@ -101,7 +102,7 @@ fn phase(title: &str) -> Option<Phase> {
 }
 
 /// A graph from its text form.
-pub fn parse(text: &str) -> Result<Graph, IrError> {
+pub fn parse(text: &str) -> Result<Graph, Error> {
     let lines: Vec<(usize, &str)> =
         text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty()).collect();
     let Some(&(first, header)) = lines.first() else {
@@ -194,7 +195,7 @@ pub fn parse(text: &str) -> Result<Graph, IrError> {
         }
         let is_source = matches!(op, Op::Source(_));
         let origin = Origin { tag: tag.to_string(), phase: phase_now.unwrap_or(Phase::Forward) };
-        let ids = g.push(op, &inputs, origin).map_err(|e| IrError(format!("line {ln}: {e}")))?;
+        let ids = g.push(op, &inputs, origin).map_err(|e| Error::Ir(format!("line {ln}: {e}")))?;
         let inferred: Vec<Vec<usize>> = ids.iter().map(|&v| g.shape(v).to_vec()).collect();
         if inferred != declared {
             return fail(ln, format!("`{op_name}` gives shapes {inferred:?}, the text says {declared:?}"));

@@ -3,9 +3,10 @@
 //! NaN propagates: the "negative" branch is taken for `x <= 0`, which NaN fails.
 
 use super::{arity, Grads, OpRule, Shapes, StepCtx, TextOp, VjpCtx};
-use crate::ir::{IrError, ValueId};
+use crate::ir::ValueId;
 use crate::layers::Activation;
 use crate::tensor::{Real, Tensor};
+use crate::Error;
 
 impl Activation {
     /// Whether the derivative is computed from the output rather than the input, so the
@@ -135,7 +136,7 @@ impl OpRule for Act {
         Ok(vec![ins[0].to_vec()])
     }
 
-    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         let Some(dy) = dys[0] else { return Ok(vec![None]) };
         let v = if self.act.grad_uses_output() { cx.outputs[0] } else { cx.inputs[0] };
         Ok(vec![Some(cx.emit1(ActGrad { act: self.act }, &[v, dy])?)])
@@ -215,7 +216,7 @@ impl OpRule for Softmax {
         Ok(vec![ins[0].to_vec()])
     }
 
-    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         let Some(dy) = dys[0] else { return Ok(vec![None]) };
         let y = cx.outputs[0];
         Ok(vec![Some(cx.emit1(SoftmaxGrad, &[y, dy])?)])

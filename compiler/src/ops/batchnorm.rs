@@ -5,8 +5,9 @@
 //! in f64: mean, then the biased variance. The running variance uses the unbiased one.
 
 use super::{arity, Grads, OpRule, Shapes, StepCtx, TextOp, VjpCtx};
-use crate::ir::{IrError, ValueId};
+use crate::ir::ValueId;
 use crate::tensor::{Real, Tensor};
+use crate::Error;
 
 /// (batch, channels, elements per channel per sample) of an [N, C] or [N, C, H, W] shape.
 pub fn channel_layout(shape: &[usize]) -> (usize, usize, usize) {
@@ -87,7 +88,7 @@ impl OpRule for BatchNormTrain {
         Ok(vec![ins[0].to_vec(), vec![c], vec![c]])
     }
 
-    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         let Some(dy) = dys[0] else { return Ok(vec![None, None, None]) };
         let (x, gamma) = (cx.inputs[0], cx.inputs[1]);
         let (mean, var) = (cx.outputs[1], cx.outputs[2]);
@@ -239,7 +240,7 @@ impl OpRule for RunningUpdate {
         Ok(vec![ins[0].to_vec()])
     }
 
-    fn vjp(&self, _: &mut VjpCtx, _: &[Option<ValueId>]) -> Result<Grads, IrError> {
+    fn vjp(&self, _: &mut VjpCtx, _: &[Option<ValueId>]) -> Result<Grads, Error> {
         Ok(vec![None, None])
     }
 

@@ -1,9 +1,10 @@
 //! 2-D convolution (cross-correlation, NCHW) and its two backward passes.
 
 use super::{arity, rank, Grads, OpRule, Shapes, StepCtx, TextOp, VjpCtx};
-use crate::ir::{IrError, ValueId};
+use crate::ir::ValueId;
 use crate::shape::window_out;
 use crate::tensor::{Real, Tensor};
+use crate::Error;
 
 /// Stride and zero padding (each side) of a convolution, as (rows, cols).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +69,7 @@ impl OpRule for Conv2d {
         Ok(vec![vec![x[0], w[0], ho, wo]])
     }
 
-    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         let Some(dy) = dys[0] else { return Ok(vec![None, None]) };
         let (x, w) = (cx.inputs[0], cx.inputs[1]);
         let xs = cx.shape(x).to_vec();

@@ -1,8 +1,9 @@
 //! Matrix products, bias, and maxout's reduction.
 
 use super::{arity, numel, rank, Grads, OpRule, Shapes, StepCtx, TextOp, VjpCtx};
-use crate::ir::{IrError, ValueId};
+use crate::ir::ValueId;
 use crate::tensor::{Real, Tensor};
+use crate::Error;
 
 /// C = op(A)·op(B), where op transposes when the flag is set. Dense layers use
 /// `x·Wᵀ` (`trans_b`), their backward products `dy·W` and `dyᵀ·x` (`trans_a`).
@@ -51,7 +52,7 @@ impl OpRule for MatMul {
         Ok(vec![vec![m, n]])
     }
 
-    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         let Some(dc) = dys[0] else { return Ok(vec![None, None]) };
         let (a, b) = (cx.inputs[0], cx.inputs[1]);
         let da = if self.trans_a {
@@ -113,7 +114,7 @@ impl OpRule for BiasAdd {
         Ok(vec![ins[0].to_vec()])
     }
 
-    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         let Some(dy) = dys[0] else { return Ok(vec![None, None]) };
         let db = cx.emit1(BiasGrad, &[dy])?;
         Ok(vec![Some(dy), Some(db)])
@@ -211,7 +212,7 @@ impl OpRule for MaxoutReduce {
         Ok(vec![vec![ins[0][0], ins[0][1] / self.pieces]])
     }
 
-    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         let Some(dy) = dys[0] else { return Ok(vec![None]) };
         let z = cx.inputs[0];
         Ok(vec![Some(cx.emit1(MaxoutGrad { pieces: self.pieces }, &[z, dy])?)])

@@ -1,8 +1,9 @@
 //! Shape-only and simple elementwise ops: reshape, add, dropout.
 
 use super::{arity, Grads, OpRule, Shapes, StepCtx, TextOp, VjpCtx};
-use crate::ir::{IrError, ValueId};
+use crate::ir::ValueId;
 use crate::tensor::{Real, Tensor};
+use crate::Error;
 
 /// Same data, new shape (flatten). Free at run time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,7 +32,7 @@ impl OpRule for Reshape {
         Ok(vec![self.shape.clone()])
     }
 
-    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         let Some(dy) = dys[0] else { return Ok(vec![None]) };
         let shape = cx.shape(cx.inputs[0]).to_vec();
         Ok(vec![Some(cx.emit1(Reshape { shape }, &[dy])?)])
@@ -65,7 +66,7 @@ impl OpRule for Add {
         Ok(vec![ins[0].to_vec()])
     }
 
-    fn vjp(&self, _: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+    fn vjp(&self, _: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         Ok(vec![dys[0], dys[0]])
     }
 
@@ -125,7 +126,7 @@ impl OpRule for Dropout {
         Ok(vec![ins[0].to_vec()])
     }
 
-    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         let Some(dy) = dys[0] else { return Ok(vec![None]) };
         Ok(vec![Some(cx.emit1(*self, &[dy])?)])
     }

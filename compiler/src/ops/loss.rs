@@ -5,13 +5,14 @@
 //! MSE are means over all elements (as PyTorch's defaults).
 
 use super::{arity, rank, Grads, OpRule, Shapes, StepCtx, TextOp, VjpCtx};
-use crate::ir::{IrError, ValueId};
+use crate::ir::ValueId;
 use crate::tensor::{Real, Tensor};
+use crate::Error;
 
-fn root_only(dys: &[Option<ValueId>], name: &str) -> Result<(), IrError> {
+fn root_only(dys: &[Option<ValueId>], name: &str) -> Result<(), Error> {
     match dys[0] {
         None => Ok(()),
-        Some(_) => Err(IrError(format!("`{name}` must be the root of the graph"))),
+        Some(_) => Err(Error::Ir(format!("`{name}` must be the root of the graph"))),
     }
 }
 
@@ -61,7 +62,7 @@ impl OpRule for SoftmaxCrossEntropy {
         Ok(vec![vec![]])
     }
 
-    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         root_only(dys, self.name())?;
         let (z, t) = (cx.inputs[0], cx.inputs[1]);
         Ok(vec![Some(cx.emit1(SoftmaxCrossEntropyGrad, &[z, t])?), None])
@@ -145,7 +146,7 @@ impl OpRule for BceWithLogits {
         Ok(vec![vec![]])
     }
 
-    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         root_only(dys, self.name())?;
         let (z, t) = (cx.inputs[0], cx.inputs[1]);
         Ok(vec![Some(cx.emit1(BceWithLogitsGrad, &[z, t])?), None])
@@ -211,7 +212,7 @@ impl OpRule for Mse {
         Ok(vec![vec![]])
     }
 
-    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         root_only(dys, self.name())?;
         let (y, t) = (cx.inputs[0], cx.inputs[1]);
         Ok(vec![Some(cx.emit1(MseGrad, &[y, t])?), None])

@@ -30,8 +30,9 @@ pub use optim::{AdamUpdate, SgdUpdate};
 pub use pool::{AvgPool, AvgPoolGrad, GlobalAvgPool, GlobalAvgPoolGrad, MaxPool, MaxPoolGrad, PoolGeom};
 pub use source::{Source, SourceKind};
 
-use crate::ir::{Graph, IrError, Origin, ValueId};
+use crate::ir::{Graph, Origin, ValueId};
 use crate::tensor::{Real, Tensor};
+use crate::Error;
 
 /// Per-step values every op may read: the RNG seed and the step counter (dropout masks
 /// are a hash of seed, step, statement and element), and the optimizer's hyperparameters
@@ -62,11 +63,11 @@ pub struct VjpCtx<'g> {
 
 impl VjpCtx<'_> {
     /// Add a node to the backward graph and return its outputs.
-    pub fn emit(&mut self, op: impl Into<Op>, inputs: &[ValueId]) -> Result<Vec<ValueId>, IrError> {
+    pub fn emit(&mut self, op: impl Into<Op>, inputs: &[ValueId]) -> Result<Vec<ValueId>, Error> {
         self.graph.push(op.into(), inputs, self.origin.clone())
     }
 
-    pub fn emit1(&mut self, op: impl Into<Op>, inputs: &[ValueId]) -> Result<ValueId, IrError> {
+    pub fn emit1(&mut self, op: impl Into<Op>, inputs: &[ValueId]) -> Result<ValueId, Error> {
         Ok(self.emit(op, inputs)?[0])
     }
 
@@ -94,9 +95,9 @@ pub trait OpRule {
     /// Emit the vector-Jacobian product: given the cotangents of the outputs (`None`: zero,
     /// except for a loss, whose single output is the root with cotangent 1), the
     /// cotangents of the inputs.
-    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         let _ = (cx, dys);
-        Err(IrError(format!("`{}` has no gradient (it only appears in backward or update graphs)", self.name())))
+        Err(Error::Ir(format!("`{}` has no gradient (it only appears in backward or update graphs)", self.name())))
     }
 
     /// Run the op with plain loops.
@@ -213,7 +214,7 @@ macro_rules! op_table {
             pub fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
                 match self { $(Op::$variant(o) => o.infer(ins)),* }
             }
-            pub fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+            pub fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
                 match self { $(Op::$variant(o) => o.vjp(cx, dys)),* }
             }
             pub fn eval<T: Real>(&self, ins: &[&Tensor<T>], cx: &StepCtx) -> Result<Vec<Tensor<T>>, String> {

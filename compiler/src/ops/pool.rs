@@ -1,9 +1,10 @@
 //! Max, average and global-average pooling (floor mode, no padding) and their gradients.
 
 use super::{arity, rank, Grads, OpRule, Shapes, StepCtx, TextOp, VjpCtx};
-use crate::ir::{IrError, ValueId};
+use crate::ir::ValueId;
 use crate::shape::window_out;
 use crate::tensor::{Real, Tensor};
+use crate::Error;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolGeom {
@@ -92,7 +93,7 @@ impl OpRule for MaxPool {
         self.geom.infer_pool(ins)
     }
 
-    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         let Some(dy) = dys[0] else { return Ok(vec![None]) };
         let x = cx.inputs[0];
         Ok(vec![Some(cx.emit1(MaxPoolGrad { geom: self.geom }, &[x, dy])?)])
@@ -169,7 +170,7 @@ impl OpRule for AvgPool {
         self.geom.infer_pool(ins)
     }
 
-    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         let Some(dy) = dys[0] else { return Ok(vec![None]) };
         let xs = cx.shape(cx.inputs[0]).to_vec();
         Ok(vec![Some(cx.emit1(AvgPoolGrad { geom: self.geom, input_hw: [xs[2], xs[3]] }, &[dy])?)])
@@ -247,7 +248,7 @@ impl OpRule for GlobalAvgPool {
         Ok(vec![vec![ins[0][0], ins[0][1]]])
     }
 
-    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, IrError> {
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         let Some(dy) = dys[0] else { return Ok(vec![None]) };
         let xs = cx.shape(cx.inputs[0]).to_vec();
         Ok(vec![Some(cx.emit1(GlobalAvgPoolGrad { hw: [xs[2], xs[3]] }, &[dy])?)])

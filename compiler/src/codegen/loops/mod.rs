@@ -1,6 +1,6 @@
 //! The loop-nest level: what a kernel is between its op's lowering and Cranelift IR.
 //!
-//! A [`LoopNest`] is one function of a kernel (one phase): counted loops with constant
+//! A [`LoopNest`] is one function of a kernel (one pass): counted loops with constant
 //! bounds, the parallel loop over the work items a thread was given, branches on an
 //! index, loads and stores on named buffers at affine indices ([`Idx`]: Σ cᵢ·vᵢ + c with
 //! the range it was proved to lie in), scalar and f32x4 arithmetic in SSA values, a few
@@ -297,8 +297,8 @@ pub struct MicroCall {
 pub struct LoopNest {
     /// The kernel's name (as `--emit plan` gives it).
     pub name: String,
-    /// Which of the kernel's phases this is.
-    pub phase: usize,
+    /// Which of the kernel's passes this is.
+    pub pass: usize,
     pub bufs: Vec<Buf>,
     /// The type of every value.
     pub types: Vec<Type>,

@@ -1,7 +1,7 @@
 //! The text of a loop nest (`percept inspect --emit loops`):
 //!
 //! ```text
-//! loops fwd.leaky_relu_0.leaky_relu phase 0
+//! loops fwd.leaky_relu_0.leaky_relu pass 0
 //!   buf b0 = %0 arena@0+48
 //!   buf b1 = %1 arena@64+48
 //!   items v0 in 0..2 {
@@ -143,7 +143,7 @@ impl LoopNest {
 
 impl fmt::Display for LoopNest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "loops {} phase {}", self.name, self.phase)?;
+        writeln!(f, "loops {} pass {}", self.name, self.pass)?;
         for (i, b) in self.bufs.iter().enumerate() {
             writeln!(f, "  buf b{i} = {} {}@{}+{}", b.name, region_name(b.region), b.offset * 4, b.len * 4)?;
         }

@@ -6,7 +6,7 @@
 //! the builder recorded in the indices, then checks each access's index range against its
 //! buffer's length. A nest that passes cannot touch memory outside its buffers, whatever
 //! item range (within the extent) and thread it is called with; this is what the `unsafe`
-//! call in `codegen::exec` relies on.
+//! call in `codegen::executable` relies on.
 
 use super::range::{self, Range};
 use super::{width, BufId, Expr, Idx, LoopNest, Stmt, Val};

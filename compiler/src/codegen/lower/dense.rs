@@ -88,7 +88,7 @@ fn gemm_rows<T>(_: &T, _: &NodeCx) -> Storage {
 fn matmul_work(mm: &MatMul, cx: &NodeCx, micro: &MicroTile, threads: usize) -> Work {
     let (m, k, n) = mm.dims(cx.in_shape(0), cx.in_shape(1));
     let (nb, blocks) = column_blocks(n, micro, threads);
-    Work { scratch: super::gemm::scratch((m, k, nb), micro), shared: vec![], phases: vec![blocks] }
+    Work { scratch: super::gemm::scratch((m, k, nb), micro), shared: vec![], passes: vec![blocks] }
 }
 
 fn lower_matmul(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, mm: &MatMul) -> CgResult<()> {
@@ -247,24 +247,24 @@ fn im2col_walk(kb: &mut Kb, d: &ConvDims, g: &ConvGeom, img: Idx, x: &Buf, col: 
 /// One image per work item.
 fn conv2d_work(_: &Conv2d, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
     let d = conv2d_dims(cx);
-    Work { scratch: d.scratch((d.f, d.ckk(), d.p()), micro), shared: vec![], phases: vec![d.n] }
+    Work { scratch: d.scratch((d.f, d.ckk(), d.p()), micro), shared: vec![], passes: vec![d.n] }
 }
 
 /// One image per work item.
 fn grad_input_work(_: &Conv2dGradInput, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
     let d = grad_input_dims(cx);
-    Work { scratch: d.scratch((d.ckk(), d.f, d.p()), micro), shared: vec![], phases: vec![d.n] }
+    Work { scratch: d.scratch((d.ckk(), d.f, d.p()), micro), shared: vec![], passes: vec![d.n] }
 }
 
-/// Phase 0: one chunk of DW_CHUNK images per item, each summed into its own partial;
-/// phase 1: the partials added in chunk order.
+/// Pass 0: one chunk of DW_CHUNK images per item, each summed into its own partial;
+/// pass 1: the partials added in chunk order.
 fn grad_weight_work(_: &Conv2dGradWeight, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
     let d = grad_weight_dims(cx);
     let chunks = d.n.div_ceil(DW_CHUNK);
     Work {
         scratch: d.scratch((d.f, d.p(), d.ckk()), micro),
         shared: vec![chunks * d.f * d.ckk()],
-        phases: vec![chunks, 1],
+        passes: vec![chunks, 1],
     }
 }
 
@@ -331,7 +331,7 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
     let size = d.f * ckk;
     let partial = &bufs.shared[0];
     let chunks = d.n.div_ceil(DW_CHUNK);
-    if cx.phase == 1 {
+    if cx.pass == 1 {
         // dW = Σ partial sums, in chunk order.
         return kb.for_lanes(0, size as i64, |kb, j, ty| {
             let mut acc = kb.load(ty, partial, j)?;
@@ -342,7 +342,7 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
             kb.store(acc, dw, j)
         });
     }
-    // Phase 0: each work item sums the images of one chunk, in order, into its partial.
+    // Pass 0: each work item sums the images of one chunk, in order, into its partial.
     let col = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);
     let last = d.n - (chunks - 1) * DW_CHUNK;

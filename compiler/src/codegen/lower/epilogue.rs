@@ -33,7 +33,7 @@ impl EpiOp {
     /// channels on `axis` (`None`: not a GEMM; bias and batch norm need one).
     pub fn new(element: Element, operands: Vec<Buf>, axis: Option<ChannelAxis>) -> CgResult<EpiOp> {
         let mut ops = operands.into_iter();
-        let mut next = || ops.next().ok_or_else(|| crate::codegen::jit::CodegenError("a link lacks an operand".into()));
+        let mut next = || ops.next().ok_or_else(|| crate::Error::Codegen("a link lacks an operand".into()));
         Ok(match (element, axis) {
             (Element::Bias, Some(ChannelAxis::Rows)) => EpiOp::BiasRow(next()?),
             (Element::Bias, Some(ChannelAxis::Columns)) => EpiOp::BiasCol(next()?),

@@ -24,7 +24,8 @@ fn kc_for(k: usize) -> usize {
     let blocks = k.div_ceil(KC);
     k.div_ceil(blocks)
 }
-/// Width of a packed B block: 256×512 floats (512 KB) stays in L2.
+/// Width of a packed B block: at most KC×512 floats (384×512, 768 KB), which stays in
+/// this machine's 1 MB L2 per core.
 const NC: usize = 512;
 
 /// A matrix view: element (r, c) is `buf[base + r·rs + c·cs]`.

@@ -1,4 +1,4 @@
-//! Lowering: a [`Kernel`] → the loop nest of each of its phases.
+//! Lowering: a [`Kernel`] → the loop nest of each of its passes.
 //!
 //! Every op of the graph IR has a [`LowerRule`], implemented beside its family's lowering
 //! in this directory and reached through `Op::lowering`, which `ops::op_table!` generates
@@ -6,7 +6,7 @@
 //! everything fusion, the memory plan and lowering ask of an op: how its kernel stores
 //! its output ([`Storage`], which decides the epilogues it can take), the element function
 //! it contributes when it is itself fused into another op's store ([`Element`]), its
-//! [`Work`] (scratch, shared buffers, phases of independent items), and its loop nest.
+//! [`Work`] (scratch, shared buffers, passes over independent items), and its loop nest.
 
 mod dense;
 mod element;
@@ -22,11 +22,12 @@ pub use gemm::MicroTile;
 
 use super::builder::{Buf, Kb};
 use super::fuse::Kernel;
-use super::jit::{err, CgResult, CodegenError};
+use super::jit::{err, CgResult};
 use super::loops::LoopNest;
 use super::plan::ArenaPlan;
 use crate::ir::{Graph, Node, ValueId};
 use crate::layers::Activation;
+use crate::Error;
 
 /// A node and its graph, for the questions a rule answers before lowering.
 #[derive(Clone, Copy)]
@@ -108,19 +109,19 @@ impl Element {
 }
 
 /// What an op's kernel needs besides its values: per-thread scratch, buffers its threads
-/// share, and its phases (run one after the other, each split into this many independent
+/// share, and its passes (run one after the other, each split into this many independent
 /// work items; threads take ranges of items, which never share a reduction).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Work {
     pub scratch: Vec<usize>,
     pub shared: Vec<usize>,
-    pub phases: Vec<usize>,
+    pub passes: Vec<usize>,
 }
 
 impl Work {
-    /// One phase of `items` independent items, nothing else.
+    /// One pass over `items` independent items, nothing else.
     pub fn items(items: usize) -> Work {
-        Work { scratch: vec![], shared: vec![], phases: vec![items] }
+        Work { scratch: vec![], shared: vec![], passes: vec![items] }
     }
 }
 
@@ -144,8 +145,8 @@ pub struct LowerCtx<'a> {
     pub micro: &'a MicroTile,
     /// The threads the program is compiled for (GEMMs split their columns by it).
     pub threads: usize,
-    /// Which phase of a multi-phase kernel is being built.
-    pub phase: usize,
+    /// Which pass of a multi-pass kernel is being built.
+    pub pass: usize,
 }
 
 impl LowerCtx<'_> {
@@ -171,10 +172,10 @@ pub trait LowerRule {
     /// `None` if it cannot be a link.
     fn element(&self) -> Option<Element>;
 
-    /// Scratch, shared buffers and phases of the op's kernel.
+    /// Scratch, shared buffers and passes of the op's kernel.
     fn work(&self, cx: &NodeCx, micro: &MicroTile, threads: usize) -> Work;
 
-    /// Write phase `cx.phase` of the op's kernel, applying `bufs.epilogue` at the store of
+    /// Write pass `cx.pass` of the op's kernel, applying `bufs.epilogue` at the store of
     /// its first output.
     fn lower(&self, kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs) -> CgResult<()>;
 }
@@ -265,7 +266,7 @@ lower_rules! {
 fn kernel_bufs(g: &Graph, k: &Kernel, plan: &ArenaPlan, index: usize) -> CgResult<KernelBufs> {
     let stored = |v: ValueId| match plan.locs[v.0 as usize] {
         Some(_) => Ok(plan.buf(v, format!("{v}"))),
-        None => Err(CodegenError(format!("{v} is not stored"))),
+        None => Err(Error::Codegen(format!("{v} is not stored"))),
     };
     let main = &g.nodes[k.main];
     let mut inputs = main.inputs.iter().map(|&v| stored(v)).collect::<CgResult<Vec<_>>>()?;
@@ -304,7 +305,7 @@ fn kernel_bufs(g: &Graph, k: &Kernel, plan: &ArenaPlan, index: usize) -> CgResul
     })
 }
 
-/// The loop nests of kernel `index` (one per phase), each proved in bounds.
+/// The loop nests of kernel `index` (one per pass), each proved in bounds.
 pub fn lower_kernel(
     g: &Graph,
     k: &Kernel,
@@ -320,10 +321,10 @@ pub fn lower_kernel(
     if !bufs.epilogue.is_empty() && matches!(storage, Storage::Opaque | Storage::Kernelless) {
         return err(format!("kernel `{}`: `{}` takes no epilogue", k.name, node.op.name()));
     }
-    (0..k.work.phases.len())
-        .map(|phase| {
-            let mut kb = Kb::new(&k.name, phase, scratch, Some((micro.name.clone(), micro.mr, micro.nr)));
-            let cx = LowerCtx { graph: g, node, kernel: k, micro, threads, phase };
+    (0..k.work.passes.len())
+        .map(|pass| {
+            let mut kb = Kb::new(&k.name, pass, scratch, Some((micro.name.clone(), micro.mr, micro.nr)));
+            let cx = LowerCtx { graph: g, node, kernel: k, micro, threads, pass };
             node.op.lowering().lower(&mut kb, &cx, &bufs)?;
             let nest = kb.finish();
             super::loops::verify::verify(&nest)?;

@@ -240,13 +240,7 @@ fn zero_per_sample(kb: &mut Kb, y: &Buf, n: usize, per: usize) -> CgResult<()> {
 /// Every window's maximum, for max pooling and its gradient alike: `at_winner(kb, window
 /// start in x, output index, the winning value, its offset in the window as an i64)`.
 /// Vectorized over rows (four window starts per f32x4) where the stride divides 4.
-fn each_window_max(
-    kb: &mut Kb,
-    x: &Buf,
-    xs: &[usize],
-    geom: &PoolGeom,
-    at_winner: &mut AtWinner,
-) -> CgResult<()> {
+fn each_window_max(kb: &mut Kb, x: &Buf, xs: &[usize], geom: &PoolGeom, at_winner: &mut AtWinner) -> CgResult<()> {
     let offs = window_offsets(geom, xs[3]);
     if !by_rows(geom) {
         return windows(kb, xs, geom, &mut |kb, xb, yo| {
@@ -359,13 +353,7 @@ fn lower_global_avgpool_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &
 
 /// Every maxout unit's winning piece: `at_winner(kb, the unit's first piece in z, its
 /// output index, the winner, its piece)`, z [N, units·k] and outputs [N, units].
-fn each_unit_max(
-    kb: &mut Kb,
-    z: &Buf,
-    zs: &[usize],
-    pieces: usize,
-    at_winner: &mut AtWinner,
-) -> CgResult<()> {
+fn each_unit_max(kb: &mut Kb, z: &Buf, zs: &[usize], pieces: usize, at_winner: &mut AtWinner) -> CgResult<()> {
     let (units, offs) = (zs[1] / pieces, (0..pieces as i64).collect::<Vec<_>>());
     kb.for_items(zs[0], |kb, item| {
         kb.for_range(0, units as i64, 1, |kb, u| {

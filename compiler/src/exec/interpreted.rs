@@ -1,11 +1,12 @@
 //! The interpreter as an [`Executable`]: feeds sources from the store and the feed, runs
 //! the graph with [`crate::interp::run`], writes state outputs back.
 
-use super::{ExecError, Executable, Feed, Fetch, SlotKind, StateStore};
+use super::{Executable, Feed, Fetch, SlotKind, StateStore};
 use crate::interp;
 use crate::ir::{Graph, OutputRole};
 use crate::ops::{SourceKind, StepCtx};
 use crate::tensor::Tensor;
+use crate::Error;
 
 pub struct InterpExecutable {
     graph: Graph,
@@ -46,7 +47,7 @@ impl Executable for InterpExecutable {
         self
     }
 
-    fn run(&mut self, store: &mut StateStore, feed: &Feed, cx: &StepCtx) -> Result<Fetch, ExecError> {
+    fn run(&mut self, store: &mut StateStore, feed: &Feed, cx: &StepCtx) -> Result<Fetch, Error> {
         let g = &self.graph;
         let feed_fn = |kind: &SourceKind| -> Option<Tensor<f32>> {
             let shape = g.shape(g.source(kind)?).to_vec();
@@ -60,7 +61,7 @@ impl Executable for InterpExecutable {
             };
             (data.len() == shape.iter().product::<usize>()).then(|| Tensor::new(shape, data))
         };
-        let run = interp::run::<f32>(g, &feed_fn, cx, false).map_err(|e| ExecError(e.to_string()))?;
+        let run = interp::run::<f32>(g, &feed_fn, cx, false).map_err(|e| Error::Exec(e.to_string()))?;
         let mut fetch = Fetch::default();
         for (role, v) in &g.outputs {
             let t = run.get(*v).expect("outputs are kept");
@@ -90,7 +91,7 @@ impl Executable for InterpExecutable {
             };
             let slot = store
                 .get_mut(target.0, &target.1)
-                .ok_or_else(|| ExecError(format!("the state has no slot for {role}")))?;
+                .ok_or_else(|| Error::Exec(format!("the state has no slot for {role}")))?;
             slot.copy_from_slice(&t.data);
         }
         Ok(fetch)

@@ -9,10 +9,11 @@
 
 use super::jit::CgResult;
 use super::plan::Loc;
-use super::{CodegenError, JitProgram};
-use crate::exec::{ExecError, Executable, Feed, Fetch, StateStore};
+use super::JitProgram;
+use crate::exec::{Executable, Feed, Fetch, StateStore};
 use crate::ir::{Graph, OutputRole};
 use crate::ops::{Op, SourceKind, StepCtx};
+use crate::Error;
 use cranelift_jit::JITModule;
 use cranelift_module::FuncId;
 use std::sync::Mutex;
@@ -75,7 +76,7 @@ pub struct JitExecutable {
     /// When set, `run` adds each kernel's wall time here (per kernel, in order).
     pub profile: Option<Vec<std::time::Duration>>,
     module: Option<JITModule>,
-    /// Per kernel, its phases' functions.
+    /// Per kernel, its passes' functions.
     fns: Vec<Vec<KernelFn>>,
     /// Workers for kernels with several items (none for one thread).
     pool: Option<rayon::ThreadPool>,
@@ -107,8 +108,8 @@ impl JitExecutable {
     pub(super) fn new(program: JitProgram, module: JITModule, ids: &[Vec<FuncId>]) -> CgResult<JitExecutable> {
         let fns = ids
             .iter()
-            .map(|phases| {
-                phases
+            .map(|passes| {
+                passes
                     .iter()
                     .map(|&id| {
                         let addr = module.get_finalized_function(id);
@@ -125,7 +126,7 @@ impl JitExecutable {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .build()
-                    .map_err(|e| CodegenError(format!("cannot start {threads} threads: {e}")))?,
+                    .map_err(|e| Error::Codegen(format!("cannot start {threads} threads: {e}")))?,
             )
         } else {
             None
@@ -137,7 +138,7 @@ impl JitExecutable {
             _ => None,
         });
         if program.kernels.len() != ids.len() {
-            return Err(CodegenError("kernel count mismatch".into()));
+            return Err(Error::Codegen("kernel count mismatch".into()));
         }
         Ok(JitExecutable { program, profile: None, module: Some(module), fns, pool, arena, base, adam })
     }
@@ -145,18 +146,18 @@ impl JitExecutable {
     /// Debug: run kernel `k` alone over work items `lo..hi`, which may exceed its extent
     /// only when the program was compiled with run-time bounds checks (which then report
     /// the first bad access instead of touching memory outside the buffers).
-    pub fn run_kernel_items(&mut self, store: &mut StateStore, k: usize, lo: i64, hi: i64) -> Result<(), ExecError> {
-        let info = self.program.kernels.get(k).ok_or_else(|| ExecError(format!("no kernel {k}")))?;
+    pub fn run_kernel_items(&mut self, store: &mut StateStore, k: usize, lo: i64, hi: i64) -> Result<(), Error> {
+        let info = self.program.kernels.get(k).ok_or_else(|| Error::Exec(format!("no kernel {k}")))?;
         let within = 0 <= lo && lo <= hi && hi <= info.extent() as i64;
         if !within && !self.program.options.checks {
-            return Err(ExecError(format!(
+            return Err(Error::Exec(format!(
                 "items {lo}..{hi} exceed the extent {} of `{}`",
                 info.extent(),
                 info.name()
             )));
         }
         if store.layout != self.program.layout {
-            return Err(ExecError("the model state does not have the layout this program was compiled for".into()));
+            return Err(Error::Exec("the model state does not have the layout this program was compiled for".into()));
         }
         let ctx = KernelCtx::default();
         let arena = self.arena[self.base..].as_mut_ptr();
@@ -168,7 +169,7 @@ impl JitExecutable {
                 let kname = self.program.kernels[kernel as usize].name();
                 let what =
                     self.program.kernels[kernel as usize].accesses.get(access as usize).cloned().unwrap_or_default();
-                Err(ExecError(format!("bounds check failed in kernel `{kname}`: {what} at index {index}")))
+                Err(Error::Exec(format!("bounds check failed in kernel `{kname}`: {what} at index {index}")))
             }
             None => Ok(()),
         }
@@ -200,9 +201,9 @@ impl Executable for JitExecutable {
         self
     }
 
-    fn run(&mut self, store: &mut StateStore, feed: &Feed, cx: &StepCtx) -> Result<Fetch, ExecError> {
+    fn run(&mut self, store: &mut StateStore, feed: &Feed, cx: &StepCtx) -> Result<Fetch, Error> {
         if store.layout != self.program.layout || store.data.len() != store.layout.len {
-            return Err(ExecError("the model state does not have the layout this program was compiled for".into()));
+            return Err(Error::Exec("the model state does not have the layout this program was compiled for".into()));
         }
         let g = &self.program.graph;
         for (kind, v) in g.sources() {
@@ -210,13 +211,13 @@ impl Executable for JitExecutable {
                 SourceKind::Data => feed.data,
                 SourceKind::Target => match feed.target {
                     Some(t) => t,
-                    None => return Err(ExecError("this program needs targets".into())),
+                    None => return Err(Error::Exec("this program needs targets".into())),
                 },
                 _ => continue,
             };
             let r = loc_range(&self.value_loc(v), self.base);
             if data.len() != r.len() {
-                return Err(ExecError(format!(
+                return Err(Error::Exec(format!(
                     "fed {} values for {kind:?}, the program was compiled for {}",
                     data.len(),
                     r.len()
@@ -233,13 +234,13 @@ impl Executable for JitExecutable {
         let ptrs = Ptrs(self.arena[self.base..].as_mut_ptr(), store.data.as_mut_ptr(), &ctx);
         let checks = self.program.options.checks;
         let threads = self.program.plan.threads;
-        for (k, phases) in self.fns.iter().enumerate() {
+        for (k, passes) in self.fns.iter().enumerate() {
             let info = &self.program.kernels[k];
             let started = self.profile.as_ref().map(|_| std::time::Instant::now());
             // Waking the pool costs microseconds: a small kernel runs on this thread alone
             // (same items, so the same bits).
             let worth_splitting = info.flops + info.bytes_read + info.bytes_written >= PARALLEL_MIN_WORK;
-            for (f, &extent) in phases.iter().zip(info.phases()) {
+            for (f, &extent) in passes.iter().zip(info.passes()) {
                 match &self.pool {
                     Some(pool) if extent > 1 && worth_splitting => {
                         // Contiguous ranges of items, one per thread; the scope's own
@@ -273,7 +274,9 @@ impl Executable for JitExecutable {
                         .get(access as usize)
                         .cloned()
                         .unwrap_or_default();
-                    return Err(ExecError(format!("bounds check failed in kernel `{kname}`: {what} at index {index}")));
+                    return Err(Error::Exec(format!(
+                        "bounds check failed in kernel `{kname}`: {what} at index {index}"
+                    )));
                 }
             }
             if self.program.options.poison {
