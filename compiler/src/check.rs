@@ -70,7 +70,7 @@ pub fn check(model: &ast::Model) -> Result<ModelSpec, Diagnostic> {
                 loss = Some(check_loss(name, s.span, &input, &layers)?);
             }
             StatementKind::Layer { name, args } => {
-                let layer = resolve_layer(name, args, s.span)?;
+                let (layer, kind) = resolve_layer(name, args, s.span)?;
                 let index = layers.len();
                 let input_src = if index == 0 { Ref::Input } else { Ref::Layer(index - 1) };
                 let in_shape = match input_src {
@@ -115,6 +115,7 @@ pub fn check(model: &ast::Model) -> Result<ModelSpec, Diagnostic> {
                 };
                 layers.push(LayerSpec {
                     index,
+                    kind,
                     label: s.label.as_ref().map(|l| l.name.clone()),
                     prefix,
                     layer,

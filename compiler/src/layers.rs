@@ -315,7 +315,8 @@ pub fn layer_def(name: &str) -> Option<&'static LayerDef> {
 }
 
 /// Resolve a layer call against the table: check names, counts and types of the arguments.
-pub fn resolve_layer(name: &Ident, args: &[Arg], call_span: Span) -> Result<Layer, Diagnostic> {
+/// Gives the typed layer and its name in the table.
+pub fn resolve_layer(name: &Ident, args: &[Arg], call_span: Span) -> Result<(Layer, &'static str), Diagnostic> {
     let Some(def) = layer_def(&name.name) else {
         let mut d = Diagnostic::new(name.span, format!("unknown layer `{}`", name.name)).with_label("unknown layer");
         let known = LAYERS.iter().map(|l| l.name);
@@ -330,7 +331,7 @@ pub fn resolve_layer(name: &Ident, args: &[Arg], call_span: Span) -> Result<Laye
         return Err(d);
     };
     let args = Args::bind(def, args, call_span)?;
-    (def.build)(&args)
+    Ok(((def.build)(&args)?, def.name))
 }
 
 /// Arguments bound to a layer's parameters by position or keyword.

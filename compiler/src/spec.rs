@@ -71,6 +71,8 @@ pub struct LayerSpec {
     /// 0-based index among the model's layer statements (not counting `input`, `loss`).
     pub index: usize,
     pub label: Option<String>,
+    /// The layer's name in the language, from the layer table (`conv2d`, `relu`).
+    pub kind: &'static str,
     /// The parameter prefix: the label, or else the index.
     pub prefix: String,
     pub layer: Layer,
@@ -94,29 +96,13 @@ impl LayerSpec {
         }
     }
 
+    /// The layer's name in the language (`conv2d`, `relu`).
     pub fn kind_name(&self) -> &'static str {
-        layer_kind_name(&self.layer)
+        self.kind
     }
 
     pub fn param(&self, suffix: &str) -> Option<&ParamSpec> {
         self.params.iter().find(|p| p.name.rsplit('.').next() == Some(suffix))
-    }
-}
-
-pub fn layer_kind_name(layer: &Layer) -> &'static str {
-    match layer {
-        Layer::Dense { .. } => "dense",
-        Layer::Conv2d { .. } => "conv2d",
-        Layer::MaxPool { .. } => "maxpool",
-        Layer::AvgPool { .. } => "avgpool",
-        Layer::BatchNorm { .. } => "batchnorm",
-        Layer::Flatten => "flatten",
-        Layer::GlobalAvgPool => "global_avgpool",
-        Layer::Dropout { .. } => "dropout",
-        Layer::Add { .. } => "add",
-        Layer::Softmax => "softmax",
-        Layer::Activation(a) => a.name(),
-        Layer::Maxout { .. } => "maxout",
     }
 }
 
