@@ -100,3 +100,12 @@ fn lenet5_two_sgd_steps_match_pytorch_on_the_jit() {
 fn cnn_bn_two_sgd_steps_match_pytorch_on_the_jit() {
     check_golden("examples/cnn_bn.nn", "tests/golden/cnn_bn.safetensors", Backend::Jit);
 }
+
+/// `global_maxpool` against PyTorch's `AdaptiveMaxPool2d(1)` (then flatten): the forward
+/// maxima and the gradient routed to each channel's first maximum.
+#[test]
+fn global_maxpool_two_sgd_steps_match_pytorch() {
+    for backend in [Backend::Interp, Backend::Jit] {
+        check_golden("tests/golden/global_maxpool.nn", "tests/golden/global_maxpool.safetensors", backend);
+    }
+}

@@ -293,7 +293,7 @@ fn infer_shape(layer: &Layer, x: &[usize], ctx: &ShapeCtx) -> Result<Vec<usize>,
             x.to_vec()
         }
         Layer::Flatten => vec![x.iter().product()],
-        Layer::GlobalAvgPool => vec![ctx.expect_image(x)?[0]],
+        Layer::GlobalAvgPool | Layer::GlobalMaxPool => vec![ctx.expect_image(x)?[0]],
         Layer::Dropout { .. } | Layer::Activation(_) => x.to_vec(),
         Layer::Softmax => {
             ctx.expect_flat(x)?;

@@ -64,6 +64,7 @@ pub enum Layer {
     BatchNorm { eps: f64, momentum: f64 },
     Flatten,
     GlobalAvgPool,
+    GlobalMaxPool,
     Dropout { p: f64 },
     Add { other: Ident },
     Softmax,
@@ -230,6 +231,12 @@ pub static LAYERS: &[LayerDef] = &[
         doc: "[C, H, W] → [C], the mean of each channel",
         args: &[],
         build: |_| Ok(Layer::GlobalAvgPool),
+    },
+    LayerDef {
+        name: "global_maxpool",
+        doc: "[C, H, W] → [C], the maximum of each channel; the first maximum wins, NaN wins",
+        args: &[],
+        build: |_| Ok(Layer::GlobalMaxPool),
     },
     LayerDef {
         name: "dropout",

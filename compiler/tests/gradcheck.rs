@@ -102,6 +102,17 @@ fn avgpool_and_global_avgpool() {
 }
 
 #[test]
+fn global_maxpool_without_ties() {
+    gradcheck(
+        "model m { input [3, 4, 5] conv2d(4, kernel: 3, padding: 1) global_maxpool dense(3) loss softmax_cross_entropy }",
+        2,
+        19,
+    );
+    // A 1x1 plane: the only element wins.
+    gradcheck("model m { input [2, 1, 1] global_maxpool dense(2) loss mse }", 3, 20);
+}
+
+#[test]
 fn batchnorm_in_training_mode() {
     gradcheck("model m { input [4] dense(3) batchnorm dense(2) loss mse }", 5, 10);
     gradcheck(

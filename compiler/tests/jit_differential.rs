@@ -156,6 +156,10 @@ fn every_op_agrees() {
         ("input [2, 9, 9] conv2d(4, kernel: 5, padding: same) maxpool(2) flatten dense(3) loss softmax_cross_entropy", 3),
         ("input [3, 7, 7] maxpool(3, stride: 2) avgpool(2, stride: 1) flatten dense(3) loss mse", 2),
         ("input [3, 5, 6] global_avgpool dense(2) loss mse", 4),
+        ("input [3, 5, 6] global_maxpool dense(2) loss mse", 4),
+        ("input [2, 1, 1] global_maxpool dense(2) loss mse", 3),
+        // global max pooling's gradient takes an activation derivative (one winner per plane).
+        ("input [4, 3, 7] conv2d(5, kernel: 3, padding: 1) tanh global_maxpool dense(3) loss softmax_cross_entropy", 3),
         ("input [3, 5, 5] conv2d(4, kernel: 3) batchnorm relu flatten dense(2) loss mse", 3),
         ("input [9] dense(6) batchnorm(momentum: 0.3) tanh dense(2) loss mse", 5),
         ("input [9] maxout(4, pieces: 3) elu dense(3) loss softmax_cross_entropy", 3),

@@ -36,7 +36,7 @@ fn pipeline(text: &str) {
 const EXAMPLES: [&str; 8] =
     ["lenet5.nn", "mlp.nn", "cnn_bn.nn", "xor.nn", "perceptron.nn", "activations.nn", "residual.nn", "strided.nn"];
 
-const WORDS: [&str; 24] = [
+const WORDS: [&str; 25] = [
     "dense",
     "conv2d",
     "relu",
@@ -61,6 +61,7 @@ const WORDS: [&str; 24] = [
     "pieces",
     "zz",
     "global_avgpool",
+    "global_maxpool",
 ];
 
 /// Rebuild text from tokens (spacing normalized), applying one edit.

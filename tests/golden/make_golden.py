@@ -2,7 +2,8 @@
 """Golden values from PyTorch for Percept's training step (run once by hand; CI does not
 need torch).
 
-For lenet5.nn and cnn_bn.nn (as the equivalent torch.nn.Sequential), writes
+For lenet5.nn, cnn_bn.nn and tests/golden/global_maxpool.nn (as the equivalent
+torch.nn.Sequential, whose state_dict keys are Percept's parameter names), writes
 `<model>.safetensors` holding:
   init.<name>   the initial weights (PyTorch's default initialization, seed 0)
   batch0.x, batch0.y, batch1.x, batch1.y   two mini-batches of 8 MNIST training images
@@ -11,7 +12,7 @@ For lenet5.nn and cnn_bn.nn (as the equivalent torch.nn.Sequential), writes
                 weight decay 1e-4) in training mode, running statistics included
 and metadata: the torch version, the hyperparameters, the two losses.
 
-    python3 tests/golden/make_golden.py
+    python3 tests/golden/make_golden.py [MODEL ...]   (default: all)
 """
 import gzip
 import json
@@ -41,6 +42,20 @@ def cnn_bn():
         nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(),
         nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+class GlobalMaxPool(nn.Module):
+    """Percept's `global_maxpool`: [N, C, H, W] -> [N, C]."""
+
+    def forward(self, x):
+        return nn.functional.adaptive_max_pool2d(x, 1).flatten(1)
+
+
+def global_maxpool():
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), GlobalMaxPool(), nn.Linear(8, 10))
+
+
+MODELS = {"lenet5": lenet5, "cnn_bn": cnn_bn, "global_maxpool": global_maxpool}
 
 
 def mnist_batches():
@@ -75,7 +90,8 @@ def main():
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     batches = mnist_batches()
-    for name, make in [("lenet5", lenet5), ("cnn_bn", cnn_bn)]:
+    for name in sys.argv[1:] or MODELS:
+        make = MODELS[name]
         torch.manual_seed(0)
         model = make()
         model.train()

@@ -27,7 +27,10 @@ pub use dense::{BiasAdd, BiasGrad, MatMul, MaxoutGrad, MaxoutReduce};
 pub use elementwise::{dropout_keep, dropout_key, dropout_threshold, mix64, Add, Dropout, Reshape};
 pub use loss::{BceWithLogits, BceWithLogitsGrad, Mse, MseGrad, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad};
 pub use optim::{AdamUpdate, SgdUpdate};
-pub use pool::{AvgPool, AvgPoolGrad, GlobalAvgPool, GlobalAvgPoolGrad, MaxPool, MaxPoolGrad, PoolGeom};
+pub use pool::{
+    AvgPool, AvgPoolGrad, GlobalAvgPool, GlobalAvgPoolGrad, GlobalMaxPool, GlobalMaxPoolGrad, MaxPool, MaxPoolGrad,
+    PoolGeom,
+};
 pub use source::{Source, SourceKind};
 
 use crate::ir::{Graph, Origin, ValueId};
@@ -260,6 +263,8 @@ op_table! {
     AvgPoolGrad(AvgPoolGrad),
     GlobalAvgPool(GlobalAvgPool),
     GlobalAvgPoolGrad(GlobalAvgPoolGrad),
+    GlobalMaxPool(GlobalMaxPool),
+    GlobalMaxPoolGrad(GlobalMaxPoolGrad),
     Reshape(Reshape),
     Add(Add),
     Dropout(Dropout),

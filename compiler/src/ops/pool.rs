@@ -296,3 +296,70 @@ impl OpRule for GlobalAvgPoolGrad {
         Ok(vec![Tensor::new(vec![dy.shape[0], dy.shape[1], self.hw[0], self.hw[1]], data)])
     }
 }
+
+/// [N, C, H, W] → [N, C]: the maximum of each channel; the first maximum in row-major order
+/// wins (strict `>`), NaN wins (PyTorch's `AdaptiveMaxPool2d(1)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobalMaxPool;
+
+impl OpRule for GlobalMaxPool {
+    fn name(&self) -> &'static str {
+        "global_maxpool"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        t.named("global_maxpool", || GlobalMaxPool)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 1)?;
+        rank(ins[0], 4, "input")?;
+        Ok(vec![vec![ins[0][0], ins[0][1]]])
+    }
+
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
+        let Some(dy) = dys[0] else { return Ok(vec![None]) };
+        Ok(vec![Some(cx.emit1(GlobalMaxPoolGrad, &[cx.inputs[0], dy])?)])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let x = ins[0];
+        let data = x.data.chunks(x.shape[2] * x.shape[3]).map(|p| p[super::dense::argmax_first(p)]).collect();
+        Ok(vec![Tensor::new(vec![x.shape[0], x.shape[1]], data)])
+    }
+
+    fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
+        super::numel(ins[0])
+    }
+}
+
+/// (x, dy) → dx: each channel's dy goes to its winner, zeros elsewhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobalMaxPoolGrad;
+
+impl OpRule for GlobalMaxPoolGrad {
+    fn name(&self) -> &'static str {
+        "global_maxpool_grad"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        t.named("global_maxpool_grad", || GlobalMaxPoolGrad)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 2)?;
+        rank(ins[0], 4, "input")?;
+        super::same(&[ins[0][0], ins[0][1]], ins[1], "pooled input and dy")?;
+        Ok(vec![ins[0].to_vec()])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let (x, dy) = (ins[0], ins[1]);
+        let hw = x.shape[2] * x.shape[3];
+        let mut dx = Tensor::zeros(&x.shape);
+        for (p, plane) in x.data.chunks(hw).enumerate() {
+            dx.data[p * hw + super::dense::argmax_first(plane)] = dy.data[p];
+        }
+        Ok(vec![dx])
+    }
+}

@@ -114,7 +114,7 @@ pub fn random_model(rng: &mut Rng) -> (String, usize) {
                 5 if !same.is_empty() => format!("add({})", same[rng.below(same.len())]),
                 6 => {
                     shape = vec![c];
-                    "global_avgpool".into()
+                    if rng.below(2) == 0 { "global_avgpool" } else { "global_maxpool" }.into()
                 }
                 7 => {
                     shape = vec![c * h * w];

@@ -12,7 +12,8 @@ use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Convert, FloatCC, Idx, Type, Val};
 use crate::ops::{
-    AvgPool, AvgPoolGrad, GlobalAvgPool, GlobalAvgPoolGrad, MaxPool, MaxPoolGrad, MaxoutGrad, MaxoutReduce, PoolGeom,
+    AvgPool, AvgPoolGrad, GlobalAvgPool, GlobalAvgPoolGrad, GlobalMaxPool, GlobalMaxPoolGrad, MaxPool, MaxPoolGrad,
+    MaxoutGrad, MaxoutReduce, PoolGeom,
 };
 
 /// Over candidates (value, offset) in order: the winning value and its offset, as a value
@@ -176,6 +177,9 @@ lower_rules! {
     AvgPoolGrad => |p: &AvgPoolGrad, _: &NodeCx| scatter_if_disjoint(&p.geom), no_element, per_sample, lower_avgpool_grad;
     GlobalAvgPool => pointwise, no_element, per_sample, lower_global_avgpool;
     GlobalAvgPoolGrad => pointwise, no_element, per_sample, lower_global_avgpool_grad;
+    GlobalMaxPool => pointwise, no_element, per_sample, lower_global_maxpool;
+    // One winner per plane: each element gets at most one contribution.
+    GlobalMaxPoolGrad => |_: &GlobalMaxPoolGrad, _: &NodeCx| Storage::Scatter, no_element, per_sample, lower_global_maxpool_grad;
     MaxoutReduce => pointwise, no_element, per_sample, lower_maxout;
     // Each input element belongs to one unit's pieces: contributions never meet.
     MaxoutGrad => |_: &MaxoutGrad, _: &NodeCx| Storage::Scatter, no_element, per_sample, lower_maxout_grad;
@@ -348,6 +352,50 @@ fn lower_global_avgpool_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &
             let gv = kb.splat(ty, g);
             io.put(kb, gv, a)
         })
+    })
+}
+
+/// The winner of the `hw` values of a plane: (value, offset), the first maximum winning
+/// and NaN winning, as in a pooling window. The offset is carried around the loop in a
+/// variable; clamping it into 0..hw (where it is) gives it a proved range.
+fn plane_max(kb: &mut Kb, x: &Buf, plane: Idx, hw: usize) -> CgResult<(Val, Val)> {
+    let first = kb.load(types::F32, x, plane)?;
+    let zero = kb.iconst(0);
+    let won = kb.fold_n(&[first, zero], (1, hw as i64, 1), |kb, i, acc| {
+        let at = kb.add(plane, i);
+        let v = kb.load(types::F32, x, at)?;
+        let up = kb.fcmp(FloatCC::UnorderedOrGreaterThan, v, acc[0]);
+        let ordered = kb.fcmp(FloatCC::Ordered, acc[0], acc[0]);
+        let take = kb.band(up, ordered);
+        let i = kb.value(i);
+        Ok(vec![kb.select(take, v, acc[0]), kb.select(take, i, acc[1])])
+    })?;
+    let top = kb.iconst(hw as i64 - 1);
+    let off = kb.smax(won[1], zero);
+    Ok((won[0], kb.smin(off, top)))
+}
+
+fn lower_global_maxpool(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &GlobalMaxPool) -> CgResult<()> {
+    let io = Io::of(bufs);
+    let xs = cx.in_shape(0);
+    let hw = xs[2] * xs[3];
+    each_plane(kb, xs, &mut |kb, plane, at| {
+        let (best, _) = plane_max(kb, io.x, plane, hw)?;
+        io.put(kb, best, at)
+    })
+}
+
+/// Each plane's dy goes to its winner.
+fn lower_global_maxpool_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &GlobalMaxPoolGrad) -> CgResult<()> {
+    let io = Io::of(bufs);
+    let xs = cx.in_shape(0);
+    let hw = xs[2] * xs[3];
+    let dy = &bufs.inputs[1];
+    zero_per_sample(kb, io.y, xs[0], xs[1] * hw)?;
+    each_plane(kb, xs, &mut |kb, plane, at| {
+        let (best, off) = plane_max(kb, io.x, plane, hw)?;
+        let g = kb.load(types::F32, dy, at)?;
+        add_to_winner(kb, (io.x, io.y), plane, off, g, best, io.epi)
     })
 }
 
