@@ -158,3 +158,33 @@ fn jit_code_can_call_only_allowlisted_symbols() {
     let e = jit.define(id, func, percept_compiler::codegen::jit::OptLevel::Speed).unwrap_err();
     assert!(e.to_string().contains("JIT code may not call `malloc`: it is not on the allowlist"), "{e}");
 }
+
+/// Buffers are addressed as a region's base plus a 64-bit offset: an arena past 2 GiB (here
+/// a buffer 12 GiB in) compiles, the offset added as a 64-bit constant where it does not
+/// fit an instruction's 32-bit immediate.
+#[test]
+fn offsets_past_two_gigabytes_are_64_bit() {
+    use percept_compiler::codegen::emit::{emit, EmitCx};
+    use percept_compiler::codegen::jit::{kernel_signature, OptLevel};
+    let far = 3usize << 30;
+    let buf = Buf { region: Region::Arena, offset: far, len: 64, name: "%9".into() };
+    let mut kb = Kb::new("far", 0, None, None);
+    kb.for_items(64, |kb, i| {
+        let v = kb.load(types::F32, &buf, i)?;
+        let w = kb.fadd(v, v);
+        kb.store(w, &buf, i)
+    })
+    .unwrap();
+    let nest = kb.finish();
+    verify(&nest).unwrap();
+    let mut jit = JitModule::new(&[], true).unwrap();
+    let sig = kernel_signature(jit.call_conv());
+    let id = jit.declare("far", &sig, cranelift_module::Linkage::Local).unwrap();
+    let mut func = jit.new_function(id, sig);
+    let cx = EmitCx { fma: false, micro: None, checks: None, access_base: 0 };
+    emit(&nest, &mut func, jit.frontend_config(), cx).unwrap();
+    let text = jit.define(id, func, OptLevel::Speed).unwrap();
+    // 12 GiB = 0x3_0000_0000 bytes, as Cranelift prints it.
+    assert_eq!(far * 4, 0x3_0000_0000);
+    assert!(text.clif.contains("iconst.i64 0x0003_0000_0000"), "{}", text.clif);
+}

@@ -10,7 +10,7 @@
 use super::jit::CgResult;
 use super::plan::Loc;
 use super::JitProgram;
-use crate::exec::{Executable, Feed, Fetch, StateStore};
+use crate::exec::{Collectives, Executable, Feed, Fetch, StateStore};
 use crate::ir::{Graph, OutputRole};
 use crate::ops::{Op, SourceKind, StepCtx};
 use crate::Error;
@@ -201,7 +201,13 @@ impl Executable for JitExecutable {
         self
     }
 
-    fn run(&mut self, store: &mut StateStore, feed: &Feed, cx: &StepCtx) -> Result<Fetch, Error> {
+    fn run_with(
+        &mut self,
+        store: &mut StateStore,
+        feed: &Feed,
+        cx: &StepCtx,
+        collectives: &mut dyn Collectives,
+    ) -> Result<Fetch, Error> {
         if store.layout != self.program.layout || store.data.len() != store.layout.len {
             return Err(Error::Exec("the model state does not have the layout this program was compiled for".into()));
         }
@@ -231,10 +237,49 @@ impl Executable for JitExecutable {
             ctx.adam_step_size = s;
             ctx.adam_inv_sqrt_bc2 = i;
         }
-        let ptrs = Ptrs(self.arena[self.base..].as_mut_ptr(), store.data.as_mut_ptr(), &ctx);
         let checks = self.program.options.checks;
         let threads = self.program.plan.threads;
-        for (k, passes) in self.fns.iter().enumerate() {
+        let mut first = 0;
+        for segment in 0..self.program.segments.len() {
+            let (end, point) = (self.program.segments[segment].end, self.program.segments[segment].then.clone());
+            // The store may have been changed at the last point: its layout is checked again
+            // and its pointer taken afresh.
+            if store.layout != self.program.layout || store.data.len() != store.layout.len {
+                return Err(Error::Exec("the model state changed its layout during a run".into()));
+            }
+            let ptrs = Ptrs(self.arena[self.base..].as_mut_ptr(), store.data.as_mut_ptr(), &ctx);
+            self.run_kernels(&ptrs, first..end, checks, threads)?;
+            if let Some(p) = point {
+                collectives.at(&p, store)?;
+            }
+            first = end;
+        }
+        let g = &self.program.graph;
+        let mut fetch = Fetch::default();
+        for (role, v) in &g.outputs {
+            match role {
+                OutputRole::Loss => fetch.loss = Some(self.read(*v)[0]),
+                OutputRole::Prediction => fetch.prediction = self.read(*v),
+                OutputRole::Activation(name) => fetch.activations.push((name.clone(), self.read(*v))),
+                OutputRole::InputGrad => fetch.input_grad = Some(self.read(*v)),
+                _ => {}
+            }
+        }
+        Ok(fetch)
+    }
+}
+
+impl JitExecutable {
+    /// Kernels `range` in order, each pass split over the pool's threads.
+    fn run_kernels(
+        &mut self,
+        ptrs: &Ptrs,
+        range: std::ops::Range<usize>,
+        checks: bool,
+        threads: usize,
+    ) -> Result<(), Error> {
+        for k in range {
+            let passes = &self.fns[k];
             let info = &self.program.kernels[k];
             let started = self.profile.as_ref().map(|_| std::time::Instant::now());
             // Waking the pool costs microseconds: a small kernel runs on this thread alone
@@ -285,16 +330,6 @@ impl Executable for JitExecutable {
                 }
             }
         }
-        let mut fetch = Fetch::default();
-        for (role, v) in &g.outputs {
-            match role {
-                OutputRole::Loss => fetch.loss = Some(self.read(*v)[0]),
-                OutputRole::Prediction => fetch.prediction = self.read(*v),
-                OutputRole::Activation(name) => fetch.activations.push((name.clone(), self.read(*v))),
-                OutputRole::InputGrad => fetch.input_grad = Some(self.read(*v)),
-                _ => {}
-            }
-        }
-        Ok(fetch)
+        Ok(())
     }
 }

@@ -17,7 +17,7 @@ pub mod math;
 pub mod micro;
 pub mod plan;
 
-use crate::exec::StateLayout;
+use crate::exec::{CollectivePoint, StateLayout};
 use crate::ir::Graph;
 use crate::Error;
 use builder::Buf;
@@ -102,11 +102,39 @@ impl CompiledKernel {
     }
 }
 
+/// A run of kernels, then maybe a point where a collective runs (see
+/// [`crate::exec::CollectivePoint`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// One past its last kernel (it starts where the previous segment ends).
+    pub end: usize,
+    pub then: Option<CollectivePoint>,
+}
+
+/// The segments of a program: its kernels cut after each collective point's node. A point
+/// must not fall inside a kernel (a fused kernel computing nodes on both sides of it).
+fn segments(g: &Graph, kernels: &[Kernel]) -> CgResult<Vec<Segment>> {
+    let mut out = vec![];
+    for (after, point) in crate::exec::collective_points(g) {
+        let end = kernels.iter().rposition(|k| k.nodes().iter().any(|&n| n <= after)).map_or(0, |i| i + 1);
+        if kernels[..end].iter().any(|k| k.nodes().iter().any(|&n| n > after)) {
+            return Err(Error::Codegen(format!("the collective point `{point}` falls inside a kernel")));
+        }
+        out.push(Segment { end, then: Some(point) });
+    }
+    if out.last().is_none_or(|s| s.end < kernels.len()) {
+        out.push(Segment { end: kernels.len(), then: None });
+    }
+    Ok(out)
+}
+
 /// A compiled program: kernels, memory plan, code.
 pub struct JitProgram {
     pub graph: Graph,
     pub layout: StateLayout,
     pub kernels: Vec<CompiledKernel>,
+    /// The kernels cut at the program's collective points.
+    pub segments: Vec<Segment>,
     pub plan: ArenaPlan,
     pub micro_text: FunctionText,
     pub micro_name: String,
@@ -257,6 +285,7 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
     let features = host_features()?;
     let (mut jit, micro, micro_text) = start_module(options, features)?;
     let Lowered { kernels, plan, nests } = lower_program(graph, layout, options, &micro.tile)?;
+    let segments = segments(graph, &kernels)?;
     let code = define_kernels(&mut jit, &kernels, &nests, &micro, features, options)?;
     let ids: Vec<Vec<cranelift_module::FuncId>> = code.iter().map(|c| c.ids.clone()).collect();
     let compiled = kernels
@@ -270,6 +299,7 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
         graph: graph.clone(),
         layout: layout.clone(),
         kernels: compiled,
+        segments,
         plan,
         micro_text,
         micro_name: micro.tile.name.clone(),
@@ -330,6 +360,13 @@ impl JitProgram {
                 let _ = write!(out, ", {} bytes of code", crate::text::group_digits(k.text.code_bytes));
             }
             out.push('\n');
+        }
+        let mut first = 0;
+        for s in &self.segments {
+            if let Some(p) = &s.then {
+                let _ = writeln!(out, "after kernels {first}..{}: collective point `{p}`", s.end);
+            }
+            first = s.end;
         }
         let _ = writeln!(out, "arena peak: {} bytes", crate::text::group_digits(self.plan.peak_bytes()));
         out

@@ -1,7 +1,7 @@
 //! The interpreter as an [`Executable`]: feeds sources from the store and the feed, runs
 //! the graph with [`crate::interp::run`], writes state outputs back.
 
-use super::{Executable, Feed, Fetch, SlotKind, StateStore};
+use super::{collective_points, Collectives, Executable, Feed, Fetch, SlotKind, StateStore};
 use crate::interp;
 use crate::ir::{Graph, OutputRole};
 use crate::ops::{SourceKind, StepCtx};
@@ -47,7 +47,13 @@ impl Executable for InterpExecutable {
         self
     }
 
-    fn run(&mut self, store: &mut StateStore, feed: &Feed, cx: &StepCtx) -> Result<Fetch, Error> {
+    fn run_with(
+        &mut self,
+        store: &mut StateStore,
+        feed: &Feed,
+        cx: &StepCtx,
+        collectives: &mut dyn Collectives,
+    ) -> Result<Fetch, Error> {
         let g = &self.graph;
         let feed_fn = |kind: &SourceKind| -> Option<Tensor<f32>> {
             let shape = g.shape(g.source(kind)?).to_vec();
@@ -93,6 +99,13 @@ impl Executable for InterpExecutable {
                 .get_mut(target.0, &target.1)
                 .ok_or_else(|| Error::Exec(format!("the state has no slot for {role}")))?;
             slot.copy_from_slice(&t.data);
+        }
+        // The interpreter runs a graph whole: its points must come after the last node.
+        for (after, point) in collective_points(g) {
+            if after + 1 != g.nodes.len() {
+                return Err(Error::Exec(format!("the interpreter cannot stop for `{point}` inside a program")));
+            }
+            collectives.at(&point, store)?;
         }
         Ok(fetch)
     }

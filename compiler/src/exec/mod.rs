@@ -1,8 +1,8 @@
 //! Executables: what the runtime runs.
 //!
-//! A training step is two programs with a point between them where all gradients are
-//! ready (for a collective such as an allreduce): the *grad* program (forward, loss,
-//! backward; running statistics updated) and the *update* program (the optimizer).
+//! A training step is two programs: the *grad* program (forward, loss, backward; running
+//! statistics updated), which ends at a [`CollectivePoint`] where all gradients are ready
+//! (for an allreduce across processes), and the *update* program (the optimizer).
 //! Evaluation and inference are programs too. Every program reads and writes the model's
 //! state in one flat [`StateStore`] whose [`StateLayout`] (parameters, running
 //! statistics, gradients contiguously, optimizer state) is fixed before compilation, so a
@@ -19,6 +19,7 @@ pub use programs::{eval_program, grad_program, update_program, Optimizer};
 use crate::ir::Graph;
 use crate::ops::StepCtx;
 use crate::Error;
+use std::fmt;
 
 /// The inputs of one run: the batch (N × input shape, row-major) and its targets.
 #[derive(Clone, Copy, Debug)]
@@ -43,13 +44,65 @@ pub struct Fetch {
     pub input_grad: Option<Vec<f32>>,
 }
 
+/// A point in a program where a collective may run: everything before it has been
+/// computed, nothing after it has started. With one process nothing runs there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CollectivePoint {
+    /// Every gradient is in the state, contiguously ([`StateLayout::grads`]): data-parallel
+    /// training sums them across processes here, before the update program.
+    GradientsReady,
+}
+
+impl fmt::Display for CollectivePoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CollectivePoint::GradientsReady => f.write_str("gradients ready"),
+        }
+    }
+}
+
+/// The collective points of a graph: (the node after which, the point), in node order.
+pub fn collective_points(g: &Graph) -> Vec<(usize, CollectivePoint)> {
+    let grads = g.outputs.iter().any(|(r, _)| matches!(r, crate::ir::OutputRole::Grad(_)));
+    match (grads, g.nodes.len()) {
+        (true, n) if n > 0 => vec![(n - 1, CollectivePoint::GradientsReady)],
+        _ => vec![],
+    }
+}
+
+/// What runs at a program's collective points (an allreduce with MPI).
+pub trait Collectives {
+    fn at(&mut self, point: &CollectivePoint, store: &mut StateStore) -> Result<(), Error>;
+}
+
+/// One process: the points cost nothing.
+pub struct SingleProcess;
+
+impl Collectives for SingleProcess {
+    fn at(&mut self, _: &CollectivePoint, _: &mut StateStore) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
 /// A compiled program.
 pub trait Executable: Send {
     /// The graph it was compiled from.
     fn graph(&self) -> &Graph;
 
-    /// Run once: read the feed and the store, write state outputs into the store.
-    fn run(&mut self, store: &mut StateStore, feed: &Feed, cx: &StepCtx) -> Result<Fetch, Error>;
+    /// Run once: read the feed and the store, write state outputs into the store, and at
+    /// each collective point call `collectives`.
+    fn run_with(
+        &mut self,
+        store: &mut StateStore,
+        feed: &Feed,
+        cx: &StepCtx,
+        collectives: &mut dyn Collectives,
+    ) -> Result<Fetch, Error>;
+
+    /// [`Executable::run_with`] in one process.
+    fn run(&mut self, store: &mut StateStore, feed: &Feed, cx: &StepCtx) -> Result<Fetch, Error> {
+        self.run_with(store, feed, cx, &mut SingleProcess)
+    }
 
     /// Which back end runs it (`interp`, `jit`).
     fn backend(&self) -> &'static str;
