@@ -67,6 +67,52 @@ pub struct FunctionText {
     pub code_bytes: usize,
 }
 
+/// Compiles functions to machine code for a module's target: independent of the module's
+/// other functions, so several may compile at once on different threads.
+pub struct Compiler {
+    isas: HashMap<OptLevel, OwnedTargetIsa>,
+}
+
+impl Compiler {
+    pub fn compile(&self, id: FuncId, func: Function, opt: OptLevel) -> CgResult<Compiled> {
+        let clif = func.display().to_string();
+        let mut ctx = Context::for_function(func);
+        ctx.set_disasm(true);
+        let isa = &self.isas[&opt];
+        ctx.compile(&**isa, &mut Default::default())
+            .map_err(|e| Error::Codegen(format!("Cranelift rejected a kernel: {:?}\n{clif}", e.inner)))?;
+        let code = ctx.compiled_code().expect("compiled above");
+        let relocs: Vec<ModuleReloc> =
+            code.buffer.relocs().iter().map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id)).collect();
+        Ok(Compiled {
+            id,
+            text: FunctionText {
+                clif,
+                disasm: code.vcode.clone().unwrap_or_default(),
+                code_bytes: code.code_buffer().len(),
+            },
+            bytes: code.code_buffer().to_vec(),
+            align: code.buffer.alignment as u64,
+            relocs,
+        })
+    }
+}
+
+/// A function compiled to machine code, not yet defined in the module.
+pub struct Compiled {
+    id: FuncId,
+    text: FunctionText,
+    bytes: Vec<u8>,
+    align: u64,
+    relocs: Vec<ModuleReloc>,
+}
+
+impl Compiled {
+    pub fn id(&self) -> FuncId {
+        self.id
+    }
+}
+
 /// A set of JIT functions being built, then loaded.
 pub struct JitModule {
     module: JITModule,
@@ -133,16 +179,19 @@ impl JitModule {
     /// Compile `func` at `opt` and define it as `id`, refusing calls to anything outside
     /// the allowlist and this module's own functions.
     pub fn define(&mut self, id: FuncId, func: Function, opt: OptLevel) -> CgResult<FunctionText> {
-        let clif = func.display().to_string();
-        let mut ctx = Context::for_function(func);
-        ctx.set_disasm(true);
-        let isa = &self.isas[&opt];
-        ctx.compile(&**isa, &mut Default::default())
-            .map_err(|e| Error::Codegen(format!("Cranelift rejected a kernel: {:?}\n{clif}", e.inner)))?;
-        let code = ctx.compiled_code().expect("compiled above");
-        let relocs: Vec<ModuleReloc> =
-            code.buffer.relocs().iter().map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id)).collect();
-        for r in &relocs {
+        let compiled = self.compiler().compile(id, func, opt)?;
+        self.define_compiled(compiled)
+    }
+
+    /// What compiles functions for this module's target, shareable between threads.
+    pub fn compiler(&self) -> Compiler {
+        Compiler { isas: self.isas.clone() }
+    }
+
+    /// Define a compiled function, refusing calls to anything outside the allowlist and
+    /// this module's own functions.
+    pub fn define_compiled(&mut self, c: Compiled) -> CgResult<FunctionText> {
+        for r in &c.relocs {
             if let ModuleRelocTarget::User { .. } = r.name {
                 let callee = self.callee_name(&r.name);
                 if !self.allowed.contains(&callee) && !self.is_local(&callee) {
@@ -152,13 +201,10 @@ impl JitModule {
                 return err(format!("JIT code may not call the library function {:?}", r.name));
             }
         }
-        let disasm = code.vcode.clone().unwrap_or_default();
-        let bytes = code.code_buffer().to_vec();
-        let align = code.buffer.alignment as u64;
         self.module
-            .define_function_bytes(id, align, &bytes, &relocs)
+            .define_function_bytes(c.id, c.align, &c.bytes, &c.relocs)
             .map_err(|e| Error::Codegen(format!("cannot define a kernel: {e}")))?;
-        Ok(FunctionText { clif, disasm, code_bytes: bytes.len() })
+        Ok(c.text)
     }
 
     fn callee_name(&self, target: &ModuleRelocTarget) -> String {

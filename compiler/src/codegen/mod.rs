@@ -179,9 +179,11 @@ fn define_kernels(
     } else {
         None
     };
-    let mut out = vec![];
+    // Every pass's CLIF first (the module declares and imports), then the machine code of
+    // all of them at once on the compiling threads, then each defined in order.
+    let mut funcs = vec![];
+    let mut accesses: Vec<Vec<String>> = vec![vec![]; kernels.len()];
     for (k, (kernel, passes)) in kernels.iter().zip(nests).enumerate() {
-        let (mut ids, mut texts, mut accesses) = (vec![], vec![], vec![]);
         for nest in passes {
             let sig = kernel_signature(jit.call_conv());
             let sym = format!("k{k}p{}_{}", nest.pass, kernel.name.replace(['.', '#', '+'], "_"));
@@ -189,11 +191,24 @@ fn define_kernels(
             let mut func = jit.new_function(id, sig);
             let micro_call = nest.calls_micro().then(|| jit.import(micro.id, &mut func));
             let checks = report_id.map(|r| (jit.import(r, &mut func), k as u32));
-            let ecx = emit::EmitCx { fma: features.fma, micro: micro_call, checks, access_base: accesses.len() };
-            accesses.extend(emit::emit(nest, &mut func, jit.frontend_config(), ecx)?);
-            texts.push(jit.define(id, func, OptLevel::Speed)?);
-            ids.push(id);
+            let ecx = emit::EmitCx { fma: features.fma, micro: micro_call, checks, access_base: accesses[k].len() };
+            accesses[k].extend(emit::emit(nest, &mut func, jit.frontend_config(), ecx)?);
+            funcs.push((k, id, func));
         }
+    }
+    let compiled: Vec<CgResult<(usize, jit::Compiled)>> = {
+        use rayon::prelude::*;
+        let compiler = jit.compiler();
+        funcs.into_par_iter().map(|(k, id, func)| Ok((k, compiler.compile(id, func, OptLevel::Speed)?))).collect()
+    };
+    let mut per_kernel: Vec<(Vec<cranelift_module::FuncId>, Vec<FunctionText>)> = vec![(vec![], vec![]); kernels.len()];
+    for c in compiled {
+        let (k, c) = c?;
+        per_kernel[k].0.push(c.id());
+        per_kernel[k].1.push(jit.define_compiled(c)?);
+    }
+    let mut out = vec![];
+    for ((ids, mut texts), accesses) in per_kernel.into_iter().zip(accesses) {
         let text = if texts.len() == 1 {
             texts.remove(0)
         } else {
