@@ -356,7 +356,15 @@ fn layer_params(layer: &Layer, x: &[usize], prefix: &str) -> Vec<ParamSpec> {
                 p("num_batches_tracked", vec![], ParamRole::BatchesTracked),
             ]
         }
-        _ => vec![],
+        Layer::MaxPool { .. }
+        | Layer::AvgPool { .. }
+        | Layer::Flatten
+        | Layer::GlobalAvgPool
+        | Layer::GlobalMaxPool
+        | Layer::Dropout { .. }
+        | Layer::Add { .. }
+        | Layer::Softmax
+        | Layer::Activation(_) => vec![],
     }
 }
 
