@@ -193,14 +193,6 @@ impl Executable for JitExecutable {
         "jit"
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-
     fn run_with(
         &mut self,
         store: &mut StateStore,

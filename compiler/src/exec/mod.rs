@@ -84,8 +84,24 @@ impl Collectives for SingleProcess {
     }
 }
 
+/// For inspection: a program as its concrete type (a JIT program with its kernels).
+pub trait AsAny {
+    fn as_any(&self) -> &dyn std::any::Any;
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+}
+
+impl<T: std::any::Any> AsAny for T {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
 /// A compiled program.
-pub trait Executable: Send {
+pub trait Executable: Send + AsAny {
     /// The graph it was compiled from.
     fn graph(&self) -> &Graph;
 
@@ -106,9 +122,4 @@ pub trait Executable: Send {
 
     /// Which back end runs it (`interp`, `jit`).
     fn backend(&self) -> &'static str;
-
-    /// For inspection: the concrete executable (e.g. a JIT program with its kernels).
-    fn as_any(&self) -> &dyn std::any::Any;
-
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 }

@@ -65,6 +65,13 @@ impl PoolGeom {
     }
 }
 
+/// [N, C, H, W] → [N, C]: the shape rule of global pooling.
+fn global_pool_shape(ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+    arity(ins, 1)?;
+    rank(ins[0], 4, "input")?;
+    Ok(vec![vec![ins[0][0], ins[0][1]]])
+}
+
 /// Max over each window: the first maximum in row-major order wins (strict `>`); NaN wins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MaxPool {
@@ -243,9 +250,7 @@ impl OpRule for GlobalAvgPool {
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
-        arity(ins, 1)?;
-        rank(ins[0], 4, "input")?;
-        Ok(vec![vec![ins[0][0], ins[0][1]]])
+        global_pool_shape(ins)
     }
 
     fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
@@ -312,9 +317,7 @@ impl OpRule for GlobalMaxPool {
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
-        arity(ins, 1)?;
-        rank(ins[0], 4, "input")?;
-        Ok(vec![vec![ins[0][0], ins[0][1]]])
+        global_pool_shape(ins)
     }
 
     fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
