@@ -43,7 +43,7 @@ fn forward(text: &str, batch: usize, opts: CodegenOptions) -> (JitExecutable, St
     let spec = spec(text);
     let layout = StateLayout::new(&spec, &[]);
     let mut store = StateStore::new(layout.clone());
-    for (i, v) in store.data.iter_mut().enumerate() {
+    for (i, v) in store.data_mut().iter_mut().enumerate() {
         *v = ((i % 17) as f32 - 8.0) * 0.01;
     }
     let g = exec::eval_program(&spec, batch, false, &[]).unwrap();
@@ -55,7 +55,7 @@ fn forward(text: &str, batch: usize, opts: CodegenOptions) -> (JitExecutable, St
 
 /// The GEMM FLOPs of a compiled program (what the counters count).
 fn gemm_flops(exe: &JitExecutable) -> usize {
-    exe.program.kernels.iter().filter(|k| k.micro.is_some()).map(|k| k.flops).sum::<u64>() as usize
+    exe.program().kernels.iter().filter(|k| k.micro.is_some()).map(|k| k.flops).sum::<u64>() as usize
 }
 
 #[divan::bench(args = VARIANTS)]
@@ -80,7 +80,7 @@ fn gemm_nn_64_784_256_percept(b: Bencher) {
     let c = g.push(Op::MatMul(MatMul { trans_a: false, trans_b: false }), &[a, p], o).unwrap()[0];
     g.outputs.push((OutputRole::Prediction, c));
     let mut store = StateStore::new(layout.clone());
-    store.data.iter_mut().for_each(|v| *v = 0.25);
+    store.data_mut().iter_mut().for_each(|v| *v = 0.25);
     let mut exe = compile(&g, &layout, CodegenOptions::default()).unwrap();
     let x = vec![0.5f32; M * K];
     b.counter(ItemsCount::new(2 * M * K * N)).bench_local(|| {

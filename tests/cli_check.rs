@@ -198,3 +198,24 @@ fn inspect_prints_the_loop_nest_of_every_kernel_of_every_example() {
     assert!(text.contains("call micro kc=25"), "{text}");
     assert!(text.contains("items v0 in 0..64 {"), "{text}");
 }
+
+/// A reader that goes away (`percept inspect … | head`) ends the program quietly: no panic,
+/// no backtrace, exit 0.
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_percept"))
+        .args(["inspect", "examples/lenet5.nn", "--emit", "loops"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 64];
+    child.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked") && err.is_empty(), "{err}");
+}

@@ -180,6 +180,45 @@ fn error_paths() {
         "is not a Percept checkpoint",
     );
 
+    // A checkpoint whose metadata lacks the configuration (hand-edited, or another tool's).
+    let ck = dir.join("noconfig.safetensors");
+    let o = percept(
+        &dir,
+        &["train", &mlp, "--data", &repo("data/mnist"), "--steps", "2", "--checkpoint", ck.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let mut file = percept_runtime::tensorfile::TensorFile::read(&ck).unwrap();
+    file.metadata.remove("config");
+    file.write(&ck).unwrap();
+    fails(
+        &dir,
+        &["train", &mlp, "--data", &repo("data/mnist"), "--resume", ck.to_str().unwrap()],
+        "the checkpoint has no training configuration",
+    );
+    file.metadata.insert("config".into(), "{\"epochs\": 3}".into());
+    file.write(&ck).unwrap();
+    fails(
+        &dir,
+        &["train", &mlp, "--data", &repo("data/mnist"), "--resume", ck.to_str().unwrap()],
+        "bad training configuration in the checkpoint",
+    );
+    // Weights whose metadata is wrong.
+    let mut weights = percept_runtime::tensorfile::TensorFile::read(&w).unwrap();
+    weights.metadata.insert("normalize_std".into(), "zero".into());
+    let badmeta = dir.join("badmeta.safetensors");
+    weights.write(&badmeta).unwrap();
+    fails(&dir, &["eval", &mlp, "--weights", badmeta.to_str().unwrap()], "the metadata `normalize_std` is `zero`");
+
+    // A model too large for this machine: refused before allocating, with the largest batch.
+    let huge = dir.join("huge.nn");
+    std::fs::write(&huge, "model huge { input [3, 4096, 4096] conv2d(64, kernel: 3, padding: 1) relu global_avgpool dense(10) loss softmax_cross_entropy }").unwrap();
+    fails(&dir, &["bench", huge.to_str().unwrap(), "--batch", "64"], "needs about");
+    let o = percept(&dir, &["bench", huge.to_str().unwrap(), "--batch", "64"]);
+    let err = text(&o.stderr);
+    assert!(err.contains("but this process may use"), "{err}");
+    assert!(err.contains("the largest batch that fits") || err.contains("not even a batch of 1 fits"), "{err}");
+    assert_eq!(err.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "one line: {err}");
+
     // Images: missing, and not an image.
     fails(&dir, &["predict", &mlp, "--weights", w.to_str().unwrap(), "nothere.png"], "no such image: nothere.png");
     std::fs::write(dir.join("fake.png"), b"text").unwrap();
@@ -193,57 +232,143 @@ fn error_paths() {
     );
 }
 
-#[test]
-fn ctrl_c_saves_a_checkpoint_and_resume_continues() {
-    let dir = tmpdir("interrupt");
-    let mnist = repo("data/mnist");
-    // LeNet-5 takes several seconds an epoch: long enough to interrupt in the middle.
+/// Start `percept train ARGS` in `dir` and wait until it has started training; returns the
+/// child and what it printed to stderr so far.
+fn start_training(
+    dir: &Path,
+    args: &[&str],
+) -> (std::process::Child, std::io::BufReader<std::process::ChildStderr>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_percept"))
-        .args(["train", &repo("examples/lenet5.nn"), "--data", &mnist, "--epochs", "1"])
-        .current_dir(&dir)
+        .args(args)
+        .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until training has started, then let it run some steps.
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut log = String::new();
-    while !log.contains("training lenet5") {
+    while !log.contains("training ") {
         let mut line = String::new();
         if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() == 0 {
             panic!("training did not start:\n{log}");
         }
         log += &line;
     }
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{log}{rest}");
-    assert!(text(&out.stdout).contains("resume with: percept train"), "{}", text(&out.stdout));
-    let ck = dir.join("runs/lenet5/checkpoint.safetensors");
-    let file = percept_runtime::tensorfile::TensorFile::read(&ck).unwrap();
-    let pos: serde_json::Value = serde_json::from_str(&file.metadata["position"]).unwrap();
-    let step = pos["step"].as_u64().unwrap();
-    assert!(step > 0 && pos["sample"].as_u64().unwrap() == step * 64, "{pos}");
-    let steps = (step + 3).to_string();
-    let o = percept(
-        &dir,
-        &[
-            "train",
-            &repo("examples/lenet5.nn"),
-            "--data",
-            &mnist,
-            "--resume",
-            ck.to_str().unwrap(),
-            "--steps",
-            &steps,
-            "--json",
-        ],
-    );
+    (child, stderr, log)
+}
+
+/// Ctrl-C, SIGTERM (what kill, Slurm, Kubernetes and mpirun send) and SIGHUP all finish the
+/// step, write the checkpoint and exit with 128 + the signal; resuming continues. While a
+/// run holds its run directory, a second run there is refused.
+#[test]
+fn signals_save_a_checkpoint_and_resume_continues() {
+    let mnist = repo("data/mnist");
+    for (signal, code) in [("INT", 130), ("TERM", 143), ("HUP", 129)] {
+        let dir = tmpdir(&format!("interrupt-{signal}"));
+        // LeNet-5 takes several seconds an epoch: long enough to interrupt in the middle.
+        let (child, mut stderr, log) =
+            start_training(&dir, &["train", &repo("examples/lenet5.nn"), "--data", &mnist, "--epochs", "1"]);
+        if signal == "TERM" {
+            let o = percept(&dir, &["train", &repo("examples/lenet5.nn"), "--data", &mnist, "--steps", "1"]);
+            assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+            assert!(
+                text(&o.stderr).contains("another training run is writing into runs/lenet5"),
+                "{}",
+                text(&o.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let status = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "SIG{signal}: {log}{rest}");
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("resume with: percept train"), "{stdout}");
+        let ck = dir.join("runs/lenet5/checkpoint.safetensors");
+        let file = percept_runtime::tensorfile::TensorFile::read(&ck).unwrap();
+        let pos: serde_json::Value = serde_json::from_str(&file.metadata["position"]).unwrap();
+        let step = pos["step"].as_u64().unwrap();
+        assert!(step > 0 && pos["sample"].as_u64().unwrap() == step * 64, "{pos}");
+        if signal != "INT" {
+            continue;
+        }
+        let steps = (step + 3).to_string();
+        let o = percept(
+            &dir,
+            &[
+                "train",
+                &repo("examples/lenet5.nn"),
+                "--data",
+                &mnist,
+                "--resume",
+                ck.to_str().unwrap(),
+                "--steps",
+                &steps,
+                "--json",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        assert!(text(&o.stderr).contains(&format!("resuming from {} at epoch 1, sample {}", ck.display(), step * 64)));
+        assert_eq!(json_lines(&o).last().unwrap()["steps"], step + 3);
+        // The resumed run continued the metrics file: both runs' headers are in it.
+        let metrics = std::fs::read_to_string(dir.join("runs/lenet5/metrics.jsonl")).unwrap();
+        let headers: Vec<serde_json::Value> = metrics
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v.get("run").is_some())
+            .collect();
+        assert_eq!(headers.len(), 2, "{metrics}");
+        assert!(headers[0]["run"]["resumed_at"].is_null() && headers[1]["run"]["resumed_at"]["step"] == step);
+    }
+}
+
+/// A run killed with `kill -9` resumes from its last periodic checkpoint and ends with the
+/// weights of a run that was never interrupted, bit for bit.
+#[test]
+fn kill_9_resumes_from_the_last_checkpoint_with_identical_weights() {
+    let mnist = repo("data/mnist");
+    let lenet = repo("examples/lenet5.nn");
+    let args = |dir: &Path| -> Vec<String> {
+        ["train", &lenet, "--data", &mnist, "--steps", "150", "--checkpoint-every", "20", "--threads", "1", "--save"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([dir.join("w.safetensors").display().to_string()])
+            .collect()
+    };
+    let reference = tmpdir("kill9-reference");
+    let a = args(&reference);
+    let o = percept(&reference, &a.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    assert!(text(&o.stderr).contains(&format!("resuming from {} at epoch 1, sample {}", ck.display(), step * 64)));
-    assert_eq!(json_lines(&o).last().unwrap()["steps"], step + 3);
+
+    let dir = tmpdir("kill9");
+    let a = args(&dir);
+    let (mut child, _stderr, _) = start_training(&dir, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let ck = dir.join("runs/lenet5/checkpoint.safetensors");
+    // Kill it once a periodic checkpoint past step 20 is on disk, mid-run.
+    let started = std::time::Instant::now();
+    loop {
+        let step = percept_runtime::tensorfile::TensorFile::read(&ck)
+            .ok()
+            .and_then(|f| serde_json::from_str::<serde_json::Value>(&f.metadata["position"]).ok())
+            .and_then(|p| p["step"].as_u64());
+        if step.is_some_and(|s| s >= 40) {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 60, "no periodic checkpoint appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), None, "killed by a signal");
+    let resumed = {
+        let mut a = args(&dir);
+        a.extend(["--resume".to_string(), ck.display().to_string()]);
+        percept(&dir, &a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed.stderr));
+    assert!(text(&resumed.stderr).contains("resuming from"), "{}", text(&resumed.stderr));
+    let read = |d: &Path| percept_runtime::tensorfile::TensorFile::read(&d.join("w.safetensors")).unwrap().tensors;
+    assert_eq!(read(&dir), read(&reference), "the resumed run's weights differ from the uninterrupted run's");
 }

@@ -222,3 +222,46 @@ fn extracted_features_have_their_shape_and_labels_and_reload() {
     assert_eq!(percept_runtime::npy::read_npy(&npy).unwrap().0, [10, 84]);
     assert_eq!(percept_runtime::npy::read_npy(&dir.join("f.labels.npy")).unwrap().0, [10]);
 }
+
+/// Without `--data` or images, extract runs the bundled MNIST, as train and eval do; a CSV
+/// of image features quotes a file name holding a comma or a quote.
+#[test]
+fn extract_defaults_to_mnist_and_quotes_csv_labels() {
+    let dir = tmpdir("extract-csv");
+    let w = weights(&dir);
+    let csv = dir.join("f.csv");
+    let o = percept(&[
+        "extract",
+        &repo("examples/lenet5.nn"),
+        "--weights",
+        w.to_str().unwrap(),
+        "--layer",
+        "dense_11",
+        "--limit",
+        "3",
+        "--out",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 4, "a header and 3 rows:\n{text}");
+    assert!(text.lines().nth(1).unwrap().starts_with("7,"), "the first test digit is a 7:\n{text}");
+    let odd = dir.join("a, \"b\".png");
+    std::fs::copy(digit(&dir), &odd).unwrap();
+    let o = percept(&[
+        "extract",
+        &repo("examples/lenet5.nn"),
+        "--weights",
+        w.to_str().unwrap(),
+        "--layer",
+        "dense_11",
+        "--out",
+        csv.to_str().unwrap(),
+        odd.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let row = std::fs::read_to_string(&csv).unwrap().lines().nth(1).unwrap().to_string();
+    let quoted = format!("\"{}\"", odd.display().to_string().replace('"', "\"\""));
+    assert!(row.starts_with(&format!("{quoted},")), "{row}");
+    assert_eq!(row[quoted.len() + 1..].split(',').count(), 10, "{row}");
+}

@@ -30,23 +30,43 @@ fn with_prefix(file: &TensorFile, prefix: &str) -> TensorFile {
 }
 
 fn check_golden(model_file: &str, golden: &str, backend: Backend) {
-    let file = TensorFile::read(std::path::Path::new(&root(golden))).unwrap();
+    check_golden_with(model_file, golden, None, backend, (1e-5, 1e-4))
+}
+
+/// `golden` holds the initial weights and the batches; `steps`, if given, a longer run
+/// from them with another optimizer (its last batch and the weights after).
+/// `(abs, rel)`: each weight within abs + rel·|torch|.
+fn check_golden_with(model_file: &str, golden: &str, steps: Option<&str>, backend: Backend, (abs, rel): (f32, f32)) {
+    let base = TensorFile::read(std::path::Path::new(&root(golden))).unwrap();
+    let file = match steps {
+        Some(s) => {
+            let mut f = TensorFile::read(std::path::Path::new(&root(s))).unwrap();
+            f.tensors.extend(base.tensors.iter().filter(|t| !t.name.starts_with("after.")).cloned());
+            f
+        }
+        None => base,
+    };
     let meta = &file.metadata;
     assert!(meta["torch"].starts_with("2."), "recorded torch version: {}", meta["torch"]);
     let mut model = Model::from_file(root(model_file)).unwrap();
     model.set_backend(backend).unwrap();
     model.load_weights(&with_prefix(&file, "init."), "init").unwrap();
     let lr: f64 = meta["lr"].parse().unwrap();
-    model
-        .set_optimizer(
-            Optimizer::Sgd {
-                momentum: meta["momentum"].parse().unwrap(),
-                nesterov: false,
-                weight_decay: meta["weight_decay"].parse().unwrap(),
-            },
-            &[],
-        )
-        .unwrap();
+    let num = |k: &str| meta[k].parse::<f64>().unwrap();
+    let optimizer = match meta.get("optimizer").map(String::as_str) {
+        Some("adam") => Optimizer::Adam {
+            beta1: num("beta1"),
+            beta2: num("beta2"),
+            eps: num("eps"),
+            weight_decay: num("weight_decay"),
+        },
+        _ => Optimizer::Sgd {
+            momentum: num("momentum"),
+            nesterov: meta.get("nesterov").is_some_and(|n| n == "true"),
+            weight_decay: num("weight_decay"),
+        },
+    };
+    model.set_optimizer(optimizer, &[]).unwrap();
     let losses: Vec<f64> = serde_json::from_str(&meta["losses"]).unwrap();
     for (step, want_loss) in losses.iter().enumerate() {
         let x = file.get(&format!("batch{step}.x")).unwrap().as_f32().unwrap();
@@ -68,7 +88,7 @@ fn check_golden(model_file: &str, golden: &str, backend: Backend) {
             (Data::F32(g), Data::F32(w)) => {
                 for (i, (a, b)) in g.iter().zip(w).enumerate() {
                     let err = (a - b).abs();
-                    assert!(err <= 1e-5 + 1e-4 * b.abs(), "{model_file}: {}[{i}] = {a}, torch {b}", want.name);
+                    assert!(err <= abs + rel * b.abs(), "{model_file}: {}[{i}] = {a}, torch {b}", want.name);
                     if err > worst.0 {
                         worst = (err, want.name.clone());
                     }
@@ -107,5 +127,24 @@ fn cnn_bn_two_sgd_steps_match_pytorch_on_the_jit() {
 fn global_maxpool_two_sgd_steps_match_pytorch() {
     for backend in [Backend::Interp, Backend::Jit] {
         check_golden("tests/golden/global_maxpool.nn", "tests/golden/global_maxpool.safetensors", backend);
+    }
+}
+
+/// Adam (with weight decay) and SGD with Nesterov momentum and weight decay, three steps,
+/// against torch.optim (within 2e-4 of each weight).
+#[test]
+fn adam_and_nesterov_three_steps_match_pytorch() {
+    for (model, base) in [("lenet5", "lenet5"), ("cnn_bn", "cnn_bn")] {
+        for opt in ["adam", "nesterov"] {
+            for backend in [Backend::Interp, Backend::Jit] {
+                check_golden_with(
+                    &format!("examples/{model}.nn"),
+                    &format!("tests/golden/{base}.safetensors"),
+                    Some(&format!("tests/golden/{model}_{opt}.safetensors")),
+                    backend,
+                    (2e-4, 0.0),
+                );
+            }
+        }
     }
 }

@@ -65,11 +65,11 @@ fn every_example_trains_the_same_under_the_jit_and_the_interpreter() {
     ] {
         let a = train(file, Backend::Interp, splits, &cfg);
         let b = train(file, Backend::Jit, splits, &cfg);
-        assert_eq!(a.store.layout, b.store.layout);
-        for slot in a.store.layout.slots.iter().filter(|s| {
+        assert_eq!(a.store.layout(), b.store.layout());
+        for slot in a.store.layout().slots.iter().filter(|s| {
             matches!(s.kind, percept_compiler::exec::SlotKind::Param | percept_compiler::exec::SlotKind::Running)
         }) {
-            let (x, y) = (&b.store.data[slot.range()], &a.store.data[slot.range()]);
+            let (x, y) = (&b.store.data()[slot.range()], &a.store.data()[slot.range()]);
             let scale = y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             for (i, (p, q)) in x.iter().zip(y).enumerate() {
                 assert!(

@@ -20,4 +20,7 @@ pub enum Error {
     /// A program run with a state, feed or item range it was not compiled for.
     #[error("{0}")]
     Exec(String),
+    /// A program needs more memory than the process may use.
+    #[error("{0}")]
+    Memory(String),
 }

@@ -20,9 +20,9 @@ struct Double {
 impl Collectives for Double {
     fn at(&mut self, point: &CollectivePoint, store: &mut StateStore) -> Result<(), Error> {
         self.calls.push(point.clone());
-        let grads = store.layout.grads();
-        assert!(store.data[grads.clone()].iter().any(|&g| g != 0.0), "the gradients are ready");
-        for g in &mut store.data[grads] {
+        let grads = store.layout().grads();
+        assert!(store.data()[grads.clone()].iter().any(|&g| g != 0.0), "the gradients are ready");
+        for g in &mut store.data_mut()[grads] {
             *g *= 2.0;
         }
         Ok(())
@@ -38,18 +38,18 @@ fn the_grad_program_stops_where_every_gradient_is_ready() {
     let g = exec::grad_program(&spec, 3, &[]).unwrap();
     assert_eq!(exec::collective_points(&g), vec![(g.nodes.len() - 1, CollectivePoint::GradientsReady)]);
     let mut store = StateStore::new(layout.clone());
-    for (i, v) in store.data.iter_mut().enumerate() {
+    for (i, v) in store.data_mut().iter_mut().enumerate() {
         *v = ((i * 7 % 11) as f32 - 5.0) * 0.05;
     }
     for s in layout.of_kind(SlotKind::Running).filter(|s| s.name.ends_with("running_var")) {
-        store.data[s.range()].fill(1.0);
+        store.data_mut()[s.range()].fill(1.0);
     }
     let x: Vec<f32> = (0..75).map(|i| (i % 9) as f32 * 0.1).collect();
     let t = vec![0.0, 2.0, 1.0];
     let feed = Feed { data: &x, target: Some(&t) };
     let cx = StepCtx::default();
     let mut jit = compile(&g, &layout, CodegenOptions::default()).unwrap();
-    assert!(jit.program.plan_text(false).contains("collective point `gradients ready`"));
+    assert!(jit.program().plan_text(false).contains("collective point `gradients ready`"));
     let mut interp = InterpExecutable::new(g.clone());
     let programs: [&mut dyn Executable; 2] = [&mut jit, &mut interp];
     for exe in programs {
@@ -60,13 +60,13 @@ fn the_grad_program_stops_where_every_gradient_is_ready() {
         exe.run_with(&mut doubled, &feed, &cx, &mut c).unwrap();
         assert_eq!(c.calls, vec![CollectivePoint::GradientsReady], "{}", exe.backend());
         let r = layout.grads();
-        for (a, b) in once.data[r.clone()].iter().zip(&doubled.data[r]) {
+        for (a, b) in once.data()[r.clone()].iter().zip(&doubled.data()[r]) {
             assert_eq!(2.0 * a, *b, "{}", exe.backend());
         }
         // Nothing but the gradients changed at the point.
         let params = layout.of_kind(SlotKind::Param).chain(layout.of_kind(SlotKind::Running));
         for s in params {
-            assert_eq!(once.data[s.range()], doubled.data[s.range()], "{} {}", exe.backend(), s.name);
+            assert_eq!(once.data()[s.range()], doubled.data()[s.range()], "{} {}", exe.backend(), s.name);
         }
     }
     // Evaluation and update programs have no collective point.

@@ -46,7 +46,7 @@ fn random_store(layout: &StateLayout, rng: &mut Rng) -> StateStore {
             SlotKind::Grad => (0.0, 0.0),
             _ => (-0.5, 0.5),
         };
-        for v in &mut store.data[slot.range()] {
+        for v in &mut store.data_mut()[slot.range()] {
             *v = rng.uniform(lo, hi) as f32;
         }
     }
@@ -75,24 +75,29 @@ fn compare(
     let mut s_jit = store.clone();
     let f_int =
         InterpExecutable::new(graph.clone()).run(&mut s_int, feed, cx).unwrap_or_else(|e| panic!("interp: {e}\n{ctx}"));
-    let mut jit = compile(graph, &store.layout, opts).unwrap_or_else(|e| panic!("compile: {e}\n{ctx}"));
+    let mut jit = compile(graph, store.layout(), opts).unwrap_or_else(|e| panic!("compile: {e}\n{ctx}"));
     let f_jit = jit.run(&mut s_jit, feed, cx).unwrap_or_else(|e| panic!("jit: {e}\n{ctx}"));
     // Any other thread count computes the same bits.
     for threads in [1, 2, 3].into_iter().filter(|&t| t != opts.threads) {
-        let mut other = compile(graph, &store.layout, CodegenOptions { threads, ..opts }).unwrap();
+        let mut other = compile(graph, store.layout(), CodegenOptions { threads, ..opts }).unwrap();
         let mut s_other = store.clone();
         let f_other = other.run(&mut s_other, feed, cx).unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&s_other.data), bits(&s_jit.data), "{threads} vs {} threads: state\n{ctx}", opts.threads);
+        assert_eq!(bits(s_other.data()), bits(s_jit.data()), "{threads} vs {} threads: state\n{ctx}", opts.threads);
         assert_eq!(bits(&f_other.prediction), bits(&f_jit.prediction), "{threads} threads: prediction\n{ctx}");
         assert_eq!(f_other.loss.map(f32::to_bits), f_jit.loss.map(f32::to_bits), "{threads} threads: loss\n{ctx}");
     }
-    if let (Some(a), Some(b)) = (f_jit.loss, f_int.loss) {
-        close("loss", &[a], &[b], ctx);
+    // Both back ends give a loss, or neither does.
+    match (f_jit.loss, f_int.loss) {
+        (Some(a), Some(b)) => close("loss", &[a], &[b], ctx),
+        (None, None) => {}
+        (a, b) => panic!("loss: jit {a:?} vs interp {b:?}\n{ctx}"),
     }
+    assert_eq!(f_jit.input_grad.is_some(), f_int.input_grad.is_some(), "input gradient on one side only\n{ctx}");
+    assert_eq!(f_jit.activations.len(), f_int.activations.len(), "activations\n{ctx}");
     close("prediction", &f_jit.prediction, &f_int.prediction, ctx);
-    for slot in &store.layout.slots {
-        close(&format!("{:?} {}", slot.kind, slot.name), &s_jit.data[slot.range()], &s_int.data[slot.range()], ctx);
+    for slot in &store.layout().slots {
+        close(&format!("{:?} {}", slot.kind, slot.name), &s_jit.data()[slot.range()], &s_int.data()[slot.range()], ctx);
     }
     s_int
 }
@@ -116,6 +121,7 @@ fn check_model(text: &str, batch: usize, seed: u64, opt: Optimizer) {
         fuse: !seed.is_multiple_of(3),
         checks: seed.is_multiple_of(2),
         poison: seed.is_multiple_of(2),
+        memory_budget: None,
     };
     let ctx = format!("model (batch {batch}, seed {seed}, {opt:?}):\n{text}");
     let grad = exec::grad_program(&spec, batch, &[]).unwrap_or_else(|d| panic!("{}\n{ctx}", d.render(&src)));

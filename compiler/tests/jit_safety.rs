@@ -87,7 +87,7 @@ fn the_plan_verifier_rejects_overlapping_live_buffers() {
     let layout = StateLayout::new(&spec, &[]);
     let g = exec::grad_program(&spec, 2, &[]).unwrap();
     let exe = compile(&g, &layout, CodegenOptions::default()).unwrap();
-    let mut bad = exe.program.plan.clone();
+    let mut bad = exe.program().plan.clone();
     assert!(plan::verify(&g, &bad).is_ok());
     // Move one allocation onto another that is live at the same time.
     let (i, j) = (0..bad.allocs.len())
@@ -111,7 +111,7 @@ fn poisoning_exposes_a_value_read_after_its_planned_last_use() {
     let layout = StateLayout::new(&spec, &[]);
     let g = exec::grad_program(&spec, 4, &[]).unwrap();
     let mut store = StateStore::new(layout.clone());
-    for (i, v) in store.data.iter_mut().enumerate() {
+    for (i, v) in store.data_mut().iter_mut().enumerate() {
         *v = ((i % 7) as f32 - 3.0) * 0.1;
     }
     let x: Vec<f32> = (0..24).map(|i| (i % 5) as f32 * 0.2).collect();
@@ -124,8 +124,7 @@ fn poisoning_exposes_a_value_read_after_its_planned_last_use() {
     // Pretend the first hidden activation dies right after it is made (the backward
     // pass still reads it): its memory is poisoned, and the gradients become NaN.
     let mut bad = compile(&g, &layout, opts).unwrap();
-    let a = bad.program.plan.allocs.iter_mut().find(|a| a.what.contains("(tanh")).unwrap();
-    a.to = a.from;
+    bad.poison_early("(tanh").unwrap();
     let mut s = store.clone();
     bad.run(&mut s, &feed, &StepCtx::default()).unwrap();
     let grad = s.get(exec::SlotKind::Grad, "2.weight").unwrap();
@@ -187,4 +186,20 @@ fn offsets_past_two_gigabytes_are_64_bit() {
     // 12 GiB = 0x3_0000_0000 bytes, as Cranelift prints it.
     assert_eq!(far * 4, 0x3_0000_0000);
     assert!(text.clif.contains("iconst.i64 0x0003_0000_0000"), "{}", text.clif);
+}
+
+/// A program whose arena exceeds the memory budget is refused before anything is allocated.
+#[test]
+fn a_program_over_the_memory_budget_is_refused() {
+    let spec = spec("model m { input [64] dense(32) relu dense(3) loss mse }");
+    let layout = StateLayout::new(&spec, &[]);
+    let g = exec::grad_program(&spec, 8, &[]).unwrap();
+    let fits = compile(&g, &layout, CodegenOptions::default()).unwrap().program().plan.peak_bytes() as u64;
+    let opts = |b| CodegenOptions { memory_budget: Some(b), ..CodegenOptions::default() };
+    assert!(compile(&g, &layout, opts(fits)).is_ok());
+    match compile(&g, &layout, opts(fits - 1)) {
+        Err(percept_compiler::Error::Memory(m)) => assert!(m.contains(&format!("needs {fits} bytes")), "{m}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("compiled over the budget"),
+    }
 }

@@ -18,7 +18,7 @@ fn lenet5_training_plan() {
     let opts = CodegenOptions { micro: MicroChoice::Cranelift, ..CodegenOptions::default() };
     let grad = compile(&exec::grad_program(&spec, 64, &[]).unwrap(), &layout, opts).unwrap();
     let update = compile(&exec::update_program(&spec, &opt, &[]), &layout, opts).unwrap();
-    let text = grad.program.plan_text(false) + &update.program.plan_text(false);
+    let text = grad.program().plan_text(false) + &update.program().plan_text(false);
     expect_file!["snapshots/lenet5_plan.txt"].assert_eq(&text);
 }
 
@@ -27,7 +27,7 @@ fn clif_of_a_small_kernel() {
     let spec = spec("model tiny { input [6] leaky_relu }");
     let layout = StateLayout::new(&spec, &[]);
     let eval = compile(&exec::eval_program(&spec, 2, false, &[]).unwrap(), &layout, CodegenOptions::default()).unwrap();
-    let k = &eval.program.kernels[0];
+    let k = &eval.program().kernels[0];
     assert_eq!(k.name(), "fwd.leaky_relu_0.leaky_relu");
     expect_file!["snapshots/leaky_relu_kernel.clif"].assert_eq(&k.text.clif);
 }
@@ -41,7 +41,7 @@ fn fused_plan(file: &str) -> String {
     let grad = compile(&exec::grad_program(&spec, 64, &[]).unwrap(), &layout, opts).unwrap();
     let update = compile(&exec::update_program(&spec, &opt, &[]), &layout, opts).unwrap();
     let mut out = String::new();
-    for k in grad.program.kernels.iter().chain(&update.program.kernels) {
+    for k in grad.program().kernels.iter().chain(&update.program().kernels) {
         out += &format!("{:<44} {}\n", k.name(), k.ops.join(" + "));
     }
     out
@@ -56,7 +56,7 @@ fn fused_evaluation_plan_of_cnn_bn() {
     let opts = CodegenOptions { micro: MicroChoice::Cranelift, ..CodegenOptions::default() };
     let eval = compile(&exec::eval_program(&spec, 64, false, &[]).unwrap(), &layout, opts).unwrap();
     let text: String =
-        eval.program.kernels.iter().map(|k| format!("{:<44} {}\n", k.name(), k.ops.join(" + "))).collect();
+        eval.program().kernels.iter().map(|k| format!("{:<44} {}\n", k.name(), k.ops.join(" + "))).collect();
     expect_file!["snapshots/cnn_bn_eval_fused.txt"].assert_eq(&text);
 }
 
@@ -77,7 +77,7 @@ fn pooling_gradient_fuses_only_disjoint_windows() {
         let layout = StateLayout::new(&spec, &[]);
         let opts = CodegenOptions { micro: MicroChoice::Cranelift, ..CodegenOptions::default() };
         let grad = compile(&exec::grad_program(&spec, 2, &[]).unwrap(), &layout, opts).unwrap();
-        grad.program.kernels.iter().map(|k| k.ops.join(" + ")).collect::<Vec<_>>()
+        grad.program().kernels.iter().map(|k| k.ops.join(" + ")).collect::<Vec<_>>()
     };
     let disjoint = kernels("maxpool(2)");
     assert!(disjoint.contains(&"maxpool_grad + tanh_grad".to_string()), "{disjoint:?}");

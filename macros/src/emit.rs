@@ -183,7 +183,7 @@ pub fn emit(vis: &syn::Visibility, table: &Table, model: &ast::Model, spec: &Mod
             pub fn kernels(&mut self) -> ::std::result::Result<::std::vec::Vec<::percept::compiler::codegen::CompiledKernel>, ::percept::runtime::Error> {
                 let batch = self.trainer.config.batch;
                 let programs = self.model.jit_programs(batch, #has_loss)?;
-                Ok(programs.iter().flat_map(|p| p.program.kernels.iter().cloned()).collect())
+                Ok(programs.iter().flat_map(|p| p.program().kernels.iter().cloned()).collect())
             }
 
             /// The runtime model (state, weights, back end).

@@ -4,6 +4,7 @@
 pub mod data;
 pub mod error;
 pub mod init;
+pub mod memory;
 pub mod model;
 pub mod npy;
 pub mod rng;

@@ -168,8 +168,8 @@ impl Model {
             .collect();
         let layout = StateLayout::new(&self.spec, opt.state_suffixes());
         let mut store = StateStore::new(layout);
-        for slot in self.store.layout.slots.iter().filter(|s| matches!(s.kind, SlotKind::Param | SlotKind::Running)) {
-            store.get_mut(slot.kind, &slot.name).unwrap().copy_from_slice(&self.store.data[slot.range()]);
+        for slot in self.store.layout().slots.iter().filter(|s| matches!(s.kind, SlotKind::Param | SlotKind::Running)) {
+            store.get_mut(slot.kind, &slot.name).unwrap().copy_from_slice(&self.store.data()[slot.range()]);
         }
         self.store = store;
         self.optimizer = Some(opt);
@@ -194,14 +194,65 @@ impl Model {
         .map_err(|d| Error(d.summary()))?;
         let program: Box<dyn Executable> = match self.backend {
             Backend::Interp => Box::new(InterpExecutable::new(graph)),
-            Backend::Jit => Box::new(
-                codegen::compile(&graph, &self.store.layout, self.codegen)
-                    .map_err(|e| Error(format!("JIT compilation failed: {e}")))?,
-            ),
+            Backend::Jit => {
+                let budget = crate::memory::available();
+                let options = CodegenOptions { memory_budget: budget, ..self.codegen };
+                match codegen::compile(&graph, self.store.layout(), options) {
+                    Ok(exe) => Box::new(exe),
+                    Err(percept_compiler::Error::Memory(_)) => return Err(self.too_large(key, budget.unwrap_or(0))),
+                    Err(e) => return Err(Error(format!("JIT compilation failed: {e}"))),
+                }
+            }
         };
         self.compile_time += start.elapsed();
         self.cache.insert(key.clone(), program);
         Ok(())
+    }
+
+    /// The memory a program needs at a batch size: its arena with every thread's scratch.
+    fn arena_bytes(&self, key: &ProgramKey, batch: usize) -> Option<u64> {
+        let graph = match key {
+            ProgramKey::Grad { .. } => exec::grad_program(&self.spec, batch, &self.frozen).ok()?,
+            ProgramKey::Eval { loss, expose, .. } => exec::eval_program(&self.spec, batch, *loss, expose).ok()?,
+            ProgramKey::Update => return None,
+        };
+        let features = codegen::host_features().ok()?;
+        let tile = codegen::micro::tile_for(self.codegen.micro, features);
+        let lowered = codegen::lower_program(&graph, self.store.layout(), self.codegen, &tile).ok()?;
+        Some(lowered.plan.peak_bytes() as u64)
+    }
+
+    /// The one-line refusal of a program too large for this process: how much it needs,
+    /// how much there is, and the largest batch that fits (arenas grow linearly with it).
+    fn too_large(&self, key: &ProgramKey, budget: u64) -> Error {
+        use crate::memory::gb;
+        let batch = match key {
+            ProgramKey::Grad { batch } | ProgramKey::Eval { batch, .. } => *batch,
+            ProgramKey::Update => 1,
+        };
+        let state = self.store.data().len() as u64 * 4;
+        let need = self.arena_bytes(key, batch).unwrap_or(0);
+        let fits = match (self.arena_bytes(key, 1), self.arena_bytes(key, 2)) {
+            (Some(one), Some(two)) if two > one => {
+                let per = two - one;
+                let fixed = one.saturating_sub(per);
+                Some(budget.saturating_sub(fixed) / per).filter(|&b| b >= 1)
+            }
+            _ => None,
+        };
+        let hint = match fits {
+            Some(b) => format!("; the largest batch that fits is about {b} (--batch)"),
+            None => "; not even a batch of 1 fits".to_string(),
+        };
+        Error(format!(
+            "the model `{}` at batch {batch} needs about {} of memory ({} of activations and scratch, {} of state), \
+             but this process may use {}{hint}",
+            self.spec.name,
+            gb(need + state),
+            gb(need),
+            gb(state),
+            gb(budget)
+        ))
     }
 
     fn run(&mut self, key: ProgramKey, feed: &Feed, cx: &StepCtx) -> Result<Fetch> {
@@ -239,7 +290,7 @@ impl Model {
     pub fn set_profiling(&mut self, on: bool) {
         for exe in self.cache.values_mut() {
             if let Some(j) = exe.as_any_mut().downcast_mut::<codegen::JitExecutable>() {
-                j.profile = on.then(Vec::new);
+                j.set_profiling(on);
             }
         }
     }
@@ -252,8 +303,8 @@ impl Model {
         for key in [ProgramKey::Grad { batch }, ProgramKey::Update] {
             let Some(exe) = self.cache.get(&key) else { continue };
             let Some(j) = exe.as_any().downcast_ref::<codegen::JitExecutable>() else { continue };
-            for (i, k) in j.program.kernels.iter().enumerate() {
-                let time = j.profile.as_ref().and_then(|p| p.get(i).copied()).unwrap_or_default();
+            for (i, k) in j.program().kernels.iter().enumerate() {
+                let time = j.profile().and_then(|p| p.get(i).copied()).unwrap_or_default();
                 out.push(KernelTime { name: k.name().to_string(), flops: k.flops, time, gemm: k.micro.is_some() });
             }
         }
@@ -382,13 +433,27 @@ impl Model {
                 _ => unreachable!("checked above"),
             }
         }
+        // Metadata is optional (PyTorch's files have none), but what is there must be right.
         let meta = &file.metadata;
-        let num = |k: &str| meta.get(k).and_then(|v| v.parse::<f32>().ok());
-        if let (Some(mean), Some(std)) = (num("normalize_mean"), num("normalize_std")) {
-            self.data_meta.norm = Norm { mean, std };
+        let num = |k: &str| -> Result<Option<f32>> {
+            match meta.get(k) {
+                None => Ok(None),
+                Some(v) => match v.parse::<f32>() {
+                    Ok(x) if x.is_finite() => Ok(Some(x)),
+                    _ => bail!("{what}: the metadata `{k}` is `{v}`, not a finite number"),
+                },
+            }
+        };
+        match (num("normalize_mean")?, num("normalize_std")?) {
+            (Some(mean), Some(std)) if std > 0.0 => self.data_meta.norm = Norm { mean, std },
+            (Some(_), Some(std)) => bail!("{what}: the metadata `normalize_std` is {std}, not positive"),
+            (None, None) => {}
+            _ => bail!("{what}: the metadata has one of `normalize_mean` and `normalize_std` but not the other"),
         }
-        if let Some(c) = meta.get("classes").and_then(|c| serde_json::from_str(c).ok()) {
-            self.data_meta.classes = Some(c);
+        if let Some(c) = meta.get("classes") {
+            let classes: Vec<String> = serde_json::from_str(c)
+                .map_err(|e| Error(format!("{what}: the metadata `classes` is not a list of names: {e}")))?;
+            self.data_meta.classes = Some(classes);
         }
         Ok(())
     }

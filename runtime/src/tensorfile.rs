@@ -66,8 +66,9 @@ impl TensorFile {
         safetensors::serialize(views, meta).map_err(|e| Error(format!("cannot serialize tensors: {e}")))
     }
 
-    /// Write atomically: a temporary file in the same directory, flushed, then renamed
-    /// over the target, so a crash never leaves a half-written file.
+    /// Write atomically: a temporary file in the same directory, flushed, renamed over
+    /// the target, and the directory flushed, so a crash or power cut never leaves a
+    /// half-written file, nor loses the rename.
     pub fn write(&self, path: &Path) -> Result<()> {
         write_atomic(path, &self.to_bytes()?)
     }
@@ -117,7 +118,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        // The rename is durable once the directory's entry is on disk.
+        std::fs::File::open(dir)?.sync_all()
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);

@@ -104,7 +104,7 @@ fn measure(a: &Args, backend: Backend, fuse: bool) -> Result<Measured, UserError
 }
 
 fn table(name: &str, m: &Measured) {
-    println!(
+    outln!(
         "{name}: {} samples/s ({} steps), compiled in {:.1} ms",
         group(m.samples_per_s),
         m.steps,
@@ -118,10 +118,10 @@ fn table(name: &str, m: &Measured) {
     let mut ks: Vec<_> = m.kernels.iter().collect();
     ks.sort_by_key(|k| std::cmp::Reverse(k.time));
     let w = ks.iter().map(|k| k.name.len()).max().unwrap_or(6).max(6);
-    println!("  {:<w$}  {:>10}  {:>8}  {:>6}", "kernel", "µs/step", "GFLOP/s", "share");
+    outln!("  {:<w$}  {:>10}  {:>8}  {:>6}", "kernel", "µs/step", "GFLOP/s", "share");
     for k in ks {
         let gf = if k.time.is_zero() { 0.0 } else { k.flops as f64 / per(k) / 1e9 };
-        println!(
+        outln!(
             "  {:<w$}  {:>10.1}  {:>8.1}  {:>5.1}%",
             k.name,
             per(k) * 1e6,
@@ -130,7 +130,7 @@ fn table(name: &str, m: &Measured) {
         );
     }
     let gemm: f64 = m.kernels.iter().filter(|k| k.gemm).map(|k| k.time.as_secs_f64()).sum();
-    println!("  GEMM-shaped kernels: {:.1}% of the step", 100.0 * gemm / total.max(1e-12));
+    outln!("  GEMM-shaped kernels: {:.1}% of the step", 100.0 * gemm / total.max(1e-12));
 }
 
 fn json(m: &Measured) -> serde_json::Value {
@@ -167,7 +167,7 @@ pub fn run(a: Args) -> CliResult {
     if backend == Backend::Interp {
         let m = measure(&a, backend, false)?;
         if a.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({"interp": {"samples_per_s": m.samples_per_s, "compile_ms": m.compile.as_secs_f64() * 1e3, "steps": m.steps}})
             );
@@ -196,16 +196,16 @@ pub fn run(a: Args) -> CliResult {
             v["fused"] = json(f);
             v["ratio"] = serde_json::json!(f.samples_per_s / unfused.samples_per_s);
         }
-        println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+        outln!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
         return Ok(());
     }
     if let Some(f) = &fused {
         table("fused", f);
-        println!();
+        outln!();
     }
     table("unfused", &unfused);
     if let Some(f) = &fused {
-        println!("\nfused / unfused: {:.2}x", f.samples_per_s / unfused.samples_per_s);
+        outln!("\nfused / unfused: {:.2}x", f.samples_per_s / unfused.samples_per_s);
     }
     Ok(())
 }

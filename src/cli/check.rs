@@ -35,9 +35,9 @@ pub fn run(a: Args) -> CliResult {
             "running_statistics": spec.running_count(),
             "loss": spec.loss.map(|l| l.loss.name()),
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap());
     } else {
-        print!("{}", spec.summary());
+        out!("{}", spec.summary());
     }
     Ok(())
 }

@@ -53,18 +53,18 @@ pub fn run(a: Args) -> CliResult {
             "per_class_accuracy": r.per_class,
             "confusion": r.confusion,
         });
-        println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+        outln!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
         return Ok(());
     }
-    println!("{}: {} samples", ds.name, r.samples);
+    outln!("{}: {} samples", ds.name, r.samples);
     if let Some(l) = r.loss {
-        println!("loss      {l:.4}");
+        outln!("loss      {l:.4}");
     }
-    println!("accuracy  {}", pct(r.accuracy));
+    outln!("accuracy  {}", pct(r.accuracy));
     if !r.classes.is_empty() {
-        println!("\nper class:");
+        outln!("\nper class:");
         for (c, acc) in r.classes.iter().zip(&r.per_class) {
-            println!("  {c:>8}  {:.2}%", acc * 100.0);
+            outln!("  {c:>8}  {:.2}%", acc * 100.0);
         }
         let w = r
             .confusion
@@ -73,18 +73,18 @@ pub fn run(a: Args) -> CliResult {
             .max()
             .map_or(1, |m| m.to_string().len())
             .max(r.classes.iter().map(|c| c.len()).max().unwrap_or(1));
-        println!("\nconfusion matrix (rows: true class, columns: predicted):");
-        print!("  {:>w$} ", "");
+        outln!("\nconfusion matrix (rows: true class, columns: predicted):");
+        out!("  {:>w$} ", "");
         for c in &r.classes {
-            print!(" {c:>w$}");
+            out!(" {c:>w$}");
         }
-        println!();
+        outln!();
         for (c, row) in r.classes.iter().zip(&r.confusion) {
-            print!("  {c:>w$} ");
+            out!("  {c:>w$} ");
             for v in row {
-                print!(" {v:>w$}");
+                out!(" {v:>w$}");
             }
-            println!();
+            outln!();
         }
     }
     Ok(())

@@ -22,7 +22,8 @@ pub struct Args {
     /// The statement whose output to extract (its name or index).
     #[arg(long)]
     layer: String,
-    /// A data set to run (see `percept train --data`); or give image files instead.
+    /// A data set to run (see `percept train --data`) [default: data/mnist, the bundled
+    /// MNIST, unless image files are given instead].
     #[arg(long, conflicts_with = "images")]
     data: Option<String>,
     /// Which part of the data set.
@@ -54,7 +55,12 @@ pub fn run(a: Args) -> CliResult {
     })?;
     let per: usize = model.spec.input.shape.iter().product();
     // The inputs (normalized as in training) and their labels.
-    let (x, labels, what): (Vec<f32>, Option<Vec<i64>>, String) = if let Some(dir) = &a.data {
+    let data = match (&a.data, a.images.is_empty()) {
+        (Some(d), _) => Some(d.clone()),
+        (None, true) => Some("data/mnist".to_string()),
+        (None, false) => None,
+    };
+    let (x, labels, what): (Vec<f32>, Option<Vec<i64>>, String) = if let Some(dir) = &data {
         let splits = load_data(dir, &model)?;
         let mut ds = match a.split {
             Split::Train => splits.train,
@@ -68,14 +74,12 @@ pub fn run(a: Args) -> CliResult {
         let labels = (0..ds.len()).map(|i| ds.label(i).map(|l| l as i64)).collect::<Option<Vec<_>>>();
         let name = ds.name.clone();
         (ds.x, labels, name)
-    } else if !a.images.is_empty() {
+    } else {
         let mut x = vec![];
         for p in &a.images {
             x.extend(prepare_image(&model, p)?);
         }
         (x, None, format!("{} image(s)", a.images.len()))
-    } else {
-        return Err(UserError("give --data DIR or image files to extract features from".into()));
     };
     let n = x.len() / per;
     let dim: usize = layer.out_shape.iter().product();
@@ -115,7 +119,7 @@ pub fn run(a: Args) -> CliResult {
             writeln!(f, "{}", header.join(",")).map_err(|e| fail(&e))?;
             for i in 0..n {
                 let label = labels.as_ref().map_or_else(
-                    || a.images.get(i).map(|p| p.display().to_string()).unwrap_or_default(),
+                    || a.images.get(i).map(|p| csv_field(&p.display().to_string())).unwrap_or_default(),
                     |l| l[i].to_string(),
                 );
                 let row: Vec<String> = features[i * dim..(i + 1) * dim].iter().map(|v| v.to_string()).collect();
@@ -140,6 +144,16 @@ pub fn run(a: Args) -> CliResult {
             file.write(&a.out)?;
         }
     }
-    println!("wrote {n} × {dim} features of `{}` ({}) from {what} to {}", layer.prefix, layer.tag(), a.out.display());
+    outln!("wrote {n} × {dim} features of `{}` ({}) from {what} to {}", layer.prefix, layer.tag(), a.out.display());
     Ok(())
+}
+
+/// A CSV field as RFC 4180 writes it: quoted (inner quotes doubled) when it holds a comma,
+/// a quote or a line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }

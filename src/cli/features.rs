@@ -158,7 +158,7 @@ pub fn run(a: Args) -> CliResult {
     raw.write(&raw_path)?;
     written.push(raw_path);
     for p in written {
-        println!("{}", p.display());
+        outln!("{}", p.display());
     }
     Ok(())
 }

@@ -74,18 +74,18 @@ pub fn run(a: Args) -> CliResult {
                 let (l, c) = src.line_col(s.start);
                 format!("{l}:{c}")
             };
-            print!("{}", ast.dump(&pos));
+            out!("{}", ast.dump(&pos));
         }
-        Emit::Forward => print!("{}", forward_graph(&spec, a.batch, &BuildOptions::inference()).map_err(render)?),
+        Emit::Forward => out!("{}", forward_graph(&spec, a.batch, &BuildOptions::inference()).map_err(render)?),
         Emit::Graph => {
             if spec.loss.is_none() {
                 eprintln!("note: the model has no loss; printing the forward graph");
-                print!("{}", forward_graph(&spec, a.batch, &BuildOptions::inference()).map_err(render)?);
+                out!("{}", forward_graph(&spec, a.batch, &BuildOptions::inference()).map_err(render)?);
             } else {
                 let fwd = forward_graph(&spec, a.batch, &BuildOptions::train()).map_err(render)?;
                 let g = differentiate(&fwd, &GradOptions::default())
                     .map_err(|e| UserError(format!("internal error in autodiff: {e}")))?;
-                print!("{g}");
+                out!("{g}");
             }
         }
         Emit::Plan | Emit::Loops | Emit::Clif | Emit::Asm => {
@@ -105,31 +105,31 @@ pub fn run(a: Args) -> CliResult {
             let programs = model.jit_programs(a.batch, training)?;
             if a.emit == Emit::Plan {
                 if a.json {
-                    let v: Vec<serde_json::Value> = programs.iter().map(|p| plan_json(&p.program)).collect();
-                    let arena: usize = programs.iter().map(|p| p.program.plan.peak_bytes()).max().unwrap_or(0);
+                    let v: Vec<serde_json::Value> = programs.iter().map(|p| plan_json(p.program())).collect();
+                    let arena: usize = programs.iter().map(|p| p.program().plan.peak_bytes()).max().unwrap_or(0);
                     let kernels: Vec<serde_json::Value> =
                         v.iter().flat_map(|p| p["kernels"].as_array().cloned().unwrap_or_default()).collect();
                     let out = serde_json::json!({"kernels": kernels, "arena_bytes": arena, "programs": v});
-                    println!("{}", serde_json::to_string_pretty(&out).expect("serializes"));
+                    outln!("{}", serde_json::to_string_pretty(&out).expect("serializes"));
                 } else {
                     for p in &programs {
-                        print!("{}", p.program.plan_text(true));
+                        out!("{}", p.program().plan_text(true));
                     }
                 }
                 return Ok(());
             }
             let mut shown = 0;
             for p in &programs {
-                let prog = &p.program;
+                let prog = p.program();
                 if a.kernel.as_deref() == Some("micro") {
                     let t = &prog.micro_text;
-                    println!("; micro-kernel {}", prog.micro_name);
+                    outln!("; micro-kernel {}", prog.micro_name);
                     match a.emit {
                         Emit::Loops => {
-                            println!("; it has no loop nest (it is written as CLIF or native code): see --emit clif")
+                            outln!("; it has no loop nest (it is written as CLIF or native code): see --emit clif")
                         }
-                        Emit::Clif => println!("{}", t.clif),
-                        _ => println!("{}", t.disasm),
+                        Emit::Clif => outln!("{}", t.clif),
+                        _ => outln!("{}", t.disasm),
                     }
                     shown += 1;
                     break;
@@ -139,26 +139,26 @@ pub fn run(a: Args) -> CliResult {
                     None => prog.kernels.iter().collect(),
                 };
                 for k in ks {
-                    println!("; kernel {} ({})", k.name(), k.ops.join(" + "));
+                    outln!("; kernel {} ({})", k.name(), k.ops.join(" + "));
                     if a.emit == Emit::Loops {
                         for nest in &k.loops {
-                            println!("{nest}");
+                            outln!("{nest}");
                         }
                         shown += 1;
                         continue;
                     }
-                    println!("{}", if a.emit == Emit::Clif { &k.text.clif } else { &k.text.disasm });
+                    outln!("{}", if a.emit == Emit::Clif { &k.text.clif } else { &k.text.disasm });
                     if a.kernel.is_some() && k.micro.is_some() {
                         let t = &prog.micro_text;
-                        println!("; the micro-kernel it calls: {}", prog.micro_name);
-                        println!("{}", if a.emit == Emit::Clif { &t.clif } else { &t.disasm });
+                        outln!("; the micro-kernel it calls: {}", prog.micro_name);
+                        outln!("{}", if a.emit == Emit::Clif { &t.clif } else { &t.disasm });
                     }
                     shown += 1;
                 }
             }
             if shown == 0 {
                 let names: Vec<String> =
-                    programs.iter().flat_map(|p| p.program.kernels.iter().map(|k| k.name().to_string())).collect();
+                    programs.iter().flat_map(|p| p.program().kernels.iter().map(|k| k.name().to_string())).collect();
                 return Err(UserError(format!(
                     "no kernel matches `{}`; the kernels are: micro, {}",
                     a.kernel.unwrap_or_default(),

@@ -1,5 +1,17 @@
 //! Subcommands of the `percept` binary, one module each.
 
+/// `println!` for results on stdout: a reader that went away (`percept … | head`) ends the
+/// program quietly instead of a panic.
+macro_rules! outln {
+    () => { $crate::cli::write_stdout(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+/// `print!` for results on stdout (see `outln!`).
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!($($t)*)) };
+}
+
 mod bench;
 mod check;
 mod common;
@@ -80,6 +92,19 @@ pub fn main() -> i32 {
             }
             1
         }
+    }
+}
+
+/// Write to stdout; a closed pipe ends the program with success (what was asked for was
+/// taken), any other failure with exit 1.
+pub fn write_stdout(args: std::fmt::Arguments) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write the output: {e}");
+        std::process::exit(1);
     }
 }
 

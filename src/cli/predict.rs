@@ -85,11 +85,11 @@ pub fn run(a: Args) -> CliResult {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+        outln!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
     } else {
         for (f, top) in &results {
             let parts: Vec<String> = top.iter().map(|(c, p)| format!("{c} ({:.1}%)", p * 100.0)).collect();
-            println!("{f}: {}", parts.join(", "));
+            outln!("{f}: {}", parts.join(", "));
         }
     }
     Ok(())

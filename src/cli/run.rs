@@ -91,6 +91,6 @@ pub fn run(a: Args) -> CliResult {
         TensorFile { tensors: vec![NamedTensor::f32(&name, &full_shape, out)], metadata: Default::default() }
             .write(&a.output)?;
     }
-    println!("wrote `{name}` {full_shape:?} to {}", a.output.display());
+    outln!("wrote `{name}` {full_shape:?} to {}", a.output.display());
     Ok(())
 }

@@ -5,7 +5,7 @@ use percept_runtime::train::{EpochReport, Observer, OptimizerKind, Outcome, Step
 use percept_runtime::{Model, TrainConfig, Trainer};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::common::BackendArg;
@@ -81,6 +81,10 @@ pub struct Args {
     /// Where to write the resumable checkpoint [default: runs/<model>/checkpoint.safetensors].
     #[arg(long)]
     checkpoint: Option<PathBuf>,
+    /// Also write the checkpoint every this many steps (0: only at the end of each epoch
+    /// and on an interrupt), so a killed run loses at most that many steps.
+    #[arg(long, default_value_t = percept_runtime::train::DEFAULT_CHECKPOINT_EVERY)]
+    checkpoint_every: u64,
     /// Continue a run from its checkpoint.
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -160,7 +164,7 @@ impl Observer for Progress {
         }
         let json = epoch_json(r);
         if self.json {
-            println!("{json}");
+            outln!("{json}");
         }
         if let Some(f) = &mut self.metrics {
             writeln!(f, "{json}").map_err(|e| percept_runtime::Error(format!("cannot write the metrics file: {e}")))?;
@@ -264,23 +268,23 @@ pub fn run(a: Args) -> CliResult {
     model.data_meta.classes = splits.train.class_names().map(|c| c.to_vec());
     trainer.checkpoint = Some(checkpoint.clone());
 
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let flag = interrupted.clone();
-        let _ = ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("\ninterrupted: finishing the current step and saving a checkpoint (Ctrl-C again to quit now)");
-        });
-    }
-    trainer.interrupt = Some(interrupted);
-
+    trainer.checkpoint_every = a.checkpoint_every;
+    trainer.interrupt = Some(Arc::new(AtomicBool::new(false)));
+    // One run at a time writes into a run directory: the lock goes with the process, so a
+    // killed run leaves none behind.
+    let _lock = lock_run_dir(&checkpoint)?;
+    let signal = watch_signals(&trainer)?;
     let metrics_path = a.metrics.clone().unwrap_or_else(|| run_dir(&model).join("metrics.jsonl"));
     if let Some(dir) = metrics_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| UserError(format!("cannot create {}: {e}", dir.display())))?;
     }
-    let mut metrics = std::fs::File::create(&metrics_path)
+    // A resumed run continues the metrics of the run it resumes.
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(a.resume.is_some())
+        .write(true)
+        .truncate(a.resume.is_none())
+        .open(&metrics_path)
         .map_err(|e| UserError(format!("cannot create the metrics file {}: {e}", metrics_path.display())))?;
     let cfg = &trainer.config;
     let header = serde_json::json!({
@@ -294,6 +298,8 @@ pub fn run(a: Args) -> CliResult {
             "threads": model.codegen.threads,
             "weights": weights.display().to_string(),
             "checkpoint": checkpoint.display().to_string(),
+            "checkpoint_every": trainer.checkpoint_every,
+            "resumed_at": a.resume.as_ref().map(|_| serde_json::json!(trainer.position)),
             "config": cfg,
         }
     });
@@ -359,16 +365,17 @@ pub fn run(a: Args) -> CliResult {
         "metrics": metrics_path.display().to_string(),
     });
     if a.json {
-        println!("{summary}");
+        outln!("{summary}");
     } else {
         match outcome {
-            Outcome::Interrupted => println!(
-                "interrupted after step {}; resume with: percept train {} --resume {}",
+            Outcome::Interrupted => outln!(
+                "interrupted by {} after step {}; resume with: percept train {} --resume {}",
+                signal_name(signal.load(Ordering::SeqCst)),
                 trainer.position.step,
                 a.model.display(),
                 checkpoint.display()
             ),
-            _ => println!(
+            _ => outln!(
                 "trained {} for {} step(s): test accuracy {}; weights saved to {}",
                 model.spec.name,
                 trainer.position.step,
@@ -378,7 +385,56 @@ pub fn run(a: Args) -> CliResult {
         }
     }
     if outcome == Outcome::Interrupted {
-        std::process::exit(130);
+        // The shell's convention: 128 + the signal's number.
+        std::process::exit(128 + signal.load(Ordering::SeqCst) as i32);
     }
     Ok(())
+}
+
+/// Ctrl-C (SIGINT), SIGTERM (what `kill`, Slurm, Kubernetes and mpirun send) and SIGHUP
+/// finish the current step, write the checkpoint and exit with 128 + the signal; the same
+/// signal again exits at once. Returns where the signal's number is recorded.
+fn watch_signals(trainer: &Trainer) -> Result<Arc<AtomicUsize>, UserError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let stop = trainer.interrupt.clone().expect("set by the caller");
+    let which = Arc::new(AtomicUsize::new(SIGINT as usize));
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
+        let err = |e: std::io::Error| UserError(format!("cannot watch for signal {sig}: {e}"));
+        // A second signal, once `stop` is set, exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, stop.clone()).map_err(err)?;
+        signal_hook::flag::register_usize(sig, which.clone(), sig as usize).map_err(err)?;
+        signal_hook::flag::register(sig, stop.clone()).map_err(err)?;
+    }
+    Ok(which)
+}
+
+fn signal_name(sig: usize) -> &'static str {
+    match sig as i32 {
+        signal_hook::consts::SIGTERM => "SIGTERM",
+        signal_hook::consts::SIGHUP => "SIGHUP",
+        _ => "Ctrl-C",
+    }
+}
+
+/// An exclusive lock on the run directory of `checkpoint` (`.percept.lock`), held while
+/// the returned file is open; a second run writing there is refused.
+fn lock_run_dir(checkpoint: &std::path::Path) -> Result<std::fs::File, UserError> {
+    let dir = checkpoint.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| UserError(format!("cannot create {}: {e}", dir.display())))?;
+    let path = dir.join(".percept.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| UserError(format!("cannot open the lock {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(UserError(format!(
+            "another training run is writing into {} (its lock {} is held); wait for it, or give --checkpoint another path",
+            dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(UserError(format!("cannot lock {}: {e}", path.display()))),
+    }
 }

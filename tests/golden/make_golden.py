@@ -12,6 +12,13 @@ torch.nn.Sequential, whose state_dict keys are Percept's parameter names), write
                 weight decay 1e-4) in training mode, running statistics included
 and metadata: the torch version, the hyperparameters, the two losses.
 
+It also writes, for lenet5 and cnn_bn, `<model>_<optimizer>.safetensors`: three steps (three
+mini-batches of 8) with the optimizers whose semantics the first files do not pin — Adam
+with weight decay (torch.optim.Adam: L2 added to the gradient) and SGD with Nesterov
+momentum and weight decay. They hold only `batch2.*` and `after.*` (the initial weights
+and the first two batches are those of `<model>.safetensors`: same seed, same images),
+with `optimizer` and its settings in the metadata.
+
     python3 tests/golden/make_golden.py [MODEL ...]   (default: all)
 """
 import gzip
@@ -58,11 +65,21 @@ def global_maxpool():
 MODELS = {"lenet5": lenet5, "cnn_bn": cnn_bn, "global_maxpool": global_maxpool}
 
 
-def mnist_batches():
+OPTIMIZERS = {
+    "adam": ({"optimizer": "adam", "lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 1e-2},
+             lambda params, o: torch.optim.Adam(params, lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"],
+                                                weight_decay=o["weight_decay"])),
+    "nesterov": ({"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
+                 lambda params, o: torch.optim.SGD(params, lr=o["lr"], momentum=o["momentum"], nesterov=True,
+                                                   weight_decay=o["weight_decay"])),
+}
+
+
+def mnist_batches(count=2):
     images = gzip.open(ROOT / "data/mnist/train-images-idx3-ubyte.gz").read()[16:]
     labels = gzip.open(ROOT / "data/mnist/train-labels-idx1-ubyte.gz").read()[8:]
     out = []
-    for b in range(2):
+    for b in range(count):
         lo, hi = b * BATCH, (b + 1) * BATCH
         x = torch.tensor(list(images[lo * 784:hi * 784]), dtype=torch.float32).reshape(BATCH, 1, 28, 28) / 255.0
         y = torch.tensor(list(labels[lo:hi]), dtype=torch.int64)
@@ -86,12 +103,44 @@ def save_safetensors(path, tensors, metadata):
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
+def record(name, make, batches, settings, make_opt, out):
+    """Train a fresh `make()` on `batches` with `make_opt`; write the last batch and after."""
+    torch.manual_seed(0)
+    model = make()
+    model.train()
+    tensors = {f"init.{k}": v.clone() for k, v in model.state_dict().items()}
+    for i, (x, y) in enumerate(batches):
+        tensors[f"batch{i}.x"] = x
+        tensors[f"batch{i}.y"] = y.to(torch.float32)
+    opt = make_opt(model.parameters(), settings)
+    losses = []
+    for x, y in batches:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    tensors = {k: v for k, v in tensors.items() if k.startswith(f"batch{len(batches) - 1}.")}
+    tensors.update({f"after.{k}": v.clone() for k, v in model.state_dict().items()})
+    meta = {"torch": torch.__version__, "python": sys.version.split()[0], "batch": str(BATCH),
+            "losses": json.dumps(losses)}
+    meta.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in settings.items()})
+    save_safetensors(out, tensors, meta)
+    print(f"{out.name}: losses {losses}, torch {torch.__version__}")
+
+
 def main():
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    batches = mnist_batches()
-    for name in sys.argv[1:] or MODELS:
+    wanted = sys.argv[1:] or list(MODELS) + [f"{m}_{o}" for m in ("lenet5", "cnn_bn") for o in OPTIMIZERS]
+    for name in wanted:
+        if "_" in name and name.rsplit("_", 1)[1] in OPTIMIZERS:
+            model, opt = name.rsplit("_", 1)
+            settings, make_opt = OPTIMIZERS[opt]
+            record(name, MODELS[model], mnist_batches(3), settings, make_opt, OUT / f"{name}.safetensors")
+            continue
         make = MODELS[name]
+        batches = mnist_batches()
         torch.manual_seed(0)
         model = make()
         model.train()

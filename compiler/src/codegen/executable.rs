@@ -1,11 +1,16 @@
-//! Running JIT code. This is the one module of the back end with `unsafe`: turning code
-//! addresses into function pointers, calling them, and freeing the code.
+//! Running JIT code. This is one of the two modules with `unsafe` (the other is the
+//! native micro-kernels): turning code addresses into function pointers, calling them,
+//! and freeing the code.
 //!
 //! Why the calls are sound: every kernel was compiled for exactly this program's graph,
-//! memory plan and state layout; its every load and store was proved inside its buffer
-//! when it was emitted (see `builder::Kb::addr`); the arena is allocated here with the
-//! plan's size, the state store's layout is checked to be the compiled one before each
-//! run, and work-item ranges passed in are within each kernel's extent.
+//! memory plan and state layout; its every load, store and call pointer was proved inside
+//! its buffer on its loop nest before any code existed (`loops::verify`); the arena is
+//! allocated here with the plan's size; the state's layout and length are checked to be
+//! the compiled ones before each segment; work-item ranges passed in are within each
+//! kernel's extent. Nothing public can change these afterwards: the program, the arena
+//! and the state's buffer are private (a store's values are reached as a slice of fixed
+//! length), and the step context's layout is asserted at compile time to be the one the
+//! kernels read.
 
 use super::jit::CgResult;
 use super::plan::Loc;
@@ -49,6 +54,18 @@ pub struct KernelCtx {
     pub _pad: f32,
 }
 
+// The kernels read the context at `builder::ctx`'s offsets: the two views of its layout
+// must agree, or the build fails.
+const _: () = {
+    use super::builder::ctx;
+    use std::mem::offset_of;
+    assert!(offset_of!(KernelCtx, seed) == ctx::SEED as usize);
+    assert!(offset_of!(KernelCtx, step) == ctx::STEP as usize);
+    assert!(offset_of!(KernelCtx, lr) == ctx::LR as usize);
+    assert!(offset_of!(KernelCtx, adam_step_size) == ctx::ADAM_STEP_SIZE as usize);
+    assert!(offset_of!(KernelCtx, adam_inv_sqrt_bc2) == ctx::ADAM_INV_SQRT_BC2 as usize);
+};
+
 type KernelFn = unsafe extern "C" fn(*mut f32, *mut f32, *const KernelCtx, i64, i64, i64);
 
 /// The pointers every kernel call takes, shareable with worker threads.
@@ -61,8 +78,12 @@ unsafe impl Sync for Ptrs {}
 
 impl Ptrs {
     fn call(&self, f: KernelFn, lo: usize, hi: usize, thread: usize) {
-        // SAFETY: see the module documentation; `lo..hi` lies within the kernel's items
-        // and `thread` is below the thread count the scratch region was sized for.
+        // SAFETY: `f` is a kernel of this program whose every access `loops::verify`
+        // proved inside its buffers for any item range within its extent and any thread
+        // below the plan's thread count; the callers pass `lo..hi` within the extent and
+        // `thread` below that count; the arena was allocated here with the plan's size,
+        // and the state was checked to have the compiled layout and length before this
+        // segment (`run_with`), with nothing able to change either (both are private).
         unsafe { f(self.0, self.1, self.2, lo as i64, hi as i64, thread as i64) }
     }
 }
@@ -72,9 +93,14 @@ impl Ptrs {
 const PARALLEL_MIN_WORK: u64 = 1 << 18;
 
 pub struct JitExecutable {
-    pub program: JitProgram,
+    /// Private, as everything here: the code was proved in bounds for exactly this
+    /// program, plan and layout, and nothing may change them after compilation.
+    program: JitProgram,
     /// When set, `run` adds each kernel's wall time here (per kernel, in order).
-    pub profile: Option<Vec<std::time::Duration>>,
+    profile: Option<Vec<std::time::Duration>>,
+    /// Allocations to poison right after the kernel that defines them (debugging: a plan
+    /// made wrong on purpose).
+    early_poison: Vec<usize>,
     module: Option<JITModule>,
     /// Per kernel, its passes' functions.
     fns: Vec<Vec<KernelFn>>,
@@ -105,7 +131,12 @@ fn loc_range(l: &Loc, base: usize) -> std::ops::Range<usize> {
 }
 
 impl JitExecutable {
-    pub(super) fn new(program: JitProgram, module: JITModule, ids: &[Vec<FuncId>]) -> CgResult<JitExecutable> {
+    pub(super) fn new(
+        mut program: JitProgram,
+        module: JITModule,
+        ids: &[Vec<FuncId>],
+        started: std::time::Instant,
+    ) -> CgResult<JitExecutable> {
         let fns = ids
             .iter()
             .map(|passes| {
@@ -131,7 +162,13 @@ impl JitExecutable {
         } else {
             None
         };
-        let arena = vec![0.0f32; program.plan.size + 16];
+        // An allocation that fails is an error, not an abort.
+        let floats = program.plan.size + 16;
+        let mut arena: Vec<f32> = Vec::new();
+        arena
+            .try_reserve_exact(floats)
+            .map_err(|_| Error::Memory(format!("cannot allocate the arena of {:.2} GB", floats as f64 * 4.0 / 1e9)))?;
+        arena.resize(floats, 0.0);
         let base = (0..16).find(|i| (arena.as_ptr() as usize + 4 * i).is_multiple_of(64)).unwrap_or(0);
         let adam = program.graph.nodes.iter().find_map(|n| match &n.op {
             Op::AdamUpdate(a) => Some(*a),
@@ -140,7 +177,18 @@ impl JitExecutable {
         if program.kernels.len() != ids.len() {
             return Err(Error::Codegen("kernel count mismatch".into()));
         }
-        Ok(JitExecutable { program, profile: None, module: Some(module), fns, pool, arena, base, adam })
+        program.compile_time = started.elapsed();
+        Ok(JitExecutable {
+            program,
+            profile: None,
+            early_poison: vec![],
+            module: Some(module),
+            fns,
+            pool,
+            arena,
+            base,
+            adam,
+        })
     }
 
     /// Debug: run kernel `k` alone over work items `lo..hi`, which may exceed its extent
@@ -156,14 +204,14 @@ impl JitExecutable {
                 info.name()
             )));
         }
-        if store.layout != self.program.layout {
+        if store.layout() != &self.program.layout || store.data().len() != store.layout().len {
             return Err(Error::Exec("the model state does not have the layout this program was compiled for".into()));
         }
         let ctx = KernelCtx::default();
         let arena = self.arena[self.base..].as_mut_ptr();
         // SAFETY: as in `run`; an item range past the extent is allowed only with the
         // run-time checks, which stop the kernel at its first out-of-bounds access.
-        unsafe { (self.fns[k][0])(arena, store.data.as_mut_ptr(), &ctx, lo, hi, 0) };
+        unsafe { (self.fns[k][0])(arena, store.data_mut().as_mut_ptr(), &ctx, lo, hi, 0) };
         match take_bounds_failure() {
             Some((kernel, access, index)) => {
                 let kname = self.program.kernels[kernel as usize].name();
@@ -173,6 +221,32 @@ impl JitExecutable {
             }
             None => Ok(()),
         }
+    }
+
+    /// The compiled program: kernels, plan, code, for inspection.
+    pub fn program(&self) -> &JitProgram {
+        &self.program
+    }
+
+    /// Time every kernel from now on (`on`), or stop; the times start from zero.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(Vec::new);
+    }
+
+    /// Each kernel's total time since profiling was turned on.
+    pub fn profile(&self) -> Option<&[std::time::Duration]> {
+        self.profile.as_deref()
+    }
+
+    /// Debugging: with poisoning on, fill the allocation whose description contains
+    /// `what` with NaN right after the kernel that defines it, as if the plan ended its
+    /// life there — so a test can see that poisoning exposes a read after a buffer's life.
+    /// It writes only inside the arena.
+    pub fn poison_early(&mut self, what: &str) -> Result<(), Error> {
+        let i = self.program.plan.allocs.iter().position(|a| a.what.contains(what));
+        let i = i.ok_or_else(|| Error::Exec(format!("no allocation is `{what}`")))?;
+        self.early_poison.push(i);
+        Ok(())
     }
 
     fn value_loc(&self, v: crate::ir::ValueId) -> Loc {
@@ -200,7 +274,7 @@ impl Executable for JitExecutable {
         cx: &StepCtx,
         collectives: &mut dyn Collectives,
     ) -> Result<Fetch, Error> {
-        if store.layout != self.program.layout || store.data.len() != store.layout.len {
+        if store.layout() != &self.program.layout || store.data().len() != store.layout().len {
             return Err(Error::Exec("the model state does not have the layout this program was compiled for".into()));
         }
         let g = &self.program.graph;
@@ -236,10 +310,10 @@ impl Executable for JitExecutable {
             let (end, point) = (self.program.segments[segment].end, self.program.segments[segment].then.clone());
             // The store may have been changed at the last point: its layout is checked again
             // and its pointer taken afresh.
-            if store.layout != self.program.layout || store.data.len() != store.layout.len {
+            if store.layout() != &self.program.layout || store.data().len() != store.layout().len {
                 return Err(Error::Exec("the model state changed its layout during a run".into()));
             }
-            let ptrs = Ptrs(self.arena[self.base..].as_mut_ptr(), store.data.as_mut_ptr(), &ctx);
+            let ptrs = Ptrs(self.arena[self.base..].as_mut_ptr(), store.data_mut().as_mut_ptr(), &ctx);
             self.run_kernels(&ptrs, first..end, checks, threads)?;
             if let Some(p) = point {
                 collectives.at(&p, store)?;
@@ -317,7 +391,9 @@ impl JitExecutable {
                 }
             }
             if self.program.options.poison {
-                for a in self.program.plan.allocs.iter().filter(|a| a.to == k) {
+                let allocs = &self.program.plan.allocs;
+                let early = self.early_poison.iter().map(|&i| &allocs[i]).filter(|a| a.from == k);
+                for a in allocs.iter().filter(|a| a.to == k).chain(early) {
                     self.arena[self.base + a.offset..self.base + a.offset + a.len].fill(f32::NAN);
                 }
             }

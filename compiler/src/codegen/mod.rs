@@ -45,6 +45,9 @@ pub struct CodegenOptions {
     /// Fill freed arena regions with NaN after each kernel (debug), so reading a value
     /// after its last planned use shows up.
     pub poison: bool,
+    /// Refuse a program whose arena (with every thread's scratch) needs more bytes than
+    /// this, before allocating it (`Error::Memory`).
+    pub memory_budget: Option<u64>,
 }
 
 /// The GEMM micro-kernel: the best native one for the host (AVX-512, else AVX2+FMA, else
@@ -58,7 +61,14 @@ pub enum MicroChoice {
 
 impl Default for CodegenOptions {
     fn default() -> CodegenOptions {
-        CodegenOptions { fuse: true, micro: MicroChoice::Auto, threads: 1, checks: false, poison: false }
+        CodegenOptions {
+            fuse: true,
+            micro: MicroChoice::Auto,
+            threads: 1,
+            checks: false,
+            poison: false,
+            memory_budget: None,
+        }
     }
 }
 
@@ -300,6 +310,12 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
     let features = host_features()?;
     let (mut jit, micro, micro_text) = start_module(options, features)?;
     let Lowered { kernels, plan, nests } = lower_program(graph, layout, options, &micro.tile)?;
+    let needed = plan.peak_bytes() as u64;
+    if let Some(budget) = options.memory_budget.filter(|&b| needed > b) {
+        return Err(Error::Memory(format!(
+            "the program needs {needed} bytes of arena, more than the {budget} bytes this process may use"
+        )));
+    }
     let segments = segments(graph, &kernels)?;
     let code = define_kernels(&mut jit, &kernels, &nests, &micro, features, options)?;
     let ids: Vec<Vec<cranelift_module::FuncId>> = code.iter().map(|c| c.ids.clone()).collect();
@@ -321,9 +337,7 @@ pub fn compile(graph: &Graph, layout: &StateLayout, options: CodegenOptions) -> 
         compile_time: Duration::ZERO,
         options,
     };
-    let mut exe = JitExecutable::new(program, module, &ids)?;
-    exe.program.compile_time = start.elapsed();
-    Ok(exe)
+    JitExecutable::new(program, module, &ids, start)
 }
 
 impl JitProgram {

@@ -23,7 +23,7 @@ fn slot_of(store: &StateStore, kind: &SourceKind) -> Option<(SlotKind, String)> 
     let (k, name) = match kind {
         SourceKind::Param(n) => (SlotKind::Param, n),
         SourceKind::Grad(n) => (SlotKind::Grad, n),
-        SourceKind::State(n) if store.layout.find(SlotKind::Running, n).is_some() => (SlotKind::Running, n),
+        SourceKind::State(n) if store.layout().find(SlotKind::Running, n).is_some() => (SlotKind::Running, n),
         SourceKind::State(n) => (SlotKind::OptState, n),
         _ => return None,
     };

@@ -138,11 +138,13 @@ impl StateLayout {
     }
 }
 
-/// The model's state: one flat buffer laid out by a [`StateLayout`].
+/// The model's state: one flat buffer laid out by a [`StateLayout`]. Both are private: a
+/// compiled program addresses the buffer at fixed offsets, so its length and layout never
+/// change once made; the values are reached as a slice.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StateStore {
-    pub layout: StateLayout,
-    pub data: Vec<f32>,
+    layout: StateLayout,
+    data: Vec<f32>,
 }
 
 impl StateStore {
@@ -153,6 +155,20 @@ impl StateStore {
             data[s.range()].fill(1.0);
         }
         StateStore { layout, data }
+    }
+
+    pub fn layout(&self) -> &StateLayout {
+        &self.layout
+    }
+
+    /// Every value, in layout order.
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// Every value, to change in place (the length is fixed).
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        &mut self.data
     }
 
     pub fn get(&self, kind: SlotKind, name: &str) -> Option<&[f32]> {

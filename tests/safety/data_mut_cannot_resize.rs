@@ -1,0 +1,8 @@
+// What a store lends out is a slice: its length cannot change.
+use percept::compiler::exec::{StateLayout, StateStore};
+
+fn main() {
+    let spec = percept::compiler::parse_and_check(&percept::compiler::SourceFile::new("m.nn", "model m { input [2] dense(2) }")).unwrap();
+    let mut store = StateStore::new(StateLayout::new(&spec, &[]));
+    store.data_mut().push(0.0);
+}
