@@ -54,12 +54,21 @@ fn bad_text_is_an_error_with_its_line() {
         ("%1 = leaky_relu(%0) : [2, 3]", "line 4: `leaky_relu` needs `slope=`"),
         ("%1 = relu(%0) slope=2 : [2, 3]", "line 4: `relu` writes its attributes as ``, not `slope=2`"),
         ("%1 = maxpool(%0) size=[2, 2] stride=[2, 2] : [1]", "line 4: maxpool (relu_0) on inputs [2, 3]"),
+        // Found by the fuzzer (fuzz/graph_text): a zero stride divided by zero, a huge
+        // shape overflowed its element count.
+        ("%1 = maxpool(%0) size=[2, 2] stride=[0, 2] : [1]", "line 4: `stride=` must be at least 1, not [0, 2]"),
+        ("%1 = maxpool(%0) size=[0, 2] stride=[1, 2] : [1]", "line 4: `size=` must be at least 1, not [0, 2]"),
+        ("%1 = relu(%0) : [4294967296, 4294967296]", "line 4: the shape [4294967296, 4294967296] has more than 2^40"),
+        ("%1 = reshape(%0) shape=[18446744073709551615, 2] : [6]", "line 4: reshape (relu_0) on inputs [2, 3]: cannot"),
     ];
     for (line, want) in cases {
         let text = good.replace("%1 = relu(%0) : [2, 3]", line);
         let e = parse(&text).unwrap_err();
         assert!(e.to_string().starts_with(want), "{line}: {e}");
     }
+    let outer = "graph g eval batch=1 {\n  %0 = data : [2097152, 1]\n  %1 = matmul(%0, %0) trans_b : [1, 1]  # d\n}\n";
+    let e = parse(outer).unwrap_err().to_string();
+    assert!(e.starts_with("line 3: matmul (d) gives a tensor [2097152, 2097152] of more than 2^40 elements"), "{e}");
     assert!(parse("graph g eval batch=2 {\n").unwrap_err().to_string().contains("not closed"));
     assert!(parse("model m {}").unwrap_err().to_string().starts_with("line 1: expected `graph NAME MODE batch=N {`"));
 }

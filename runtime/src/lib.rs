@@ -3,6 +3,7 @@
 
 pub mod data;
 pub mod error;
+pub mod fuzzing;
 pub mod init;
 pub mod memory;
 pub mod model;

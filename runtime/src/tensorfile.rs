@@ -40,6 +40,40 @@ pub struct TensorFile {
     pub metadata: HashMap<String, String>,
 }
 
+/// safetensors writes the metadata map in hash order, so two writes of one file differ;
+/// rewrite the header with the metadata's keys sorted, so equal files are equal bytes (a
+/// resumed run's weights compare with `cmp`). The header keeps its length: the same
+/// entries in another order.
+fn sorted_metadata(mut bytes: Vec<u8>) -> Vec<u8> {
+    let Some(n) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize) else {
+        return bytes;
+    };
+    let Some(Ok(header)) =
+        bytes.get(8..8 + n).map(serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>)
+    else {
+        return bytes;
+    };
+    let sorted: serde_json::Map<String, serde_json::Value> = header
+        .into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::Object(meta) if k == "__metadata__" => {
+                let mut entries: Vec<_> = meta.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                (k, serde_json::Value::Object(entries.into_iter().collect()))
+            }
+            v => (k, v),
+        })
+        .collect();
+    match serde_json::to_vec(&sorted) {
+        Ok(text) if text.len() <= n => {
+            bytes[8..8 + text.len()].copy_from_slice(&text);
+            bytes[8 + text.len()..8 + n].fill(b' ');
+            bytes
+        }
+        _ => bytes,
+    }
+}
+
 impl TensorFile {
     pub fn get(&self, name: &str) -> Option<&NamedTensor> {
         self.tensors.iter().find(|t| t.name == name)
@@ -63,7 +97,8 @@ impl TensorFile {
             .map(|(n, d, s, b)| Ok((n.as_str(), TensorView::new(*d, s.clone(), b).map_err(|e| Error(e.to_string()))?)))
             .collect::<Result<Vec<_>>>()?;
         let meta = if self.metadata.is_empty() { None } else { Some(self.metadata.clone()) };
-        safetensors::serialize(views, meta).map_err(|e| Error(format!("cannot serialize tensors: {e}")))
+        let bytes = safetensors::serialize(views, meta).map_err(|e| Error(format!("cannot serialize tensors: {e}")))?;
+        Ok(sorted_metadata(bytes))
     }
 
     /// Write atomically: a temporary file in the same directory, flushed, renamed over
@@ -126,4 +161,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         Error(format!("cannot write {}: {e}", path.display()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Equal files are equal bytes, whatever order the metadata map iterates in, and they
+    /// read back the same.
+    #[test]
+    fn equal_files_serialize_to_equal_bytes() {
+        let file = |keys: &[&str]| TensorFile {
+            tensors: vec![NamedTensor::f32("w", &[2], vec![1.0, 2.0]), NamedTensor::f32("b", &[1], vec![3.0])],
+            metadata: keys.iter().map(|k| (k.to_string(), format!("value of {k}"))).collect(),
+        };
+        let keys: Vec<String> = (0..40).map(|i| format!("key{i}")).collect();
+        let mut keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let a = file(&keys).to_bytes().unwrap();
+        keys.reverse();
+        let b = file(&keys).to_bytes().unwrap();
+        assert_eq!(a, b);
+        let back = TensorFile::from_bytes(&a, "test").unwrap();
+        assert_eq!(back.metadata, file(&keys).metadata);
+        assert_eq!(back.get("w").unwrap().as_f32(), Some(&[1.0, 2.0][..]));
+    }
 }

@@ -152,6 +152,14 @@ impl Graph {
             let shapes: Vec<String> = in_shapes.iter().map(|s| crate::text::fmt_shape(s)).collect();
             Error::Ir(format!("{} ({}) on inputs {}: {e}", op.name(), origin.tag, shapes.join(", ")))
         })?;
+        if let Some(big) = out_shapes.iter().find(|s| crate::shape::elements(s).is_none()) {
+            return Err(Error::Ir(format!(
+                "{} ({}) gives a tensor {} of more than 2^40 elements",
+                op.name(),
+                origin.tag,
+                crate::text::fmt_shape(big)
+            )));
+        }
         let node = NodeId(self.nodes.len() as u32);
         let outputs: Vec<ValueId> = out_shapes
             .into_iter()

@@ -29,6 +29,9 @@ fn shapes(text: &str) -> Result<Vec<Vec<usize>>, String> {
                 .map(|d| d.trim().parse::<usize>().map_err(|_| format!("`{d}` is not a size")))
                 .collect::<Result<_, _>>()?
         };
+        if crate::shape::elements(&dims).is_none() {
+            return Err(format!("the shape [{body}] has more than 2^40 elements"));
+        }
         out.push(dims);
         rest = after.trim_start();
         rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();

@@ -19,14 +19,14 @@ impl ConvGeom {
     }
 
     fn from_text(t: &TextOp) -> Result<ConvGeom, String> {
-        Ok(ConvGeom { stride: t.pair("stride")?, padding: t.pair("padding")? })
+        Ok(ConvGeom { stride: t.positive_pair("stride")?, padding: t.pair("padding")? })
     }
 
     /// Output height and width for an input and a kernel.
     pub fn out_hw(&self, hw: [usize; 2], k: [usize; 2]) -> Option<[usize; 2]> {
         Some([
-            window_out(hw[0], 2 * self.padding[0], k[0], self.stride[0])?,
-            window_out(hw[1], 2 * self.padding[1], k[1], self.stride[1])?,
+            window_out(hw[0], self.padding[0].checked_mul(2)?, k[0], self.stride[0])?,
+            window_out(hw[1], self.padding[1].checked_mul(2)?, k[1], self.stride[1])?,
         ])
     }
 

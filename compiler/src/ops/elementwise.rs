@@ -26,7 +26,7 @@ impl OpRule for Reshape {
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
         arity(ins, 1)?;
-        if ins[0].iter().product::<usize>() != self.shape.iter().product::<usize>() {
+        if crate::shape::elements(ins[0]) != crate::shape::elements(&self.shape) {
             return Err(format!("cannot reshape {:?} to {:?}", ins[0], self.shape));
         }
         Ok(vec![self.shape.clone()])

@@ -184,6 +184,15 @@ impl TextOp<'_> {
         <[usize; 2]>::try_from(l.as_slice()).map_err(|_| format!("`{key}=` needs two values"))
     }
 
+    /// A pair of counts of at least one (strides, window sizes).
+    pub fn positive_pair(&self, key: &str) -> Result<[usize; 2], String> {
+        let p = self.pair(key)?;
+        if p.contains(&0) {
+            return Err(format!("`{key}=` must be at least 1, not {p:?}"));
+        }
+        Ok(p)
+    }
+
     pub fn flag(&self, f: &str) -> bool {
         self.flags.contains(&f)
     }

@@ -18,7 +18,7 @@ impl PoolGeom {
     }
 
     fn from_text(t: &TextOp) -> Result<PoolGeom, String> {
-        Ok(PoolGeom { size: t.pair("size")?, stride: t.pair("stride")? })
+        Ok(PoolGeom { size: t.positive_pair("size")?, stride: t.positive_pair("stride")? })
     }
 
     /// The output shape of a pooling of one input.

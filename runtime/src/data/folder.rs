@@ -27,8 +27,23 @@ fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Load one image as `shape` ([C, H, W] with C = 1 or 3, or a flat [H·W] gray input),
 /// pixels in [0, 1].
 pub fn load_image(path: &Path, shape: &[usize]) -> Result<Vec<f32>> {
-    let img = image::open(path).map_err(|e| Error(format!("cannot read the image {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path).map_err(|e| Error(format!("cannot read the image {}: {e}", path.display())))?;
+    let img = decode_image(&bytes).map_err(|e| Error(format!("cannot read the image {}: {e}", path.display())))?;
     image_to_tensor(&img, shape).map_err(|e| Error(format!("{}: {e}", path.display())))
+}
+
+/// Decode a PNG or JPEG, within the `image` crate's default limits (an image that would
+/// take more than 512 MiB to decode is refused, not allocated).
+pub fn decode_image(bytes: &[u8]) -> std::result::Result<image::DynamicImage, String> {
+    decode_image_within(bytes, image::Limits::default())
+}
+
+/// Decode a PNG or JPEG within `limits` (the fuzzer's are small).
+pub fn decode_image_within(bytes: &[u8], limits: image::Limits) -> std::result::Result<image::DynamicImage, String> {
+    let mut reader =
+        image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
+    reader.limits(limits);
+    reader.decode().map_err(|e| e.to_string())
 }
 
 pub fn image_to_tensor(img: &image::DynamicImage, shape: &[usize]) -> std::result::Result<Vec<f32>, String> {

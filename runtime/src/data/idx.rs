@@ -14,16 +14,33 @@ pub struct Idx {
 
 pub fn read_idx(path: &Path) -> Result<Idx> {
     let raw = std::fs::read(path).map_err(|e| Error(format!("cannot read {}: {e}", path.display())))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error(format!("{}: the gzip stream is corrupt or truncated ({e})", path.display())))?;
-        out
-    } else {
-        raw
-    };
-    parse_idx(&bytes).map_err(|e| Error(format!("{}: {e}", path.display())))
+    decode_idx(&raw).map_err(|e| Error(format!("{}: {e}", path.display())))
+}
+
+/// The most bytes a gzipped IDX file may expand to (MNIST's largest is 47 MB): a file that
+/// would expand further is refused rather than filling memory.
+pub const MAX_IDX_BYTES: u64 = 1 << 32;
+
+/// An IDX file's bytes, gzipped or raw.
+pub fn decode_idx(raw: &[u8]) -> std::result::Result<Idx, String> {
+    decode_idx_within(raw, MAX_IDX_BYTES)
+}
+
+/// An IDX file's bytes, a gzipped one expanding to at most `limit` bytes (the fuzzer sets
+/// a small limit so that a gzip bomb costs it milliseconds, not gigabytes).
+pub fn decode_idx_within(raw: &[u8], limit: u64) -> std::result::Result<Idx, String> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return parse_idx(raw);
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(raw)
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("the gzip stream is corrupt or truncated ({e})"))?;
+    if out.len() as u64 > limit {
+        return Err(format!("the gzip stream expands past {limit} bytes"));
+    }
+    parse_idx(&out)
 }
 
 pub fn parse_idx(bytes: &[u8]) -> std::result::Result<Idx, String> {

@@ -4,7 +4,7 @@
 //! recorded in the weights' metadata so `eval` and `predict` preprocess the same way.
 
 mod folder;
-pub use folder::{image_to_tensor, load_image};
+pub use folder::{decode_image, decode_image_within, image_to_tensor, load_image};
 pub mod idx;
 pub mod preprocess;
 
