@@ -86,3 +86,45 @@ fn pooling_gradient_fuses_only_disjoint_windows() {
     assert!(overlapping.contains(&"maxpool_grad".to_string()), "{overlapping:?}");
     assert!(overlapping.contains(&"tanh_grad".to_string()), "{overlapping:?}");
 }
+
+/// `--emit asm` decodes the bytes that run: for every kernel of two examples' training
+/// steps, every byte of code is one decoded instruction (no `(bad)`), padding or a
+/// constant, every branch names a block the listing defines, and a GEMM's call names
+/// its micro-kernel.
+#[test]
+fn the_assembly_of_every_kernel_accounts_for_every_byte() {
+    for file in ["lenet5.nn", "cnn_bn.nn"] {
+        let spec = spec(&example(file));
+        let opt = Optimizer::Sgd { momentum: 0.9, nesterov: false, weight_decay: 0.0 };
+        let layout = StateLayout::new(&spec, opt.state_suffixes());
+        let opts = CodegenOptions { micro: MicroChoice::Cranelift, ..CodegenOptions::default() };
+        let grad = compile(&exec::grad_program(&spec, 8, &[]).unwrap(), &layout, opts).unwrap();
+        let update = compile(&exec::update_program(&spec, &opt, &[]), &layout, opts).unwrap();
+        let micro = &grad.program().micro_text;
+        let kernels = grad.program().kernels.iter().chain(&update.program().kernels);
+        for (name, text) in kernels.map(|k| (k.name(), &k.text)).chain([("micro", micro)]) {
+            let asm = text.asm(true);
+            assert!(!asm.contains("(bad)"), "{name}:\n{asm}");
+            let mut bytes = 0;
+            for line in asm.lines().filter(|l| l.starts_with("  ")) {
+                let rest = line[8..].trim_start();
+                bytes += if let Some(p) = rest.strip_prefix("; ") {
+                    p.split(' ').next().unwrap().parse::<usize>().unwrap()
+                } else if let Some(words) = rest.strip_prefix(".long ") {
+                    4 * words.split(';').next().unwrap().split(',').count()
+                } else if let Some(b) = rest.strip_prefix(".byte ") {
+                    b.split(',').count()
+                } else {
+                    rest.split(' ').next().unwrap().len() / 2
+                };
+            }
+            assert_eq!(bytes, text.code_bytes, "{name}: the listing covers {bytes} of {} bytes", text.code_bytes);
+            for target in asm.split_whitespace().filter(|w| w.starts_with("block") && !w.ends_with(':')) {
+                assert!(asm.contains(&format!("\n{target}:\n")) || asm.starts_with(&format!("{target}:")), "{name}: {target}");
+            }
+            if name != "micro" && text.clif.contains("call fn") {
+                assert!(asm.contains("; percept_micro_cranelift"), "{name}:\n{asm}");
+            }
+        }
+    }
+}

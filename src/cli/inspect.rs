@@ -20,7 +20,8 @@ pub enum Emit {
     Loops,
     /// The Cranelift IR of the kernels.
     Clif,
-    /// The machine code of the kernels (Cranelift's VCode listing).
+    /// The machine code of the kernels, decoded from the bytes that run: offsets, block
+    /// labels, relocations, the constant pool (`--encodings` adds each instruction's bytes).
     Asm,
 }
 
@@ -60,6 +61,9 @@ pub struct Args {
     /// Threads to compile for.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// With --emit asm: each instruction's bytes too.
+    #[arg(long)]
+    encodings: bool,
 }
 
 pub fn run(a: Args) -> CliResult {
@@ -129,7 +133,7 @@ pub fn run(a: Args) -> CliResult {
                             outln!("; it has no loop nest (it is written as CLIF or native code): see --emit clif")
                         }
                         Emit::Clif => outln!("{}", t.clif),
-                        _ => outln!("{}", t.disasm),
+                        _ => outln!("{}", t.asm(a.encodings)),
                     }
                     shown += 1;
                     break;
@@ -147,11 +151,14 @@ pub fn run(a: Args) -> CliResult {
                         shown += 1;
                         continue;
                     }
-                    outln!("{}", if a.emit == Emit::Clif { &k.text.clif } else { &k.text.disasm });
+                    let text = |t: &percept_compiler::codegen::jit::FunctionText| match a.emit {
+                        Emit::Clif => t.clif.clone(),
+                        _ => t.asm(a.encodings),
+                    };
+                    outln!("{}", text(&k.text));
                     if a.kernel.is_some() && k.micro.is_some() {
-                        let t = &prog.micro_text;
                         outln!("; the micro-kernel it calls: {}", prog.micro_name);
-                        outln!("{}", if a.emit == Emit::Clif { &t.clif } else { &t.disasm });
+                        outln!("{}", text(&prog.micro_text));
                     }
                     shown += 1;
                 }

@@ -3,6 +3,7 @@
 //! optimization level with its CLIF text and disassembly, the allowlist of symbols JIT
 //! code may call, and loading the finished code.
 
+use super::asm::{self, MachineCode};
 use crate::Error;
 use cranelift_codegen::ir::{types, AbiParam, Function, Signature, UserFuncName};
 use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
@@ -48,6 +49,8 @@ fn make_isa(opt: OptLevel, verify: bool) -> CgResult<OwnedTargetIsa> {
     set(&mut flags, "is_pic", "false")?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
     set(&mut flags, "enable_verifier", if verify { "true" } else { "false" })?;
+    // Block start offsets, to label the disassembly.
+    set(&mut flags, "machine_code_cfg_info", "true")?;
     let isa = cranelift_native::builder().map_err(|e| Error::Codegen(format!("unsupported host: {e}")))?;
     isa.finish(settings::Flags::new(flags)).map_err(|e| Error::Codegen(format!("cannot configure the ISA: {e}")))
 }
@@ -59,12 +62,41 @@ pub fn host_features() -> CgResult<HostFeatures> {
     Ok(HostFeatures { fma: avx && flag("has_fma"), avx, avx2: flag("has_avx2"), avx512f: flag("has_avx512f") })
 }
 
-/// A compiled function, for inspection.
+/// A compiled function (or a kernel's passes), for inspection.
 #[derive(Clone, Debug, Default)]
 pub struct FunctionText {
     pub clif: String,
-    pub disasm: String,
+    /// The machine code of each function: one, or one per pass of a kernel; none for code
+    /// Percept did not compile (a native micro-kernel), which `note` then describes.
+    pub code: Vec<MachineCode>,
+    pub note: String,
     pub code_bytes: usize,
+}
+
+impl FunctionText {
+    /// A kernel's passes as one text, each headed `; pass N`.
+    pub fn passes(texts: Vec<FunctionText>) -> FunctionText {
+        FunctionText {
+            clif: texts.iter().enumerate().map(|(i, t)| format!("; pass {i}\n{}", t.clif)).collect(),
+            code_bytes: texts.iter().map(|t| t.code_bytes).sum(),
+            note: String::new(),
+            code: texts.into_iter().flat_map(|t| t.code).collect(),
+        }
+    }
+
+    /// The machine code as assembly (see [`asm::listing`]), each pass headed `; pass N`
+    /// when there are several; `encodings` adds each instruction's bytes.
+    pub fn asm(&self, encodings: bool) -> String {
+        match self.code.as_slice() {
+            [] => self.note.clone(),
+            [one] => asm::listing(one, encodings),
+            passes => passes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("; pass {i}\n{}", asm::listing(c, encodings)))
+                .collect(),
+        }
+    }
 }
 
 /// Compiles functions to machine code for a module's target: independent of the module's
@@ -77,7 +109,6 @@ impl Compiler {
     pub fn compile(&self, id: FuncId, func: Function, opt: OptLevel) -> CgResult<Compiled> {
         let clif = func.display().to_string();
         let mut ctx = Context::for_function(func);
-        ctx.set_disasm(true);
         let isa = &self.isas[&opt];
         ctx.compile(&**isa, &mut Default::default())
             .map_err(|e| Error::Codegen(format!("Cranelift rejected a kernel: {:?}\n{clif}", e.inner)))?;
@@ -86,12 +117,9 @@ impl Compiler {
             code.buffer.relocs().iter().map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id)).collect();
         Ok(Compiled {
             id,
-            text: FunctionText {
-                clif,
-                disasm: code.vcode.clone().unwrap_or_default(),
-                code_bytes: code.code_buffer().len(),
-            },
+            clif,
             bytes: code.code_buffer().to_vec(),
+            blocks: code.bb_starts.clone(),
             align: code.buffer.alignment as u64,
             relocs,
         })
@@ -101,8 +129,10 @@ impl Compiler {
 /// A function compiled to machine code, not yet defined in the module.
 pub struct Compiled {
     id: FuncId,
-    text: FunctionText,
+    clif: String,
     bytes: Vec<u8>,
+    /// Where its basic blocks start (Cranelift's `machine_code_cfg_info`).
+    blocks: Vec<u32>,
     align: u64,
     relocs: Vec<ModuleReloc>,
 }
@@ -191,12 +221,14 @@ impl JitModule {
     /// Define a compiled function, refusing calls to anything outside the allowlist and
     /// this module's own functions.
     pub fn define_compiled(&mut self, c: Compiled) -> CgResult<FunctionText> {
+        let mut named = vec![];
         for r in &c.relocs {
             if let ModuleRelocTarget::User { .. } = r.name {
                 let callee = self.callee_name(&r.name);
                 if !self.allowed.contains(&callee) && !self.is_local(&callee) {
                     return err(format!("JIT code may not call `{callee}`: it is not on the allowlist"));
                 }
+                named.push((r.offset, callee));
             } else {
                 return err(format!("JIT code may not call the library function {:?}", r.name));
             }
@@ -204,7 +236,9 @@ impl JitModule {
         self.module
             .define_function_bytes(c.id, c.align, &c.bytes, &c.relocs)
             .map_err(|e| Error::Codegen(format!("cannot define a kernel: {e}")))?;
-        Ok(c.text)
+        let code_bytes = c.bytes.len();
+        let code = MachineCode::new(c.bytes, c.blocks, named);
+        Ok(FunctionText { clif: c.clif, code: vec![code], note: String::new(), code_bytes })
     }
 
     fn callee_name(&self, target: &ModuleRelocTarget) -> String {

@@ -6,6 +6,7 @@
 //! [`builder`]: each kernel → [`loops::LoopNest`]s, proved in bounds by
 //! [`loops::verify`]) → CLIF ([`emit`]) → machine code ([`jit`]) → an executor ([`executable`]).
 
+pub mod asm;
 pub mod builder;
 pub mod emit;
 pub mod executable;
@@ -219,15 +220,7 @@ fn define_kernels(
     }
     let mut out = vec![];
     for ((ids, mut texts), accesses) in per_kernel.into_iter().zip(accesses) {
-        let text = if texts.len() == 1 {
-            texts.remove(0)
-        } else {
-            FunctionText {
-                clif: texts.iter().enumerate().map(|(i, t)| format!("; pass {i}\n{}", t.clif)).collect(),
-                disasm: texts.iter().enumerate().map(|(i, t)| format!("; pass {i}\n{}", t.disasm)).collect(),
-                code_bytes: texts.iter().map(|t| t.code_bytes).sum(),
-            }
-        };
+        let text = if texts.len() == 1 { texts.remove(0) } else { FunctionText::passes(texts) };
         out.push(KernelCode { ids, text, accesses });
     }
     Ok(out)

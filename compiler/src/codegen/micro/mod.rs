@@ -74,7 +74,8 @@ pub fn declare(
                     "; {}: ahead-of-time Rust with #[target_feature] (compiler/src/codegen/micro/native.rs)\n",
                     n.name
                 ),
-                disasm: format!(
+                code: vec![],
+                note: format!(
                     "; {}: ahead-of-time Rust, see `objdump -d` of the binary, symbol {}\n",
                     n.name, n.symbol
                 ),
