@@ -25,10 +25,12 @@
 //! ```
 //!
 //! The compiler (`percept::compiler`) and the runtime (`percept::runtime`) are
-//! re-exported whole; `percept::cli` is the command line.
+//! re-exported whole; `percept::cli` is the command line and `percept::explorer` the
+//! kernel explorer's HTML page.
 
 pub use percept_compiler as compiler;
 pub use percept_macros::network;
 pub use percept_runtime as runtime;
 
 pub mod cli;
+pub mod explorer;

@@ -120,7 +120,10 @@ fn the_assembly_of_every_kernel_accounts_for_every_byte() {
             }
             assert_eq!(bytes, text.code_bytes, "{name}: the listing covers {bytes} of {} bytes", text.code_bytes);
             for target in asm.split_whitespace().filter(|w| w.starts_with("block") && !w.ends_with(':')) {
-                assert!(asm.contains(&format!("\n{target}:\n")) || asm.starts_with(&format!("{target}:")), "{name}: {target}");
+                assert!(
+                    asm.contains(&format!("\n{target}:\n")) || asm.starts_with(&format!("{target}:")),
+                    "{name}: {target}"
+                );
             }
             if name != "micro" && text.clif.contains("call fn") {
                 assert!(asm.contains("; percept_micro_cranelift"), "{name}:\n{asm}");

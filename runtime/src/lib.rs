@@ -5,6 +5,7 @@ pub mod data;
 pub mod error;
 pub mod fuzzing;
 pub mod init;
+pub mod machine;
 pub mod memory;
 pub mod model;
 pub mod npy;

@@ -37,6 +37,10 @@ pub struct Args {
     /// Print `fused` and `unfused` objects (samples_per_s, compile_ms, kernels) as JSON.
     #[arg(long)]
     json: bool,
+    /// Also write the kernel explorer page with these timings (fused and unfused) and a
+    /// roofline measured on this machine.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 struct Measured {
@@ -45,6 +49,8 @@ struct Measured {
     steps: u64,
     kernels: Vec<percept_runtime::model::KernelTime>,
     profiled_steps: u64,
+    /// The measured model, with its compiled programs (for the explorer page).
+    model: Model,
 }
 
 fn batch_data(model: &Model, batch: usize) -> (Vec<f32>, Vec<f32>) {
@@ -100,7 +106,59 @@ fn measure(a: &Args, backend: Backend, fuse: bool) -> Result<Measured, UserError
         step(&mut model, i)?;
     }
     let kernels = model.kernel_profile(a.batch);
-    Ok(Measured { samples_per_s: (steps as usize * a.batch) as f64 / elapsed, compile, steps, kernels, profiled_steps })
+    Ok(Measured {
+        samples_per_s: (steps as usize * a.batch) as f64 / elapsed,
+        compile,
+        steps,
+        kernels,
+        profiled_steps,
+        model,
+    })
+}
+
+/// The explorer page for the measured programs: the fused plan (or the unfused one with
+/// `--unfused`) with its kernels' times, the unfused times beside them, and the roofs.
+fn write_page(a: &Args, path: &std::path::Path, fused: Option<&mut Measured>, unfused: &mut Measured) -> CliResult {
+    let (src, spec, _) = super::load_model(&a.model)?;
+    let threads = a.threads.unwrap_or_else(Model::default_threads);
+    eprintln!("measuring this machine's roofs (FMA peak, memory bandwidth) on {threads} thread(s)");
+    let roofline = percept_runtime::machine::measure(threads);
+    let per_step = |m: &Measured| -> Vec<f64> {
+        m.kernels.iter().map(|k| k.time.as_secs_f64() * 1e6 / m.profiled_steps as f64).collect()
+    };
+    let unfused_us = per_step(unfused);
+    let unfused_rate = unfused.samples_per_s;
+    let unfused_progs: Vec<&percept_compiler::codegen::JitProgram> =
+        unfused.model.jit_programs(a.batch, true)?.into_iter().map(|e| e.program()).collect();
+    let page = match fused {
+        Some(f) => {
+            let timings = crate::explorer::Timings {
+                us: per_step(f),
+                samples_per_s: f.samples_per_s,
+                unfused: Some((unfused_us, unfused_rate)),
+                roofline,
+            };
+            let progs: Vec<&percept_compiler::codegen::JitProgram> =
+                f.model.jit_programs(a.batch, true)?.into_iter().map(|e| e.program()).collect();
+            crate::explorer::Explorer::collect(&spec, &src, &progs, &unfused_progs, true, threads, Some(timings))
+        }
+        None => {
+            let timings =
+                crate::explorer::Timings { us: unfused_us, samples_per_s: unfused_rate, unfused: None, roofline };
+            crate::explorer::Explorer::collect(
+                &spec,
+                &src,
+                &unfused_progs,
+                &unfused_progs,
+                false,
+                threads,
+                Some(timings),
+            )
+        }
+    };
+    super::write_file(path, crate::explorer::render(&page).as_bytes())?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
 }
 
 fn table(name: &str, m: &Measured) {
@@ -165,6 +223,9 @@ pub fn run(a: Args) -> CliResult {
     }
     let backend: Backend = a.backend.into();
     if backend == Backend::Interp {
+        if a.html.is_some() {
+            return Err(UserError("the interpreter has no kernels to show: --html needs --backend jit".into()));
+        }
         let m = measure(&a, backend, false)?;
         if a.json {
             outln!(
@@ -183,8 +244,11 @@ pub fn run(a: Args) -> CliResult {
         a.threads.unwrap_or_else(Model::default_threads),
         a.seconds
     );
-    let fused = if a.unfused { None } else { Some(measure(&a, backend, true)?) };
-    let unfused = measure(&a, backend, false)?;
+    let mut fused = if a.unfused { None } else { Some(measure(&a, backend, true)?) };
+    let mut unfused = measure(&a, backend, false)?;
+    if let Some(path) = &a.html {
+        write_page(&a, path, fused.as_mut(), &mut unfused)?;
+    }
     if a.json {
         let mut v = serde_json::json!({
             "model": a.model.display().to_string(),

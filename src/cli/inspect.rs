@@ -23,6 +23,9 @@ pub enum Emit {
     /// The machine code of the kernels, decoded from the bytes that run: offsets, block
     /// labels, relocations, the constant pool (`--encodings` adds each instruction's bytes).
     Asm,
+    /// The kernel explorer: one self-contained HTML page with the graph and its fusion
+    /// kernels, the kernel table, each kernel's loops, CLIF and assembly, the memory plan.
+    Html,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +67,9 @@ pub struct Args {
     /// With --emit asm: each instruction's bytes too.
     #[arg(long)]
     encodings: bool,
+    /// Write the output to this file instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> CliResult {
@@ -71,7 +77,24 @@ pub fn run(a: Args) -> CliResult {
     if a.batch == 0 {
         return Err(UserError("--batch must be at least 1".into()));
     }
-    let render = |d: percept_compiler::Diagnostic| UserError(d.render(&src));
+    if let Some(out) = &a.out {
+        // Everything below prints; capture it and write the file at the end.
+        let _capture = super::capture_stdout();
+        let result = emit(&a, &src, spec, &ast);
+        let text = super::take_captured();
+        result?;
+        return super::write_file(out, text.as_bytes());
+    }
+    emit(&a, &src, spec, &ast)
+}
+
+fn emit(
+    a: &Args,
+    src: &percept_compiler::SourceFile,
+    spec: percept_compiler::ModelSpec,
+    ast: &percept_compiler::ast::Model,
+) -> CliResult {
+    let render = |d: percept_compiler::Diagnostic| UserError(d.render(src));
     match a.emit {
         Emit::Ast => {
             let pos = |s: percept_compiler::Span| {
@@ -91,6 +114,21 @@ pub fn run(a: Args) -> CliResult {
                     .map_err(|e| UserError(format!("internal error in autodiff: {e}")))?;
                 out!("{g}");
             }
+        }
+        Emit::Html => {
+            let training = a.mode == Mode::Train;
+            if training && spec.loss.is_none() {
+                return Err(UserError("the model has no loss, so it has no training step; use --mode eval".into()));
+            }
+            let o = crate::explorer::PageOptions {
+                batch: a.batch,
+                training,
+                fused: !a.unfused,
+                micro: a.microkernel.into(),
+                threads: a.threads.max(1),
+            };
+            let page = crate::explorer::page_for(&spec, src, &o)?;
+            out!("{}", crate::explorer::render(&page));
         }
         Emit::Plan | Emit::Loops | Emit::Clif | Emit::Asm => {
             let training = a.mode == Mode::Train;
@@ -168,7 +206,7 @@ pub fn run(a: Args) -> CliResult {
                     programs.iter().flat_map(|p| p.program().kernels.iter().map(|k| k.name().to_string())).collect();
                 return Err(UserError(format!(
                     "no kernel matches `{}`; the kernels are: micro, {}",
-                    a.kernel.unwrap_or_default(),
+                    a.kernel.clone().unwrap_or_default(),
                     names.join(", ")
                 )));
             }

@@ -95,10 +95,51 @@ pub fn main() -> i32 {
     }
 }
 
+thread_local! {
+    /// Where `out!` writes while a command's output goes to a file (`--out`).
+    static CAPTURED: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Until the guard is dropped, `out!`/`outln!` on this thread collect into a string
+/// ([`take_captured`]) instead of writing to stdout.
+pub fn capture_stdout() -> impl Drop {
+    struct Guard;
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            CAPTURED.with(|c| c.borrow_mut().take());
+        }
+    }
+    CAPTURED.with(|c| *c.borrow_mut() = Some(String::new()));
+    Guard
+}
+
+/// What was collected since [`capture_stdout`].
+pub fn take_captured() -> String {
+    CAPTURED.with(|c| c.borrow_mut().as_mut().map(std::mem::take).unwrap_or_default())
+}
+
+/// Write a result file atomically (a temporary file renamed over it).
+pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> CliResult {
+    percept_runtime::tensorfile::write_atomic(path, bytes).map_err(|e| UserError(e.to_string()))
+}
+
 /// Write to stdout; a closed pipe ends the program with success (what was asked for was
 /// taken), any other failure with exit 1.
 pub fn write_stdout(args: std::fmt::Arguments) {
     use std::io::Write;
+    let captured = CAPTURED.with(|c| {
+        let mut c = c.borrow_mut();
+        match c.as_mut() {
+            Some(s) => {
+                let _ = std::fmt::Write::write_fmt(s, args);
+                true
+            }
+            None => false,
+        }
+    });
+    if captured {
+        return;
+    }
     if let Err(e) = std::io::stdout().lock().write_fmt(args) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);

@@ -90,11 +90,9 @@ impl FunctionText {
         match self.code.as_slice() {
             [] => self.note.clone(),
             [one] => asm::listing(one, encodings),
-            passes => passes
-                .iter()
-                .enumerate()
-                .map(|(i, c)| format!("; pass {i}\n{}", asm::listing(c, encodings)))
-                .collect(),
+            passes => {
+                passes.iter().enumerate().map(|(i, c)| format!("; pass {i}\n{}", asm::listing(c, encodings))).collect()
+            }
         }
     }
 }

@@ -31,27 +31,35 @@ impl fmt::Display for Graph {
                 };
                 writeln!(f, "  // {title}")?;
             }
-            let mut line = String::from("  ");
-            let outs: Vec<String> = n.outputs.iter().map(|v| v.to_string()).collect();
-            write!(line, "{} = {}", outs.join(", "), n.op.name())?;
-            if !n.inputs.is_empty() {
-                let ins: Vec<String> = n.inputs.iter().map(|v| v.to_string()).collect();
-                write!(line, "({})", ins.join(", "))?;
-            }
-            let attrs = n.op.attrs();
-            if !attrs.is_empty() {
-                write!(line, " {attrs}")?;
-            }
-            let shapes: Vec<String> = n.outputs.iter().map(|&v| fmt_shape(self.shape(v))).collect();
-            write!(line, " : {}", shapes.join(", "))?;
-            if !n.origin.tag.is_empty() {
-                write!(line, "  # {}", n.origin.tag)?;
-            }
-            writeln!(f, "{line}")?;
+            writeln!(f, "  {}", self.node_text(n))?;
         }
         for (role, v) in &self.outputs {
             writeln!(f, "  output {role} = {v}")?;
         }
         f.write_str("}\n")
+    }
+}
+
+impl Graph {
+    /// One node's line of the text form, without indentation:
+    /// `%4 = conv2d(%0, %2) stride=[1, 1] padding=[2, 2] : [64, 6, 28, 28]  # conv2d_0`.
+    pub fn node_text(&self, n: &super::Node) -> String {
+        let mut line = String::new();
+        let outs: Vec<String> = n.outputs.iter().map(|v| v.to_string()).collect();
+        let _ = write!(line, "{} = {}", outs.join(", "), n.op.name());
+        if !n.inputs.is_empty() {
+            let ins: Vec<String> = n.inputs.iter().map(|v| v.to_string()).collect();
+            let _ = write!(line, "({})", ins.join(", "));
+        }
+        let attrs = n.op.attrs();
+        if !attrs.is_empty() {
+            let _ = write!(line, " {attrs}");
+        }
+        let shapes: Vec<String> = n.outputs.iter().map(|&v| fmt_shape(self.shape(v))).collect();
+        let _ = write!(line, " : {}", shapes.join(", "));
+        if !n.origin.tag.is_empty() {
+            let _ = write!(line, "  # {}", n.origin.tag);
+        }
+        line
     }
 }

@@ -122,3 +122,45 @@ tile_kernel! {
     zero = _mm512_setzero_ps, load = _mm512_loadu_ps, store = _mm512_storeu_ps, fma = _mm512_fmadd_ps,
     broadcast = |p| _mm512_set1_ps(*p)
 }
+
+/// `rounds` rounds of the host's widest fused multiply-add on twelve independent
+/// accumulators (enough to cover the FMA units' latency): the FLOPs done and a checksum
+/// (so the loop is not removed), for the roofline's compute peak. None without FMA.
+pub fn fma_peak_work(f: HostFeatures, rounds: u64) -> Option<(u64, f32)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if f.avx512f && f.fma {
+            // SAFETY: the host has AVX-512F and FMA; the loop touches no memory.
+            return Some((rounds * 12 * 16 * 2, unsafe { fma_rounds_avx512(rounds) }));
+        }
+        if f.avx2 && f.fma {
+            // SAFETY: the host has AVX2 and FMA; the loop touches no memory.
+            return Some((rounds * 12 * 8 * 2, unsafe { fma_rounds_avx2(rounds) }));
+        }
+    }
+    let _ = (f, rounds);
+    None
+}
+
+/// The FMA loop of [`fma_peak_work`] for one vector type.
+macro_rules! fma_rounds {
+    ($name:ident, $features:literal, $ty:ident, $set1:ident, $fma:ident, $add:ident, $first:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        fn $name(rounds: u64) -> f32 {
+            use std::arch::x86_64::*;
+            let (a, b) = ($set1(0.999_9), $set1(1e-7));
+            let mut c: [$ty; 12] = [$set1(1.0); 12];
+            for _ in 0..rounds {
+                for acc in &mut c {
+                    *acc = $fma(*acc, a, b);
+                }
+            }
+            let s = c.iter().fold($set1(0.0), |s, &x| $add(s, x));
+            $first(s)
+        }
+    };
+}
+
+fma_rounds!(fma_rounds_avx2, "avx2,fma", __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_cvtss_f32);
+fma_rounds!(fma_rounds_avx512, "avx512f,fma", __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_cvtss_f32);
