@@ -269,12 +269,11 @@ fn explorer_errors_are_one_line_and_out_writes_any_stage() {
     let kernels: BTreeSet<String> = values_of(&dom, "data-kernel").into_iter().collect();
     let plan = plan_names(lossless.to_str().unwrap(), &["--mode", "eval"]);
     assert_eq!(kernels, plan.into_iter().collect::<BTreeSet<_>>());
-    let e = one_line(
-        percept(&["bench", "examples/xor.nn", "--backend", "interp", "--html", "/tmp/never.html"]),
-        "interp",
-    );
+    let e =
+        one_line(percept(&["bench", "examples/xor.nn", "--backend", "interp", "--html", "/tmp/never.html"]), "interp");
     assert!(e.contains("--backend jit"), "{e}");
-    let e = one_line(percept(&["inspect", "examples/xor.nn", "--emit", "html", "--out", "Cargo.toml/x.html"]), "bad out");
+    let e =
+        one_line(percept(&["inspect", "examples/xor.nn", "--emit", "html", "--out", "Cargo.toml/x.html"]), "bad out");
     assert!(e.contains("Cargo.toml"), "{e}");
     let loops = dir.join("loops.txt");
     ok(percept(&["inspect", "examples/xor.nn", "--emit", "loops", "--out", loops.to_str().unwrap()]), "loops");
