@@ -32,5 +32,6 @@ pub use percept_compiler as compiler;
 pub use percept_macros::network;
 pub use percept_runtime as runtime;
 
+pub mod aot;
 pub mod cli;
 pub mod explorer;

@@ -13,6 +13,7 @@ macro_rules! out {
 }
 
 mod bench;
+mod build;
 mod check;
 mod common;
 mod eval;
@@ -52,6 +53,8 @@ enum Command {
     Features(features::Args),
     /// Write a layer's activations for a data set or images (features for other models).
     Extract(extract::Args),
+    /// Compile trained weights ahead of time into a static library and a C header.
+    Build(build::Args),
 }
 
 /// A failure the user can fix: the message says what and where. Exit code 1.
@@ -80,6 +83,7 @@ pub fn main() -> i32 {
         Command::Bench(a) => bench::run(a),
         Command::Features(a) => features::run(a),
         Command::Extract(a) => extract::run(a),
+        Command::Build(a) => build::run(a),
     };
     match result {
         Ok(()) => 0,

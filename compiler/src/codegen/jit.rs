@@ -1,7 +1,8 @@
-//! The one module that talks to Cranelift's code generator, module and JIT crates
+//! The one module that talks to Cranelift's code generator, module, JIT and object crates
 //! (pinned to 0.135.8): host ISA detection, compilation of one function at a chosen
-//! optimization level with its CLIF text and disassembly, the allowlist of symbols JIT
-//! code may call, and loading the finished code.
+//! optimization level with its CLIF text and disassembly, the allowlist of symbols
+//! generated code may call, and the two places code goes: loaded in this process (JIT)
+//! or written into a relocatable object file (ahead of time, `percept build`).
 
 use super::asm::{self, MachineCode};
 use crate::Error;
@@ -10,7 +11,8 @@ use cranelift_codegen::isa::{CallConv, OwnedTargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, ModuleRelocTarget};
+use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module, ModuleReloc, ModuleRelocTarget};
+use cranelift_object::{ObjectBuilder, ObjectModule};
 use std::collections::HashMap;
 
 pub use cranelift_codegen::ir;
@@ -42,11 +44,18 @@ pub struct HostFeatures {
 }
 
 fn make_isa(opt: OptLevel, verify: bool) -> CgResult<OwnedTargetIsa> {
+    make_isa_for(opt, verify, false)
+}
+
+/// The host's ISA; `pic` for code that goes into an object file (position-independent, so
+/// it links into the PIE executables Debian's gcc makes). Nothing else differs, so the
+/// same CLIF computes the same bits either way.
+fn make_isa_for(opt: OptLevel, verify: bool, pic: bool) -> CgResult<OwnedTargetIsa> {
     let mut flags = settings::builder();
     let set =
         |f: &mut settings::Builder, k: &str, v: &str| f.set(k, v).map_err(|e| Error::Codegen(format!("{k}={v}: {e}")));
     set(&mut flags, "opt_level", if opt == OptLevel::None { "none" } else { "speed" })?;
-    set(&mut flags, "is_pic", "false")?;
+    set(&mut flags, "is_pic", if pic { "true" } else { "false" })?;
     set(&mut flags, "use_colocated_libcalls", "false")?;
     set(&mut flags, "enable_verifier", if verify { "true" } else { "false" })?;
     // Block start offsets, to label the disassembly.
@@ -141,12 +150,18 @@ impl Compiled {
     }
 }
 
-/// A set of JIT functions being built, then loaded.
-pub struct JitModule {
-    module: JITModule,
+/// A set of functions being built: then loaded in this process ([`JitModule`]) or
+/// written into an object file ([`ObjModule`]).
+pub struct CodeModule<M: Module> {
+    module: M,
     isas: HashMap<OptLevel, OwnedTargetIsa>,
     allowed: Vec<String>,
 }
+
+/// Functions compiled into this process.
+pub type JitModule = CodeModule<JITModule>;
+/// Functions and data written into a relocatable object file.
+pub type ObjModule = CodeModule<ObjectModule>;
 
 /// The signature of every kernel: (arena, state, ctx, lo, hi, thread).
 pub fn kernel_signature(call_conv: CallConv) -> Signature {
@@ -178,6 +193,74 @@ impl JitModule {
         })
     }
 
+    /// Link and make executable. The module owns the code; see `exec::LoadedCode`.
+    pub fn finish(mut self) -> CgResult<JITModule> {
+        self.module.finalize_definitions().map_err(|e| Error::Codegen(format!("cannot link the kernels: {e}")))?;
+        Ok(self.module)
+    }
+}
+
+impl ObjModule {
+    /// An object file named `name` for the host, position-independent; its code may call
+    /// `allowed` (undefined symbols the final link provides) besides its own functions.
+    pub fn new(name: &str, allowed: &[&str]) -> CgResult<ObjModule> {
+        let isa = make_isa_for(OptLevel::Speed, cfg!(debug_assertions), true)?;
+        let builder = ObjectBuilder::new(isa, name, cranelift_module::default_libcall_names())
+            .map_err(|e| Error::Codegen(format!("cannot start an object file: {e}")))?;
+        let mut isas = HashMap::new();
+        for opt in [OptLevel::None, OptLevel::Speed] {
+            isas.insert(opt, make_isa_for(opt, cfg!(debug_assertions), true)?);
+        }
+        Ok(ObjModule {
+            module: ObjectModule::new(builder),
+            isas,
+            allowed: allowed.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+
+    /// Declare a data object (read-only unless `writable`).
+    pub fn declare_data(&mut self, name: &str, linkage: Linkage, writable: bool) -> CgResult<DataId> {
+        self.module
+            .declare_data(name, linkage, writable, false)
+            .map_err(|e| Error::Codegen(format!("declare {name}: {e}")))
+    }
+
+    /// Define a data object with these bytes, aligned to `align`.
+    pub fn define_data(&mut self, id: DataId, bytes: Vec<u8>, align: u64) -> CgResult<()> {
+        let mut d = DataDescription::new();
+        d.define(bytes.into_boxed_slice());
+        d.set_align(align);
+        self.module.define_data(id, &d).map_err(|e| Error::Codegen(format!("cannot define data: {e}")))
+    }
+
+    /// Define a zero-filled data object of `size` bytes (in .bss).
+    pub fn define_zeroed(&mut self, id: DataId, size: usize, align: u64) -> CgResult<()> {
+        let mut d = DataDescription::new();
+        d.define_zeroinit(size);
+        d.set_align(align);
+        self.module.define_data(id, &d).map_err(|e| Error::Codegen(format!("cannot define data: {e}")))
+    }
+
+    /// Make a data object addressable from `func` (`global_value` of the result).
+    pub fn import_data(&mut self, id: DataId, func: &mut Function) -> ir::GlobalValue {
+        self.module.declare_data_in_func(id, func)
+    }
+
+    /// Define a function from machine code written by hand (the CPUID probe).
+    pub fn define_bytes(&mut self, id: FuncId, bytes: &[u8]) -> CgResult<()> {
+        self.module
+            .define_function_bytes(id, 16, bytes, &[])
+            .map_err(|e| Error::Codegen(format!("cannot define a function: {e}")))?;
+        Ok(())
+    }
+
+    /// The finished relocatable object file.
+    pub fn finish(self) -> CgResult<Vec<u8>> {
+        self.module.finish().emit().map_err(|e| Error::Codegen(format!("cannot write the object file: {e}")))
+    }
+}
+
+impl<M: Module> CodeModule<M> {
     pub fn call_conv(&self) -> CallConv {
         self.module.isa().default_call_conv()
     }
@@ -240,22 +323,23 @@ impl JitModule {
     }
 
     fn callee_name(&self, target: &ModuleRelocTarget) -> String {
+        let decls = self.module.declarations();
         match target {
-            ModuleRelocTarget::User { index, .. } => {
+            ModuleRelocTarget::User { namespace: 0, index } => {
                 let id = FuncId::from_u32(*index);
-                self.module.declarations().get_function_decl(id).linkage_name(id).into_owned()
+                decls.get_function_decl(id).linkage_name(id).into_owned()
+            }
+            ModuleRelocTarget::User { namespace: 1, index } => {
+                let id = DataId::from_u32(*index);
+                decls.get_data_decl(id).linkage_name(id).into_owned()
             }
             other => format!("{other:?}"),
         }
     }
 
     fn is_local(&self, name: &str) -> bool {
-        self.module.declarations().get_functions().any(|(id, d)| d.linkage_name(id) == name && d.linkage.is_definable())
-    }
-
-    /// Link and make executable. The module owns the code; see `exec::LoadedCode`.
-    pub fn finish(mut self) -> CgResult<JITModule> {
-        self.module.finalize_definitions().map_err(|e| Error::Codegen(format!("cannot link the kernels: {e}")))?;
-        Ok(self.module)
+        let decls = self.module.declarations();
+        decls.get_functions().any(|(id, d)| d.linkage_name(id) == name && d.linkage.is_definable())
+            || decls.get_data_objects().any(|(id, d)| d.linkage_name(id) == name && d.linkage.is_definable())
     }
 }

@@ -6,6 +6,7 @@
 //! [`builder`]: each kernel → [`loops::LoopNest`]s, proved in bounds by
 //! [`loops::verify`]) → CLIF ([`emit`]) → machine code ([`jit`]) → an executor ([`executable`]).
 
+pub mod aot;
 pub mod asm;
 pub mod builder;
 pub mod emit;
@@ -174,8 +175,8 @@ struct KernelCode {
 }
 
 /// Write each loop nest as CLIF and compile it into `jit`.
-fn define_kernels(
-    jit: &mut JitModule,
+fn define_kernels<M: cranelift_module::Module>(
+    jit: &mut jit::CodeModule<M>,
     kernels: &[Kernel],
     nests: &[Vec<loops::LoopNest>],
     micro: &MicroKernel,

@@ -4,10 +4,12 @@
 //! structure.
 
 use super::{signature, MicroKernel, MicroTile};
-use crate::codegen::jit::{CgResult, FunctionBuilder, FunctionBuilderContext, FunctionText, JitModule, OptLevel};
+use crate::codegen::jit::CodeModule;
+use crate::codegen::jit::{CgResult, FunctionBuilder, FunctionBuilderContext, FunctionText, OptLevel};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
 use cranelift_module::Linkage;
+use cranelift_module::Module;
 
 /// Rows and columns of the Cranelift tile.
 pub const MR: usize = 6;
@@ -20,7 +22,7 @@ pub fn tile() -> MicroTile {
 /// The pure-Cranelift micro-kernel: a 6×8 tile in twelve f32x4 accumulators; per step one
 /// broadcast of each A value and two loads of B. Compiled at `opt_level=none`: measured
 /// faster than `speed`, whose e-graph hoists the loads and spills accumulators.
-pub fn define(jit: &mut JitModule, fma: bool) -> CgResult<(MicroKernel, FunctionText)> {
+pub fn define<M: Module>(jit: &mut CodeModule<M>, fma: bool) -> CgResult<(MicroKernel, FunctionText)> {
     let (mr, nr) = (MR, NR);
     let sig = signature(jit);
     let name = "percept_micro_cranelift_6x8";

@@ -9,9 +9,10 @@
 pub mod cranelift;
 pub mod native;
 
-use super::jit::{CgResult, FunctionText, HostFeatures, JitModule};
+use super::jit::{CgResult, CodeModule, FunctionText, HostFeatures};
 use super::MicroChoice;
 use cranelift_codegen::ir::{types, AbiParam, Signature};
+use cranelift_module::Module;
 use cranelift_module::{FuncId, Linkage};
 
 /// What the loop nests need to know of a micro-kernel: its tile's shape.
@@ -40,7 +41,7 @@ pub fn tile_for(choice: MicroChoice, features: HostFeatures) -> MicroTile {
 }
 
 /// The signature of a micro-kernel: (kc, packed A, packed B, tile).
-pub fn signature(jit: &JitModule) -> Signature {
+pub fn signature<M: Module>(jit: &CodeModule<M>) -> Signature {
     let mut sig = Signature::new(jit.call_conv());
     for _ in 0..4 {
         sig.params.push(AbiParam::new(types::I64));
@@ -60,8 +61,8 @@ pub fn native_for(choice: MicroChoice, features: HostFeatures) -> Option<native:
 
 /// Declare the chosen micro-kernel in `jit` (importing a native one, or defining the
 /// Cranelift one); with its text for `inspect`.
-pub fn declare(
-    jit: &mut JitModule,
+pub fn declare<M: Module>(
+    jit: &mut CodeModule<M>,
     native: Option<&native::NativeMicro>,
     features: HostFeatures,
 ) -> CgResult<(MicroKernel, FunctionText)> {

@@ -1,0 +1,152 @@
+//! `percept build`: the static library computes the JIT's outputs bit for bit (the same
+//! kernels, Cranelift micro-kernel), links with `cc` into a C program, defines no
+//! undefined symbols, and its header compiles with `-Wall -Werror -std=c99`.
+
+use percept_runtime::{Model, TrainConfig, Trainer};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn percept(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_percept")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Reads N·INPUT_SIZE floats from argv[1], calls forward per batch, writes the outputs
+/// to argv[2]; with argv[3] = "ws", through forward_ws on a malloc'd workspace.
+const DRIVER: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "MODEL.h"
+int main(int argc, char **argv) {
+    FILE *in = fopen(argv[1], "rb"), *out = fopen(argv[2], "wb");
+    int ws = argc > 3 && strcmp(argv[3], "ws") == 0;
+    size_t n_in = PREFIX_BATCH * PREFIX_INPUT_SIZE, n_out = PREFIX_BATCH * PREFIX_OUTPUT_SIZE;
+    float *x = malloc(n_in * sizeof(float)), *y = malloc(n_out * sizeof(float));
+    void *w = malloc(model_workspace_bytes() + 3);
+    if (!in || !out || !x || !y || !w) return 3;
+    while (fread(x, sizeof(float), n_in, in) == n_in) {
+        /* An odd workspace address: the library aligns it itself. */
+        int rc = ws ? model_forward_ws(x, y, (char *)w + 3) : model_forward(x, y);
+        if (rc != 0) return 10 + rc;
+        fwrite(y, sizeof(float), n_out, out);
+    }
+    fclose(out);
+    return 0;
+}
+"#;
+
+fn floats(path: &Path) -> Vec<u32> {
+    std::fs::read(path).unwrap().chunks(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+#[test]
+fn the_library_computes_the_jits_bits_from_c() {
+    let dir = std::env::temp_dir().join(format!("percept-aot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["perceptron", "xor", "mlp", "lenet5", "cnn_bn", "activations", "residual", "strided"] {
+        let file = root().join(format!("examples/{name}.nn"));
+        let mut model = Model::from_file(&file).unwrap();
+        model.codegen.micro = percept_compiler::codegen::MicroChoice::Cranelift;
+        Trainer::new(TrainConfig::default()).unwrap().init_model(&mut model).unwrap();
+        let weights = dir.join(format!("{name}.safetensors"));
+        model.save_weights(&weights).unwrap();
+        let per: usize = model.spec.input.shape.iter().product();
+        for batch in [1usize, 8] {
+            let out = dir.join(format!("{name}-{batch}"));
+            let o = percept(&[
+                "build",
+                file.to_str().unwrap(),
+                "--weights",
+                weights.to_str().unwrap(),
+                "--batch",
+                &batch.to_string(),
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+            assert_eq!(o.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+            let prefix = name.to_string();
+            let lib = out.join(format!("lib{prefix}.a"));
+            // The header on its own, strictly.
+            let check = out.join("check.c");
+            std::fs::write(&check, format!("#include \"{prefix}.h\"\nint main(void) {{ return 0; }}\n")).unwrap();
+            let cc = Command::new("cc")
+                .args(["-Wall", "-Wextra", "-Werror", "-std=c99", "-pedantic", "-c", "-o"])
+                .arg(out.join("check.o"))
+                .arg(&check)
+                .arg("-I")
+                .arg(&out)
+                .output()
+                .unwrap();
+            assert!(cc.status.success(), "{name}: {}", String::from_utf8_lossy(&cc.stderr));
+            // Nothing undefined: the archive needs no library at all.
+            if let Ok(nm) = Command::new("nm").arg("-u").arg(&lib).output() {
+                let undefined = String::from_utf8_lossy(&nm.stdout);
+                assert!(undefined.lines().all(|l| l.trim().is_empty() || l.ends_with(':')), "{name}: {undefined}");
+            }
+            let up = prefix.to_ascii_uppercase();
+            let driver = DRIVER
+                .replace("MODEL.h", &format!("{prefix}.h"))
+                .replace("PREFIX_", &format!("{up}_"))
+                .replace("model_", &format!("{prefix}_"));
+            std::fs::write(out.join("driver.c"), driver).unwrap();
+            let exe = out.join("driver");
+            let cc = Command::new("cc")
+                .args(["-O1", "-std=c99", "-o"])
+                .arg(&exe)
+                .arg(out.join("driver.c"))
+                .arg("-I")
+                .arg(&out)
+                .arg(&lib)
+                .output()
+                .unwrap();
+            assert!(cc.status.success(), "{name}: {}", String::from_utf8_lossy(&cc.stderr));
+            // Three batches of random inputs through the JIT and through the library.
+            let mut rng = percept_runtime::rng::SplitMix::stream(3, batch as u64, 0);
+            let x: Vec<f32> = (0..3 * batch * per).map(|_| rng.next_f64() as f32 * 2.0 - 1.0).collect();
+            let mut jit = vec![];
+            for chunk in x.chunks(batch * per) {
+                jit.extend(model.forward(chunk, None, &[]).unwrap().prediction);
+            }
+            let input = out.join("x.bin");
+            std::fs::write(&input, x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+            for mode in ["static", "ws"] {
+                let y = out.join(format!("y-{mode}.bin"));
+                let run = Command::new(&exe).arg(&input).arg(&y).arg(mode).output().unwrap();
+                assert_eq!(run.status.code(), Some(0), "{name} batch {batch} {mode}");
+                let got = floats(&y);
+                let want: Vec<u32> = jit.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(got.len(), want.len(), "{name} batch {batch} {mode}");
+                assert!(got == want, "{name} batch {batch} {mode}: the library's outputs differ from the JIT's");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_input_is_an_error_and_writes_nothing() {
+    let dir: PathBuf = std::env::temp_dir().join(format!("percept-aot-bad-{}", std::process::id()));
+    let out = dir.join("out");
+    let o =
+        percept(&["build", "examples/lenet5.nn", "--weights", "no/such.safetensors", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&o.stderr).trim_end().lines().count(), 1);
+    assert!(!out.exists());
+    // Weights of another model.
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut xor = Model::from_file(root().join("examples/xor.nn")).unwrap();
+    Trainer::new(TrainConfig::default()).unwrap().init_model(&mut xor).unwrap();
+    let w = dir.join("xor.safetensors");
+    xor.save_weights(&w).unwrap();
+    let o = percept(&["build", "examples/lenet5.nn", "--weights", w.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!out.exists());
+    let o = percept(&["build", "examples/xor.nn", "--weights", w.to_str().unwrap(), "--microkernel", "avx2"]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--microkernel cranelift"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
