@@ -150,3 +150,62 @@ fn bad_input_is_an_error_and_writes_nothing() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--microkernel cranelift"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `examples/aot/link_from_rust.rs` links the archive through `extern "C"` with plain
+/// `rustc` and computes the JIT's bits.
+#[test]
+fn a_rust_program_links_the_archive() {
+    let dir = std::env::temp_dir().join(format!("percept-aot-rust-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut model = Model::from_file(root().join("examples/lenet5.nn")).unwrap();
+    model.codegen.micro = percept_compiler::codegen::MicroChoice::Cranelift;
+    Trainer::new(TrainConfig::default()).unwrap().init_model(&mut model).unwrap();
+    let w = dir.join("w.safetensors");
+    model.save_weights(&w).unwrap();
+    let o = percept(&["build", "examples/lenet5.nn", "--weights", w.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let exe = dir.join("link_from_rust");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let c = Command::new(rustc)
+        .args(["-O", "--edition", "2021"])
+        .arg(root().join("examples/aot/link_from_rust.rs"))
+        .arg("-L")
+        .arg(&dir)
+        .args(["-l", "static=lenet5", "-o"])
+        .arg(&exe)
+        .output()
+        .unwrap();
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    let mut rng = percept_runtime::rng::SplitMix::stream(5, 1, 0);
+    let x: Vec<f32> = (0..784).map(|_| rng.next_f64() as f32).collect();
+    let input = dir.join("x.f32");
+    std::fs::write(&input, x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let run = Command::new(&exe).arg(&input).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let got: Vec<String> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .take(10)
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    let want: Vec<String> =
+        model.forward(&x, None, &[]).unwrap().prediction.iter().map(|v| format!("{:08x}", v.to_bits())).collect();
+    assert_eq!(got, want);
+
+    // The C example builds warning-free against the same archive and classifies the
+    // bundled MNIST test set (the accuracy equals `percept eval`'s: docs/BENCHMARKS.md).
+    let classify = dir.join("classify");
+    let c = Command::new("cc")
+        .args(["-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&classify)
+        .arg(root().join("examples/aot/classify_mnist.c"))
+        .arg("-I")
+        .arg(&dir)
+        .arg(dir.join("liblenet5.a"))
+        .output()
+        .unwrap();
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    let run = Command::new(&classify).arg(root().join("data/mnist")).output().unwrap();
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success() && out.contains("of 10000 images"), "{out}{}", String::from_utf8_lossy(&run.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
