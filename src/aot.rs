@@ -101,34 +101,38 @@ pub fn header(lib: &Library, h: &HeaderInfo) -> String {
 }
 
 /// A static archive (GNU `ar` format with its symbol index, which `ld` needs to link from
-/// it) holding one object file that defines `symbols`. Written here because the `ar`
-/// crate writes no symbol index.
-pub fn archive(member: &str, object: &[u8], symbols: &[String]) -> Vec<u8> {
+/// it) of `objects` (member name, bytes, the symbols it defines). Written here because
+/// the `ar` crate writes no symbol index.
+pub fn archive(objects: &[(String, Vec<u8>, Vec<String>)]) -> Vec<u8> {
     fn header(out: &mut Vec<u8>, name: &str, size: usize) {
         out.extend(format!("{name:<16}{:<12}{:<6}{:<6}{:<8}{size:<10}`\n", 0, 0, 0, 644).as_bytes());
     }
-    let mut names = Vec::new();
-    for s in symbols {
-        names.extend(s.as_bytes());
-        names.push(0);
-    }
-    let index_len = 4 + 4 * symbols.len() + names.len();
     let padded = |n: usize| n + n % 2;
-    let member_at = 8 + 60 + padded(index_len);
+    let symbols: usize = objects.iter().map(|o| o.2.len()).sum();
+    let names: Vec<u8> = objects.iter().flat_map(|o| &o.2).flat_map(|s| s.bytes().chain([0])).collect();
+    let index_len = 4 + 4 * symbols + names.len();
+    let mut offsets = vec![];
+    let mut at = 8 + 60 + padded(index_len);
+    for (_, bytes, syms) in objects {
+        offsets.extend(std::iter::repeat_n(at as u32, syms.len()));
+        at += 60 + padded(bytes.len());
+    }
     let mut out = b"!<arch>\n".to_vec();
     header(&mut out, "/", index_len);
-    out.extend((symbols.len() as u32).to_be_bytes());
-    for _ in symbols {
-        out.extend((member_at as u32).to_be_bytes());
+    out.extend((symbols as u32).to_be_bytes());
+    for o in offsets {
+        out.extend(o.to_be_bytes());
     }
     out.extend(&names);
     if index_len % 2 == 1 {
         out.push(b'\n');
     }
-    header(&mut out, &format!("{member}/"), object.len());
-    out.extend(object);
-    if object.len() % 2 == 1 {
-        out.push(b'\n');
+    for (name, bytes, _) in objects {
+        header(&mut out, &format!("{name}/"), bytes.len());
+        out.extend(bytes);
+        if bytes.len() % 2 == 1 {
+            out.push(b'\n');
+        }
     }
     out
 }

@@ -17,9 +17,9 @@ pub struct Args {
     /// Where to write lib<model>.a and <model>.h [default: runs/<model>/build].
     #[arg(long)]
     out: Option<PathBuf>,
-    /// The micro-kernel of the matrix products: the portable Cranelift one (the native
-    /// ones are Rust code in the percept binary and cannot go into a library yet).
-    #[arg(long, value_enum, default_value = "cranelift")]
+    /// The micro-kernel of the matrix products (the native ones come as an object of
+    /// their own in the archive).
+    #[arg(long, value_enum, default_value = "native")]
     microkernel: super::common::MicroArg,
 }
 
@@ -55,8 +55,7 @@ pub fn run(a: Args) -> CliResult {
         classes: model.data_meta.classes.as_deref(),
     };
     let header = crate::aot::header(&lib, &info);
-    let member = if prefix.len() <= 13 { format!("{prefix}.o") } else { "model.o".to_string() };
-    let archive = crate::aot::archive(&member, &lib.object, &lib.symbols);
+    let archive = crate::aot::archive(&lib.objects);
     let (a_path, h_path) = (dir.join(format!("lib{prefix}.a")), dir.join(format!("{prefix}.h")));
     // Both files or neither: each is written atomically, the header last, and a failure
     // removes the archive again.

@@ -28,12 +28,12 @@ use cranelift_codegen::ir::{condcodes::IntCC, types, AbiParam, InstBuilder, MemF
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::Linkage;
 
-/// The object file and what its header must say.
+/// The object files of a library and what its header must say.
 #[derive(Clone, Debug)]
 pub struct Library {
-    pub object: Vec<u8>,
-    /// The global symbols it defines.
-    pub symbols: Vec<String>,
+    /// (member name, bytes, the global symbols it defines): the kernels' object, and the
+    /// native micro-kernels' when the GEMMs call one.
+    pub objects: Vec<(String, Vec<u8>, Vec<String>)>,
     pub workspace_bytes: usize,
     /// Floats of input and output for the whole batch.
     pub input_len: usize,
@@ -54,7 +54,7 @@ struct Feature {
 }
 
 /// The features this host's code may use (Cranelift's ISA flags) that the entry checks.
-fn required(f: HostFeatures) -> Vec<Feature> {
+fn required(f: HostFeatures, avx512: bool) -> Vec<Feature> {
     let mut v = vec![
         Feature { name: "sse3", word: 0, mask: 1 },
         Feature { name: "ssse3", word: 0, mask: 1 << 9 },
@@ -75,6 +75,10 @@ fn required(f: HostFeatures) -> Vec<Feature> {
         v.push(Feature { name: "bmi1", word: 1, mask: 1 << 3 });
         v.push(Feature { name: "bmi2", word: 1, mask: 1 << 8 });
         v.push(Feature { name: "lzcnt", word: 3, mask: 1 << 5 });
+    }
+    if avx512 {
+        v.push(Feature { name: "avx512f", word: 1, mask: 1 << 16 });
+        v.push(Feature { name: "zmm state (XCR0)", word: 2, mask: 0b1110_0000 });
     }
     v
 }
@@ -122,13 +126,24 @@ pub fn build(
         return err(format!("the state has {} floats, its layout {}", state.len(), layout.len));
     }
     let features = super::host_features()?;
-    if options.micro == MicroChoice::Avx2 {
-        return err("the native micro-kernels are Rust code in the percept binary and cannot go into a library yet; \
-             use --microkernel cranelift");
-    }
-    let options = CodegenOptions { threads: 1, micro: MicroChoice::Cranelift, checks: false, poison: false, ..options };
-    let mut obj = ObjModule::new(prefix, &[])?;
-    let (micro, _) = micro::declare(&mut obj, None, features)?;
+    // The native tiles come as their own object (build.rs); without it, Cranelift's.
+    let native = match (options.micro, micro::native::TILES_OBJECT) {
+        (MicroChoice::Cranelift, _) => None,
+        (MicroChoice::Auto, Some(_)) => micro::native::best_native(features),
+        (MicroChoice::Auto, None) => None,
+        (MicroChoice::Avx2, Some(_)) => match micro::native::avx2_native(features) {
+            Some(n) => Some(n),
+            None => return err("this CPU has no AVX2 and FMA, so it cannot build for the avx2 micro-kernel"),
+        },
+        (MicroChoice::Avx2, None) => {
+            return err("the native micro-kernels' object was not built with percept; use --microkernel cranelift")
+        }
+    };
+    let options = CodegenOptions { threads: 1, checks: false, poison: false, ..options };
+    let allowed: Vec<&str> = native.iter().map(|n| n.symbol).collect();
+    let mut obj = ObjModule::new(prefix, &allowed)?;
+    let (micro, _) = micro::declare(&mut obj, native.as_ref(), features)?;
+    let avx512 = native.is_some_and(|n| n.symbol.contains("avx512"));
     let lowered = lower_program(graph, layout, options, &micro.tile)?;
     let plan = &lowered.plan;
     for k in &lowered.kernels {
@@ -203,7 +218,7 @@ pub fn build(
         fb.ins().call(probe_ref, &[out]);
         let lacks = fb.create_block();
         let mut ok = fb.ins().iconst(types::I8, 1);
-        for f in required(features) {
+        for f in required(features, avx512) {
             let word = fb.ins().load(types::I32, flags, out, (4 * f.word) as i32);
             let bits = fb.ins().band_imm_u(word, f.mask as i64);
             let has = fb.ins().icmp_imm_u(IntCC::Equal, bits, f.mask as i64);
@@ -286,16 +301,28 @@ pub fn build(
     }
     obj.define(size, func, OptLevel::Speed)?;
 
+    let mut objects = vec![(format!("{}.o", short(prefix)), obj.finish()?, vec![fwd_name, ws_name, size_name])];
+    if let (Some(n), Some(bytes)) = (native, micro::native::TILES_OBJECT) {
+        objects.push(("micro.o".to_string(), bytes.to_vec(), vec![n.symbol.to_string()]));
+    }
     Ok(Library {
-        object: obj.finish()?,
-        symbols: vec![fwd_name, ws_name, size_name],
+        objects,
         workspace_bytes,
         input_len,
         output_len,
-        features: required(features).iter().map(|f| f.name).collect(),
+        features: required(features, avx512).iter().map(|f| f.name).collect(),
         kernels: lowered.kernels.len(),
         micro: micro.tile.name,
     })
+}
+
+/// An archive member's name: at most 13 characters before `.o`.
+fn short(prefix: &str) -> &str {
+    if prefix.len() <= 13 {
+        prefix
+    } else {
+        "model"
+    }
 }
 
 /// `n` floats from `src` to `dst`, four at a time then one at a time (exact copies: no

@@ -1,0 +1,68 @@
+// The native micro-kernels' tiles (AVX2 + FMA 6×16, AVX-512 8×32), included by
+// `native.rs` (registered with the JIT by address) and compiled alone by `build.rs` with
+// `--cfg micro_object` (`no_std`, `#[no_mangle]` C symbols) into the object file that
+// `percept build` adds to a library. Only `core` is used, and nothing here can panic.
+
+/// A tile kernel: `$extern` (the C-ABI entry JIT code calls) wraps `$inner` (compiled for
+/// `$features`), an MR×NR tile of `$ty` vectors of `$lanes` floats, two per row.
+macro_rules! tile_kernel {
+    (
+        $(#[$doc:meta])* $extern:ident, $inner:ident, $features:literal, MR = $mr:literal, NR = $nr:literal,
+        $ty:ident, $lanes:literal, zero = $zero:ident, load = $load:ident, store = $store:ident,
+        fma = $fma:ident, broadcast = |$p:ident| $broadcast:expr
+    ) => {
+        $(#[$doc])*
+        /// # Safety
+        #[doc = concat!("The host must have ", $features, "; `a` must hold `kc`·", $mr, " floats, `b` `kc`·", $nr)]
+        #[doc = concat!(" and `tile` ", $mr, "·", $nr, " (what the JIT loop nest proves before it calls).")]
+        #[cfg(target_arch = "x86_64")]
+        #[cfg_attr(micro_object, unsafe(no_mangle))]
+        pub unsafe extern "C" fn $extern(kc: i64, a: *const f32, b: *const f32, tile: *mut f32) {
+            // SAFETY: the caller upholds this function's contract.
+            unsafe { $inner(kc.max(0) as usize, a, b, tile) }
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $inner(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+            use core::arch::x86_64::*;
+            let mut c: [[$ty; 2]; $mr] = [[$zero(); 2]; $mr];
+            for p in 0..kc {
+                // SAFETY: A holds kc·MR floats, B kc·NR (the caller's bounds proof).
+                unsafe {
+                    let bp = b.add(p * $nr);
+                    let b0 = $load(bp);
+                    let b1 = $load(bp.add($lanes));
+                    let ap = a.add(p * $mr);
+                    for (i, row) in c.iter_mut().enumerate() {
+                        let $p = ap.add(i);
+                        let ai = $broadcast;
+                        row[0] = $fma(ai, b0, row[0]);
+                        row[1] = $fma(ai, b1, row[1]);
+                    }
+                }
+            }
+            for (i, row) in c.iter().enumerate() {
+                // SAFETY: the tile holds MR·NR floats.
+                unsafe {
+                    $store(tile.add(i * $nr), row[0]);
+                    $store(tile.add(i * $nr + $lanes), row[1]);
+                }
+            }
+        }
+    };
+}
+
+tile_kernel! {
+    /// 6×16 tile in twelve 256-bit accumulators.
+    percept_micro_avx2_6x16, avx2_6x16, "avx2,fma", MR = 6, NR = 16, __m256, 8,
+    zero = _mm256_setzero_ps, load = _mm256_loadu_ps, store = _mm256_storeu_ps, fma = _mm256_fmadd_ps,
+    broadcast = |p| _mm256_broadcast_ss(&*p)
+}
+
+tile_kernel! {
+    /// 8×32 tile in sixteen 512-bit accumulators.
+    percept_micro_avx512_8x32, avx512_8x32, "avx512f,fma", MR = 8, NR = 32, __m512, 16,
+    zero = _mm512_setzero_ps, load = _mm512_loadu_ps, store = _mm512_storeu_ps, fma = _mm512_fmadd_ps,
+    broadcast = |p| _mm512_set1_ps(*p)
+}
