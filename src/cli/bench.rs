@@ -41,6 +41,77 @@ pub struct Args {
     /// roofline measured on this machine.
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
+    /// Measure the evaluation forward pass (inference) at --batch instead of the training
+    /// step: samples/s and µs per batch and per sample, fused and unfused.
+    #[arg(long)]
+    inference: bool,
+}
+
+/// `--inference`: the evaluation program's throughput, one variant.
+fn measure_inference(a: &Args, backend: Backend, fuse: bool) -> Result<(f64, u64, Duration), UserError> {
+    let mut model = Model::from_file(&a.model)?;
+    model.set_backend(backend)?;
+    model.set_threads(a.threads.unwrap_or_else(Model::default_threads));
+    model.codegen.fuse = fuse;
+    model.codegen.micro = a.microkernel.into();
+    Trainer::new(TrainConfig::default())?.init_model(&mut model)?;
+    let (x, _) = batch_data(&model, a.batch);
+    let started = Instant::now();
+    model.forward(&x, None, &[])?;
+    let compile = started.elapsed();
+    for _ in 0..3 {
+        model.forward(&x, None, &[])?;
+    }
+    let (mut n, started) = (0u64, Instant::now());
+    while started.elapsed().as_secs_f64() < a.seconds || n < 3 {
+        model.forward(&x, None, &[])?;
+        n += 1;
+    }
+    Ok(((n as usize * a.batch) as f64 / started.elapsed().as_secs_f64(), n, compile))
+}
+
+fn run_inference(a: &Args, backend: Backend) -> CliResult {
+    if a.html.is_some() {
+        return Err(UserError("--html shows the training step; it cannot be combined with --inference yet".into()));
+    }
+    let variants: Vec<(&str, bool)> = if a.unfused || backend == Backend::Interp {
+        vec![("unfused", false)]
+    } else {
+        vec![("fused", true), ("unfused", false)]
+    };
+    let mut results = vec![];
+    for (name, fuse) in variants {
+        let (rate, n, compile) = measure_inference(a, backend, fuse)?;
+        results.push((name, rate, n, compile));
+    }
+    if a.json {
+        let mut v = serde_json::json!({"model": a.model.display().to_string(), "batch": a.batch, "inference": true});
+        for (name, rate, n, compile) in &results {
+            v[*name] = serde_json::json!({
+                "samples_per_s": rate,
+                "us_per_sample": 1e6 / rate,
+                "us_per_batch": 1e6 * a.batch as f64 / rate,
+                "batches": n,
+                "compile_ms": compile.as_secs_f64() * 1e3,
+            });
+        }
+        outln!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+        return Ok(());
+    }
+    for (name, rate, n, compile) in &results {
+        outln!(
+            "{name} inference: {} samples/s, {:.1} µs per batch of {}, {:.2} µs per sample ({n} batches), compiled in {:.1} ms",
+            group(*rate),
+            1e6 * a.batch as f64 / rate,
+            a.batch,
+            1e6 / rate,
+            compile.as_secs_f64() * 1e3
+        );
+    }
+    if let [(_, f, ..), (_, u, ..)] = results.as_slice() {
+        outln!("fused / unfused: {:.2}x", f / u);
+    }
+    Ok(())
 }
 
 struct Measured {
@@ -222,6 +293,16 @@ pub fn run(a: Args) -> CliResult {
         return Err(UserError("--batch must be at least 1".into()));
     }
     let backend: Backend = a.backend.into();
+    if a.inference {
+        eprintln!(
+            "measuring inference of {} at batch {} on {} thread(s) for {} s per variant",
+            a.model.display(),
+            a.batch,
+            a.threads.unwrap_or_else(Model::default_threads),
+            a.seconds
+        );
+        return run_inference(&a, backend);
+    }
     if backend == Backend::Interp {
         if a.html.is_some() {
             return Err(UserError("the interpreter has no kernels to show: --html needs --backend jit".into()));
