@@ -219,3 +219,19 @@ fn a_closed_pipe_ends_output_quietly() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked") && err.is_empty(), "{err}");
 }
+
+/// `bench --inference` measures the forward pass, fused and unfused.
+#[test]
+fn bench_inference_reports_both_variants() {
+    let o = percept(&["bench", "examples/xor.nn", "--inference", "--batch", "4", "--seconds", "0.05", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    for variant in ["fused", "unfused"] {
+        let rate = v[variant]["samples_per_s"].as_f64().unwrap();
+        let per = v[variant]["us_per_sample"].as_f64().unwrap();
+        assert!(rate > 0.0 && (per * rate / 1e6 - 1.0).abs() < 1e-9, "{v}");
+        assert!(v[variant]["batches"].as_u64().unwrap() >= 3, "{v}");
+    }
+    let o = percept(&["bench", "examples/xor.nn", "--inference", "--html", "/tmp/never.html"]);
+    assert_eq!(o.status.code(), Some(1));
+}
