@@ -235,3 +235,21 @@ fn bench_inference_reports_both_variants() {
     let o = percept(&["bench", "examples/xor.nn", "--inference", "--html", "/tmp/never.html"]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+/// `bench --json` carries the step's GFLOP/s, its fraction of the measured FMA peak, and
+/// the machine's roofs (DESIGN.md's fields).
+#[test]
+fn bench_json_reports_the_fraction_of_peak() {
+    let o = percept(&["bench", "examples/lenet5.nn", "--batch", "8", "--seconds", "0.05", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v["bandwidth_gbs"].as_f64().unwrap() > 0.0, "{v}");
+    for variant in ["fused", "unfused"] {
+        let g = v[variant]["gflops"].as_f64().unwrap();
+        assert!(g > 0.0, "{v}");
+        if let Some(peak) = v["peak_gflops"].as_f64() {
+            let f = v[variant]["peak_fraction"].as_f64().unwrap();
+            assert!((f - g / peak).abs() < 1e-9 && f > 0.0 && f < 1.0, "{v}");
+        }
+    }
+}

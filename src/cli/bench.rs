@@ -7,6 +7,7 @@ use super::common::BackendArg;
 use super::{CliResult, UserError};
 use percept_compiler::layers::Loss;
 use percept_compiler::ops::StepCtx;
+use percept_runtime::machine::Roofline;
 use percept_runtime::rng::SplitMix;
 use percept_runtime::{Backend, Model, TrainConfig, Trainer};
 use std::path::PathBuf;
@@ -189,11 +190,15 @@ fn measure(a: &Args, backend: Backend, fuse: bool) -> Result<Measured, UserError
 
 /// The explorer page for the measured programs: the fused plan (or the unfused one with
 /// `--unfused`) with its kernels' times, the unfused times beside them, and the roofs.
-fn write_page(a: &Args, path: &std::path::Path, fused: Option<&mut Measured>, unfused: &mut Measured) -> CliResult {
+fn write_page(
+    a: &Args,
+    path: &std::path::Path,
+    fused: Option<&mut Measured>,
+    unfused: &mut Measured,
+    roofline: Roofline,
+) -> CliResult {
     let (src, spec, _) = super::load_model(&a.model)?;
     let threads = a.threads.unwrap_or_else(Model::default_threads);
-    eprintln!("measuring this machine's roofs (FMA peak, memory bandwidth) on {threads} thread(s)");
-    let roofline = percept_runtime::machine::measure(threads);
     let per_step = |m: &Measured| -> Vec<f64> {
         m.kernels.iter().map(|k| k.time.as_secs_f64() * 1e6 / m.profiled_steps as f64).collect()
     };
@@ -262,7 +267,13 @@ fn table(name: &str, m: &Measured) {
     outln!("  GEMM-shaped kernels: {:.1}% of the step", 100.0 * gemm / total.max(1e-12));
 }
 
-fn json(m: &Measured) -> serde_json::Value {
+/// The whole step's rate: the op table's FLOPs of all its kernels over the step's time.
+fn step_gflops(m: &Measured, batch: usize) -> f64 {
+    let flops: u64 = m.kernels.iter().map(|k| k.flops).sum();
+    flops as f64 * m.samples_per_s / batch as f64 / 1e9
+}
+
+fn json(m: &Measured, batch: usize, roof: &Roofline) -> serde_json::Value {
     let total: f64 = m.kernels.iter().map(|k| k.time.as_secs_f64()).sum();
     let kernels: Vec<serde_json::Value> = m
         .kernels
@@ -279,8 +290,11 @@ fn json(m: &Measured) -> serde_json::Value {
         })
         .collect();
     let gemm: f64 = m.kernels.iter().filter(|k| k.gemm).map(|k| k.time.as_secs_f64()).sum();
+    let gflops = step_gflops(m, batch);
     serde_json::json!({
         "samples_per_s": m.samples_per_s,
+        "gflops": gflops,
+        "peak_fraction": roof.peak_gflops.map(|p| gflops / p),
         "compile_ms": m.compile.as_secs_f64() * 1e3,
         "steps": m.steps,
         "gemm_share": gemm / total.max(1e-12),
@@ -327,18 +341,23 @@ pub fn run(a: Args) -> CliResult {
     );
     let mut fused = if a.unfused { None } else { Some(measure(&a, backend, true)?) };
     let mut unfused = measure(&a, backend, false)?;
+    let threads = a.threads.unwrap_or_else(Model::default_threads);
+    eprintln!("measuring this machine's roofs (FMA peak, memory bandwidth) on {threads} thread(s)");
+    let roof = percept_runtime::machine::measure(threads);
     if let Some(path) = &a.html {
-        write_page(&a, path, fused.as_mut(), &mut unfused)?;
+        write_page(&a, path, fused.as_mut(), &mut unfused, roof)?;
     }
     if a.json {
         let mut v = serde_json::json!({
             "model": a.model.display().to_string(),
             "batch": a.batch,
-            "threads": a.threads.unwrap_or_else(Model::default_threads),
-            "unfused": json(&unfused),
+            "threads": threads,
+            "peak_gflops": roof.peak_gflops,
+            "bandwidth_gbs": roof.bandwidth_gbs,
+            "unfused": json(&unfused, a.batch, &roof),
         });
         if let Some(f) = &fused {
-            v["fused"] = json(f);
+            v["fused"] = json(f, a.batch, &roof);
             v["ratio"] = serde_json::json!(f.samples_per_s / unfused.samples_per_s);
         }
         outln!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
@@ -351,6 +370,19 @@ pub fn run(a: Args) -> CliResult {
     table("unfused", &unfused);
     if let Some(f) = &fused {
         outln!("\nfused / unfused: {:.2}x", f.samples_per_s / unfused.samples_per_s);
+    }
+    if let Some(peak) = roof.peak_gflops {
+        let at = |m: &Measured| step_gflops(m, a.batch);
+        outln!(
+            "machine: FMA peak {peak:.0} GFLOP/s, memory {:.1} GB/s on {threads} thread(s); the step runs at {}",
+            roof.bandwidth_gbs,
+            [fused.as_ref().map(|f| ("fused", at(f))), Some(("unfused", at(&unfused)))]
+                .into_iter()
+                .flatten()
+                .map(|(n, g)| format!("{g:.1} GFLOP/s {n} ({:.1}% of peak)", 100.0 * g / peak))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     Ok(())
 }
