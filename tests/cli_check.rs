@@ -247,9 +247,10 @@ fn bench_json_reports_the_fraction_of_peak() {
     for variant in ["fused", "unfused"] {
         let g = v[variant]["gflops"].as_f64().unwrap();
         assert!(g > 0.0, "{v}");
-        if let Some(peak) = v["peak_gflops"].as_f64() {
+        if let Some(per_core) = v["peak_gflops"].as_f64() {
             let f = v[variant]["peak_fraction"].as_f64().unwrap();
-            assert!((f - g / peak).abs() < 1e-9 && f > 0.0 && f < 1.0, "{v}");
+            let threads = v["threads"].as_f64().unwrap();
+            assert!((f - g / (per_core * threads)).abs() < 1e-9 && f > 0.0 && f < 1.0, "{v}");
         }
     }
 }

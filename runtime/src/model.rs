@@ -41,6 +41,8 @@ impl Backend {
 pub struct KernelTime {
     pub name: String,
     pub flops: u64,
+    /// Bytes it reads and writes (its values, once each).
+    pub bytes: u64,
     pub time: Duration,
     pub gemm: bool,
 }
@@ -305,7 +307,13 @@ impl Model {
             let Some(j) = exe.as_any().downcast_ref::<codegen::JitExecutable>() else { continue };
             for (i, k) in j.program().kernels.iter().enumerate() {
                 let time = j.profile().and_then(|p| p.get(i).copied()).unwrap_or_default();
-                out.push(KernelTime { name: k.name().to_string(), flops: k.flops, time, gemm: k.micro.is_some() });
+                out.push(KernelTime {
+                    name: k.name().to_string(),
+                    flops: k.flops,
+                    bytes: k.bytes_read + k.bytes_written,
+                    time,
+                    gemm: k.micro.is_some(),
+                });
             }
         }
         out

@@ -237,7 +237,8 @@ fn write_page(
     Ok(())
 }
 
-fn table(name: &str, m: &Measured) {
+/// The measured peak of `threads` threads, when there is one (what fractions are of).
+fn table(name: &str, m: &Measured, peak: Option<f64>) {
     outln!(
         "{name}: {} samples/s ({} steps), compiled in {:.1} ms",
         group(m.samples_per_s),
@@ -252,14 +253,26 @@ fn table(name: &str, m: &Measured) {
     let mut ks: Vec<_> = m.kernels.iter().collect();
     ks.sort_by_key(|k| std::cmp::Reverse(k.time));
     let w = ks.iter().map(|k| k.name.len()).max().unwrap_or(6).max(6);
-    outln!("  {:<w$}  {:>10}  {:>8}  {:>6}", "kernel", "µs/step", "GFLOP/s", "share");
+    outln!(
+        "  {:<w$}  {:>10}  {:>8}  {:>7}  {:>7}  {:>6}",
+        "kernel",
+        "µs/step",
+        "GFLOP/s",
+        "FLOP/B",
+        "of peak",
+        "share"
+    );
     for k in ks {
         let gf = if k.time.is_zero() { 0.0 } else { k.flops as f64 / per(k) / 1e9 };
+        let ai = k.flops as f64 / (k.bytes.max(1)) as f64;
+        let of_peak = peak.map_or("–".to_string(), |p| format!("{:.1}%", 100.0 * gf / p));
         outln!(
-            "  {:<w$}  {:>10.1}  {:>8.1}  {:>5.1}%",
+            "  {:<w$}  {:>10.1}  {:>8.1}  {:>7.2}  {:>7}  {:>5.1}%",
             k.name,
             per(k) * 1e6,
             gf,
+            ai,
+            of_peak,
             100.0 * k.time.as_secs_f64() / total.max(1e-12)
         );
     }
@@ -284,6 +297,7 @@ fn json(m: &Measured, batch: usize, roof: &Roofline) -> serde_json::Value {
                 "name": k.name,
                 "us_per_step": s * 1e6,
                 "gflops": if s > 0.0 { k.flops as f64 / s / 1e9 } else { 0.0 },
+                "intensity": k.flops as f64 / k.bytes.max(1) as f64,
                 "share": k.time.as_secs_f64() / total.max(1e-12),
                 "gemm": k.gemm,
             })
@@ -328,7 +342,7 @@ pub fn run(a: Args) -> CliResult {
                 serde_json::json!({"interp": {"samples_per_s": m.samples_per_s, "compile_ms": m.compile.as_secs_f64() * 1e3, "steps": m.steps}})
             );
         } else {
-            table("interp", &m);
+            table("interp", &m, None);
         }
         return Ok(());
     }
@@ -352,7 +366,8 @@ pub fn run(a: Args) -> CliResult {
             "model": a.model.display().to_string(),
             "batch": a.batch,
             "threads": threads,
-            "peak_gflops": roof.peak_gflops,
+            // Per core, as DESIGN.md has it; peak_fraction divides by it times the threads.
+            "peak_gflops": roof.peak_gflops.map(|p| p / threads as f64),
             "bandwidth_gbs": roof.bandwidth_gbs,
             "unfused": json(&unfused, a.batch, &roof),
         });
@@ -364,10 +379,10 @@ pub fn run(a: Args) -> CliResult {
         return Ok(());
     }
     if let Some(f) = &fused {
-        table("fused", f);
+        table("fused", f, roof.peak_gflops);
         outln!();
     }
-    table("unfused", &unfused);
+    table("unfused", &unfused, roof.peak_gflops);
     if let Some(f) = &fused {
         outln!("\nfused / unfused: {:.2}x", f.samples_per_s / unfused.samples_per_s);
     }
