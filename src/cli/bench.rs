@@ -316,19 +316,24 @@ fn json(m: &Measured, batch: usize, roof: &Roofline) -> serde_json::Value {
     })
 }
 
+/// What is measured, on stderr.
+fn announce(a: &Args, what: &str) {
+    eprintln!(
+        "measuring {what}{} at batch {} on {} thread(s) for {} s per variant",
+        a.model.display(),
+        a.batch,
+        a.threads.unwrap_or_else(Model::default_threads),
+        a.seconds
+    );
+}
+
 pub fn run(a: Args) -> CliResult {
     if a.batch == 0 {
         return Err(UserError("--batch must be at least 1".into()));
     }
     let backend: Backend = a.backend.into();
     if a.inference {
-        eprintln!(
-            "measuring inference of {} at batch {} on {} thread(s) for {} s per variant",
-            a.model.display(),
-            a.batch,
-            a.threads.unwrap_or_else(Model::default_threads),
-            a.seconds
-        );
+        announce(&a, "inference of ");
         return run_inference(&a, backend);
     }
     if backend == Backend::Interp {
@@ -346,13 +351,7 @@ pub fn run(a: Args) -> CliResult {
         }
         return Ok(());
     }
-    eprintln!(
-        "measuring {} at batch {} on {} thread(s) for {} s per variant",
-        a.model.display(),
-        a.batch,
-        a.threads.unwrap_or_else(Model::default_threads),
-        a.seconds
-    );
+    announce(&a, "");
     let mut fused = if a.unfused { None } else { Some(measure(&a, backend, true)?) };
     let mut unfused = measure(&a, backend, false)?;
     let threads = a.threads.unwrap_or_else(Model::default_threads);

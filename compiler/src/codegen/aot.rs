@@ -181,125 +181,103 @@ pub fn build(
     let static_ws = obj.declare_data(&format!("{prefix}_static_workspace"), Linkage::Local, true)?;
     obj.define_zeroed(static_ws, workspace_bytes, 64)?;
 
-    let cc = obj.call_conv();
-    let config = obj.frontend_config();
-    let mut probe_sig = Signature::new(cc);
+    let mut probe_sig = Signature::new(obj.call_conv());
     probe_sig.params.push(AbiParam::new(types::I64));
     let probe = obj.declare(&format!("{prefix}_cpu_probe"), &probe_sig, Linkage::Local)?;
     obj.define_bytes(probe, PROBE)?;
 
     // m_forward_ws(input, output, workspace) -> i32
-    let mut sig = Signature::new(cc);
-    sig.params.extend([AbiParam::new(types::I64), AbiParam::new(types::I64), AbiParam::new(types::I64)]);
-    sig.returns.push(AbiParam::new(types::I32));
     let ws_name = format!("{prefix}_forward_ws");
-    let forward_ws = obj.declare(&ws_name, &sig, Linkage::Export)?;
-    let mut func = obj.new_function(forward_ws, sig.clone());
-    let kernel_refs: Vec<Vec<_>> =
-        code.iter().map(|c| c.ids.iter().map(|&id| obj.import(id, &mut func)).collect()).collect();
-    let probe_ref = obj.import(probe, &mut func);
-    let state_gv = obj.import_data(state_id, &mut func);
-    {
-        let mut fctx = FunctionBuilderContext::new();
-        let mut fb = FunctionBuilder::new(&mut func, &mut fctx);
-        let entry = fb.create_block();
-        fb.append_block_params_for_function_params(entry);
-        fb.switch_to_block(entry);
-        let p = fb.block_params(entry).to_vec();
-        let (input, output, workspace) = (p[0], p[1], p[2]);
-        let flags = MemFlagsData::new().with_notrap();
-        // The CPU check, before any instruction the probe did not vouch for.
-        let slot = fb.create_sized_stack_slot(cranelift_codegen::ir::StackSlotData::new(
-            cranelift_codegen::ir::StackSlotKind::ExplicitSlot,
-            16,
-            4,
-        ));
-        let out = fb.ins().stack_addr(types::I64, slot, 0);
-        fb.ins().call(probe_ref, &[out]);
-        let lacks = fb.create_block();
-        let mut ok = fb.ins().iconst(types::I8, 1);
-        for f in required(features, avx512) {
-            let word = fb.ins().load(types::I32, flags, out, (4 * f.word) as i32);
-            let bits = fb.ins().band_imm_u(word, f.mask as i64);
-            let has = fb.ins().icmp_imm_u(IntCC::Equal, bits, f.mask as i64);
-            ok = fb.ins().band(ok, has);
-        }
-        let run = fb.create_block();
-        fb.ins().brif(ok, run, &[], lacks, &[]);
-        fb.switch_to_block(lacks);
-        fb.seal_block(lacks);
-        let two = fb.ins().iconst(types::I32, 2);
-        fb.ins().return_(&[two]);
-
-        fb.switch_to_block(run);
-        fb.seal_block(run);
-        let arena = fb.ins().iadd_imm_s(workspace, 63);
-        let arena = fb.ins().band_imm_s(arena, -64);
-        let ctx = fb.ins().iadd_imm_s(arena, arena_bytes as i64);
-        let zero = fb.ins().iconst(types::I64, 0);
-        for off in (0..CTX_BYTES).step_by(8) {
-            fb.ins().store(flags, zero, ctx, off as i32);
-        }
-        let dst = fb.ins().iadd_imm_s(arena, input_at as i64);
-        copy_floats(&mut fb, input, dst, input_len);
-        let state = fb.ins().symbol_value(types::I64, state_gv);
-        for (k, refs) in kernel_refs.iter().enumerate() {
-            for (pass, r) in refs.iter().enumerate() {
-                let items = fb.ins().iconst(types::I64, lowered.kernels[k].work.passes[pass] as i64);
-                fb.ins().call(*r, &[arena, state, ctx, zero, items, zero]);
+    let forward_ws = define_c_function(
+        &mut obj,
+        &ws_name,
+        3,
+        Some(types::I32),
+        |obj, func| {
+            let kernels: Vec<Vec<_>> =
+                code.iter().map(|c| c.ids.iter().map(|&id| obj.import(id, func)).collect()).collect();
+            (kernels, obj.import(probe, func), obj.import_data(state_id, func))
+        },
+        |fb, p, (kernel_refs, probe_ref, state_gv)| {
+            let (input, output, workspace) = (p[0], p[1], p[2]);
+            let flags = MemFlagsData::new().with_notrap();
+            // The CPU check, before any instruction the probe did not vouch for.
+            let slot = fb.create_sized_stack_slot(cranelift_codegen::ir::StackSlotData::new(
+                cranelift_codegen::ir::StackSlotKind::ExplicitSlot,
+                16,
+                4,
+            ));
+            let out = fb.ins().stack_addr(types::I64, slot, 0);
+            fb.ins().call(probe_ref, &[out]);
+            let lacks = fb.create_block();
+            let mut ok = fb.ins().iconst(types::I8, 1);
+            for f in required(features, avx512) {
+                let word = fb.ins().load(types::I32, flags, out, (4 * f.word) as i32);
+                let bits = fb.ins().band_imm_u(word, f.mask as i64);
+                let has = fb.ins().icmp_imm_u(IntCC::Equal, bits, f.mask as i64);
+                ok = fb.ins().band(ok, has);
             }
-        }
-        let src = fb.ins().iadd_imm_s(arena, output_at as i64);
-        copy_floats(&mut fb, src, output, output_len);
-        let ok = fb.ins().iconst(types::I32, 0);
-        fb.ins().return_(&[ok]);
-        fb.seal_all_blocks();
-        fb.finalize(config);
-    }
-    obj.define(forward_ws, func, OptLevel::Speed)?;
+            let run = fb.create_block();
+            fb.ins().brif(ok, run, &[], lacks, &[]);
+            fb.switch_to_block(lacks);
+            fb.seal_block(lacks);
+            let two = fb.ins().iconst(types::I32, 2);
+            fb.ins().return_(&[two]);
+
+            fb.switch_to_block(run);
+            fb.seal_block(run);
+            let arena = fb.ins().iadd_imm_s(workspace, 63);
+            let arena = fb.ins().band_imm_s(arena, -64);
+            let ctx = fb.ins().iadd_imm_s(arena, arena_bytes as i64);
+            let zero = fb.ins().iconst(types::I64, 0);
+            for off in (0..CTX_BYTES).step_by(8) {
+                fb.ins().store(flags, zero, ctx, off as i32);
+            }
+            let dst = fb.ins().iadd_imm_s(arena, input_at as i64);
+            copy_floats(fb, input, dst, input_len);
+            let state = fb.ins().symbol_value(types::I64, state_gv);
+            for (k, refs) in kernel_refs.iter().enumerate() {
+                for (pass, r) in refs.iter().enumerate() {
+                    let items = fb.ins().iconst(types::I64, lowered.kernels[k].work.passes[pass] as i64);
+                    fb.ins().call(*r, &[arena, state, ctx, zero, items, zero]);
+                }
+            }
+            let src = fb.ins().iadd_imm_s(arena, output_at as i64);
+            copy_floats(fb, src, output, output_len);
+            let ok = fb.ins().iconst(types::I32, 0);
+            fb.ins().return_(&[ok]);
+        },
+    )?;
 
     // m_forward(input, output) -> i32, on the static workspace.
-    let mut sig2 = Signature::new(cc);
-    sig2.params.extend([AbiParam::new(types::I64), AbiParam::new(types::I64)]);
-    sig2.returns.push(AbiParam::new(types::I32));
     let fwd_name = format!("{prefix}_forward");
-    let forward = obj.declare(&fwd_name, &sig2, Linkage::Export)?;
-    let mut func = obj.new_function(forward, sig2);
-    let ws_ref = obj.import(forward_ws, &mut func);
-    let ws_gv = obj.import_data(static_ws, &mut func);
-    {
-        let mut fctx = FunctionBuilderContext::new();
-        let mut fb = FunctionBuilder::new(&mut func, &mut fctx);
-        let entry = fb.create_block();
-        fb.append_block_params_for_function_params(entry);
-        fb.switch_to_block(entry);
-        let p = fb.block_params(entry).to_vec();
-        let ws = fb.ins().symbol_value(types::I64, ws_gv);
-        let call = fb.ins().call(ws_ref, &[p[0], p[1], ws]);
-        let r = fb.inst_results(call)[0];
-        fb.ins().return_(&[r]);
-        fb.seal_all_blocks();
-        fb.finalize(config);
-    }
-    obj.define(forward, func, OptLevel::Speed)?;
+    define_c_function(
+        &mut obj,
+        &fwd_name,
+        2,
+        Some(types::I32),
+        |obj, func| (obj.import(forward_ws, func), obj.import_data(static_ws, func)),
+        |fb, p, (ws_ref, ws_gv)| {
+            let ws = fb.ins().symbol_value(types::I64, ws_gv);
+            let call = fb.ins().call(ws_ref, &[p[0], p[1], ws]);
+            let r = fb.inst_results(call)[0];
+            fb.ins().return_(&[r]);
+        },
+    )?;
 
     // m_workspace_bytes() -> size_t
-    let mut sig3 = Signature::new(cc);
-    sig3.returns.push(AbiParam::new(types::I64));
     let size_name = format!("{prefix}_workspace_bytes");
-    let size = obj.declare(&size_name, &sig3, Linkage::Export)?;
-    let mut func = obj.new_function(size, sig3);
-    {
-        let mut fctx = FunctionBuilderContext::new();
-        let mut fb = FunctionBuilder::new(&mut func, &mut fctx);
-        let entry = fb.create_block();
-        fb.switch_to_block(entry);
-        let n = fb.ins().iconst(types::I64, workspace_bytes as i64);
-        fb.ins().return_(&[n]);
-        fb.seal_all_blocks();
-        fb.finalize(config);
-    }
-    obj.define(size, func, OptLevel::Speed)?;
+    define_c_function(
+        &mut obj,
+        &size_name,
+        0,
+        Some(types::I64),
+        |_, _| (),
+        |fb, _, ()| {
+            let n = fb.ins().iconst(types::I64, workspace_bytes as i64);
+            fb.ins().return_(&[n]);
+        },
+    )?;
 
     let mut objects = vec![(format!("{}.o", short(prefix)), obj.finish()?, vec![fwd_name, ws_name, size_name])];
     if let (Some(n), Some(bytes)) = (native, micro::native::TILES_OBJECT) {
@@ -314,6 +292,36 @@ pub fn build(
         kernels: lowered.kernels.len(),
         micro: micro.tile.name,
     })
+}
+
+/// Define an exported C function of `params` pointer-sized arguments: `imports` makes
+/// what it calls or addresses reachable from it, `body` writes it from its entry block
+/// (sealed and finalized here).
+fn define_c_function<T>(
+    obj: &mut ObjModule,
+    name: &str,
+    params: usize,
+    ret: Option<types::Type>,
+    imports: impl FnOnce(&mut ObjModule, &mut cranelift_codegen::ir::Function) -> T,
+    body: impl FnOnce(&mut FunctionBuilder, &[cranelift_codegen::ir::Value], T),
+) -> CgResult<cranelift_module::FuncId> {
+    let mut sig = Signature::new(obj.call_conv());
+    sig.params.extend((0..params).map(|_| AbiParam::new(types::I64)));
+    sig.returns.extend(ret.map(AbiParam::new));
+    let id = obj.declare(name, &sig, Linkage::Export)?;
+    let mut func = obj.new_function(id, sig);
+    let imported = imports(obj, &mut func);
+    let mut fctx = FunctionBuilderContext::new();
+    let mut fb = FunctionBuilder::new(&mut func, &mut fctx);
+    let entry = fb.create_block();
+    fb.append_block_params_for_function_params(entry);
+    fb.switch_to_block(entry);
+    let p = fb.block_params(entry).to_vec();
+    body(&mut fb, &p, imported);
+    fb.seal_all_blocks();
+    fb.finalize(obj.frontend_config());
+    obj.define(id, func, OptLevel::Speed)?;
+    Ok(id)
 }
 
 /// An archive member's name: at most 13 characters before `.o`.
