@@ -8,7 +8,7 @@
 //! with the ops' shape rules (`ops::OpRule::infer`) on the graphs built from them: a test
 //! (`compiler/tests/shapes.rs`) asserts it for every example and for random models.
 
-use crate::ast::{self, Ident, StatementKind, ValueKind};
+use crate::ast::{self, Arg, Ident, StatementKind, ValueKind};
 use crate::diag::{suggest, Diagnostic};
 use crate::layers::{resolve_layer, Activation, Layer, Loss, Padding};
 use crate::shape::{conv_padding, window_out, MAX_ELEMENTS};
@@ -70,9 +70,14 @@ pub fn check(model: &ast::Model) -> Result<ModelSpec, Diagnostic> {
                 loss = Some(check_loss(name, s.span, &input, &layers)?);
             }
             StatementKind::Layer { name, args } => {
-                let (layer, kind) = resolve_layer(name, args, s.span)?;
+                let (from, args) = split_from(args)?;
+                let (layer, kind) = resolve_layer(name, &args, s.span)?;
                 let index = layers.len();
-                let input_src = if index == 0 { Ref::Input } else { Ref::Layer(index - 1) };
+                let input_src = match &from {
+                    Some(n) => lookup(&names, n, &layers, &input)?,
+                    None if index == 0 => Ref::Input,
+                    None => Ref::Layer(index - 1),
+                };
                 let in_shape = match input_src {
                     Ref::Input => input.shape.clone(),
                     Ref::Layer(i) => layers[i].out_shape.clone(),
@@ -135,6 +140,7 @@ pub fn check(model: &ast::Model) -> Result<ModelSpec, Diagnostic> {
             .with_label("empty model")
             .with_help("add layers after the `input` statement, like `dense(10)`"));
     }
+    check_all_used(&layers)?;
     Ok(ModelSpec { name: model.name.name.clone(), input, layers, loss, canonical: model.to_string(), span: model.span })
 }
 
@@ -180,6 +186,58 @@ fn input_shape(v: &ast::Value) -> Result<Vec<usize>, Diagnostic> {
         .collect::<Result<Vec<usize>, Diagnostic>>()?;
     check_size(&shape, v.span, "input")?;
     Ok(shape)
+}
+
+/// With `from:` a statement's output can go unread; that is an error here (it would
+/// otherwise be a parameter that no gradient reaches). The last statement is the output.
+fn check_all_used(layers: &[LayerSpec]) -> Result<(), Diagnostic> {
+    let mut used = vec![false; layers.len()];
+    for l in layers {
+        for r in std::iter::once(&l.input).chain(l.other.as_ref()) {
+            if let Ref::Layer(i) = r {
+                used[*i] = true;
+            }
+        }
+    }
+    match layers.iter().zip(&used).take(layers.len() - 1).find(|(_, u)| !**u) {
+        Some((l, _)) => Err(Diagnostic::new(l.span, "the output of this statement is never used")
+            .with_label("nothing reads this")
+            .with_help(match &l.label {
+                Some(n) => format!("read it with `from: {n}` or `add({n})`, or remove the statement"),
+                None => "name it (`NAME: ...`) and read it with `from: NAME` or `add(NAME)`, or remove it".into(),
+            })),
+        None => Ok(()),
+    }
+}
+
+/// `from: NAME`, which any layer statement may carry (its input is then that statement's
+/// output, or the named input, instead of the previous statement's), and the other
+/// arguments, which the layer table binds.
+fn split_from(args: &[Arg]) -> Result<(Option<Ident>, Vec<Arg>), Diagnostic> {
+    let mut from = None;
+    let mut rest = vec![];
+    for a in args {
+        match &a.key {
+            Some(k) if k.name == "from" => {
+                if from.is_some() {
+                    return Err(Diagnostic::new(a.span(), "`from` is given twice").with_label("second `from`"));
+                }
+                match &a.value.kind {
+                    ValueKind::Name(n) => from = Some(Ident { name: n.clone(), span: a.value.span }),
+                    other => {
+                        return Err(Diagnostic::new(
+                            a.value.span,
+                            format!("`from` takes the name of an earlier statement, found `{other}`"),
+                        )
+                        .with_label("not a statement name")
+                        .with_help("write `from: NAME`, where `NAME:` labels an earlier statement or the input"))
+                    }
+                }
+            }
+            _ => rest.push(a.clone()),
+        }
+    }
+    Ok((from, rest))
 }
 
 fn lookup(

@@ -132,6 +132,29 @@ fn name_errors() {
     error(&m("    0: relu"), "3:5", "expected a statement", None);
 }
 
+/// `from: NAME` on any layer: its name must exist already, be a name, be given once; and
+/// every statement's output but the last must be read by someone.
+#[test]
+fn from_errors() {
+    error(&m("    a: relu\n    relu(from: b)\n    add(a)"), "4:16", "no earlier statement is named `b`", Some("a"));
+    error(&m("    relu(from: later)\n    later: relu"), "3:16", "no earlier statement is named `later`", None);
+    error(&m("    a: relu\n    relu(from: 3)"), "4:16", "`from` takes the name of an earlier statement", None);
+    error(&m("    a: relu\n    relu(from: a, from: a)"), "4:19", "`from` is given twice", None);
+    // `b` reads `a`, but nothing reads `b`: the relu takes `a` again.
+    error(
+        &m("    a: conv2d(4, kernel: 3)\n    b: relu\n    relu(from: a)\n    add(a)"),
+        "4:5",
+        "the output of this statement is never used",
+        Some("`from: b` or `add(b)`"),
+    );
+    error(
+        "model m {\n  input x: [4]\n  dense(3)\n  dense(2, from: x)\n  loss mse\n}",
+        "3:3",
+        "the output of this statement is never used",
+        Some("name it"),
+    );
+}
+
 #[test]
 fn structure_errors() {
     error("model m {\n  dense(4)\n}", "1:7", "has no `input` statement", Some("input [1, 28, 28]"));

@@ -172,3 +172,16 @@ fn dropout_masks_drop_about_p_and_scale_the_rest() {
     assert_ne!(a.data, y(1).data, "a new step draws a new mask");
     assert_eq!(a.data, y(0).data, "the same step gives the same mask");
 }
+
+/// Branches: a statement reading an earlier one with `from:` (both paths' gradients sum
+/// where they meet) and one reading the input again.
+#[test]
+fn branches_with_from() {
+    gradcheck(
+        "model m { input [2, 5, 5] stem: conv2d(3, kernel: 3, padding: 1) tanh main: conv2d(3, kernel: 3, stride: 2, padding: 1) \
+         conv2d(3, kernel: 1, stride: 2, from: stem) add(main) flatten dense(2) loss softmax_cross_entropy }",
+        2,
+        41,
+    );
+    gradcheck("model m { input x: [4] dense(3) s: sigmoid dense(3, from: x) add(s) dense(2) loss mse }", 3, 42);
+}

@@ -180,6 +180,10 @@ fn every_op_agrees() {
         ("input [3, 7, 7] batchnorm elu maxpool(3) leaky_relu flatten dense(2) loss mse", 4),
         ("input [2, 6, 6] tanh maxpool(2, stride: 1) relu flatten dense(2) loss mse", 2),
         ("input x: [8] tanh relu add(x) sigmoid dense(2) loss mse", 3),
+        // Branches with `from:`: a ResNet downsampling block (1x1 strided shortcut), and a
+        // statement reading the input again.
+        ("input [2, 8, 8] stem: conv2d(4, kernel: 3, padding: 1) relu conv2d(6, kernel: 3, stride: 2, padding: 1) relu main: conv2d(6, kernel: 3, padding: 1) conv2d(6, kernel: 1, stride: 2, from: stem) add(main) relu flatten dense(3) loss softmax_cross_entropy", 3),
+        ("input x: [5] dense(4) a: tanh dense(4, from: x) add(a) dense(2) loss mse", 4),
     ];
     for (i, (body, batch)) in cases.iter().enumerate() {
         for seed in 0..3u64 {
