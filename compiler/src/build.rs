@@ -200,9 +200,13 @@ impl LayerBuilder<'_> {
                 Mode::Train if *p == 0.0 => Ok(x),
                 Mode::Train => self.op1(ops::Dropout { p: *p, stream: self.l.index as u64 }, &[x]),
             },
+            // Left to right: ((prev + a) + b) + ...
             Layer::Add { .. } => {
-                let other = lookup(self.l.other.expect("add has an operand"));
-                self.op1(ops::Add, &[x, other])
+                let mut sum = x;
+                for &o in &self.l.others {
+                    sum = self.op1(ops::Add, &[sum, lookup(o)])?;
+                }
+                Ok(sum)
             }
             Layer::Softmax => self.op1(ops::Softmax, &[x]),
             Layer::Activation(a) => self.op1(ops::Act { act: *a }, &[x]),

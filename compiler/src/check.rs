@@ -82,15 +82,20 @@ pub fn check(model: &ast::Model) -> Result<ModelSpec, Diagnostic> {
                     Ref::Input => input.shape.clone(),
                     Ref::Layer(i) => layers[i].out_shape.clone(),
                 };
-                let other = match &layer {
-                    Layer::Add { other } => Some(lookup(&names, other, &layers, &input)?),
-                    _ => None,
+                let others = match &layer {
+                    Layer::Add { others } => {
+                        others.iter().map(|o| lookup(&names, o, &layers, &input)).collect::<Result<Vec<_>, _>>()?
+                    }
+                    _ => vec![],
                 };
-                let other_shape = other.map(|o| match o {
-                    Ref::Input => input.shape.clone(),
-                    Ref::Layer(i) => layers[i].out_shape.clone(),
-                });
-                let ctx = ShapeCtx { span: s.span, name: &name.name, other: other_shape.as_deref() };
+                let other_shapes: Vec<Vec<usize>> = others
+                    .iter()
+                    .map(|o| match o {
+                        Ref::Input => input.shape.clone(),
+                        Ref::Layer(i) => layers[*i].out_shape.clone(),
+                    })
+                    .collect();
+                let ctx = ShapeCtx { span: s.span, name: &name.name, others: &other_shapes };
                 let out_shape = infer_shape(&layer, &in_shape, &ctx)?;
                 check_size(&out_shape, s.span, "output")?;
                 let prefix = s.label.as_ref().map_or_else(|| index.to_string(), |l| l.name.clone());
@@ -125,7 +130,7 @@ pub fn check(model: &ast::Model) -> Result<ModelSpec, Diagnostic> {
                     prefix,
                     layer,
                     input: input_src,
-                    other,
+                    others,
                     in_shape,
                     out_shape,
                     params,
@@ -193,7 +198,7 @@ fn input_shape(v: &ast::Value) -> Result<Vec<usize>, Diagnostic> {
 fn check_all_used(layers: &[LayerSpec]) -> Result<(), Diagnostic> {
     let mut used = vec![false; layers.len()];
     for l in layers {
-        for r in std::iter::once(&l.input).chain(l.other.as_ref()) {
+        for r in std::iter::once(&l.input).chain(&l.others) {
             if let Ref::Layer(i) = r {
                 used[*i] = true;
             }
@@ -265,7 +270,8 @@ fn lookup(
 struct ShapeCtx<'a> {
     span: Span,
     name: &'a str,
-    other: Option<&'a [usize]>,
+    /// The shapes of `add`'s other operands.
+    others: &'a [Vec<usize>],
 }
 
 impl ShapeCtx<'_> {
@@ -357,17 +363,18 @@ fn infer_shape(layer: &Layer, x: &[usize], ctx: &ShapeCtx) -> Result<Vec<usize>,
             ctx.expect_flat(x)?;
             x.to_vec()
         }
-        Layer::Add { other } => {
-            let o = ctx.other.expect("add's operand resolved");
-            if o != x {
-                return Err(ctx
-                    .err(format!(
-                        "add needs equal shapes: the previous output is {} but `{}` gives {}",
-                        fmt_shape(x),
-                        other.name,
-                        fmt_shape(o)
-                    ))
-                    .with_help("shapes must match exactly; there is no broadcasting"));
+        Layer::Add { others } => {
+            for (other, o) in others.iter().zip(ctx.others) {
+                if o != x {
+                    return Err(ctx
+                        .err(format!(
+                            "add needs equal shapes: the previous output is {} but `{}` gives {}",
+                            fmt_shape(x),
+                            other.name,
+                            fmt_shape(o)
+                        ))
+                        .with_help("shapes must match exactly; there is no broadcasting"));
+                }
             }
             x.to_vec()
         }

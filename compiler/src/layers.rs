@@ -57,19 +57,45 @@ pub enum Padding {
 /// A resolved layer with typed arguments.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Layer {
-    Dense { units: usize, bias: bool },
-    Conv2d { filters: usize, kernel: [usize; 2], stride: [usize; 2], padding: Padding, bias: bool },
-    MaxPool { size: [usize; 2], stride: [usize; 2] },
-    AvgPool { size: [usize; 2], stride: [usize; 2] },
-    BatchNorm { eps: f64, momentum: f64 },
+    Dense {
+        units: usize,
+        bias: bool,
+    },
+    Conv2d {
+        filters: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: Padding,
+        bias: bool,
+    },
+    MaxPool {
+        size: [usize; 2],
+        stride: [usize; 2],
+    },
+    AvgPool {
+        size: [usize; 2],
+        stride: [usize; 2],
+    },
+    BatchNorm {
+        eps: f64,
+        momentum: f64,
+    },
     Flatten,
     GlobalAvgPool,
     GlobalMaxPool,
-    Dropout { p: f64 },
-    Add { other: Ident },
+    Dropout {
+        p: f64,
+    },
+    /// The previous output plus each named one, left to right.
+    Add {
+        others: Vec<Ident>,
+    },
     Softmax,
     Activation(Activation),
-    Maxout { units: usize, pieces: usize },
+    Maxout {
+        units: usize,
+        pieces: usize,
+    },
 }
 
 /// The largest size, count or padding an argument may have (2^24); it keeps every shape
@@ -90,6 +116,8 @@ pub enum ArgType {
     Bool,
     /// The name of an earlier statement.
     Name,
+    /// One or more names (the last argument only: it takes the remaining positional ones).
+    Names,
 }
 
 impl ArgType {
@@ -101,6 +129,7 @@ impl ArgType {
             ArgType::Float => "a number",
             ArgType::Bool => "`true` or `false`",
             ArgType::Name => "the name of an earlier statement",
+            ArgType::Names => "the names of earlier statements",
         }
     }
 }
@@ -252,9 +281,9 @@ pub static LAYERS: &[LayerDef] = &[
     },
     LayerDef {
         name: "add",
-        doc: "the previous output plus a named earlier statement's output (equal shapes)",
-        args: &[arg("name", T::Name, D::Required, "the statement to add")],
-        build: |a| Ok(Layer::Add { other: a.name("name")? }),
+        doc: "the previous output plus the named earlier statements' outputs, left to right (equal shapes)",
+        args: &[arg("names", T::Names, D::Required, "the statements to add, one or more")],
+        build: |a| Ok(Layer::Add { others: a.names("names")? }),
     },
     LayerDef {
         name: "softmax",
@@ -345,12 +374,16 @@ pub fn resolve_layer(name: &Ident, args: &[Arg], call_span: Span) -> Result<(Lay
 pub struct Args<'a> {
     def: &'static LayerDef,
     values: Vec<Option<&'a Value>>,
+    /// Positional values past the last argument, when that one takes `Names`.
+    rest: Vec<&'a Value>,
     call_span: Span,
 }
 
 impl<'a> Args<'a> {
     fn bind(def: &'static LayerDef, args: &'a [Arg], call_span: Span) -> Result<Args<'a>, Diagnostic> {
         let mut values: Vec<Option<&Value>> = vec![None; def.args.len()];
+        let mut rest = vec![];
+        let variadic = def.args.last().is_some_and(|a| a.ty == ArgType::Names);
         let mut seen_keyword = false;
         for (i, a) in args.iter().enumerate() {
             let slot = match &a.key {
@@ -359,6 +392,10 @@ impl<'a> Args<'a> {
                         return Err(Diagnostic::new(a.span(), "a positional argument after a named one")
                             .with_label("positional argument")
                             .with_help("put positional arguments first"));
+                    }
+                    if i >= def.args.len() && variadic {
+                        rest.push(&a.value);
+                        continue;
                     }
                     if i >= def.args.len() {
                         return Err(Diagnostic::new(
@@ -404,7 +441,7 @@ impl<'a> Args<'a> {
                     .with_help(signature(def)));
             }
         }
-        Ok(Args { def, values, call_span })
+        Ok(Args { def, values, rest, call_span })
     }
 
     fn slot(&self, name: &str) -> (usize, &ArgSpec) {
@@ -545,12 +582,17 @@ impl<'a> Args<'a> {
         }
     }
 
-    fn name(&self, name: &str) -> Result<Ident, Diagnostic> {
-        let (v, span) = self.get(name);
-        match v {
-            ValueKind::Name(n) => Ok(Ident { name: n, span }),
-            other => Err(self.type_error(name, &other, span)),
-        }
+    /// One or more names: the argument's value and every positional value after it.
+    fn names(&self, name: &str) -> Result<Vec<Ident>, Diagnostic> {
+        let (first, span) = self.get(name);
+        let rest = self.rest.iter().map(|v| (v.kind.clone(), v.span));
+        std::iter::once((first, span))
+            .chain(rest)
+            .map(|(v, span)| match v {
+                ValueKind::Name(n) => Ok(Ident { name: n, span }),
+                other => Err(self.type_error(name, &other, span)),
+            })
+            .collect()
     }
 }
 

@@ -77,8 +77,8 @@ pub struct LayerSpec {
     pub prefix: String,
     pub layer: Layer,
     pub input: Ref,
-    /// The second operand of `add`.
-    pub other: Option<Ref>,
+    /// The other operands of `add`, in order.
+    pub others: Vec<Ref>,
     pub in_shape: Vec<usize>,
     pub out_shape: Vec<usize>,
     pub params: Vec<ParamSpec>,

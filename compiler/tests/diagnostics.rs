@@ -147,6 +147,15 @@ fn from_errors() {
         "the output of this statement is never used",
         Some("`from: b` or `add(b)`"),
     );
+    // add with several names: each is looked up, typed and shape-checked.
+    error(&m("    a: relu\n    b: relu\n    add(a, c)"), "5:12", "no earlier statement is named `c`", None);
+    error(&m("    a: relu\n    add(a, 3)"), "4:12", "expects the names of earlier statements", None);
+    error(
+        &m("    a: relu\n    b: conv2d(1, kernel: 3)\n    relu(from: a)\n    add(a, b)"),
+        "6:5",
+        "the previous output is [1, 8, 8] but `b` gives [1, 6, 6]",
+        None,
+    );
     error(
         "model m {\n  input x: [4]\n  dense(3)\n  dense(2, from: x)\n  loss mse\n}",
         "3:3",

@@ -184,4 +184,6 @@ fn branches_with_from() {
         41,
     );
     gradcheck("model m { input x: [4] dense(3) s: sigmoid dense(3, from: x) add(s) dense(2) loss mse }", 3, 42);
+    // One add of three operands: each gets the whole upstream gradient.
+    gradcheck("model m { input x: [4] a: dense(4) b: tanh dense(4, from: x) add(a, b, x) dense(2) loss mse }", 3, 43);
 }
