@@ -130,6 +130,16 @@ fn global_maxpool_two_sgd_steps_match_pytorch() {
     }
 }
 
+/// Branches against PyTorch: a downsampling block whose shortcut reads the stem with
+/// `from:` and is added to the main path (`tests/golden/resblock.nn`); the parameter
+/// names of labelled and unlabelled statements are PyTorch's state_dict keys.
+#[test]
+fn a_branching_block_two_sgd_steps_match_pytorch() {
+    for backend in [Backend::Interp, Backend::Jit] {
+        check_golden("tests/golden/resblock.nn", "tests/golden/resblock.safetensors", backend);
+    }
+}
+
 /// Adam (with weight decay) and SGD with Nesterov momentum and weight decay, three steps,
 /// against torch.optim (within 2e-4 of each weight).
 #[test]

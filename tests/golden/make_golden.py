@@ -2,8 +2,8 @@
 """Golden values from PyTorch for Percept's training step (run once by hand; CI does not
 need torch).
 
-For lenet5.nn, cnn_bn.nn and tests/golden/global_maxpool.nn (as the equivalent
-torch.nn.Sequential, whose state_dict keys are Percept's parameter names), writes
+For lenet5.nn, cnn_bn.nn, tests/golden/global_maxpool.nn and tests/golden/resblock.nn
+(as the equivalent torch module, whose state_dict keys are Percept's parameter names), writes
 `<model>.safetensors` holding:
   init.<name>   the initial weights (PyTorch's default initialization, seed 0)
   batch0.x, batch0.y, batch1.x, batch1.y   two mini-batches of 8 MNIST training images
@@ -62,7 +62,29 @@ def global_maxpool():
     return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), GlobalMaxPool(), nn.Linear(8, 10))
 
 
-MODELS = {"lenet5": lenet5, "cnn_bn": cnn_bn, "global_maxpool": global_maxpool}
+class ResBlock(nn.Module):
+    """tests/golden/resblock.nn: modules named as Percept names the statements' parameters
+    (the label, else the statement's index), so the state_dict keys are the same."""
+
+    def __init__(self):
+        super().__init__()
+        for name, module in [("stem", nn.Conv2d(1, 8, 3, padding=1)), ("2", nn.Conv2d(8, 8, 3, stride=2, padding=1)),
+                             ("main", nn.Conv2d(8, 8, 3, padding=1)), ("5", nn.Conv2d(8, 8, 1, stride=2)),
+                             ("9", nn.Linear(8 * 14 * 14, 10))]:
+            self.add_module(name, module)
+
+    def forward(self, x):
+        stem = self.stem(x)
+        main = getattr(self, "main")(torch.relu(getattr(self, "2")(torch.relu(stem))))
+        shortcut = getattr(self, "5")(stem)
+        return getattr(self, "9")(torch.relu(shortcut + main).flatten(1))
+
+
+def resblock():
+    return ResBlock()
+
+
+MODELS = {"lenet5": lenet5, "cnn_bn": cnn_bn, "global_maxpool": global_maxpool, "resblock": resblock}
 
 
 OPTIMIZERS = {
