@@ -125,8 +125,9 @@ def save_safetensors(path, tensors, metadata):
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
-def record(name, make, batches, settings, make_opt, out):
-    """Train a fresh `make()` on `batches` with `make_opt`; write the last batch and after."""
+def train(make, batches, make_opt, settings):
+    """A fresh `make()` (seed 0) trained on `batches` with `make_opt`: the initial weights
+    and the batches as tensors, the trained model, the losses."""
     torch.manual_seed(0)
     model = make()
     model.train()
@@ -142,6 +143,12 @@ def record(name, make, batches, settings, make_opt, out):
         loss.backward()
         opt.step()
         losses.append(loss.item())
+    return tensors, model, losses
+
+
+def record(name, make, batches, settings, make_opt, out):
+    """Train with `make_opt`; write the last batch and the weights after."""
+    tensors, model, losses = train(make, batches, make_opt, settings)
     tensors = {k: v for k, v in tensors.items() if k.startswith(f"batch{len(batches) - 1}.")}
     tensors.update({f"after.{k}": v.clone() for k, v in model.state_dict().items()})
     meta = {"torch": torch.__version__, "python": sys.version.split()[0], "batch": str(BATCH),
@@ -149,6 +156,10 @@ def record(name, make, batches, settings, make_opt, out):
     meta.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in settings.items()})
     save_safetensors(out, tensors, meta)
     print(f"{out.name}: losses {losses}, torch {torch.__version__}")
+
+
+def sgd(params, _settings):
+    return torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
 
 def main():
@@ -161,23 +172,7 @@ def main():
             settings, make_opt = OPTIMIZERS[opt]
             record(name, MODELS[model], mnist_batches(3), settings, make_opt, OUT / f"{name}.safetensors")
             continue
-        make = MODELS[name]
-        batches = mnist_batches()
-        torch.manual_seed(0)
-        model = make()
-        model.train()
-        tensors = {f"init.{k}": v.clone() for k, v in model.state_dict().items()}
-        for i, (x, y) in enumerate(batches):
-            tensors[f"batch{i}.x"] = x
-            tensors[f"batch{i}.y"] = y.to(torch.float32)
-        opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-        losses = []
-        for x, y in batches:
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+        tensors, model, losses = train(MODELS[name], mnist_batches(), sgd, {})
         tensors.update({f"after.{k}": v.clone() for k, v in model.state_dict().items()})
         meta = {"torch": torch.__version__, "python": sys.version.split()[0], "lr": str(LR),
                 "momentum": str(MOMENTUM), "weight_decay": str(WEIGHT_DECAY), "batch": str(BATCH),
