@@ -31,6 +31,21 @@ pub fn run<T: Real>(
     cx: &StepCtx,
     keep_all: bool,
 ) -> Result<Run<T>, Error> {
+    run_with_hook(g, feed, cx, keep_all, &mut |_, _| Ok(()))
+}
+
+/// What runs after a node (by index), with the values computed so far: a collective point
+/// may read and replace them.
+pub type AfterNode<'a, T> = dyn FnMut(usize, &mut [Option<Tensor<T>>]) -> Result<(), Error> + 'a;
+
+/// [`run`], calling `after` after every node.
+pub fn run_with_hook<T: Real>(
+    g: &Graph,
+    feed: &dyn Fn(&SourceKind) -> Option<Tensor<T>>,
+    cx: &StepCtx,
+    keep_all: bool,
+    after: &mut AfterNode<T>,
+) -> Result<Run<T>, Error> {
     let mut values: Vec<Option<Tensor<T>>> = vec![None; g.values.len()];
     let last_use = g.last_uses();
     let is_output: Vec<bool> = {
@@ -67,6 +82,7 @@ pub fn run<T: Real>(
                 }
             }
         }
+        after(i, &mut values)?;
     }
     Ok(Run { values })
 }

@@ -62,35 +62,55 @@ fn predicted_class(loss: Option<Loss>, row: &[f32]) -> usize {
     }
 }
 
+/// Loss, accuracy, per-class accuracy and confusion matrix of `ds`, in batches of `batch`.
 pub fn evaluate(model: &mut Model, ds: &Dataset, batch: usize) -> Result<EvalReport> {
+    evaluate_shared(model, ds, batch, &crate::parallel::Solo)
+}
+
+/// [`evaluate`] split across the processes of `group`: the batches are dealt out in turn
+/// (process r evaluates batches r, r + K, ...: the same batches as one process, so every
+/// prediction is the same), and the counts and loss sums are added up, so every process
+/// gets the single-process report (the same counts exactly).
+pub fn evaluate_shared(
+    model: &mut Model,
+    ds: &Dataset,
+    batch: usize,
+    group: &dyn crate::parallel::Group,
+) -> Result<EvalReport> {
     let loss = model.spec.loss.map(|l| l.loss);
     let k: usize = model.spec.output_shape().iter().product();
     let classes = ds.class_names().map(|c| c.to_vec()).unwrap_or_default();
     let is_classes = matches!(ds.targets, Targets::Classes { .. });
-    let mut confusion = vec![vec![0u64; classes.len()]; classes.len()];
-    let (mut loss_sum, mut correct, mut counted) = (0.0f64, 0usize, 0usize);
+    let nc = classes.len();
+    // Totals: loss sum, correct, counted, then the confusion matrix row by row.
+    let mut totals = vec![0.0f64; 3 + nc * nc];
     let (mut x, mut t) = (Vec::new(), Vec::new());
     let order: Vec<u32> = (0..ds.len() as u32).collect();
-    for chunk in order.chunks(batch.max(1)) {
+    let (rank, size) = (group.rank(), group.size());
+    for chunk in order.chunks(batch.max(1)).skip(rank).step_by(size) {
         ds.gather_x(chunk, &mut x);
         if let Some(l) = loss {
             ds.gather_targets(chunk, l, k, &mut t);
         }
         let fetch = model.forward(&x, loss.map(|_| t.as_slice()), &[])?;
         if let Some(l) = fetch.loss {
-            loss_sum += l as f64 * chunk.len() as f64;
+            totals[0] += l as f64 * chunk.len() as f64;
         }
         let (c, n) = count_correct(loss, &fetch.prediction, &t, k, is_classes);
-        correct += c;
-        counted += n;
+        totals[1] += c as f64;
+        totals[2] += n as f64;
         if is_classes {
             for (row, &i) in fetch.prediction.chunks(k).zip(chunk) {
                 let truth = ds.label(i as usize).expect("classes") as usize;
-                let guess = predicted_class(loss, row).min(classes.len().saturating_sub(1));
-                confusion[truth][guess] += 1;
+                let guess = predicted_class(loss, row).min(nc.saturating_sub(1));
+                totals[3 + truth * nc + guess] += 1.0;
             }
         }
     }
+    group.allreduce_sum(&mut totals)?;
+    let (loss_sum, correct, counted) = (totals[0], totals[1] as usize, totals[2] as usize);
+    let confusion: Vec<Vec<u64>> =
+        (0..nc).map(|r| totals[3 + r * nc..3 + (r + 1) * nc].iter().map(|&v| v as u64).collect()).collect();
     let per_class = confusion
         .iter()
         .enumerate()

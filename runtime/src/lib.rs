@@ -9,6 +9,7 @@ pub mod machine;
 pub mod memory;
 pub mod model;
 pub mod npy;
+pub mod parallel;
 pub mod rng;
 pub mod tensorfile;
 pub mod viz;

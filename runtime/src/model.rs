@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 use crate::tensorfile::{Data, NamedTensor, TensorFile};
 use percept_compiler::codegen::{self, CodegenOptions};
 use percept_compiler::exec::{
-    self, Executable, Feed, Fetch, InterpExecutable, Optimizer, SlotKind, StateLayout, StateStore,
+    self, Collectives, Executable, Feed, Fetch, InterpExecutable, Optimizer, SingleProcess, SlotKind, StateLayout,
+    StateStore,
 };
 use percept_compiler::ops::StepCtx;
 use percept_compiler::spec::{ModelSpec, ParamRole};
@@ -49,9 +50,18 @@ pub struct KernelTime {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum ProgramKey {
-    Grad { batch: usize },
+    /// With `global`, the program of a shard of `batch` samples of a global batch split
+    /// across processes (data-parallel training: batch norm meets the other processes).
+    Grad {
+        batch: usize,
+        global: Option<usize>,
+    },
     Update,
-    Eval { batch: usize, loss: bool, expose: Vec<usize> },
+    Eval {
+        batch: usize,
+        loss: bool,
+        expose: Vec<usize>,
+    },
 }
 
 /// What the user told us about the data when the weights were trained.
@@ -76,6 +86,8 @@ pub struct Model {
     backend: Backend,
     optimizer: Option<Optimizer>,
     frozen: Vec<String>,
+    /// Whether the state has the slots data-parallel training exchanges.
+    data_parallel: bool,
     cache: HashMap<ProgramKey, Box<dyn Executable>>,
     /// Total time spent compiling programs.
     pub compile_time: Duration,
@@ -111,6 +123,7 @@ impl Model {
             backend: Backend::default(),
             optimizer: None,
             frozen: vec![],
+            data_parallel: false,
             cache: HashMap::new(),
             compile_time: Duration::ZERO,
             codegen: CodegenOptions { threads: Model::default_threads(), ..CodegenOptions::default() },
@@ -168,8 +181,7 @@ impl Model {
             .filter(|p| p.role.trainable() && frozen.iter().any(|f| p.name.starts_with(&format!("{f}."))))
             .map(|p| p.name.clone())
             .collect();
-        let layout = StateLayout::new(&self.spec, opt.state_suffixes());
-        let mut store = StateStore::new(layout);
+        let mut store = StateStore::new(self.layout_for(Some(&opt)));
         for slot in self.store.layout().slots.iter().filter(|s| matches!(s.kind, SlotKind::Param | SlotKind::Running)) {
             store.get_mut(slot.kind, &slot.name).unwrap().copy_from_slice(&self.store.data()[slot.range()]);
         }
@@ -186,7 +198,10 @@ impl Model {
         }
         let start = Instant::now();
         let graph = match key {
-            ProgramKey::Grad { batch } => exec::grad_program(&self.spec, *batch, &self.frozen),
+            ProgramKey::Grad { batch, global: None } => exec::grad_program(&self.spec, *batch, &self.frozen),
+            ProgramKey::Grad { batch, global: Some(global) } => {
+                exec::grad_program_sharded(&self.spec, *batch, *global, &self.frozen)
+            }
             ProgramKey::Update => {
                 let opt = self.optimizer.ok_or_else(|| Error::new("no optimizer was chosen before training"))?;
                 Ok(exec::update_program(&self.spec, &opt, &self.frozen))
@@ -214,7 +229,10 @@ impl Model {
     /// The memory a program needs at a batch size: its arena with every thread's scratch.
     fn arena_bytes(&self, key: &ProgramKey, batch: usize) -> Option<u64> {
         let graph = match key {
-            ProgramKey::Grad { .. } => exec::grad_program(&self.spec, batch, &self.frozen).ok()?,
+            ProgramKey::Grad { global: None, .. } => exec::grad_program(&self.spec, batch, &self.frozen).ok()?,
+            ProgramKey::Grad { global: Some(global), .. } => {
+                exec::grad_program_sharded(&self.spec, batch, *global, &self.frozen).ok()?
+            }
             ProgramKey::Eval { loss, expose, .. } => exec::eval_program(&self.spec, batch, *loss, expose).ok()?,
             ProgramKey::Update => return None,
         };
@@ -229,7 +247,7 @@ impl Model {
     fn too_large(&self, key: &ProgramKey, budget: u64) -> Error {
         use crate::memory::gb;
         let batch = match key {
-            ProgramKey::Grad { batch } | ProgramKey::Eval { batch, .. } => *batch,
+            ProgramKey::Grad { batch, .. } | ProgramKey::Eval { batch, .. } => *batch,
             ProgramKey::Update => 1,
         };
         let state = self.store.data().len() as u64 * 4;
@@ -258,14 +276,18 @@ impl Model {
     }
 
     fn run(&mut self, key: ProgramKey, feed: &Feed, cx: &StepCtx) -> Result<Fetch> {
+        self.run_with(key, feed, cx, &mut SingleProcess)
+    }
+
+    fn run_with(&mut self, key: ProgramKey, feed: &Feed, cx: &StepCtx, coll: &mut dyn Collectives) -> Result<Fetch> {
         self.ensure(&key)?;
         let program = self.cache.get_mut(&key).expect("compiled above");
-        Ok(program.run(&mut self.store, feed, cx)?)
+        Ok(program.run_with(&mut self.store, feed, cx, coll)?)
     }
 
     /// The graph a program was compiled from (compiling it if needed), for inspection.
     pub fn grad_graph(&mut self, batch: usize) -> Result<&percept_compiler::ir::Graph> {
-        let key = ProgramKey::Grad { batch };
+        let key = ProgramKey::Grad { batch, global: None };
         self.ensure(&key)?;
         Ok(self.cache[&key].graph())
     }
@@ -278,7 +300,7 @@ impl Model {
             bail!("kernels exist only on the JIT back end");
         }
         let keys = if training {
-            vec![ProgramKey::Grad { batch }, ProgramKey::Update]
+            vec![ProgramKey::Grad { batch, global: None }, ProgramKey::Update]
         } else {
             vec![ProgramKey::Eval { batch, loss: self.spec.loss.is_some(), expose: vec![] }]
         };
@@ -302,7 +324,7 @@ impl Model {
     /// GEMM-shaped.
     pub fn kernel_profile(&self, batch: usize) -> Vec<KernelTime> {
         let mut out = vec![];
-        for key in [ProgramKey::Grad { batch }, ProgramKey::Update] {
+        for key in [ProgramKey::Grad { batch, global: None }, ProgramKey::Update] {
             let Some(exe) = self.cache.get(&key) else { continue };
             let Some(j) = exe.as_any().downcast_ref::<codegen::JitExecutable>() else { continue };
             for (i, k) in j.program().kernels.iter().enumerate() {
@@ -322,7 +344,7 @@ impl Model {
     /// Compile the training programs for a batch size now, so their errors (such as a
     /// batch-norm batch of 1) surface before training starts.
     pub fn prepare_training(&mut self, batch: usize) -> Result<()> {
-        self.ensure(&ProgramKey::Grad { batch })?;
+        self.ensure(&ProgramKey::Grad { batch, global: None })?;
         self.ensure(&ProgramKey::Update)
     }
 
@@ -342,11 +364,67 @@ impl Model {
     /// statistics are updated. Returns the loss and the predictions.
     pub fn grad_step(&mut self, data: &[f32], target: &[f32], cx: &StepCtx) -> Result<Fetch> {
         let batch = self.batch_of(data)?;
-        let fetch = self.run(ProgramKey::Grad { batch }, &Feed { data, target: Some(target) }, cx)?;
+        let fetch = self.run(ProgramKey::Grad { batch, global: None }, &Feed { data, target: Some(target) }, cx)?;
         for n in self.batches_tracked.values_mut() {
             *n += 1;
         }
         Ok(fetch)
+    }
+
+    /// [`Model::grad_step`] on this process's shard (`data`, `target`) of a global batch of
+    /// `global` samples split across processes: `collectives` merges batch norm's
+    /// statistics and gradient sums with the other processes' and sums the gradients. Needs
+    /// [`Model::set_data_parallel`].
+    pub fn grad_step_shard(
+        &mut self,
+        data: &[f32],
+        target: &[f32],
+        cx: &StepCtx,
+        global: usize,
+        collectives: &mut dyn Collectives,
+    ) -> Result<Fetch> {
+        if !self.data_parallel {
+            bail!("a shard's training step needs the model's state for data parallelism (Model::set_data_parallel)");
+        }
+        let batch = self.batch_of(data)?;
+        let key = ProgramKey::Grad { batch, global: Some(global) };
+        let fetch = self.run_with(key, &Feed { data, target: Some(target) }, cx, collectives)?;
+        for n in self.batches_tracked.values_mut() {
+            *n += 1;
+        }
+        Ok(fetch)
+    }
+
+    /// Compile a shard's training programs (see [`Model::prepare_training`]).
+    pub fn prepare_shard(&mut self, batch: usize, global: usize) -> Result<()> {
+        self.ensure(&ProgramKey::Grad { batch, global: Some(global) })?;
+        self.ensure(&ProgramKey::Update)
+    }
+
+    /// Give the state the slots data-parallel training exchanges (or take them away),
+    /// keeping every value; compiled programs are dropped.
+    pub fn set_data_parallel(&mut self, on: bool) {
+        if on == self.data_parallel {
+            return;
+        }
+        self.data_parallel = on;
+        let mut store = StateStore::new(self.layout_for(self.optimizer.as_ref()));
+        for slot in self.store.layout().slots.iter().filter(|s| s.kind != SlotKind::Exchange) {
+            if let Some(to) = store.get_mut(slot.kind, &slot.name) {
+                to.copy_from_slice(&self.store.data()[slot.range()]);
+            }
+        }
+        self.store = store;
+        self.cache.clear();
+    }
+
+    fn layout_for(&self, opt: Option<&Optimizer>) -> StateLayout {
+        let layout = StateLayout::new(&self.spec, opt.map_or(&[][..], |o| o.state_suffixes()));
+        if self.data_parallel {
+            layout.with_exchange(&self.spec)
+        } else {
+            layout
+        }
     }
 
     /// The optimizer's update of every (unfrozen) parameter from the stored gradients.

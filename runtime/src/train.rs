@@ -10,9 +10,10 @@
 use crate::bail;
 use crate::data::{Dataset, Splits, Targets};
 use crate::error::{Error, Result};
-use crate::eval::{count_correct, evaluate, EvalReport};
+use crate::eval::{count_correct, evaluate_shared, EvalReport};
 use crate::init::InitScheme;
 use crate::model::Model;
+use crate::parallel::{check_same, fingerprint, shard, DataParallel, Group, Solo};
 use crate::rng::epoch_order;
 use crate::schedule::Schedule;
 use crate::tensorfile::{NamedTensor, TensorFile};
@@ -20,6 +21,7 @@ use percept_compiler::exec::{Optimizer, SlotKind};
 use percept_compiler::ops::StepCtx;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -132,6 +134,18 @@ pub fn mini_batches(order: &[u32], start: usize, batch: usize, drop_last: bool) 
     order[start.min(order.len())..].chunks(batch).filter(move |c| !drop_last || c.len() == batch)
 }
 
+/// A fingerprint of a data set's samples and targets (bit patterns), to compare copies.
+fn dataset_fingerprint(d: &Dataset) -> u64 {
+    let x = d.x.iter().map(|v| u64::from(v.to_bits()));
+    let shape = d.sample_shape.iter().map(|&s| s as u64);
+    match &d.targets {
+        Targets::Classes { labels, .. } => fingerprint(shape.chain(x).chain(labels.iter().map(|&l| u64::from(l)))),
+        Targets::Values { values, .. } => {
+            fingerprint(shape.chain(x).chain(values.iter().map(|v| u64::from(v.to_bits()))))
+        }
+    }
+}
+
 /// Where training is: the epoch, how many samples of its permutation are done, and the
 /// global step count. With the seed this is the whole random state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +209,9 @@ pub struct Trainer {
     /// Also checkpoint after every this many steps (0: at epoch ends only).
     pub checkpoint_every: u64,
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// The processes training together ([`crate::parallel`]): each mini-batch is split
+    /// into one contiguous shard per process. [`Solo`] trains alone.
+    pub group: Rc<dyn Group>,
 }
 
 /// The default of `checkpoint_every`: about every 20 s of LeNet-5 training on this machine;
@@ -212,6 +229,7 @@ impl Trainer {
             checkpoint: None,
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             interrupt: None,
+            group: Rc::new(Solo),
         })
     }
 
@@ -256,12 +274,27 @@ impl Trainer {
         if cfg.drop_last && n < cfg.batch {
             bail!("with --drop-last, {} samples make no batch of {}", n, cfg.batch);
         }
+        let group = self.group.clone();
+        let (rank, size) = (group.rank(), group.size());
+        if size > 1 {
+            // Before anything is trained: every process must hold the same model, settings
+            // and data, or their shards would not add up to one model's step.
+            check_same(&*group, fingerprint(model.spec.canonical.bytes().map(u64::from)), "the model")?;
+            let settings = serde_json::to_string(&(&cfg, &self.position)).expect("serializes");
+            check_same(&*group, fingerprint(settings.bytes().map(u64::from)), "the training settings")?;
+            check_same(&*group, dataset_fingerprint(train), "the training data")?;
+            model.set_data_parallel(true);
+        }
         // Compile the specializations up front, so e.g. a batch-norm batch of 1 is an
         // error before the first step rather than at the end of the epoch.
-        model.prepare_training(cfg.batch.min(n))?;
+        let prepare = |model: &mut Model, b: usize| match shard(b, rank, size) {
+            Some(r) => model.prepare_shard(r.len(), b),
+            None => model.prepare_training(b),
+        };
+        prepare(model, cfg.batch.min(n))?;
         let partial = n % cfg.batch;
         if partial != 0 && !cfg.drop_last && n > cfg.batch {
-            model.prepare_training(partial).map_err(|e| {
+            prepare(model, partial).map_err(|e| {
                 Error(format!(
                     "the last mini-batch of each epoch has {partial} sample(s): {e} (or use --drop-last, or another --batch)"
                 ))
@@ -291,10 +324,40 @@ impl Trainer {
                 }
                 lr = schedule.lr(cfg.lr, epoch, self.position.step, total_steps);
                 let cx = StepCtx { seed: cfg.seed, step: self.position.step, lr };
-                train.gather_x(idx, &mut x);
-                train.gather_targets(idx, loss, k, &mut t);
-                let fetch = model.grad_step(&x, &t, &cx)?;
-                let l = fetch.loss.unwrap_or(f32::NAN);
+                // This process's shard of the batch (all of it when the batch is not split).
+                let part = shard(idx.len(), rank, size);
+                let mine = part.clone().map_or(idx, |r| &idx[r]);
+                train.gather_x(mine, &mut x);
+                train.gather_targets(mine, loss, k, &mut t);
+                let fetch = match part {
+                    Some(_) => {
+                        let weight = mine.len() as f64 / idx.len() as f64;
+                        let mut dp = DataParallel { group: &*group, weight };
+                        model.grad_step_shard(&x, &t, &cx, idx.len(), &mut dp)?
+                    }
+                    None => model.grad_step(&x, &t, &cx)?,
+                };
+                let (c, m) = count_correct(Some(loss), &fetch.prediction, &t, k, is_classes);
+                let stop = self.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst));
+                // The batch's loss and counts, and whether any process was interrupted: the
+                // decision to stop is taken together, at a step boundary.
+                let mut step_totals =
+                    [fetch.loss.unwrap_or(f32::NAN) as f64, c as f64, m as f64, f64::from(u8::from(stop))];
+                if size > 1 {
+                    let share = match part {
+                        Some(_) => mine.len() as f64 / idx.len() as f64,
+                        None => f64::from(u8::from(rank == 0)),
+                    };
+                    for v in &mut step_totals[..3] {
+                        *v *= share;
+                    }
+                    step_totals[3] = f64::from(u8::from(stop));
+                    group.allreduce_sum(&mut step_totals)?;
+                    step_totals[1] = step_totals[1].round();
+                    step_totals[2] = step_totals[2].round();
+                }
+                let l = step_totals[0] as f32;
+                let (c, m) = (step_totals[1] as usize, step_totals[2] as usize);
                 if !l.is_finite() {
                     bail!(
                         "the loss became {l} at epoch {}, step {} of the epoch (global step {}); training stopped. \
@@ -310,7 +373,6 @@ impl Trainer {
                 steps += 1;
                 loss_sum += l as f64 * idx.len() as f64;
                 seen += idx.len();
-                let (c, m) = count_correct(Some(loss), &fetch.prediction, &t, k, is_classes);
                 correct += c;
                 counted += m;
                 obs.step(&StepProgress {
@@ -321,7 +383,7 @@ impl Trainer {
                     accuracy: (counted > 0).then(|| correct as f64 / counted as f64),
                     samples_per_s: seen as f64 / start.elapsed().as_secs_f64().max(1e-9),
                 });
-                if self.interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+                if step_totals[3] > 0.0 {
                     outcome = Some(Outcome::Interrupted);
                     break;
                 }
@@ -342,8 +404,9 @@ impl Trainer {
                 self.save_checkpoint(model)?;
                 return Ok(Outcome::Interrupted);
             }
-            let eval =
-                |m: &mut Model, d: &Option<Dataset>| d.as_ref().map(|d| evaluate(m, d, cfg.eval_batch)).transpose();
+            let eval = |m: &mut Model, d: &Option<Dataset>| {
+                d.as_ref().map(|d| evaluate_shared(m, d, cfg.eval_batch, &*group)).transpose()
+            };
             let report = EpochReport {
                 epoch: epoch + 1,
                 steps,

@@ -21,6 +21,7 @@ mod extract;
 mod features;
 mod inspect;
 mod predict;
+mod processes;
 mod run;
 mod train;
 

@@ -1,10 +1,12 @@
 use super::common::{group, load_data, parse_norm, pct, stderr_is_terminal};
 use super::{CliResult, UserError};
 use indicatif::{ProgressBar, ProgressStyle};
+use percept_runtime::parallel::Group;
 use percept_runtime::train::{EpochReport, Observer, OptimizerKind, Outcome, StepProgress};
 use percept_runtime::{Model, TrainConfig, Trainer};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -198,6 +200,22 @@ fn run_dir(model: &Model) -> PathBuf {
 }
 
 pub fn run(a: Args) -> CliResult {
+    let group = super::processes::process_group()?;
+    match train(a, group.clone()) {
+        // An error on one process must not leave the others waiting in a collective.
+        Err(e) if group.size() > 1 => {
+            let who = if group.rank() == 0 { String::new() } else { format!("process {}: ", group.rank()) };
+            eprintln!("error: {who}{}", e.0.trim_end().trim_start_matches("error: "));
+            group.abort(1)
+        }
+        r => r,
+    }
+}
+
+fn train(a: Args, procs: Rc<dyn Group>) -> CliResult {
+    // With several processes, process 0 alone prints, writes the metrics, weights and
+    // checkpoints, and takes the run directory's lock; all of them train.
+    let rank0 = procs.rank() == 0;
     let mut model = Model::from_file(&a.model)?;
     model.set_backend(a.backend.into())?;
     model.codegen.micro = a.microkernel.into();
@@ -218,13 +236,15 @@ pub fn run(a: Args) -> CliResult {
             if a.steps.is_some() {
                 t.config.steps = a.steps;
             }
-            eprintln!(
-                "resuming from {} at epoch {}, sample {} (step {})",
-                path.display(),
-                t.position.epoch + 1,
-                t.position.sample,
-                t.position.step
-            );
+            rank0.then(|| {
+                eprintln!(
+                    "resuming from {} at epoch {}, sample {} (step {})",
+                    path.display(),
+                    t.position.epoch + 1,
+                    t.position.sample,
+                    t.position.step
+                )
+            });
             t
         }
         None => {
@@ -266,14 +286,18 @@ pub fn run(a: Args) -> CliResult {
     }
     splits.apply_norm(model.data_meta.norm);
     model.data_meta.classes = splits.train.class_names().map(|c| c.to_vec());
-    trainer.checkpoint = Some(checkpoint.clone());
+    trainer.checkpoint = rank0.then(|| checkpoint.clone());
+    trainer.group = procs.clone();
 
     trainer.checkpoint_every = a.checkpoint_every;
     trainer.interrupt = Some(Arc::new(AtomicBool::new(false)));
     // One run at a time writes into a run directory: the lock goes with the process, so a
     // killed run leaves none behind.
-    let _lock = lock_run_dir(&checkpoint)?;
+    let _lock = if rank0 { Some(lock_run_dir(&checkpoint)?) } else { None };
     let signal = watch_signals(&trainer)?;
+    if !rank0 {
+        return train_quietly(&mut trainer, &mut model, &splits, &signal);
+    }
     let metrics_path = a.metrics.clone().unwrap_or_else(|| run_dir(&model).join("metrics.jsonl"));
     if let Some(dir) = metrics_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| UserError(format!("cannot create {}: {e}", dir.display())))?;
@@ -296,6 +320,7 @@ pub fn run(a: Args) -> CliResult {
             "normalize": {"mean": model.data_meta.norm.mean, "std": model.data_meta.norm.std},
             "backend": model.backend().name(),
             "threads": model.codegen.threads,
+            "processes": procs.size(),
             "weights": weights.display().to_string(),
             "checkpoint": checkpoint.display().to_string(),
             "checkpoint_every": trainer.checkpoint_every,
@@ -323,6 +348,14 @@ pub fn run(a: Args) -> CliResult {
         model.backend().name(),
         model.codegen.threads
     );
+    if procs.size() > 1 {
+        eprintln!(
+            "{} processes: each trains on its shard of every mini-batch (about {} samples), {} thread(s) each",
+            procs.size(),
+            cfg.batch.div_ceil(procs.size()),
+            model.codegen.threads
+        );
+    }
     let bar = stderr_is_terminal().then(|| {
         let b = ProgressBar::new(0);
         b.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ETA {eta}").expect("valid template"));
@@ -385,10 +418,34 @@ pub fn run(a: Args) -> CliResult {
         }
     }
     if outcome == Outcome::Interrupted {
-        // The shell's convention: 128 + the signal's number.
-        std::process::exit(128 + signal.load(Ordering::SeqCst) as i32);
+        exit_interrupted(&*procs, &signal);
     }
     Ok(())
+}
+
+/// Another process than 0 of a data-parallel run: it trains, and writes and prints nothing.
+fn train_quietly(
+    trainer: &mut Trainer,
+    model: &mut Model,
+    splits: &percept_runtime::data::Splits,
+    signal: &Arc<AtomicUsize>,
+) -> CliResult {
+    if trainer.fit(model, splits, &mut ())? == Outcome::Interrupted {
+        exit_interrupted(&*trainer.group, signal);
+    }
+    Ok(())
+}
+
+/// Exit after an interrupt with the shell's convention, 128 + the signal's number (SIGTERM's
+/// on a process that stopped by the others' decision), once process 0 has written the
+/// checkpoint.
+fn exit_interrupted(procs: &dyn Group, signal: &AtomicUsize) -> ! {
+    let sig = match signal.load(Ordering::SeqCst) {
+        0 => signal_hook::consts::SIGTERM as usize,
+        s => s,
+    };
+    let _ = procs.barrier();
+    std::process::exit(128 + sig as i32);
 }
 
 /// Ctrl-C (SIGINT), SIGTERM (what `kill`, Slurm, Kubernetes and mpirun send) and SIGHUP

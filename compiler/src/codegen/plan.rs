@@ -133,6 +133,7 @@ pub fn plan_memory(g: &Graph, kernels: &[Kernel], layout: &StateLayout, threads:
             OutputRole::Grad(p) => state_slot(layout, SlotKind::Grad, p)?,
             OutputRole::Param(p) => state_slot(layout, SlotKind::Param, p)?,
             OutputRole::State(n) => state_slot(layout, state_kind(layout, n), n)?,
+            OutputRole::Exchange(n) => state_slot(layout, SlotKind::Exchange, n)?,
             _ => continue,
         };
         let producer = g.producer(*v);

@@ -7,6 +7,7 @@ use crate::ir::{Graph, OutputRole};
 use crate::ops::{SourceKind, StepCtx};
 use crate::tensor::Tensor;
 use crate::Error;
+use std::collections::HashMap;
 
 pub struct InterpExecutable {
     graph: Graph,
@@ -30,6 +31,22 @@ fn slot_of(store: &StateStore, kind: &SourceKind) -> Option<(SlotKind, String)> 
     Some((k, name.clone()))
 }
 
+/// The store slot an output is written to (`None`: it goes to the fetch, or it is the
+/// state of an optimizer this store has no slot for).
+fn slot_of_output(store: &StateStore, role: &OutputRole) -> Option<(SlotKind, String)> {
+    match role {
+        OutputRole::Grad(n) => Some((SlotKind::Grad, n.clone())),
+        OutputRole::Param(n) => Some((SlotKind::Param, n.clone())),
+        OutputRole::Exchange(n) => Some((SlotKind::Exchange, n.clone())),
+        OutputRole::State(n) => slot_of(store, &SourceKind::State(n.clone())),
+        _ => None,
+    }
+}
+
+fn no_slot(role: &OutputRole) -> Error {
+    Error::Exec(format!("the state has no slot for {role}"))
+}
+
 impl Executable for InterpExecutable {
     fn graph(&self) -> &Graph {
         &self.graph
@@ -47,57 +64,54 @@ impl Executable for InterpExecutable {
         collectives: &mut dyn Collectives,
     ) -> Result<Fetch, Error> {
         let g = &self.graph;
-        let feed_fn = |kind: &SourceKind| -> Option<Tensor<f32>> {
-            let shape = g.shape(g.source(kind)?).to_vec();
+        // Every source is read before the run: the store is the collectives' while it runs.
+        let mut sources = HashMap::new();
+        for (kind, v) in g.sources() {
+            let shape = g.shape(v).to_vec();
             let data = match kind {
-                SourceKind::Data => feed.data.to_vec(),
-                SourceKind::Target => feed.target?.to_vec(),
-                other => {
-                    let (k, name) = slot_of(store, other)?;
-                    store.get(k, &name)?.to_vec()
-                }
+                SourceKind::Data => Some(feed.data.to_vec()),
+                SourceKind::Target => feed.target.map(<[f32]>::to_vec),
+                other => slot_of(store, other).and_then(|(k, name)| store.get(k, &name).map(<[f32]>::to_vec)),
             };
-            (data.len() == shape.iter().product::<usize>()).then(|| Tensor::new(shape, data))
+            if let Some(data) = data.filter(|d| d.len() == shape.iter().product::<usize>()) {
+                sources.insert(kind.clone(), Tensor::new(shape, data));
+            }
+        }
+        let feed_fn = |kind: &SourceKind| sources.get(kind).cloned();
+        let points = collective_points(g);
+        let mut at_point = |i: usize, values: &mut [Option<Tensor<f32>>]| -> Result<(), Error> {
+            for (_, point) in points.iter().filter(|(after, _)| *after == i) {
+                // The values the point works on go to the store, and come back from it.
+                for (role, v) in &g.outputs {
+                    if let (Some(t), Some((k, name))) = (&values[v.0 as usize], slot_of_output(store, role)) {
+                        store.get_mut(k, &name).ok_or_else(|| no_slot(role))?.copy_from_slice(&t.data);
+                    }
+                }
+                collectives.at(point, store)?;
+                for (role, v) in &g.outputs {
+                    if let (Some(t), Some((k, name))) = (&mut values[v.0 as usize], slot_of_output(store, role)) {
+                        t.data.copy_from_slice(store.get(k, &name).ok_or_else(|| no_slot(role))?);
+                    }
+                }
+            }
+            Ok(())
         };
-        let run = interp::run::<f32>(g, &feed_fn, cx, false).map_err(|e| Error::Exec(e.to_string()))?;
+        let run = interp::run_with_hook::<f32>(g, &feed_fn, cx, false, &mut at_point)
+            .map_err(|e| Error::Exec(e.to_string()))?;
         let mut fetch = Fetch::default();
         for (role, v) in &g.outputs {
             let t = run.get(*v).expect("outputs are kept");
-            let target = match role {
-                OutputRole::Loss => {
-                    fetch.loss = Some(t.data[0]);
-                    continue;
+            match role {
+                OutputRole::Loss => fetch.loss = Some(t.data[0]),
+                OutputRole::Prediction => fetch.prediction = t.data.clone(),
+                OutputRole::Activation(name) => fetch.activations.push((name.clone(), t.data.clone())),
+                OutputRole::InputGrad => fetch.input_grad = Some(t.data.clone()),
+                _ => {
+                    if let Some((k, name)) = slot_of_output(store, role) {
+                        store.get_mut(k, &name).ok_or_else(|| no_slot(role))?.copy_from_slice(&t.data);
+                    }
                 }
-                OutputRole::Prediction => {
-                    fetch.prediction = t.data.clone();
-                    continue;
-                }
-                OutputRole::Activation(name) => {
-                    fetch.activations.push((name.clone(), t.data.clone()));
-                    continue;
-                }
-                OutputRole::InputGrad => {
-                    fetch.input_grad = Some(t.data.clone());
-                    continue;
-                }
-                OutputRole::Grad(n) => (SlotKind::Grad, n.clone()),
-                OutputRole::Param(n) => (SlotKind::Param, n.clone()),
-                OutputRole::State(n) => match slot_of(store, &SourceKind::State(n.clone())) {
-                    Some(s) => s,
-                    None => continue,
-                },
-            };
-            let slot = store
-                .get_mut(target.0, &target.1)
-                .ok_or_else(|| Error::Exec(format!("the state has no slot for {role}")))?;
-            slot.copy_from_slice(&t.data);
-        }
-        // The interpreter runs a graph whole: its points must come after the last node.
-        for (after, point) in collective_points(g) {
-            if after + 1 != g.nodes.len() {
-                return Err(Error::Exec(format!("the interpreter cannot stop for `{point}` inside a program")));
             }
-            collectives.at(&point, store)?;
         }
         Ok(fetch)
     }

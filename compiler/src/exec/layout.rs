@@ -14,6 +14,9 @@ pub enum SlotKind {
     Grad,
     /// Optimizer state (`0.weight.momentum_buffer`, `0.weight.exp_avg`, ...).
     OptState,
+    /// What a collective point merges across processes in data-parallel training
+    /// (`0.batch_mean`, `0.grad_sums_dy`, ...): scratch of one step, not saved.
+    Exchange,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -45,6 +48,9 @@ pub struct StateLayout {
     pub len: usize,
     index: HashMap<(SlotKind, String), usize>,
 }
+
+/// The per-channel vectors a batch-norm statement exchanges (see [`StateLayout::with_exchange`]).
+pub const EXCHANGE_VECTORS: [&str; 4] = ["batch_mean", "batch_var", "sum_dy_xhat", "sum_dy"];
 
 /// Slots start on 16-float (64-byte) boundaries, so vector code never straddles two.
 const ALIGN: usize = 16;
@@ -109,6 +115,20 @@ impl StateLayout {
             }
         }
         layout
+    }
+
+    /// With the slots data-parallel batch norm exchanges at its collective points (after
+    /// every other slot, so nothing else moves): per batch-norm statement, the shard's
+    /// statistics (`P.batch_mean`, `P.batch_var`) and the gradient's sums (`P.sum_dy_xhat`,
+    /// `P.sum_dy`).
+    pub fn with_exchange(mut self, spec: &ModelSpec) -> StateLayout {
+        for l in spec.layers.iter().filter(|l| matches!(l.layer, crate::layers::Layer::BatchNorm { .. })) {
+            let c = vec![l.in_shape[0]];
+            for v in EXCHANGE_VECTORS {
+                self.push(SlotKind::Exchange, &format!("{}.{v}", l.prefix), &c);
+            }
+        }
+        self
     }
 
     fn push(&mut self, kind: SlotKind, name: &str, shape: &[usize]) {

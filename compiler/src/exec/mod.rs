@@ -2,7 +2,9 @@
 //!
 //! A training step is two programs: the *grad* program (forward, loss, backward; running
 //! statistics updated), which ends at a [`CollectivePoint`] where all gradients are ready
-//! (for an allreduce across processes), and the *update* program (the optimizer).
+//! (for an allreduce across processes), and the *update* program (the optimizer). The
+//! grad program of one process's shard in data-parallel training ([`grad_program_sharded`])
+//! has more points inside it, where batch norm's statistics and gradient sums are merged.
 //! Evaluation and inference are programs too. Every program reads and writes the model's
 //! state in one flat [`StateStore`] whose [`StateLayout`] (parameters, running
 //! statistics, gradients contiguously, optimizer state) is fixed before compilation, so a
@@ -11,10 +13,12 @@
 mod interpreted;
 mod layout;
 mod programs;
+mod shard;
 
 pub use interpreted::InterpExecutable;
-pub use layout::{Slot, SlotKind, StateLayout, StateStore};
-pub use programs::{eval_program, grad_program, update_program, Optimizer};
+pub use layout::{Slot, SlotKind, StateLayout, StateStore, EXCHANGE_VECTORS};
+pub use programs::{eval_program, grad_program, grad_program_sharded, update_program, Optimizer};
+pub use shard::shard_batchnorm;
 
 use crate::ir::Graph;
 use crate::ops::StepCtx;
@@ -48,6 +52,13 @@ pub struct Fetch {
 /// computed, nothing after it has started. With one process nothing runs there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CollectivePoint {
+    /// A shard's batch-norm statistics are in the exchange slots `mean` and `var` (the
+    /// mean and biased variance per channel over `count` values each): data-parallel
+    /// training merges them into the global batch's (Chan's formula) in place.
+    BatchNormStats { mean: String, var: String, count: usize },
+    /// A shard's Σ dy·x̂ and Σ dy of a batch norm are in the exchange slots `sums`:
+    /// data-parallel training replaces them by the global batch's.
+    BatchNormGradSums { sums: [String; 2] },
     /// Every gradient is in the state, contiguously ([`StateLayout::grads`]): data-parallel
     /// training sums them across processes here, before the update program.
     GradientsReady,
@@ -56,18 +67,47 @@ pub enum CollectivePoint {
 impl fmt::Display for CollectivePoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            CollectivePoint::BatchNormStats { mean, .. } => write!(f, "batch-norm statistics `{mean}`"),
+            CollectivePoint::BatchNormGradSums { sums } => write!(f, "batch-norm gradient sums `{}`", sums[0]),
             CollectivePoint::GradientsReady => f.write_str("gradients ready"),
         }
     }
 }
 
-/// The collective points of a graph: (the node after which, the point), in node order.
+/// The collective points of a graph: (the node after which, the point), in node order:
+/// after each `batchnorm_stats` and `batchnorm_grad_sums` node (whose outputs are exchange
+/// outputs), and after the last node of a program with gradients.
 pub fn collective_points(g: &Graph) -> Vec<(usize, CollectivePoint)> {
-    let grads = g.outputs.iter().any(|(r, _)| matches!(r, crate::ir::OutputRole::Grad(_)));
-    match (grads, g.nodes.len()) {
-        (true, n) if n > 0 => vec![(n - 1, CollectivePoint::GradientsReady)],
-        _ => vec![],
+    use crate::ir::OutputRole;
+    let exchange = |v: crate::ir::ValueId| {
+        g.outputs.iter().find_map(|(r, o)| match r {
+            OutputRole::Exchange(name) if *o == v => Some(name.clone()),
+            _ => None,
+        })
+    };
+    let mut points = vec![];
+    for (i, n) in g.nodes.iter().enumerate() {
+        let names = || -> Option<[String; 2]> { Some([exchange(n.outputs[0])?, exchange(n.outputs[1])?]) };
+        match &n.op {
+            crate::ops::Op::BatchNormStats(_) => {
+                if let Some([mean, var]) = names() {
+                    let (b, _, inner) = crate::ops::batchnorm_layout(g.shape(n.inputs[0]));
+                    points.push((i, CollectivePoint::BatchNormStats { mean, var, count: b * inner }));
+                }
+            }
+            crate::ops::Op::BatchNormGradSums(_) => {
+                if let Some(sums) = names() {
+                    points.push((i, CollectivePoint::BatchNormGradSums { sums }));
+                }
+            }
+            _ => {}
+        }
     }
+    let grads = g.outputs.iter().any(|(r, _)| matches!(r, OutputRole::Grad(_)));
+    if grads && !g.nodes.is_empty() {
+        points.push((g.nodes.len() - 1, CollectivePoint::GradientsReady));
+    }
+    points
 }
 
 /// What runs at a program's collective points (an allreduce with MPI).

@@ -48,6 +48,21 @@ pub fn grad_program(spec: &ModelSpec, batch: usize, frozen: &[String]) -> Result
         .map_err(|e| Diagnostic::new(spec.span, format!("internal error in autodiff: {e}")))
 }
 
+/// The grad program of one process's shard of `local` samples of a global batch of
+/// `global` split across processes: [`grad_program`] with batch norm split at collective
+/// points ([`super::shard_batchnorm`]). Its state needs the exchange slots
+/// ([`super::StateLayout::with_exchange`]).
+pub fn grad_program_sharded(
+    spec: &ModelSpec,
+    local: usize,
+    global: usize,
+    frozen: &[String],
+) -> Result<Graph, Diagnostic> {
+    let g = grad_program(spec, local, frozen)?;
+    super::shard_batchnorm(&g, local, global)
+        .map_err(|e| Diagnostic::new(spec.span, format!("internal error in sharding batch norm: {e}")))
+}
+
 /// The optimizer's update of every trainable parameter not in `frozen`.
 pub fn update_program(spec: &ModelSpec, opt: &Optimizer, frozen: &[String]) -> Graph {
     let mut g = Graph::new(&spec.name, 0, Mode::Train);

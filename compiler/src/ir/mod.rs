@@ -82,6 +82,10 @@ pub enum OutputRole {
     Activation(String),
     /// The gradient of the loss with respect to the data input.
     InputGrad,
+    /// A value of this process's shard that a collective point right after its node merges
+    /// across processes (data-parallel batch norm: the batch statistics, the gradient's
+    /// sums), in the state's `Exchange` slot of that name.
+    Exchange(String),
 }
 
 impl fmt::Display for OutputRole {
@@ -94,6 +98,7 @@ impl fmt::Display for OutputRole {
             OutputRole::Param(n) => write!(f, "param \"{n}\""),
             OutputRole::Activation(n) => write!(f, "activation \"{n}\""),
             OutputRole::InputGrad => f.write_str("input_grad"),
+            OutputRole::Exchange(n) => write!(f, "exchange \"{n}\""),
         }
     }
 }

@@ -90,6 +90,7 @@ fn role(text: &str) -> Option<OutputRole> {
         ("state", Some(n)) => OutputRole::State(n),
         ("param", Some(n)) => OutputRole::Param(n),
         ("activation", Some(n)) => OutputRole::Activation(n),
+        ("exchange", Some(n)) => OutputRole::Exchange(n),
         _ => return None,
     })
 }

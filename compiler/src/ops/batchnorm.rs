@@ -255,3 +255,153 @@ impl OpRule for RunningUpdate {
         Ok(vec![Tensor::new(ins[0].shape.clone(), data)])
     }
 }
+
+// Batch norm split at collective points, for data-parallel training
+// (`exec::shard_batchnorm`): the statistics of one process's shard (x → mean, biased
+// variance) are merged across processes at a point, then normalized with `BatchNormEval`;
+// the gradient's two sums of a shard are summed across processes at another point, then
+// applied by `BatchNormGradInput`. Autodiff never sees these ops: the split rewrites a
+// differentiated graph.
+
+/// x → (mean, biased variance) per channel, two-pass in f64: one shard's statistics.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormStats;
+
+impl OpRule for BatchNormStats {
+    fn name(&self) -> &'static str {
+        "batchnorm_stats"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        t.named("batchnorm_stats", || BatchNormStats)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        let c = check_inputs(ins, 1, &[])?;
+        Ok(vec![vec![c], vec![c]])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let (mean, var) = channel_stats(ins[0]);
+        let mut out = with_channel_vectors(Tensor::new(vec![0], vec![]), &mean, &var);
+        out.remove(0);
+        Ok(out)
+    }
+
+    fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
+        3 * super::numel(ins[0])
+    }
+}
+
+/// (x, mean, var, dy) → (Σ dy·x̂, Σ dy) per channel, in f64: one shard's sums of the
+/// batch-norm gradient (dγ and dβ of the shard).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormGradSums {
+    pub eps: f64,
+}
+
+impl OpRule for BatchNormGradSums {
+    fn name(&self) -> &'static str {
+        "batchnorm_grad_sums"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "batchnorm_grad_sums").then(|| Ok(BatchNormGradSums { eps: t.f64("eps")? }))
+    }
+
+    fn attrs(&self) -> String {
+        format!("eps={}", self.eps)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        let c = check_inputs(ins, 4, &["mean", "var"])?;
+        super::same(ins[0], ins[3], "x and dy")?;
+        Ok(vec![vec![c], vec![c]])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let (x, mean, var, dy) = (ins[0], ins[1], ins[2], ins[3]);
+        let (_, c, inner) = channel_layout(&x.shape);
+        let istd: Vec<f64> = var.data.iter().map(|v| 1.0 / (v.as_f64() + self.eps).sqrt()).collect();
+        let (mut dgamma, mut dbeta) = (vec![0.0; c], vec![0.0; c]);
+        for i in 0..x.data.len() {
+            let ch = (i / inner) % c;
+            let xhat = (x.data[i].as_f64() - mean.data[ch].as_f64()) * istd[ch];
+            dbeta[ch] += dy.data[i].as_f64();
+            dgamma[ch] += dy.data[i].as_f64() * xhat;
+        }
+        let mut out = with_channel_vectors(Tensor::new(vec![0], vec![]), &dgamma, &dbeta);
+        out.remove(0);
+        Ok(out)
+    }
+
+    fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
+        5 * super::numel(ins[0])
+    }
+}
+
+/// (x, mean, var, γ, dy, Σ dy·x̂, Σ dy) → (dx, dγ, dβ), the sums being the global batch's
+/// (`count` values per channel):
+/// dx = γ·istd·(dy − scale·(Σ dy + x̂·Σ dy·x̂)/count). `scale` is the global batch over
+/// this shard's: each process's loss is the mean over its own shard, so its dy is `scale`
+/// times the global loss's, and so are dx and everything upstream (the gradients' collective
+/// weights them back). dγ and dβ are the global sums.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormGradInput {
+    pub eps: f64,
+    pub count: usize,
+    pub scale: f64,
+}
+
+impl OpRule for BatchNormGradInput {
+    fn name(&self) -> &'static str {
+        "batchnorm_grad_input"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "batchnorm_grad_input")
+            .then(|| Ok(BatchNormGradInput { eps: t.f64("eps")?, count: t.usize("count")?, scale: t.f64("scale")? }))
+    }
+
+    fn attrs(&self) -> String {
+        format!("eps={} count={} scale={}", self.eps, self.count, self.scale)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        // dy (input 4) is x-shaped: the vectors are checked by position.
+        arity(ins, 7)?;
+        check_x(ins[0])?;
+        let (_, c, _) = channel_layout(ins[0]);
+        for (i, what) in [(1, "mean"), (2, "var"), (3, "γ"), (5, "Σ dy·x̂"), (6, "Σ dy")] {
+            if ins[i] != [c] {
+                return Err(format!("{what} must be [{c}], found {:?}", ins[i]));
+            }
+        }
+        super::same(ins[0], ins[4], "x and dy")?;
+        if self.count < 2 {
+            return Err(format!("batch norm in training needs more than one value per channel, found {}", self.count));
+        }
+        Ok(vec![ins[0].to_vec(), vec![c], vec![c]])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let (x, mean, var, gamma, dy, sdx, sd) = (ins[0], ins[1], ins[2], ins[3], ins[4], ins[5], ins[6]);
+        let (_, c, inner) = channel_layout(&x.shape);
+        let m = self.count as f64;
+        let istd: Vec<f64> = var.data.iter().map(|v| 1.0 / (v.as_f64() + self.eps).sqrt()).collect();
+        let dx = (0..x.data.len())
+            .map(|i| {
+                let ch = (i / inner) % c;
+                let xhat = (x.data[i].as_f64() - mean.data[ch].as_f64()) * istd[ch];
+                let g = gamma.data[ch].as_f64() * istd[ch];
+                let mix = self.scale * (sd.data[ch].as_f64() + xhat * sdx.data[ch].as_f64()) / m;
+                T::from_f64(g * (dy.data[i].as_f64() - mix))
+            })
+            .collect();
+        Ok(vec![Tensor::new(x.shape.clone(), dx), sdx.clone(), sd.clone()])
+    }
+
+    fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
+        6 * super::numel(ins[0])
+    }
+}

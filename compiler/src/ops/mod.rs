@@ -20,7 +20,8 @@ mod source;
 
 pub use activation::{Act, ActGrad, Softmax, SoftmaxGrad};
 pub use batchnorm::{
-    channel_layout as batchnorm_layout, channel_stats, BatchNormEval, BatchNormTrain, BatchNormTrainGrad, RunningUpdate,
+    channel_layout as batchnorm_layout, channel_stats, BatchNormEval, BatchNormGradInput, BatchNormGradSums,
+    BatchNormStats, BatchNormTrain, BatchNormTrainGrad, RunningUpdate,
 };
 pub use conv::{Conv2d, Conv2dGradInput, Conv2dGradWeight, ConvGeom};
 pub use dense::{BiasAdd, BiasGrad, MatMul, MaxoutGrad, MaxoutReduce};
@@ -280,6 +281,9 @@ op_table! {
     BatchNormTrain(BatchNormTrain),
     BatchNormTrainGrad(BatchNormTrainGrad),
     BatchNormEval(BatchNormEval),
+    BatchNormStats(BatchNormStats),
+    BatchNormGradSums(BatchNormGradSums),
+    BatchNormGradInput(BatchNormGradInput),
     RunningUpdate(RunningUpdate),
     MaxoutReduce(MaxoutReduce),
     MaxoutGrad(MaxoutGrad),

@@ -1,0 +1,351 @@
+//! Data-parallel training: K processes train one model, each on its shard of every
+//! mini-batch, meeting at the grad program's collective points.
+//!
+//! The processes are a [`Group`] (rank, size, allgather, broadcast, barrier): [`Solo`] for
+//! one process, [`ThreadGroup`] for K members inside one process (the tests, which need no
+//! MPI), and `MpiGroup` over MPI's world communicator with the `mpi` feature. The trainer
+//! has one code path for all of them.
+//!
+//! [`DataParallel`] is what runs at the points ([`Collectives`]): it merges batch norm's
+//! shard statistics (Chan's formula over (count, mean, M2)), adds its gradient sums, and
+//! adds the gradients, each contribution weighted by its shard's share of the batch.
+//! Every sum is taken over an allgather in rank order in f64, so every process gets the
+//! same bits, and two runs with the same K give the same bits. Results depend on K only
+//! through rounding (docs/ARCHITECTURE.md).
+
+#[cfg(feature = "mpi")]
+mod mpi;
+#[cfg(feature = "mpi")]
+pub use self::mpi::MpiGroup;
+
+use crate::error::{Error, Result};
+use percept_compiler::exec::{CollectivePoint, Collectives, SlotKind, StateStore};
+use std::ops::Range;
+use std::sync::{Arc, Barrier, Mutex};
+
+/// The processes of a data-parallel run.
+pub trait Group {
+    /// This process's index, 0..size.
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    /// Every process's `local` (the same length on all), in rank order.
+    fn allgather(&self, local: &[f64]) -> Result<Vec<f64>>;
+    /// `buf` of process `root`, on every process.
+    fn broadcast(&self, root: usize, buf: &mut [u64]) -> Result<()>;
+    fn barrier(&self) -> Result<()>;
+
+    /// End this process with exit code `code`, and with it every process of the group
+    /// (after an error on one, the others must not wait in a collective forever).
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
+
+    /// Σ over processes of `buf`, in rank order (the same bits on every process).
+    fn allreduce_sum(&self, buf: &mut [f64]) -> Result<()> {
+        if self.size() == 1 {
+            return Ok(());
+        }
+        let all = self.allgather(buf)?;
+        let n = buf.len().max(1);
+        for (i, b) in buf.iter_mut().enumerate() {
+            // 0.0 + first contribution is exact, so a sum of one process's values is itself.
+            *b = all.iter().skip(i).step_by(n).sum();
+        }
+        Ok(())
+    }
+}
+
+/// One process.
+pub struct Solo;
+
+impl Group for Solo {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn allgather(&self, local: &[f64]) -> Result<Vec<f64>> {
+        Ok(local.to_vec())
+    }
+    fn broadcast(&self, _: usize, _: &mut [u64]) -> Result<()> {
+        Ok(())
+    }
+    fn barrier(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// K members of a group inside one process (one per thread), through shared memory: what
+/// the tests run K-process training with, without MPI.
+pub struct ThreadGroup {
+    rank: usize,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    size: usize,
+    slots: Mutex<Vec<Vec<f64>>>,
+    words: Mutex<Vec<u64>>,
+    barrier: Barrier,
+}
+
+impl ThreadGroup {
+    /// The `size` members, to be moved to one thread each.
+    pub fn new(size: usize) -> Vec<ThreadGroup> {
+        let shared = Arc::new(Shared {
+            size,
+            slots: Mutex::new(vec![vec![]; size]),
+            words: Mutex::new(vec![]),
+            barrier: Barrier::new(size),
+        });
+        (0..size).map(|rank| ThreadGroup { rank, shared: shared.clone() }).collect()
+    }
+}
+
+impl Group for ThreadGroup {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.shared.size
+    }
+    fn allgather(&self, local: &[f64]) -> Result<Vec<f64>> {
+        self.shared.slots.lock().expect("a member panicked")[self.rank] = local.to_vec();
+        self.shared.barrier.wait();
+        let all = self.shared.slots.lock().expect("a member panicked").concat();
+        // Nobody writes the next round before everyone has read this one.
+        self.shared.barrier.wait();
+        if all.len() != local.len() * self.size() {
+            return Err(Error::new("the processes exchanged buffers of different lengths"));
+        }
+        Ok(all)
+    }
+    fn broadcast(&self, root: usize, buf: &mut [u64]) -> Result<()> {
+        if self.rank == root {
+            *self.shared.words.lock().expect("a member panicked") = buf.to_vec();
+        }
+        self.shared.barrier.wait();
+        let words = self.shared.words.lock().expect("a member panicked").clone();
+        self.shared.barrier.wait();
+        if words.len() != buf.len() {
+            return Err(Error::new("a broadcast of a different length than the root's"));
+        }
+        buf.copy_from_slice(&words);
+        Ok(())
+    }
+    fn barrier(&self) -> Result<()> {
+        self.shared.barrier.wait();
+        Ok(())
+    }
+}
+
+/// The contiguous shard of a batch of `n` samples that process `rank` of `size` trains
+/// on: sizes differ by at most one, the larger first. A batch of fewer than two samples
+/// per process is not split (`None`): every process computes it whole (the same bits
+/// everywhere, no communication), as a shard of one sample cannot have batch statistics.
+pub fn shard(n: usize, rank: usize, size: usize) -> Option<Range<usize>> {
+    if size <= 1 || n < 2 * size {
+        return None;
+    }
+    let (per, extra) = (n / size, n % size);
+    let start = rank * per + rank.min(extra);
+    Some(start..start + per + usize::from(rank < extra))
+}
+
+/// What runs at the collective points of one step of a shard that holds `weight` (its
+/// samples over the batch's) of the batch.
+pub struct DataParallel<'g> {
+    pub group: &'g dyn Group,
+    pub weight: f64,
+}
+
+fn slot<'s>(store: &'s mut StateStore, name: &str) -> std::result::Result<&'s mut [f32], percept_compiler::Error> {
+    store
+        .get_mut(SlotKind::Exchange, name)
+        .ok_or_else(|| percept_compiler::Error::Exec(format!("the state has no exchange slot `{name}`")))
+}
+
+impl DataParallel<'_> {
+    /// Replace `parts` of the store by Σ over processes of weight × part.
+    fn weighted_sum(&self, store: &mut StateStore, parts: &[Range<usize>]) -> Result<()> {
+        let mut local: Vec<f64> =
+            parts.iter().flat_map(|r| store.data()[r.clone()].iter().map(|&v| v as f64 * self.weight)).collect();
+        self.group.allreduce_sum(&mut local)?;
+        let mut it = local.into_iter();
+        for r in parts {
+            for v in &mut store.data_mut()[r.clone()] {
+                *v = it.next().expect("as many values as gathered") as f32;
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_stats(&self, store: &mut StateStore, mean: &str, var: &str, count: usize) -> Result<()> {
+        let m: Vec<f64> = slot(store, mean)?.iter().map(|&v| v as f64).collect();
+        let v: Vec<f64> = slot(store, var)?.iter().map(|&v| v as f64).collect();
+        let c = m.len();
+        let local: Vec<f64> = std::iter::once(count as f64).chain(m).chain(v).collect();
+        let all = self.group.allgather(&local)?;
+        // Chan et al.'s pairwise update, process by process in rank order.
+        let (mut n, mut mu, mut m2) = (0.0f64, vec![0.0f64; c], vec![0.0f64; c]);
+        for part in all.chunks(1 + 2 * c) {
+            let nb = part[0];
+            if nb == 0.0 {
+                continue;
+            }
+            let total = n + nb;
+            for ch in 0..c {
+                let (mb, vb) = (part[1 + ch], part[1 + c + ch]);
+                let delta = mb - mu[ch];
+                mu[ch] += delta * nb / total;
+                m2[ch] += vb * nb + delta * delta * n * nb / total;
+            }
+            n = total;
+        }
+        for (s, x) in slot(store, mean)?.iter_mut().zip(&mu) {
+            *s = *x as f32;
+        }
+        for (s, x) in slot(store, var)?.iter_mut().zip(&m2) {
+            *s = (*x / n) as f32;
+        }
+        Ok(())
+    }
+}
+
+impl Collectives for DataParallel<'_> {
+    fn at(
+        &mut self,
+        point: &CollectivePoint,
+        store: &mut StateStore,
+    ) -> std::result::Result<(), percept_compiler::Error> {
+        let r = match point {
+            CollectivePoint::BatchNormStats { mean, var, count } => self.merge_stats(store, mean, var, *count),
+            CollectivePoint::BatchNormGradSums { sums } => {
+                let layout = store.layout();
+                let parts: Option<Vec<Range<usize>>> =
+                    sums.iter().map(|s| layout.find(SlotKind::Exchange, s).map(|s| s.range())).collect();
+                match parts {
+                    Some(p) => self.weighted_sum(store, &p),
+                    None => Err(Error::new("the state has no exchange slots for batch norm's gradient sums")),
+                }
+            }
+            CollectivePoint::GradientsReady => {
+                let grads = store.layout().grads();
+                self.weighted_sum(store, &[grads])
+            }
+        };
+        r.map_err(|e| percept_compiler::Error::Exec(format!("at the collective point `{point}`: {e}")))
+    }
+}
+
+/// FNV-1a over 64-bit words: how processes compare their copies of the model and data.
+pub fn fingerprint(words: impl IntoIterator<Item = u64>) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for w in words {
+        h ^= w;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// Stop every process with the same error unless all hold the same `value` as process 0
+/// (`what` names it: "the data set", "the model"); the message names the first process
+/// that differs.
+pub fn check_same(group: &dyn Group, value: u64, what: &str) -> Result<()> {
+    let mut root = [value];
+    group.broadcast(0, &mut root)?;
+    let differs = [f64::from(u8::from(root[0] != value))];
+    let all = group.allgather(&differs)?;
+    match all.iter().position(|&d| d != 0.0) {
+        Some(r) => Err(Error(format!(
+            "process {r} of {} has a different copy of {what} than process 0; every process must read the same files",
+            group.size()
+        ))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_the_batch_in_order() {
+        for (n, k) in [(64, 2), (64, 3), (63, 2), (10, 3), (7, 3), (6, 3), (5, 3), (100, 7)] {
+            let shards: Vec<_> = (0..k).map(|r| shard(n, r, k)).collect();
+            if n < 2 * k {
+                assert!(shards.iter().all(Option::is_none), "{n} over {k}");
+                continue;
+            }
+            let shards: Vec<Range<usize>> = shards.into_iter().map(Option::unwrap).collect();
+            assert_eq!(shards[0].start, 0);
+            assert_eq!(shards[k - 1].end, n);
+            for w in shards.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+                assert!(w[0].len() == w[1].len() || w[0].len() == w[1].len() + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn thread_group_sums_in_rank_order_and_broadcasts() {
+        let members = ThreadGroup::new(3);
+        let out: Vec<(Vec<f64>, [u64; 2])> = std::thread::scope(|s| {
+            let hs: Vec<_> = members
+                .iter()
+                .map(|g| {
+                    s.spawn(move || {
+                        let mut v = vec![g.rank() as f64, 1.0];
+                        g.allreduce_sum(&mut v).unwrap();
+                        let mut w = [g.rank() as u64 + 7, 9];
+                        g.broadcast(1, &mut w).unwrap();
+                        (v, w)
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (v, w) in out {
+            assert_eq!(v, [3.0, 3.0]);
+            assert_eq!(w, [8, 9]);
+        }
+    }
+
+    #[test]
+    fn merged_statistics_equal_the_whole_batch() {
+        // Three shards of different sizes: Chan's merge gives the statistics of all values.
+        let shards: [&[f64]; 3] = [&[1.0, 2.0, 4.0], &[-3.0, 0.5], &[10.0, 11.0, 12.0, 13.0]];
+        let all: Vec<f64> = shards.concat();
+        let mean = all.iter().sum::<f64>() / all.len() as f64;
+        let var = all.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / all.len() as f64;
+        let members = ThreadGroup::new(3);
+        std::thread::scope(|s| {
+            for (g, xs) in members.iter().zip(shards) {
+                s.spawn(move || {
+                    let spec = percept_compiler::parse_and_check(&percept_compiler::SourceFile::new(
+                        "m.nn",
+                        "model m { input [1] batchnorm }",
+                    ))
+                    .unwrap();
+                    let layout = percept_compiler::exec::StateLayout::new(&spec, &[]).with_exchange(&spec);
+                    let mut store = StateStore::new(layout);
+                    let m = xs.iter().sum::<f64>() / xs.len() as f64;
+                    let v = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / xs.len() as f64;
+                    store.get_mut(SlotKind::Exchange, "0.batch_mean").unwrap()[0] = m as f32;
+                    store.get_mut(SlotKind::Exchange, "0.batch_var").unwrap()[0] = v as f32;
+                    let point = CollectivePoint::BatchNormStats {
+                        mean: "0.batch_mean".into(),
+                        var: "0.batch_var".into(),
+                        count: xs.len(),
+                    };
+                    DataParallel { group: g, weight: 0.0 }.at(&point, &mut store).unwrap();
+                    let got_m = store.get(SlotKind::Exchange, "0.batch_mean").unwrap()[0] as f64;
+                    let got_v = store.get(SlotKind::Exchange, "0.batch_var").unwrap()[0] as f64;
+                    assert!((got_m - mean).abs() < 1e-6 * mean.abs().max(1.0), "{got_m} {mean}");
+                    assert!((got_v - var).abs() < 1e-6 * var, "{got_v} {var}");
+                });
+            }
+        });
+    }
+}
