@@ -133,26 +133,31 @@ fn k_processes_train_the_single_process_model(model: &str, ks: &[usize], steps: 
     }
 }
 
-// Results depend on K through rounding only: the shards' partial sums are added in
-// another order than one process adds them. Over many steps of SGD with momentum such
-// differences grow, quickly once a max-pooling window's two nearly equal values trade
-// places (docs/ARCHITECTURE.md, "Data parallelism", gives the measured growth).
+// Results depend on K through rounding only: a shard's per-sample values are one
+// process's (the loss divides by the global batch; batch norm's statistics and gradient
+// sums are the global batch's, in f64), but the shards' weight gradients are added in
+// another order than one process adds them (f32 partial sums, then f64 across shards).
+// Over steps of SGD with momentum such differences grow, slowly until two nearly equal
+// values of a max-pooling window trade places (docs/ARCHITECTURE.md, "Data parallelism",
+// has the measured growth; `measure_distance_by_steps` prints it).
 
 #[test]
-fn lenet5_with_two_processes_trains_the_single_process_model_for_20_steps() {
-    k_processes_train_the_single_process_model("lenet5", &[2], 20, 1e-5);
+fn lenet5_with_two_and_three_processes_trains_the_single_process_model_for_20_steps() {
+    k_processes_train_the_single_process_model("lenet5", &[2, 3], 20, 1e-5);
 }
 
 #[test]
-fn lenet5_with_two_and_three_processes_agrees_to_rounding_after_5_steps() {
-    k_processes_train_the_single_process_model("lenet5", &[2, 3], 5, 1e-6);
-}
-
-#[test]
-fn cnn_bn_with_two_and_three_processes_agrees_to_rounding_after_5_steps() {
+fn cnn_bn_with_three_processes_trains_the_single_process_model_for_20_steps() {
     // Batch norm over the global batch: with each shard's own statistics the runs would
     // differ by about 1e-2 after one step.
-    k_processes_train_the_single_process_model("cnn_bn", &[2, 3], 5, 1e-6);
+    k_processes_train_the_single_process_model("cnn_bn", &[3], 20, 1e-5);
+}
+
+#[test]
+fn cnn_bn_with_two_processes_agrees_to_rounding_for_5_steps() {
+    // With two processes a max-pooling near-tie flips between steps 5 and 10 on this data
+    // (4e-5 after 10 steps): the issue-13 gap, recorded in docs/ARCHITECTURE.md.
+    k_processes_train_the_single_process_model("cnn_bn", &[2], 5, 1e-6);
 }
 
 #[test]
@@ -247,16 +252,20 @@ fn evaluation_split_across_processes_counts_exactly_what_one_process_counts() {
     }
 }
 
+/// The distance of K-process runs from one process by step count, for the docs:
+/// `cargo test --release --test data_parallel measure -- --ignored --nocapture`.
 #[test]
 #[ignore]
-fn diag_distance_by_steps() {
+fn measure_distance_by_steps() {
     let splits = [mnist()];
     for model in ["lenet5", "cnn_bn"] {
         for steps in [1, 2, 5, 10, 20] {
             let one = train(model, 1, steps, Backend::Jit, None, None, &splits);
             for k in [2, 3] {
                 let run = train(model, k, steps, Backend::Jit, None, None, &splits);
-                eprintln!("{model} steps {steps} k {k}: {:e}", distance(&one.state[0], &run.state[0]));
+                let d = distance(&one.state[0], &run.state[0]);
+                eprintln!("{model} steps {steps} k {k}: {d:.1e}");
+                assert!(steps > 1 || d < 1e-7, "one step is rounding only");
             }
         }
     }

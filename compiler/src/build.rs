@@ -89,9 +89,9 @@ pub fn forward_graph(spec: &ModelSpec, batch: usize, opts: &BuildOptions) -> Res
     if let (Some(loss), Some(t)) = (spec.loss.filter(|_| with_loss), target) {
         let origin = Origin { tag: "loss".into(), phase: Phase::Loss };
         let op: Op = match loss.loss {
-            Loss::SoftmaxCrossEntropy => ops::SoftmaxCrossEntropy.into(),
-            Loss::BinaryCrossEntropy => ops::BceWithLogits.into(),
-            Loss::Mse => ops::Mse.into(),
+            Loss::SoftmaxCrossEntropy => ops::SoftmaxCrossEntropy { samples: None }.into(),
+            Loss::BinaryCrossEntropy => ops::BceWithLogits { samples: None }.into(),
+            Loss::Mse => ops::Mse { samples: None }.into(),
         };
         let input = match loss.loss {
             // The checker guarantees a final sigmoid: the loss reads its input (logits).

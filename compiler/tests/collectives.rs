@@ -36,7 +36,10 @@ fn the_grad_program_stops_where_every_gradient_is_ready() {
     );
     let layout = StateLayout::new(&spec, &[]);
     let g = exec::grad_program(&spec, 3, &[]).unwrap();
-    assert_eq!(exec::collective_points(&g), vec![(g.nodes.len() - 1, CollectivePoint::GradientsReady)]);
+    assert_eq!(
+        exec::collective_points(&g),
+        vec![(g.nodes.len() - 1, CollectivePoint::GradientsReady { global: vec![] })]
+    );
     let mut store = StateStore::new(layout.clone());
     for (i, v) in store.data_mut().iter_mut().enumerate() {
         *v = ((i * 7 % 11) as f32 - 5.0) * 0.05;
@@ -58,7 +61,7 @@ fn the_grad_program_stops_where_every_gradient_is_ready() {
         let mut doubled = store.clone();
         let mut c = Double { calls: vec![] };
         exe.run_with(&mut doubled, &feed, &cx, &mut c).unwrap();
-        assert_eq!(c.calls, vec![CollectivePoint::GradientsReady], "{}", exe.backend());
+        assert_eq!(c.calls, vec![CollectivePoint::GradientsReady { global: vec![] }], "{}", exe.backend());
         let r = layout.grads();
         for (a, b) in once.data()[r.clone()].iter().zip(&doubled.data()[r]) {
             assert_eq!(2.0 * a, *b, "{}", exe.backend());

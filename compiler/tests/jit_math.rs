@@ -108,7 +108,8 @@ fn log_sum_exp_is_accurate() {
             g.push(Op::Source(Source { kind: SourceKind::Data, shape: vec![1, 2] }), &[], origin.clone()).unwrap()[0];
         let l =
             g.push(Op::Source(Source { kind: SourceKind::Target, shape: vec![1] }), &[], origin.clone()).unwrap()[0];
-        let y = g.push(Op::SoftmaxCrossEntropy(ops::SoftmaxCrossEntropy), &[z, l], origin).unwrap()[0];
+        let y =
+            g.push(Op::SoftmaxCrossEntropy(ops::SoftmaxCrossEntropy { samples: None }), &[z, l], origin).unwrap()[0];
         g.outputs.push((OutputRole::Loss, y));
         let spec =
             percept_compiler::parse_and_check(&percept_compiler::SourceFile::new("e.nn", "model e { input [1] relu }"))

@@ -330,11 +330,7 @@ impl Trainer {
                 train.gather_x(mine, &mut x);
                 train.gather_targets(mine, loss, k, &mut t);
                 let fetch = match part {
-                    Some(_) => {
-                        let weight = mine.len() as f64 / idx.len() as f64;
-                        let mut dp = DataParallel { group: &*group, weight };
-                        model.grad_step_shard(&x, &t, &cx, idx.len(), &mut dp)?
-                    }
+                    Some(_) => model.grad_step_shard(&x, &t, &cx, idx.len(), &mut DataParallel { group: &*group })?,
                     None => model.grad_step(&x, &t, &cx)?,
                 };
                 let (c, m) = count_correct(Some(loss), &fetch.prediction, &t, k, is_classes);
@@ -344,17 +340,12 @@ impl Trainer {
                 let mut step_totals =
                     [fetch.loss.unwrap_or(f32::NAN) as f64, c as f64, m as f64, f64::from(u8::from(stop))];
                 if size > 1 {
-                    let share = match part {
-                        Some(_) => mine.len() as f64 / idx.len() as f64,
-                        None => f64::from(u8::from(rank == 0)),
-                    };
-                    for v in &mut step_totals[..3] {
-                        *v *= share;
+                    // A shard's loss is its part of the batch's mean; a batch every process
+                    // computed whole is counted once.
+                    if part.is_none() && rank != 0 {
+                        step_totals[..3].fill(0.0);
                     }
-                    step_totals[3] = f64::from(u8::from(stop));
                     group.allreduce_sum(&mut step_totals)?;
-                    step_totals[1] = step_totals[1].round();
-                    step_totals[2] = step_totals[2].round();
                 }
                 let l = step_totals[0] as f32;
                 let (c, m) = (step_totals[1] as usize, step_totals[2] as usize);

@@ -32,7 +32,9 @@ pub fn trained_model(
 /// Load the data at `source` for `model`, announcing what was used on stderr.
 pub fn load_data(source: &str, model: &Model) -> Result<Splits, UserError> {
     let splits = data::load(source, &model.spec.input.shape)?;
-    if source == "xor" {
+    if !super::processes::is_first() {
+        // Another process of a data-parallel run: process 0 tells.
+    } else if source == "xor" {
         eprintln!("data: {} (no directory named `xor` exists)", splits.source);
     } else {
         eprintln!("data: {}", splits.source);

@@ -12,6 +12,14 @@ fn launched_size() -> Option<usize> {
         .find_map(|v| std::env::var(v).ok().and_then(|s| s.trim().parse().ok()))
 }
 
+/// Whether this is process 0 of a launcher's job (or runs alone): what prints.
+pub fn is_first() -> bool {
+    ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().and_then(|s| s.trim().parse::<usize>().ok()))
+        .is_none_or(|r| r == 0)
+}
+
 /// The group of this run's processes.
 pub fn process_group() -> Result<Rc<dyn Group>, UserError> {
     let launched = launched_size();

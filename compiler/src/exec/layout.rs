@@ -15,7 +15,7 @@ pub enum SlotKind {
     /// Optimizer state (`0.weight.momentum_buffer`, `0.weight.exp_avg`, ...).
     OptState,
     /// What a collective point merges across processes in data-parallel training
-    /// (`0.batch_mean`, `0.grad_sums_dy`, ...): scratch of one step, not saved.
+    /// (`0.batch_sum`, `0.grad_sums`, ...): scratch of one step, not saved.
     Exchange,
 }
 
@@ -49,8 +49,9 @@ pub struct StateLayout {
     index: HashMap<(SlotKind, String), usize>,
 }
 
-/// The per-channel vectors a batch-norm statement exchanges (see [`StateLayout::with_exchange`]).
-pub const EXCHANGE_VECTORS: [&str; 4] = ["batch_mean", "batch_var", "sum_dy_xhat", "sum_dy"];
+/// What a batch-norm statement exchanges (see [`StateLayout::with_exchange`]): its name
+/// and how many f64 per channel (each as two f32 rows).
+pub const EXCHANGE_VECTORS: [(&str, usize); 3] = [("batch_sum", 1), ("batch_sqdev", 1), ("grad_sums", 2)];
 
 /// Slots start on 16-float (64-byte) boundaries, so vector code never straddles two.
 const ALIGN: usize = 16;
@@ -119,13 +120,13 @@ impl StateLayout {
 
     /// With the slots data-parallel batch norm exchanges at its collective points (after
     /// every other slot, so nothing else moves): per batch-norm statement, the shard's
-    /// statistics (`P.batch_mean`, `P.batch_var`) and the gradient's sums (`P.sum_dy_xhat`,
-    /// `P.sum_dy`).
+    /// Σ x (`P.batch_sum`, [2, C]), Σ (x − mean)² (`P.batch_sqdev`, [2, C]) and the
+    /// gradient's two sums (`P.grad_sums`, [4, C]): f64 per channel, each as two f32 rows
+    /// (`ops::split_f64`).
     pub fn with_exchange(mut self, spec: &ModelSpec) -> StateLayout {
         for l in spec.layers.iter().filter(|l| matches!(l.layer, crate::layers::Layer::BatchNorm { .. })) {
-            let c = vec![l.in_shape[0]];
-            for v in EXCHANGE_VECTORS {
-                self.push(SlotKind::Exchange, &format!("{}.{v}", l.prefix), &c);
+            for (v, values) in EXCHANGE_VECTORS {
+                self.push(SlotKind::Exchange, &format!("{}.{v}", l.prefix), &[2 * values, l.in_shape[0]]);
             }
         }
         self

@@ -52,31 +52,29 @@ pub struct Fetch {
 /// computed, nothing after it has started. With one process nothing runs there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CollectivePoint {
-    /// A shard's batch-norm statistics are in the exchange slots `mean` and `var` (the
-    /// mean and biased variance per channel over `count` values each): data-parallel
-    /// training merges them into the global batch's (Chan's formula) in place.
-    BatchNormStats { mean: String, var: String, count: usize },
-    /// A shard's Σ dy·x̂ and Σ dy of a batch norm are in the exchange slots `sums`:
-    /// data-parallel training replaces them by the global batch's.
-    BatchNormGradSums { sums: [String; 2] },
+    /// A shard's per-channel sums are in the exchange slot `exchange` (f64 values, each
+    /// as two f32 rows: batch norm's Σ x, Σ (x − mean)², or its gradient's Σ dy·x̂ and
+    /// Σ dy): data-parallel training replaces them by their sum over processes.
+    Sum { exchange: String },
     /// Every gradient is in the state, contiguously ([`StateLayout::grads`]): data-parallel
-    /// training sums them across processes here, before the update program.
-    GradientsReady,
+    /// training sums them across processes here, before the update program — all but the
+    /// `global` ones, which the program computed from sums already merged across processes
+    /// (batch norm's dγ and dβ in a shard's program), the same on every process.
+    GradientsReady { global: Vec<String> },
 }
 
 impl fmt::Display for CollectivePoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CollectivePoint::BatchNormStats { mean, .. } => write!(f, "batch-norm statistics `{mean}`"),
-            CollectivePoint::BatchNormGradSums { sums } => write!(f, "batch-norm gradient sums `{}`", sums[0]),
-            CollectivePoint::GradientsReady => f.write_str("gradients ready"),
+            CollectivePoint::Sum { exchange } => write!(f, "sum of `{exchange}`"),
+            CollectivePoint::GradientsReady { .. } => f.write_str("gradients ready"),
         }
     }
 }
 
 /// The collective points of a graph: (the node after which, the point), in node order:
-/// after each `batchnorm_stats` and `batchnorm_grad_sums` node (whose outputs are exchange
-/// outputs), and after the last node of a program with gradients.
+/// after each node whose output is an exchange output (the split batch norm's sums), and
+/// after the last node of a program with gradients.
 pub fn collective_points(g: &Graph) -> Vec<(usize, CollectivePoint)> {
     use crate::ir::OutputRole;
     let exchange = |v: crate::ir::ValueId| {
@@ -85,27 +83,28 @@ pub fn collective_points(g: &Graph) -> Vec<(usize, CollectivePoint)> {
             _ => None,
         })
     };
-    let mut points = vec![];
-    for (i, n) in g.nodes.iter().enumerate() {
-        let names = || -> Option<[String; 2]> { Some([exchange(n.outputs[0])?, exchange(n.outputs[1])?]) };
-        match &n.op {
-            crate::ops::Op::BatchNormStats(_) => {
-                if let Some([mean, var]) = names() {
-                    let (b, _, inner) = crate::ops::batchnorm_layout(g.shape(n.inputs[0]));
-                    points.push((i, CollectivePoint::BatchNormStats { mean, var, count: b * inner }));
-                }
-            }
-            crate::ops::Op::BatchNormGradSums(_) => {
-                if let Some(sums) = names() {
-                    points.push((i, CollectivePoint::BatchNormGradSums { sums }));
-                }
-            }
-            _ => {}
-        }
-    }
+    let mut points: Vec<(usize, CollectivePoint)> = g
+        .nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| {
+            let name = n.outputs.iter().find_map(|&v| exchange(v))?;
+            Some((i, CollectivePoint::Sum { exchange: name }))
+        })
+        .collect();
     let grads = g.outputs.iter().any(|(r, _)| matches!(r, OutputRole::Grad(_)));
     if grads && !g.nodes.is_empty() {
-        points.push((g.nodes.len() - 1, CollectivePoint::GradientsReady));
+        let global = g
+            .outputs
+            .iter()
+            .filter_map(|(r, v)| match r {
+                OutputRole::Grad(p) if matches!(g.producer(*v).op, crate::ops::Op::BatchNormGradInput(_)) => {
+                    Some(p.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        points.push((g.nodes.len() - 1, CollectivePoint::GradientsReady { global }));
     }
     points
 }

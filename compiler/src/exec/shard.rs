@@ -2,12 +2,15 @@
 //! at collective points so that it normalizes with the global batch's statistics and its
 //! gradient uses the global batch's sums, as PyTorch's `SyncBatchNorm` does.
 //!
-//! `batchnorm_train` becomes `batchnorm_stats` (the shard's mean and biased variance, into
-//! the state's exchange slots; a collective point merges them) and `batchnorm_eval` (the
-//! normalization, with the merged statistics); `batchnorm_train_grad` becomes
-//! `batchnorm_grad_sums` (the shard's Σ dy·x̂ and Σ dy; a point sums them) and
-//! `batchnorm_grad_input`. The running variance's unbiased correction uses the global
-//! count. A graph without batch norm is returned unchanged.
+//! `batchnorm_train` becomes its two passes, each ending in per-channel sums that a
+//! collective point adds up across processes (in the state's exchange slots):
+//! `batchnorm_sum` (Σ x), `batchnorm_sqdev` (Σ (x − mean)² about the global mean), then
+//! `batchnorm_apply` (the normalization, computed as `batchnorm_train` computes it);
+//! `batchnorm_train_grad` becomes `batchnorm_grad_sums` (Σ dy·x̂ and Σ dy; a point adds
+//! them up) and `batchnorm_grad_input`. So a shard computes, up to the order of f64
+//! additions, the statistics one process computes for the whole batch. The running variance's unbiased
+//! correction uses the global count, and the loss divides by the global batch, so each
+//! sample's gradient is what one process computes for it.
 
 use crate::ir::{Graph, OutputRole, ValueId};
 use crate::ops::{self, batchnorm_layout, Op, SourceKind};
@@ -25,8 +28,12 @@ fn prefix_of(g: &Graph, gamma: ValueId) -> Result<String, Error> {
     .ok_or_else(|| Error::Ir("a batch norm's γ is not a parameter source".into()))
 }
 
+fn push(out: &mut Graph, op: impl Into<Op>, ins: &[ValueId], n: &crate::ir::Node) -> Result<Vec<ValueId>, Error> {
+    out.push(op.into(), ins, n.origin.clone())
+}
+
 /// `g` (a grad program for a shard of `local` samples) rewritten for a global batch of
-/// `global` samples split across processes.
+/// `global` samples split across processes: the shards' gradients add up to the batch's.
 pub fn shard_batchnorm(g: &Graph, local: usize, global: usize) -> Result<Graph, Error> {
     if local == 0 || global < local {
         return Err(Error::Ir(format!("a shard of {local} samples cannot be part of a batch of {global}")));
@@ -42,29 +49,40 @@ pub fn shard_batchnorm(g: &Graph, local: usize, global: usize) -> Result<Graph, 
             Op::BatchNormTrain(bn) => {
                 let prefix = prefix_of(g, n.inputs[1])?;
                 let (_, _, inner) = batchnorm_layout(g.shape(n.inputs[0]));
-                let stats = out.push(ops::BatchNormStats.into(), &[ins[0]], n.origin.clone())?;
-                out.outputs.push((OutputRole::Exchange(format!("{prefix}.batch_mean")), stats[0]));
-                out.outputs.push((OutputRole::Exchange(format!("{prefix}.batch_var")), stats[1]));
-                var_count.push((stats[1], inner * global));
-                let eval = ops::BatchNormEval { eps: bn.eps };
-                let y = out.push(eval.into(), &[ins[0], stats[0], stats[1], ins[1], ins[2]], n.origin.clone())?;
-                vec![y[0], stats[0], stats[1]]
+                let count = inner * global;
+                let sum = out.push(ops::BatchNormSum.into(), &[ins[0]], n.origin.clone())?[0];
+                out.outputs.push((OutputRole::Exchange(format!("{prefix}.batch_sum")), sum));
+                let sq = out.push(ops::BatchNormSqDev { count }.into(), &[ins[0], sum], n.origin.clone())?[0];
+                out.outputs.push((OutputRole::Exchange(format!("{prefix}.batch_sqdev")), sq));
+                let apply = ops::BatchNormApply { eps: bn.eps, count };
+                let r = out.push(apply.into(), &[ins[0], sum, sq, ins[1], ins[2]], n.origin.clone())?;
+                var_count.push((r[2], count));
+                r
             }
             Op::BatchNormTrainGrad(bn) => {
                 let prefix = prefix_of(g, n.inputs[3])?;
                 let (_, _, inner) = batchnorm_layout(g.shape(n.inputs[0]));
                 let sums_op = ops::BatchNormGradSums { eps: bn.eps };
-                let sums = out.push(sums_op.into(), &[ins[0], ins[1], ins[2], ins[4]], n.origin.clone())?;
-                out.outputs.push((OutputRole::Exchange(format!("{prefix}.sum_dy_xhat")), sums[0]));
-                out.outputs.push((OutputRole::Exchange(format!("{prefix}.sum_dy")), sums[1]));
-                let input =
-                    ops::BatchNormGradInput { eps: bn.eps, count: inner * global, scale: global as f64 / local as f64 };
-                out.push(input.into(), &[ins[0], ins[1], ins[2], ins[3], ins[4], sums[0], sums[1]], n.origin.clone())?
+                let sums = out.push(sums_op.into(), &[ins[0], ins[1], ins[2], ins[4]], n.origin.clone())?[0];
+                out.outputs.push((OutputRole::Exchange(format!("{prefix}.grad_sums")), sums));
+                let input = ops::BatchNormGradInput { eps: bn.eps, count: inner * global };
+                let dx_in = [ins[0], ins[1], ins[2], ins[3], ins[4], sums];
+                out.push(input.into(), &dx_in, n.origin.clone())?
             }
+            // Each shard's loss is its sum over the global batch's count, so its per-sample
+            // gradients are one process's, and the shards' gradients add up to the batch's.
+            Op::SoftmaxCrossEntropy(_) => push(&mut out, ops::SoftmaxCrossEntropy { samples: Some(global) }, &ins, n)?,
+            Op::SoftmaxCrossEntropyGrad(_) => {
+                push(&mut out, ops::SoftmaxCrossEntropyGrad { samples: Some(global) }, &ins, n)?
+            }
+            Op::BceWithLogits(_) => push(&mut out, ops::BceWithLogits { samples: Some(global) }, &ins, n)?,
+            Op::BceWithLogitsGrad(_) => push(&mut out, ops::BceWithLogitsGrad { samples: Some(global) }, &ins, n)?,
+            Op::Mse(_) => push(&mut out, ops::Mse { samples: Some(global) }, &ins, n)?,
+            Op::MseGrad(_) => push(&mut out, ops::MseGrad { samples: Some(global) }, &ins, n)?,
             Op::RunningUpdate(r) if r.correction != 1.0 => {
                 let count = var_count.iter().find(|(v, _)| *v == ins[1]).map(|&(_, c)| c);
                 let count = count.ok_or_else(|| Error::Ir("a running variance update not fed by batch norm".into()))?;
-                let op = ops::RunningUpdate { momentum: r.momentum, correction: count as f64 / (count - 1) as f64 };
+                let op = ops::RunningUpdate { momentum: r.momentum, correction: count as f64 / (count as f64 - 1.0) };
                 out.push(op.into(), &ins, n.origin.clone())?
             }
             op => out.push(op.clone(), &ins, n.origin.clone())?,

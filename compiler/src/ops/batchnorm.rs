@@ -257,35 +257,130 @@ impl OpRule for RunningUpdate {
 }
 
 // Batch norm split at collective points, for data-parallel training
-// (`exec::shard_batchnorm`): the statistics of one process's shard (x → mean, biased
-// variance) are merged across processes at a point, then normalized with `BatchNormEval`;
-// the gradient's two sums of a shard are summed across processes at another point, then
-// applied by `BatchNormGradInput`. Autodiff never sees these ops: the split rewrites a
-// differentiated graph.
+// (`exec::shard_batchnorm`). It computes what `batchnorm_train` computes, two-pass, with
+// each pass's per-channel sums added up across processes at a point before they are used:
+// `batchnorm_sum` (Σ x of the shard), then `batchnorm_sqdev` (Σ (x − mean)² about the
+// global mean), then `batchnorm_apply`; for the gradient, `batchnorm_grad_sums` then
+// `batchnorm_grad_input`. What crosses a point is f64, each value carried as two f32s
+// (`split_f64`: hi = the value rounded to f32, lo = the rest rounded) in a [2, C] or
+// [4, C] tensor in the state's exchange slot. Autodiff never sees these ops: the split
+// rewrites a differentiated graph.
 
-/// x → (mean, biased variance) per channel, two-pass in f64: one shard's statistics.
+/// v as (hi, lo): hi = v rounded to T, lo = (v − hi) rounded; hi + lo is v to about 2⁻⁴⁸.
+pub fn split_f64<T: Real>(v: f64) -> (T, T) {
+    let hi = T::from_f64(v);
+    (hi, T::from_f64(v - hi.as_f64()))
+}
+
+/// Value `r` (rows 2r and 2r + 1) of channel `ch` of an exchange tensor, as f64.
+fn joined<T: Real>(t: &Tensor<T>, r: usize, ch: usize) -> f64 {
+    let c = t.shape[1];
+    t.data[2 * r * c + ch].as_f64() + t.data[(2 * r + 1) * c + ch].as_f64()
+}
+
+/// Per-channel f64 vectors as an exchange tensor [2·len, C], each as hi and lo rows.
+fn exchange_tensor<T: Real>(vectors: &[&[f64]]) -> Tensor<T> {
+    let c = vectors[0].len();
+    let mut data = vec![T::zero(); 2 * vectors.len() * c];
+    for (r, v) in vectors.iter().enumerate() {
+        for ch in 0..c {
+            let (hi, lo) = split_f64::<T>(v[ch]);
+            data[2 * r * c + ch] = hi;
+            data[(2 * r + 1) * c + ch] = lo;
+        }
+    }
+    Tensor::new(vec![2 * vectors.len(), c], data)
+}
+
+fn check_exchange(s: &[usize], rows: usize, c: usize, what: &str) -> Result<(), String> {
+    if s == [rows, c] {
+        Ok(())
+    } else {
+        Err(format!("{what} must be [{rows}, {c}], found {s:?}"))
+    }
+}
+
+/// The mean of a batch-norm channel from its sum over `count` values, rounded to T: what
+/// `batchnorm_train` normalizes and centres with.
+fn mean_of<T: Real>(sum: f64, count: usize) -> f64 {
+    T::from_f64(sum / count as f64).as_f64()
+}
+
+/// x → [2, C]: the shard's Σ x per channel, in f64.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BatchNormStats;
+pub struct BatchNormSum;
 
-impl OpRule for BatchNormStats {
+impl OpRule for BatchNormSum {
     fn name(&self) -> &'static str {
-        "batchnorm_stats"
+        "batchnorm_sum"
     }
 
     fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
-        t.named("batchnorm_stats", || BatchNormStats)
+        t.named("batchnorm_sum", || BatchNormSum)
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
         let c = check_inputs(ins, 1, &[])?;
-        Ok(vec![vec![c], vec![c]])
+        Ok(vec![vec![2, c]])
     }
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
-        let (mean, var) = channel_stats(ins[0]);
-        let mut out = with_channel_vectors(Tensor::new(vec![0], vec![]), &mean, &var);
-        out.remove(0);
-        Ok(out)
+        let x = ins[0];
+        let (n, c, inner) = channel_layout(&x.shape);
+        let sums: Vec<f64> = (0..c)
+            .map(|ch| {
+                (0..n).flat_map(|b| (0..inner).map(move |i| (b * c + ch) * inner + i)).map(|i| x.data[i].as_f64()).sum()
+            })
+            .collect();
+        Ok(vec![exchange_tensor(&[&sums])])
+    }
+
+    fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
+        super::numel(ins[0])
+    }
+}
+
+/// (x, Σ x [2, C] of the global batch of `count` values per channel) → [2, C]: the
+/// shard's Σ (x − mean)² per channel in f64, about the global mean rounded to f32.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormSqDev {
+    pub count: usize,
+}
+
+impl OpRule for BatchNormSqDev {
+    fn name(&self) -> &'static str {
+        "batchnorm_sqdev"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "batchnorm_sqdev").then(|| Ok(BatchNormSqDev { count: t.usize("count")? }))
+    }
+
+    fn attrs(&self) -> String {
+        format!("count={}", self.count)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 2)?;
+        check_x(ins[0])?;
+        let (_, c, _) = channel_layout(ins[0]);
+        check_exchange(ins[1], 2, c, "Σ x")?;
+        Ok(vec![vec![2, c]])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let (x, sum) = (ins[0], ins[1]);
+        let (n, c, inner) = channel_layout(&x.shape);
+        let sq: Vec<f64> = (0..c)
+            .map(|ch| {
+                let m = mean_of::<T>(joined(sum, 0, ch), self.count);
+                (0..n)
+                    .flat_map(|b| (0..inner).map(move |i| (b * c + ch) * inner + i))
+                    .map(|i| (x.data[i].as_f64() - m).powi(2))
+                    .sum()
+            })
+            .collect();
+        Ok(vec![exchange_tensor(&[&sq])])
     }
 
     fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
@@ -293,8 +388,70 @@ impl OpRule for BatchNormStats {
     }
 }
 
-/// (x, mean, var, dy) → (Σ dy·x̂, Σ dy) per channel, in f64: one shard's sums of the
-/// batch-norm gradient (dγ and dβ of the shard).
+/// (x, Σ x [2, C], Σ (x − mean)² [2, C], γ, β) → (y, mean, biased variance), the sums
+/// being the global batch's (`count` values per channel): batch norm in training after
+/// its statistics, as `batchnorm_train` computes it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormApply {
+    pub eps: f64,
+    pub count: usize,
+}
+
+impl OpRule for BatchNormApply {
+    fn name(&self) -> &'static str {
+        "batchnorm_apply"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "batchnorm_apply").then(|| Ok(BatchNormApply { eps: t.f64("eps")?, count: t.usize("count")? }))
+    }
+
+    fn attrs(&self) -> String {
+        format!("eps={} count={}", self.eps, self.count)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 5)?;
+        check_x(ins[0])?;
+        let (_, c, _) = channel_layout(ins[0]);
+        check_exchange(ins[1], 2, c, "Σ x")?;
+        check_exchange(ins[2], 2, c, "Σ (x − mean)²")?;
+        for (v, what) in [(ins[3], "γ"), (ins[4], "β")] {
+            if v != [c] {
+                return Err(format!("{what} must be [{c}], found {v:?}"));
+            }
+        }
+        if self.count < 2 {
+            return Err(format!("batch norm in training needs more than one value per channel, found {}", self.count));
+        }
+        Ok(vec![ins[0].to_vec(), vec![c], vec![c]])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let (x, sum, sq, gamma, beta) = (ins[0], ins[1], ins[2], ins[3], ins[4]);
+        let (_, c, inner) = channel_layout(&x.shape);
+        let mean: Vec<f64> = (0..c).map(|ch| mean_of::<T>(joined(sum, 0, ch), self.count)).collect();
+        let var: Vec<f64> = (0..c).map(|ch| joined(sq, 0, ch) / self.count as f64).collect();
+        let istd: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+        let y = x
+            .data
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let ch = (i / inner) % c;
+                T::from_f64((v.as_f64() - mean[ch]) * istd[ch]) * gamma.data[ch] + beta.data[ch]
+            })
+            .collect();
+        Ok(with_channel_vectors(Tensor::new(x.shape.clone(), y), &mean, &var))
+    }
+
+    fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
+        4 * super::numel(ins[0])
+    }
+}
+
+/// (x, mean, var, dy) → sums [4, C]: the shard's Σ dy·x̂ (rows 0–1) and Σ dy (rows 2–3)
+/// per channel, in f64.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchNormGradSums {
     pub eps: f64,
@@ -316,7 +473,7 @@ impl OpRule for BatchNormGradSums {
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
         let c = check_inputs(ins, 4, &["mean", "var"])?;
         super::same(ins[0], ins[3], "x and dy")?;
-        Ok(vec![vec![c], vec![c]])
+        Ok(vec![vec![4, c]])
     }
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
@@ -330,9 +487,7 @@ impl OpRule for BatchNormGradSums {
             dbeta[ch] += dy.data[i].as_f64();
             dgamma[ch] += dy.data[i].as_f64() * xhat;
         }
-        let mut out = with_channel_vectors(Tensor::new(vec![0], vec![]), &dgamma, &dbeta);
-        out.remove(0);
-        Ok(out)
+        Ok(vec![exchange_tensor(&[&dgamma, &dbeta])])
     }
 
     fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
@@ -340,17 +495,15 @@ impl OpRule for BatchNormGradSums {
     }
 }
 
-/// (x, mean, var, γ, dy, Σ dy·x̂, Σ dy) → (dx, dγ, dβ), the sums being the global batch's
-/// (`count` values per channel):
-/// dx = γ·istd·(dy − scale·(Σ dy + x̂·Σ dy·x̂)/count). `scale` is the global batch over
-/// this shard's: each process's loss is the mean over its own shard, so its dy is `scale`
-/// times the global loss's, and so are dx and everything upstream (the gradients' collective
-/// weights them back). dγ and dβ are the global sums.
+/// (x, mean, var, γ, dy, sums [4, C]) → (dx, dγ, dβ) with the global batch's sums
+/// (`count` values per channel): dx = γ·istd·(dy − (Σ dy + x̂·Σ dy·x̂)/count), dγ and dβ
+/// the sums rounded to f32 — `batchnorm_train_grad` after its sums. (dγ and dβ are then
+/// the whole batch's on every process: the gradients' collective must not add them up
+/// again.)
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchNormGradInput {
     pub eps: f64,
     pub count: usize,
-    pub scale: f64,
 }
 
 impl OpRule for BatchNormGradInput {
@@ -360,24 +513,24 @@ impl OpRule for BatchNormGradInput {
 
     fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
         (t.name == "batchnorm_grad_input")
-            .then(|| Ok(BatchNormGradInput { eps: t.f64("eps")?, count: t.usize("count")?, scale: t.f64("scale")? }))
+            .then(|| Ok(BatchNormGradInput { eps: t.f64("eps")?, count: t.usize("count")? }))
     }
 
     fn attrs(&self) -> String {
-        format!("eps={} count={} scale={}", self.eps, self.count, self.scale)
+        format!("eps={} count={}", self.eps, self.count)
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
-        // dy (input 4) is x-shaped: the vectors are checked by position.
-        arity(ins, 7)?;
+        arity(ins, 6)?;
         check_x(ins[0])?;
         let (_, c, _) = channel_layout(ins[0]);
-        for (i, what) in [(1, "mean"), (2, "var"), (3, "γ"), (5, "Σ dy·x̂"), (6, "Σ dy")] {
+        for (i, what) in [(1, "mean"), (2, "var"), (3, "γ")] {
             if ins[i] != [c] {
                 return Err(format!("{what} must be [{c}], found {:?}", ins[i]));
             }
         }
         super::same(ins[0], ins[4], "x and dy")?;
+        check_exchange(ins[5], 4, c, "the gradient sums")?;
         if self.count < 2 {
             return Err(format!("batch norm in training needs more than one value per channel, found {}", self.count));
         }
@@ -385,20 +538,21 @@ impl OpRule for BatchNormGradInput {
     }
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
-        let (x, mean, var, gamma, dy, sdx, sd) = (ins[0], ins[1], ins[2], ins[3], ins[4], ins[5], ins[6]);
+        let (x, mean, var, gamma, dy, sums) = (ins[0], ins[1], ins[2], ins[3], ins[4], ins[5]);
         let (_, c, inner) = channel_layout(&x.shape);
         let m = self.count as f64;
         let istd: Vec<f64> = var.data.iter().map(|v| 1.0 / (v.as_f64() + self.eps).sqrt()).collect();
+        let dgamma: Vec<f64> = (0..c).map(|ch| joined(sums, 0, ch)).collect();
+        let dbeta: Vec<f64> = (0..c).map(|ch| joined(sums, 1, ch)).collect();
         let dx = (0..x.data.len())
             .map(|i| {
                 let ch = (i / inner) % c;
                 let xhat = (x.data[i].as_f64() - mean.data[ch].as_f64()) * istd[ch];
                 let g = gamma.data[ch].as_f64() * istd[ch];
-                let mix = self.scale * (sd.data[ch].as_f64() + xhat * sdx.data[ch].as_f64()) / m;
-                T::from_f64(g * (dy.data[i].as_f64() - mix))
+                T::from_f64(g * (dy.data[i].as_f64() - dbeta[ch] / m - xhat * dgamma[ch] / m))
             })
             .collect();
-        Ok(vec![Tensor::new(x.shape.clone(), dx), sdx.clone(), sd.clone()])
+        Ok(with_channel_vectors(Tensor::new(x.shape.clone(), dx), &dgamma, &dbeta))
     }
 
     fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {

@@ -9,6 +9,17 @@ use crate::ir::ValueId;
 use crate::tensor::{Real, Tensor};
 use crate::Error;
 
+/// What a loss divides its sum by: `per_sample` terms for each of `samples` samples — the
+/// graph's batch `n` unless given (a data-parallel shard's loss is its sum over the global
+/// batch's count, so that its per-sample gradients are the single-process ones, bit for bit).
+pub fn mean_count(samples: Option<usize>, n: usize, per_sample: usize) -> usize {
+    samples.unwrap_or(n) * per_sample
+}
+
+fn samples_attr(samples: Option<usize>) -> String {
+    samples.map(|s| format!("samples={s}")).unwrap_or_default()
+}
+
 fn root_only(dys: &[Option<ValueId>], name: &str) -> Result<(), Error> {
     match dys[0] {
         None => Ok(()),
@@ -28,7 +39,10 @@ pub fn class_index<T: Real>(t: T, classes: usize) -> Result<usize, String> {
 
 /// mean_n [ logsumexp(z_n) − z_n[label_n] ].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SoftmaxCrossEntropy;
+pub struct SoftmaxCrossEntropy {
+    /// The samples the mean is over, when not the graph's batch ([`mean_count`]).
+    pub samples: Option<usize>,
+}
 
 /// log Σ exp(z), max-subtracted.
 pub fn logsumexp<T: Real>(z: &[T]) -> f64 {
@@ -54,7 +68,11 @@ impl OpRule for SoftmaxCrossEntropy {
     }
 
     fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
-        t.named("softmax_cross_entropy", || SoftmaxCrossEntropy)
+        (t.name == "softmax_cross_entropy").then(|| Ok(SoftmaxCrossEntropy { samples: t.opt_usize("samples")? }))
+    }
+
+    fn attrs(&self) -> String {
+        samples_attr(self.samples)
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
@@ -65,7 +83,7 @@ impl OpRule for SoftmaxCrossEntropy {
     fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         root_only(dys, self.name())?;
         let (z, t) = (cx.inputs[0], cx.inputs[1]);
-        Ok(vec![Some(cx.emit1(SoftmaxCrossEntropyGrad, &[z, t])?), None])
+        Ok(vec![Some(cx.emit1(SoftmaxCrossEntropyGrad { samples: self.samples }, &[z, t])?), None])
     }
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
@@ -75,7 +93,7 @@ impl OpRule for SoftmaxCrossEntropy {
         for (row, &label) in z.data.chunks(k).zip(&t.data) {
             total += logsumexp(row) - row[class_index(label, k)?].as_f64();
         }
-        Ok(vec![Tensor::scalar(T::from_f64(total / z.shape[0] as f64))])
+        Ok(vec![Tensor::scalar(T::from_f64(total / mean_count(self.samples, z.shape[0], 1) as f64))])
     }
 
     fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
@@ -85,7 +103,10 @@ impl OpRule for SoftmaxCrossEntropy {
 
 /// (softmax(z) − onehot(label)) / N.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SoftmaxCrossEntropyGrad;
+pub struct SoftmaxCrossEntropyGrad {
+    /// The samples the mean is over, when not the graph's batch ([`mean_count`]).
+    pub samples: Option<usize>,
+}
 
 impl OpRule for SoftmaxCrossEntropyGrad {
     fn name(&self) -> &'static str {
@@ -93,7 +114,12 @@ impl OpRule for SoftmaxCrossEntropyGrad {
     }
 
     fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
-        t.named("softmax_cross_entropy_grad", || SoftmaxCrossEntropyGrad)
+        (t.name == "softmax_cross_entropy_grad")
+            .then(|| Ok(SoftmaxCrossEntropyGrad { samples: t.opt_usize("samples")? }))
+    }
+
+    fn attrs(&self) -> String {
+        samples_attr(self.samples)
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
@@ -104,7 +130,7 @@ impl OpRule for SoftmaxCrossEntropyGrad {
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
         let (z, t) = (ins[0], ins[1]);
         let (n, k) = (z.shape[0], z.shape[1]);
-        let inv_n = T::one() / T::from_usize(n);
+        let inv_n = T::one() / T::from_usize(mean_count(self.samples, n, 1));
         let mut dz = Tensor::zeros(&z.shape);
         for ((row, out), &label) in z.data.chunks(k).zip(dz.data.chunks_mut(k)).zip(&t.data) {
             super::activation::softmax_row(row, out);
@@ -130,7 +156,10 @@ fn infer_pair(ins: &Shapes) -> Result<(), String> {
 /// mean [ max(z,0) − z·t + log(1 + e^−|z|) ]: binary cross-entropy on logits, stable for
 /// any z (the model's final `sigmoid` is folded into it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BceWithLogits;
+pub struct BceWithLogits {
+    /// The samples the mean is over, when not the graph's batch ([`mean_count`]).
+    pub samples: Option<usize>,
+}
 
 impl OpRule for BceWithLogits {
     fn name(&self) -> &'static str {
@@ -138,7 +167,11 @@ impl OpRule for BceWithLogits {
     }
 
     fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
-        t.named("bce_with_logits", || BceWithLogits)
+        (t.name == "bce_with_logits").then(|| Ok(BceWithLogits { samples: t.opt_usize("samples")? }))
+    }
+
+    fn attrs(&self) -> String {
+        samples_attr(self.samples)
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
@@ -149,7 +182,7 @@ impl OpRule for BceWithLogits {
     fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         root_only(dys, self.name())?;
         let (z, t) = (cx.inputs[0], cx.inputs[1]);
-        Ok(vec![Some(cx.emit1(BceWithLogitsGrad, &[z, t])?), None])
+        Ok(vec![Some(cx.emit1(BceWithLogitsGrad { samples: self.samples }, &[z, t])?), None])
     }
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
@@ -163,13 +196,17 @@ impl OpRule for BceWithLogits {
                 z.max(0.0) - z * t + (-z.abs()).exp().ln_1p()
             })
             .sum();
-        Ok(vec![Tensor::scalar(T::from_f64(total / z.data.len() as f64))])
+        let count = mean_count(self.samples, z.shape[0], z.shape[1]);
+        Ok(vec![Tensor::scalar(T::from_f64(total / count as f64))])
     }
 }
 
 /// (sigmoid(z) − t) / (N·K).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BceWithLogitsGrad;
+pub struct BceWithLogitsGrad {
+    /// The samples the mean is over, when not the graph's batch ([`mean_count`]).
+    pub samples: Option<usize>,
+}
 
 impl OpRule for BceWithLogitsGrad {
     fn name(&self) -> &'static str {
@@ -177,7 +214,11 @@ impl OpRule for BceWithLogitsGrad {
     }
 
     fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
-        t.named("bce_with_logits_grad", || BceWithLogitsGrad)
+        (t.name == "bce_with_logits_grad").then(|| Ok(BceWithLogitsGrad { samples: t.opt_usize("samples")? }))
+    }
+
+    fn attrs(&self) -> String {
+        samples_attr(self.samples)
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
@@ -187,7 +228,7 @@ impl OpRule for BceWithLogitsGrad {
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
         let (z, t) = (ins[0], ins[1]);
-        let inv = T::one() / T::from_usize(z.data.len());
+        let inv = T::one() / T::from_usize(mean_count(self.samples, z.shape[0], z.shape[1]));
         let sig = crate::layers::Activation::Sigmoid;
         let data = z.data.iter().zip(&t.data).map(|(&z, &t)| (sig.apply(z) - t) * inv).collect();
         Ok(vec![Tensor::new(z.shape.clone(), data)])
@@ -196,7 +237,10 @@ impl OpRule for BceWithLogitsGrad {
 
 /// mean (y − t)².
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mse;
+pub struct Mse {
+    /// The samples the mean is over, when not the graph's batch ([`mean_count`]).
+    pub samples: Option<usize>,
+}
 
 impl OpRule for Mse {
     fn name(&self) -> &'static str {
@@ -204,7 +248,11 @@ impl OpRule for Mse {
     }
 
     fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
-        t.named("mse", || Mse)
+        (t.name == "mse").then(|| Ok(Mse { samples: t.opt_usize("samples")? }))
+    }
+
+    fn attrs(&self) -> String {
+        samples_attr(self.samples)
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
@@ -215,19 +263,23 @@ impl OpRule for Mse {
     fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         root_only(dys, self.name())?;
         let (y, t) = (cx.inputs[0], cx.inputs[1]);
-        Ok(vec![Some(cx.emit1(MseGrad, &[y, t])?), None])
+        Ok(vec![Some(cx.emit1(MseGrad { samples: self.samples }, &[y, t])?), None])
     }
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
         let (y, t) = (ins[0], ins[1]);
         let total: f64 = y.data.iter().zip(&t.data).map(|(y, t)| (y.as_f64() - t.as_f64()).powi(2)).sum();
-        Ok(vec![Tensor::scalar(T::from_f64(total / y.data.len() as f64))])
+        let count = mean_count(self.samples, y.shape[0], y.shape[1]);
+        Ok(vec![Tensor::scalar(T::from_f64(total / count as f64))])
     }
 }
 
 /// 2(y − t) / (N·K).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MseGrad;
+pub struct MseGrad {
+    /// The samples the mean is over, when not the graph's batch ([`mean_count`]).
+    pub samples: Option<usize>,
+}
 
 impl OpRule for MseGrad {
     fn name(&self) -> &'static str {
@@ -235,7 +287,11 @@ impl OpRule for MseGrad {
     }
 
     fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
-        t.named("mse_grad", || MseGrad)
+        (t.name == "mse_grad").then(|| Ok(MseGrad { samples: t.opt_usize("samples")? }))
+    }
+
+    fn attrs(&self) -> String {
+        samples_attr(self.samples)
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
@@ -245,7 +301,7 @@ impl OpRule for MseGrad {
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
         let (y, t) = (ins[0], ins[1]);
-        let k = T::from_f64(2.0) / T::from_usize(y.data.len());
+        let k = T::from_f64(2.0) / T::from_usize(mean_count(self.samples, y.shape[0], y.shape[1]));
         let data = y.data.iter().zip(&t.data).map(|(&y, &t)| (y - t) * k).collect();
         Ok(vec![Tensor::new(y.shape.clone(), data)])
     }

@@ -20,13 +20,15 @@ mod source;
 
 pub use activation::{Act, ActGrad, Softmax, SoftmaxGrad};
 pub use batchnorm::{
-    channel_layout as batchnorm_layout, channel_stats, BatchNormEval, BatchNormGradInput, BatchNormGradSums,
-    BatchNormStats, BatchNormTrain, BatchNormTrainGrad, RunningUpdate,
+    channel_layout as batchnorm_layout, channel_stats, split_f64, BatchNormApply, BatchNormEval, BatchNormGradInput,
+    BatchNormGradSums, BatchNormSqDev, BatchNormSum, BatchNormTrain, BatchNormTrainGrad, RunningUpdate,
 };
 pub use conv::{Conv2d, Conv2dGradInput, Conv2dGradWeight, ConvGeom};
 pub use dense::{BiasAdd, BiasGrad, MatMul, MaxoutGrad, MaxoutReduce};
 pub use elementwise::{dropout_keep, dropout_key, dropout_threshold, mix64, Add, Dropout, Reshape};
-pub use loss::{BceWithLogits, BceWithLogitsGrad, Mse, MseGrad, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad};
+pub use loss::{
+    mean_count, BceWithLogits, BceWithLogitsGrad, Mse, MseGrad, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad,
+};
 pub use optim::{AdamUpdate, SgdUpdate};
 pub use pool::{
     AvgPool, AvgPoolGrad, GlobalAvgPool, GlobalAvgPoolGrad, GlobalMaxPool, GlobalMaxPoolGrad, MaxPool, MaxPoolGrad,
@@ -155,6 +157,15 @@ impl TextOp<'_> {
         v.parse().map_err(|_| format!("`{key}={v}` is not a count"))
     }
 
+    /// A count that may be absent.
+    pub fn opt_usize(&self, key: &str) -> Result<Option<usize>, String> {
+        if self.values.iter().any(|(k, _)| *k == key) {
+            self.usize(key).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     pub fn u64(&self, key: &str) -> Result<u64, String> {
         let v = self.value(key)?;
         v.parse().map_err(|_| format!("`{key}={v}` is not a count"))
@@ -281,7 +292,9 @@ op_table! {
     BatchNormTrain(BatchNormTrain),
     BatchNormTrainGrad(BatchNormTrainGrad),
     BatchNormEval(BatchNormEval),
-    BatchNormStats(BatchNormStats),
+    BatchNormSum(BatchNormSum),
+    BatchNormSqDev(BatchNormSqDev),
+    BatchNormApply(BatchNormApply),
     BatchNormGradSums(BatchNormGradSums),
     BatchNormGradInput(BatchNormGradInput),
     RunningUpdate(RunningUpdate),

@@ -153,62 +153,59 @@ pub fn shard(n: usize, rank: usize, size: usize) -> Option<Range<usize>> {
     Some(start..start + per + usize::from(rank < extra))
 }
 
-/// What runs at the collective points of one step of a shard that holds `weight` (its
-/// samples over the batch's) of the batch.
+/// What runs at the collective points of a shard's training step. Each shard's loss is
+/// its sum over the global batch's count (`exec::shard_batchnorm`), so the batch's
+/// gradients are the sum of the shards'.
 pub struct DataParallel<'g> {
     pub group: &'g dyn Group,
-    pub weight: f64,
 }
 
-fn slot<'s>(store: &'s mut StateStore, name: &str) -> std::result::Result<&'s mut [f32], percept_compiler::Error> {
-    store
-        .get_mut(SlotKind::Exchange, name)
-        .ok_or_else(|| percept_compiler::Error::Exec(format!("the state has no exchange slot `{name}`")))
+fn exchange<'s>(store: &'s mut StateStore, name: &str) -> Result<&'s mut [f32]> {
+    store.get_mut(SlotKind::Exchange, name).ok_or_else(|| Error(format!("the state has no exchange slot `{name}`")))
+}
+
+/// An exchange slot [2·values, C] read as its f64 values (hi row + lo row), value by value.
+fn read_split(slot: &[f32], c: usize) -> Vec<f64> {
+    slot.chunks(2 * c).flat_map(|pair| (0..c).map(move |ch| pair[ch] as f64 + pair[c + ch] as f64)).collect()
+}
+
+fn write_split(slot: &mut [f32], c: usize, values: &[f64]) {
+    for (pair, v) in slot.chunks_mut(2 * c).zip(values.chunks(c)) {
+        for ch in 0..c {
+            let (hi, lo) = percept_compiler::ops::split_f64::<f32>(v[ch]);
+            pair[ch] = hi;
+            pair[c + ch] = lo;
+        }
+    }
 }
 
 impl DataParallel<'_> {
-    /// Replace `parts` of the store by Σ over processes of weight × part.
-    fn weighted_sum(&self, store: &mut StateStore, parts: &[Range<usize>]) -> Result<()> {
+    /// Replace the gradients but the `global` ones by their sum over processes (in f64,
+    /// rounded once).
+    fn sum_gradients(&self, store: &mut StateStore, global: &[String]) -> Result<()> {
+        let parts: Vec<std::ops::Range<usize>> =
+            store.layout().of_kind(SlotKind::Grad).filter(|s| !global.contains(&s.name)).map(|s| s.range()).collect();
         let mut local: Vec<f64> =
-            parts.iter().flat_map(|r| store.data()[r.clone()].iter().map(|&v| v as f64 * self.weight)).collect();
+            parts.iter().flat_map(|r| store.data()[r.clone()].iter().map(|&v| v as f64)).collect();
         self.group.allreduce_sum(&mut local)?;
-        let mut it = local.into_iter();
+        let mut sums = local.into_iter();
         for r in parts {
-            for v in &mut store.data_mut()[r.clone()] {
-                *v = it.next().expect("as many values as gathered") as f32;
+            for v in &mut store.data_mut()[r] {
+                *v = sums.next().expect("as many sums as values") as f32;
             }
         }
         Ok(())
     }
 
-    fn merge_stats(&self, store: &mut StateStore, mean: &str, var: &str, count: usize) -> Result<()> {
-        let m: Vec<f64> = slot(store, mean)?.iter().map(|&v| v as f64).collect();
-        let v: Vec<f64> = slot(store, var)?.iter().map(|&v| v as f64).collect();
-        let c = m.len();
-        let local: Vec<f64> = std::iter::once(count as f64).chain(m).chain(v).collect();
-        let all = self.group.allgather(&local)?;
-        // Chan et al.'s pairwise update, process by process in rank order.
-        let (mut n, mut mu, mut m2) = (0.0f64, vec![0.0f64; c], vec![0.0f64; c]);
-        for part in all.chunks(1 + 2 * c) {
-            let nb = part[0];
-            if nb == 0.0 {
-                continue;
-            }
-            let total = n + nb;
-            for ch in 0..c {
-                let (mb, vb) = (part[1 + ch], part[1 + c + ch]);
-                let delta = mb - mu[ch];
-                mu[ch] += delta * nb / total;
-                m2[ch] += vb * nb + delta * delta * n * nb / total;
-            }
-            n = total;
-        }
-        for (s, x) in slot(store, mean)?.iter_mut().zip(&mu) {
-            *s = *x as f32;
-        }
-        for (s, x) in slot(store, var)?.iter_mut().zip(&m2) {
-            *s = (*x / n) as f32;
-        }
+    /// Replace the f64 values of an exchange slot by their sum over processes.
+    fn sum_exchange(&self, store: &mut StateStore, name: &str) -> Result<()> {
+        let c = match store.layout().find(SlotKind::Exchange, name) {
+            Some(slot) => slot.shape[1],
+            None => return Err(Error(format!("the state has no exchange slot `{name}`"))),
+        };
+        let mut values = read_split(exchange(store, name)?, c);
+        self.group.allreduce_sum(&mut values)?;
+        write_split(exchange(store, name)?, c, &values);
         Ok(())
     }
 }
@@ -220,20 +217,8 @@ impl Collectives for DataParallel<'_> {
         store: &mut StateStore,
     ) -> std::result::Result<(), percept_compiler::Error> {
         let r = match point {
-            CollectivePoint::BatchNormStats { mean, var, count } => self.merge_stats(store, mean, var, *count),
-            CollectivePoint::BatchNormGradSums { sums } => {
-                let layout = store.layout();
-                let parts: Option<Vec<Range<usize>>> =
-                    sums.iter().map(|s| layout.find(SlotKind::Exchange, s).map(|s| s.range())).collect();
-                match parts {
-                    Some(p) => self.weighted_sum(store, &p),
-                    None => Err(Error::new("the state has no exchange slots for batch norm's gradient sums")),
-                }
-            }
-            CollectivePoint::GradientsReady => {
-                let grads = store.layout().grads();
-                self.weighted_sum(store, &[grads])
-            }
+            CollectivePoint::Sum { exchange } => self.sum_exchange(store, exchange),
+            CollectivePoint::GradientsReady { global } => self.sum_gradients(store, global),
         };
         r.map_err(|e| percept_compiler::Error::Exec(format!("at the collective point `{point}`: {e}")))
     }
@@ -313,37 +298,24 @@ mod tests {
     }
 
     #[test]
-    fn merged_statistics_equal_the_whole_batch() {
-        // Three shards of different sizes: Chan's merge gives the statistics of all values.
-        let shards: [&[f64]; 3] = [&[1.0, 2.0, 4.0], &[-3.0, 0.5], &[10.0, 11.0, 12.0, 13.0]];
-        let all: Vec<f64> = shards.concat();
-        let mean = all.iter().sum::<f64>() / all.len() as f64;
-        let var = all.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / all.len() as f64;
+    fn exchanged_sums_keep_f64_precision() {
+        // 1 + 2⁻⁴⁰ is not an f32, but its two halves carry it; the sum over three members
+        // is exact in f64.
+        let v = 1.0 + 2f64.powi(-40);
         let members = ThreadGroup::new(3);
         std::thread::scope(|s| {
-            for (g, xs) in members.iter().zip(shards) {
+            for g in &members {
                 s.spawn(move || {
-                    let spec = percept_compiler::parse_and_check(&percept_compiler::SourceFile::new(
-                        "m.nn",
-                        "model m { input [1] batchnorm }",
-                    ))
-                    .unwrap();
+                    let src = percept_compiler::SourceFile::new("m.nn", "model m { input [3] batchnorm }");
+                    let spec = percept_compiler::parse_and_check(&src).unwrap();
                     let layout = percept_compiler::exec::StateLayout::new(&spec, &[]).with_exchange(&spec);
                     let mut store = StateStore::new(layout);
-                    let m = xs.iter().sum::<f64>() / xs.len() as f64;
-                    let v = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / xs.len() as f64;
-                    store.get_mut(SlotKind::Exchange, "0.batch_mean").unwrap()[0] = m as f32;
-                    store.get_mut(SlotKind::Exchange, "0.batch_var").unwrap()[0] = v as f32;
-                    let point = CollectivePoint::BatchNormStats {
-                        mean: "0.batch_mean".into(),
-                        var: "0.batch_var".into(),
-                        count: xs.len(),
-                    };
-                    DataParallel { group: g, weight: 0.0 }.at(&point, &mut store).unwrap();
-                    let got_m = store.get(SlotKind::Exchange, "0.batch_mean").unwrap()[0] as f64;
-                    let got_v = store.get(SlotKind::Exchange, "0.batch_var").unwrap()[0] as f64;
-                    assert!((got_m - mean).abs() < 1e-6 * mean.abs().max(1.0), "{got_m} {mean}");
-                    assert!((got_v - var).abs() < 1e-6 * var, "{got_v} {var}");
+                    let mine = [v * (g.rank() + 1) as f64, -1.5, 0.0];
+                    write_split(store.get_mut(SlotKind::Exchange, "0.batch_sum").unwrap(), 3, &mine);
+                    let point = CollectivePoint::Sum { exchange: "0.batch_sum".into() };
+                    DataParallel { group: g }.at(&point, &mut store).unwrap();
+                    let got = read_split(store.get(SlotKind::Exchange, "0.batch_sum").unwrap(), 3);
+                    assert_eq!(got, [6.0 * v, -4.5, 0.0]);
                 });
             }
         });

@@ -141,9 +141,16 @@ fn lower_bias_add(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &BiasAdd) ->
     lower_with(kb, bufs, space, &mut |kb, _, xs| Ok(vec![kb.fadd(xs[0], xs[1])]))
 }
 
+/// What an elementwise loss's gradient divides by: its [N, K] elements, or K per sample of
+/// a data-parallel shard's global batch.
+fn loss_count(cx: &LowerCtx, samples: Option<usize>) -> usize {
+    let s = cx.out_shape(0);
+    ops::mean_count(samples, s[0], s[1..].iter().product())
+}
+
 /// 2(a − b)/numel.
-fn lower_mse_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &MseGrad) -> CgResult<()> {
-    let numel: usize = cx.out_shape(0).iter().product();
+fn lower_mse_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, op: &MseGrad) -> CgResult<()> {
+    let numel = loss_count(cx, op.samples);
     lower_with(kb, bufs, whole(cx), &mut |kb, ty, xs| {
         let k = kb.f(ty, (2.0 / numel as f64) as f32);
         let d = kb.fsub(xs[0], xs[1]);
@@ -152,8 +159,8 @@ fn lower_mse_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &MseGrad) ->
 }
 
 /// (σ(z) − t)/numel.
-fn lower_bce_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &BceWithLogitsGrad) -> CgResult<()> {
-    let numel: usize = cx.out_shape(0).iter().product();
+fn lower_bce_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, op: &BceWithLogitsGrad) -> CgResult<()> {
+    let numel = loss_count(cx, op.samples);
     lower_with(kb, bufs, whole(cx), &mut |kb, ty, xs| {
         let k = kb.f(ty, (1.0 / numel as f64) as f32);
         let s = kb.math(MathFn::Sigmoid, xs[0]);

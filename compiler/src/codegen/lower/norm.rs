@@ -12,8 +12,8 @@ use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Idx, Val};
 use crate::ops::{
-    batchnorm_layout, BatchNormEval, BatchNormGradInput, BatchNormGradSums, BatchNormStats, BatchNormTrain,
-    BatchNormTrainGrad,
+    batchnorm_layout, BatchNormApply, BatchNormEval, BatchNormGradInput, BatchNormGradSums, BatchNormSqDev,
+    BatchNormSum, BatchNormTrain, BatchNormTrainGrad,
 };
 
 /// Values computed at an element index, on lanes of a type.
@@ -119,7 +119,9 @@ lower_rules! {
     // One item per sample: the statistics are given.
     BatchNormEval => pointwise, |b: &BatchNormEval| Some(Element::BatchNormEval { eps: b.eps }), per_sample, lower_eval;
     // The split forms of data-parallel training (`exec::shard_batchnorm`).
-    BatchNormStats => opaque, no_element, per_channel, lower_stats;
+    BatchNormSum => opaque, no_element, per_channel, lower_sum;
+    BatchNormSqDev => opaque, no_element, per_channel, lower_sqdev;
+    BatchNormApply => pointwise, no_element, per_channel, lower_apply;
     BatchNormGradSums => opaque, no_element, per_channel, lower_grad_sums;
     BatchNormGradInput => opaque, no_element, per_channel, lower_grad_input;
 }
@@ -129,24 +131,81 @@ fn per_channel<T>(_: &T, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
     Work::items(batchnorm_layout(cx.in_shape(0)).1)
 }
 
-/// A channel's mean (f32) and biased variance (f64), two-pass.
+/// A channel's mean (f64 and rounded to f32) and biased variance about the rounded mean
+/// (f64), two-pass.
 fn channel_stats(kb: &mut Kb, dims: (usize, usize, usize), ch: Idx, x: &Buf) -> CgResult<(Val, Val)> {
     let (n, _, inner) = dims;
     let s = channel_sum(kb, dims, ch, &mut |kb, ty, at| kb.load(ty, x, at))?;
     let inv_m = kb.f64const(1.0 / (n * inner) as f64);
+    let mean32 = mean_from_sum(kb, s, inv_m);
+    let ss = squared_deviations(kb, dims, ch, x, mean32)?;
+    Ok((mean32, kb.fmul(ss, inv_m)))
+}
+
+/// Σ x·(1/M), rounded to f32: the mean batch norm centres with.
+fn mean_from_sum(kb: &mut Kb, s: Val, inv_m: Val) -> Val {
     let mean = kb.fmul(s, inv_m);
-    let mean32 = kb.fdemote(mean);
-    let ss = channel_sum(kb, dims, ch, &mut |kb, ty, at| {
+    kb.fdemote(mean)
+}
+
+/// Σ (x − mean)² of a channel (f64), the deviations squared on f32 lanes.
+fn squared_deviations(kb: &mut Kb, dims: (usize, usize, usize), ch: Idx, x: &Buf, mean32: Val) -> CgResult<Val> {
+    channel_sum(kb, dims, ch, &mut |kb, ty, at| {
         let v = kb.load(ty, x, at)?;
         let mu = kb.splat(ty, mean32);
         let d = kb.fsub(v, mu);
         Ok(kb.fmul(d, d))
-    })?;
-    Ok((mean32, kb.fmul(ss, inv_m)))
+    })
+}
+
+/// The normalization of batch norm in training from a channel's mean (f32) and biased
+/// variance (f64): y = (x − mean)·γ·istd + β, then the epilogue.
+fn apply_channel(
+    kb: &mut Kb,
+    dims: (usize, usize, usize),
+    ch: Idx,
+    bufs: &KernelBufs,
+    (x, g, b, y): (&Buf, &Buf, &Buf, &Buf),
+    (mean32, var): (Val, Val),
+    eps: f64,
+) -> CgResult<()> {
+    let istd = inv_std(kb, var, eps);
+    let istd = kb.fdemote(istd);
+    let gv = load_c(kb, g, ch)?;
+    let bv = load_c(kb, b, ch)?;
+    let scale = kb.fmul(gv, istd);
+    let epi = &bufs.epilogue;
+    affine_channel(kb, dims, ch, &mut |kb, ty, at| normalize(kb, ty, at, (x, y), [mean32, scale, bv], epi))
+}
+
+/// Store an f64 as value `r` of an exchange buffer [2·values, C]: rows 2r (hi: rounded to
+/// f32) and 2r + 1 (lo: the rest).
+fn store_split(kb: &mut Kb, v: Val, buf: &Buf, (r, c): (usize, usize), ch: Idx) -> CgResult<Val> {
+    let row = 2 * r;
+    let hi = kb.fdemote(v);
+    let hi64 = kb.fpromote(hi);
+    let rest = kb.fsub(v, hi64);
+    let lo = kb.fdemote(rest);
+    let at = kb.affine((row * c) as i64, &[(ch, 1)]);
+    kb.store(hi, buf, at)?;
+    let at = kb.affine(((row + 1) * c) as i64, &[(ch, 1)]);
+    kb.store(lo, buf, at)?;
+    Ok(hi)
+}
+
+/// Value `r` of an exchange buffer joined into an f64, and its hi row.
+fn load_split(kb: &mut Kb, buf: &Buf, (r, c): (usize, usize), ch: Idx) -> CgResult<(Val, Val)> {
+    let row = 2 * r;
+    let at = kb.affine((row * c) as i64, &[(ch, 1)]);
+    let hi = kb.load(types::F32, buf, at)?;
+    let at = kb.affine(((row + 1) * c) as i64, &[(ch, 1)]);
+    let lo = kb.load(types::F32, buf, at)?;
+    let h = kb.fpromote(hi);
+    let l = kb.fpromote(lo);
+    Ok((kb.fadd(h, l), hi))
 }
 
 fn lower_train(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNormTrain) -> CgResult<()> {
-    let epi = &bufs.epilogue;
     let shape = cx.in_shape(0).to_vec();
     let dims = batchnorm_layout(&shape);
     let (x, g, b) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.inputs[2]);
@@ -156,24 +215,51 @@ fn lower_train(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNormTrai
         let var32 = kb.fdemote(var);
         kb.store(mean32, mean_o, ch)?;
         kb.store(var32, var_o, ch)?;
-        let istd = inv_std(kb, var, bn.eps);
-        let istd = kb.fdemote(istd);
-        let gv = load_c(kb, g, ch)?;
-        let bv = load_c(kb, b, ch)?;
-        let scale = kb.fmul(gv, istd);
-        affine_channel(kb, dims, ch, &mut |kb, ty, at| normalize(kb, ty, at, (x, y), [mean32, scale, bv], epi))
+        apply_channel(kb, dims, ch, bufs, (x, g, b, y), (mean32, var), bn.eps)
     })
 }
 
-fn lower_stats(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &BatchNormStats) -> CgResult<()> {
+/// `lower_train`'s first pass.
+fn lower_sum(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &BatchNormSum) -> CgResult<()> {
     let shape = cx.in_shape(0).to_vec();
     let dims = batchnorm_layout(&shape);
-    let (x, mean_o, var_o) = (&bufs.inputs[0], &bufs.outputs[0], &bufs.outputs[1]);
+    let (x, out) = (&bufs.inputs[0], &bufs.outputs[0]);
     kb.for_items(dims.1, |kb, ch| {
-        let (mean32, var) = channel_stats(kb, dims, ch, x)?;
+        let s = channel_sum(kb, dims, ch, &mut |kb, ty, at| kb.load(ty, x, at))?;
+        store_split(kb, s, out, (0, dims.1), ch).map(|_| ())
+    })
+}
+
+/// `lower_train`'s second pass, about the mean of the global batch's Σ x.
+fn lower_sqdev(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, op: &BatchNormSqDev) -> CgResult<()> {
+    let shape = cx.in_shape(0).to_vec();
+    let dims = batchnorm_layout(&shape);
+    let (x, sum, out) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
+    kb.for_items(dims.1, |kb, ch| {
+        let (s, _) = load_split(kb, sum, (0, dims.1), ch)?;
+        let inv_m = kb.f64const(1.0 / op.count as f64);
+        let mean32 = mean_from_sum(kb, s, inv_m);
+        let ss = squared_deviations(kb, dims, ch, x, mean32)?;
+        store_split(kb, ss, out, (0, dims.1), ch).map(|_| ())
+    })
+}
+
+/// `lower_train` after its two passes, from the global batch's sums.
+fn lower_apply(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNormApply) -> CgResult<()> {
+    let shape = cx.in_shape(0).to_vec();
+    let dims = batchnorm_layout(&shape);
+    let [x, sum, sq, g, b] = [0, 1, 2, 3, 4].map(|i| &bufs.inputs[i]);
+    let (y, mean_o, var_o) = (&bufs.outputs[0], &bufs.outputs[1], &bufs.outputs[2]);
+    kb.for_items(dims.1, |kb, ch| {
+        let (s, _) = load_split(kb, sum, (0, dims.1), ch)?;
+        let inv_m = kb.f64const(1.0 / bn.count as f64);
+        let mean32 = mean_from_sum(kb, s, inv_m);
+        let (ss, _) = load_split(kb, sq, (0, dims.1), ch)?;
+        let var = kb.fmul(ss, inv_m);
         let var32 = kb.fdemote(var);
         kb.store(mean32, mean_o, ch)?;
-        kb.store(var32, var_o, ch)
+        kb.store(var32, var_o, ch)?;
+        apply_channel(kb, dims, ch, bufs, (x, g, b, y), (mean32, var), bn.eps)
     })
 }
 
@@ -204,8 +290,7 @@ fn gradient_sums(
 }
 
 /// dx = a·dy − b·(x − mean) − c over a channel, with a = γ·istd, b = a·istd·k·Σ x̂·dy,
-/// c = a·k·Σ dy (f64 sums; k = the weight of a sum: 1/M, or the shard's scale over the
-/// global M).
+/// c = a·k·Σ dy (f64 sums; k = 1/M, M the batch's values per channel).
 #[allow(clippy::too_many_arguments)]
 fn input_gradient(
     kb: &mut Kb,
@@ -264,32 +349,29 @@ fn lower_grad_sums(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNorm
     let shape = cx.in_shape(0).to_vec();
     let dims = batchnorm_layout(&shape);
     let (x, mean_i, var_i, dy) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.inputs[2], &bufs.inputs[3]);
-    let (sdx, sd) = (&bufs.outputs[0], &bufs.outputs[1]);
+    let out = &bufs.outputs[0];
     kb.for_items(dims.1, |kb, ch| {
         let stats = stored_stats(kb, (mean_i, var_i), ch, bn.eps)?;
         let (dbeta, dgamma) = gradient_sums(kb, dims, ch, (x, dy), stats)?;
-        let db32 = kb.fdemote(dbeta);
-        let dg32 = kb.fdemote(dgamma);
-        kb.store(dg32, sdx, ch)?;
-        kb.store(db32, sd, ch)
+        store_split(kb, dgamma, out, (0, dims.1), ch)?;
+        store_split(kb, dbeta, out, (1, dims.1), ch).map(|_| ())
     })
 }
 
+/// `lower_train_grad` after its sums (the global batch's, in f64).
 fn lower_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNormGradInput) -> CgResult<()> {
     let shape = cx.in_shape(0).to_vec();
     let dims = batchnorm_layout(&shape);
-    let [x, mean_i, var_i, g, dy, sdx, sd] = [0, 1, 2, 3, 4, 5, 6].map(|i| &bufs.inputs[i]);
+    let [x, mean_i, var_i, g, dy, sums] = [0, 1, 2, 3, 4, 5].map(|i| &bufs.inputs[i]);
     let (dx, dg, db) = (&bufs.outputs[0], &bufs.outputs[1], &bufs.outputs[2]);
     kb.for_items(dims.1, |kb, ch| {
         let stats = stored_stats(kb, (mean_i, var_i), ch, bn.eps)?;
-        let dgamma = load_c(kb, sdx, ch)?;
-        let dbeta = load_c(kb, sd, ch)?;
-        kb.store(dgamma, dg, ch)?;
-        kb.store(dbeta, db, ch)?;
-        let dgamma = kb.fpromote(dgamma);
-        let dbeta = kb.fpromote(dbeta);
+        let (dgamma, dg32) = load_split(kb, sums, (0, dims.1), ch)?;
+        let (dbeta, db32) = load_split(kb, sums, (1, dims.1), ch)?;
+        kb.store(dg32, dg, ch)?;
+        kb.store(db32, db, ch)?;
         let gv = load_c(kb, g, ch)?;
-        input_gradient(kb, dims, ch, (x, dy, dx), stats, gv, (dbeta, dgamma), bn.scale / bn.count as f64)
+        input_gradient(kb, dims, ch, (x, dy, dx), stats, gv, (dbeta, dgamma), 1.0 / bn.count as f64)
     })
 }
 

@@ -6,7 +6,9 @@ use super::{lower_rules, no_element, one_item, opaque, per_sample, KernelBufs, L
 use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Convert, FloatCC, Idx, MathFn, Val};
-use crate::ops::{BceWithLogits, BiasGrad, Mse, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad, SoftmaxGrad};
+use crate::ops::{
+    mean_count, BceWithLogits, BiasGrad, Mse, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad, SoftmaxGrad,
+};
 
 /// Σ buf[start .. start+len] in f32: four lanes, then the lanes, then the tail.
 pub fn sum_span(kb: &mut Kb, buf: &Buf, start: Idx, len: usize) -> CgResult<Val> {
@@ -137,12 +139,13 @@ fn f64_sum(
 fn sce_rows(
     kb: &mut Kb,
     (n, k): (usize, usize),
+    count: usize,
     z: &Buf,
     t: &Buf,
     loss: Option<&Buf>,
     grad: Option<&Buf>,
 ) -> CgResult<()> {
-    let inv = 1.0 / n as f32;
+    let inv = 1.0 / count as f32;
     let mut row_term = |kb: &mut Kb, r: Idx| -> CgResult<Val> {
         let row = kb.mul(r, k as i64);
         let (sum, m) = softmax_row(kb, z, grad, row, k)?;
@@ -166,7 +169,7 @@ fn sce_rows(
         Ok(kb.fsub(lse, zl))
     };
     match loss {
-        Some(out) => f64_sum(kb, n, 1.0 / n as f64, out, &mut row_term),
+        Some(out) => f64_sum(kb, n, 1.0 / count as f64, out, &mut row_term),
         None => kb.for_range(0, n as i64, 1, |kb, r| row_term(kb, r).map(|_| ())),
     }
 }
@@ -192,13 +195,17 @@ fn rows_of(cx: &LowerCtx) -> (usize, usize) {
 
 /// Softmax cross-entropy: the loss, or with its gradient as a sibling (`fuse`'s
 /// loss_with_grad) both from one pass.
-fn lower_sce_or_both(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &SoftmaxCrossEntropy) -> CgResult<()> {
+fn lower_sce_or_both(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, op: &SoftmaxCrossEntropy) -> CgResult<()> {
     let grad = (!cx.kernel.siblings.is_empty()).then(|| &bufs.outputs[1]);
-    sce_rows(kb, rows_of(cx), &bufs.inputs[0], &bufs.inputs[1], Some(&bufs.outputs[0]), grad)
+    let rows = rows_of(cx);
+    let count = mean_count(op.samples, rows.0, 1);
+    sce_rows(kb, rows, count, &bufs.inputs[0], &bufs.inputs[1], Some(&bufs.outputs[0]), grad)
 }
 
-fn lower_sce_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &SoftmaxCrossEntropyGrad) -> CgResult<()> {
-    sce_rows(kb, rows_of(cx), &bufs.inputs[0], &bufs.inputs[1], None, Some(&bufs.outputs[0]))
+fn lower_sce_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, op: &SoftmaxCrossEntropyGrad) -> CgResult<()> {
+    let rows = rows_of(cx);
+    let count = mean_count(op.samples, rows.0, 1);
+    sce_rows(kb, rows, count, &bufs.inputs[0], &bufs.inputs[1], None, Some(&bufs.outputs[0]))
 }
 
 fn lower_softmax(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &Softmax) -> CgResult<()> {
@@ -238,12 +245,13 @@ fn elementwise_loss(
     kb: &mut Kb,
     cx: &LowerCtx,
     bufs: &KernelBufs,
+    samples: Option<usize>,
     term: &mut dyn FnMut(&mut Kb, Val, Val) -> Val,
 ) -> CgResult<()> {
     let (n, k) = rows_of(cx);
     let (x, t) = (&bufs.inputs[0], &bufs.inputs[1]);
     let total = n * k;
-    f64_sum(kb, total, 1.0 / total as f64, &bufs.outputs[0], &mut |kb, i| {
+    f64_sum(kb, total, 1.0 / mean_count(samples, n, k) as f64, &bufs.outputs[0], &mut |kb, i| {
         let a = kb.load(types::F32, x, i)?;
         let b = kb.load(types::F32, t, i)?;
         Ok(term(kb, a, b))
@@ -251,8 +259,8 @@ fn elementwise_loss(
 }
 
 /// max(z, 0) − z·t + log(1 + e^−|z|), the log in f64.
-fn lower_bce(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &BceWithLogits) -> CgResult<()> {
-    elementwise_loss(kb, cx, bufs, &mut |kb, z, y| {
+fn lower_bce(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, op: &BceWithLogits) -> CgResult<()> {
+    elementwise_loss(kb, cx, bufs, op.samples, &mut |kb, z, y| {
         let zero = kb.f(types::F32, 0.0);
         let pos = kb.max(z, zero);
         let a = kb.fabs(z);
@@ -270,8 +278,8 @@ fn lower_bce(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &BceWithLogits) -
 }
 
 /// (a − b)² in f64.
-fn lower_mse(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &Mse) -> CgResult<()> {
-    elementwise_loss(kb, cx, bufs, &mut |kb, a, b| {
+fn lower_mse(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, op: &Mse) -> CgResult<()> {
+    elementwise_loss(kb, cx, bufs, op.samples, &mut |kb, a, b| {
         let a = kb.fpromote(a);
         let b = kb.fpromote(b);
         let d = kb.fsub(a, b);
