@@ -372,3 +372,22 @@ fn kill_9_resumes_from_the_last_checkpoint_with_identical_weights() {
     let read = |d: &Path| percept_runtime::tensorfile::TensorFile::read(&d.join("w.safetensors")).unwrap().tensors;
     assert_eq!(read(&dir), read(&reference), "the resumed run's weights differ from the uninterrupted run's");
 }
+
+#[test]
+#[cfg(not(feature = "mpi"))]
+fn under_mpirun_without_the_mpi_feature_train_says_so() {
+    // What OpenMPI's launcher sets for each process it starts.
+    let dir = tmpdir("no-mpi");
+    let o = Command::new(env!("CARGO_BIN_EXE_percept"))
+        .args(["train", &repo("examples/mlp.nn"), "--data", &repo("data/mnist"), "--steps", "1"])
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .env("OMPI_COMM_WORLD_RANK", "0")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("this percept was built without MPI support"), "{err}");
+    assert!(err.contains("--features mpi"), "{err}");
+    assert!(!dir.join("runs").exists(), "nothing was written");
+}

@@ -16,36 +16,40 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The model file (.nn).
-    model: PathBuf,
+    pub(super) model: PathBuf,
     /// The batch size of the training step.
     #[arg(long, default_value_t = 64)]
-    batch: usize,
+    pub(super) batch: usize,
     /// Seconds to measure each variant for (after a warm-up).
     #[arg(long, default_value_t = 3.0)]
-    seconds: f64,
+    pub(super) seconds: f64,
     /// Worker threads [default: the number of cores].
     #[arg(long)]
-    threads: Option<usize>,
+    pub(super) threads: Option<usize>,
     /// The micro-kernel of the JIT's matrix products.
     #[arg(long, value_enum, default_value = "native")]
-    microkernel: super::common::MicroArg,
+    pub(super) microkernel: super::common::MicroArg,
     /// Back end (the interpreter has no kernels, so no fused/unfused split).
     #[arg(long, value_enum, default_value = "jit")]
-    backend: BackendArg,
+    pub(super) backend: BackendArg,
     /// Measure only the unfused (one kernel per op) variant.
     #[arg(long)]
-    unfused: bool,
+    pub(super) unfused: bool,
     /// Print `fused` and `unfused` objects (samples_per_s, compile_ms, kernels) as JSON.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// Also write the kernel explorer page with these timings (fused and unfused) and a
     /// roofline measured on this machine.
     #[arg(long, value_name = "FILE")]
-    html: Option<PathBuf>,
+    pub(super) html: Option<PathBuf>,
     /// Measure the evaluation forward pass (inference) at --batch instead of the training
     /// step: samples/s and µs per batch and per sample, fused and unfused.
     #[arg(long)]
-    inference: bool,
+    pub(super) inference: bool,
+    /// Under mpirun: the data-parallel training step (each process its shard of --batch),
+    /// with the time at the collective points (allreduce) beside the compute time.
+    #[arg(long, conflicts_with_all = ["inference", "html", "unfused"])]
+    pub(super) mpi: bool,
 }
 
 /// `--inference`: the evaluation program's throughput, one variant.
@@ -125,7 +129,7 @@ struct Measured {
     model: Model,
 }
 
-fn batch_data(model: &Model, batch: usize) -> (Vec<f32>, Vec<f32>) {
+pub(super) fn batch_data(model: &Model, batch: usize) -> (Vec<f32>, Vec<f32>) {
     let per: usize = model.spec.input.shape.iter().product();
     let k: usize = model.spec.output_shape().iter().product();
     let mut rng = SplitMix::stream(7, 9, 0);
@@ -332,6 +336,9 @@ pub fn run(a: Args) -> CliResult {
         return Err(UserError("--batch must be at least 1".into()));
     }
     let backend: Backend = a.backend.into();
+    if a.mpi {
+        return super::bench_mpi::run(&a, backend);
+    }
     if a.inference {
         announce(&a, "inference of ");
         return run_inference(&a, backend);

@@ -13,6 +13,7 @@ macro_rules! out {
 }
 
 mod bench;
+mod bench_mpi;
 mod build;
 mod check;
 mod common;

@@ -467,6 +467,8 @@ fn watch_signals(trainer: &Trainer) -> Result<Arc<AtomicUsize>, UserError> {
 
 fn signal_name(sig: usize) -> &'static str {
     match sig as i32 {
+        // No signal here: another process of a data-parallel run was stopped.
+        0 => "a signal to another process",
         signal_hook::consts::SIGTERM => "SIGTERM",
         signal_hook::consts::SIGHUP => "SIGHUP",
         _ => "Ctrl-C",

@@ -30,6 +30,13 @@ pub trait Group {
     fn size(&self) -> usize;
     /// Every process's `local` (the same length on all), in rank order.
     fn allgather(&self, local: &[f64]) -> Result<Vec<f64>>;
+    /// `send` cut into `size` equal blocks, block j going to process j: the blocks this
+    /// process receives, in rank order.
+    fn alltoall(&self, send: &[f64]) -> Result<Vec<f64>>;
+    /// [`Group::allgather`] of f32 (gradients: half the bytes).
+    fn allgather_f32(&self, local: &[f32]) -> Result<Vec<f32>>;
+    /// [`Group::alltoall`] of f32.
+    fn alltoall_f32(&self, send: &[f32]) -> Result<Vec<f32>>;
     /// `buf` of process `root`, on every process.
     fn broadcast(&self, root: usize, buf: &mut [u64]) -> Result<()>;
     fn barrier(&self) -> Result<()>;
@@ -40,19 +47,54 @@ pub trait Group {
         std::process::exit(code)
     }
 
-    /// Σ over processes of `buf`, in rank order (the same bits on every process).
+    /// Σ over processes of `buf`, in rank order, the same bits on every process: a
+    /// reduce-scatter (process r adds up block r of everyone's buffer, in rank order) then
+    /// an allgather of the sums — each process sends and receives 2(K−1)/K of the buffer,
+    /// as a ring allreduce does, and the order of every sum is fixed.
     fn allreduce_sum(&self, buf: &mut [f64]) -> Result<()> {
-        if self.size() == 1 {
+        let k = self.size();
+        if k == 1 {
             return Ok(());
         }
-        let all = self.allgather(buf)?;
-        let n = buf.len().max(1);
-        for (i, b) in buf.iter_mut().enumerate() {
-            // 0.0 + first contribution is exact, so a sum of one process's values is itself.
-            *b = all.iter().skip(i).step_by(n).sum();
-        }
+        let block = buf.len().div_ceil(k);
+        let mut send = buf.to_vec();
+        send.resize(block * k, 0.0);
+        let received = self.alltoall(&send)?;
+        let mine = sum_blocks(&received, block);
+        let all = self.allgather(&mine)?;
+        buf.copy_from_slice(&all[..buf.len()]);
         Ok(())
     }
+
+    /// [`Group::allreduce_sum`] of f32 values: each sum taken in f64 (rank order) and
+    /// rounded once.
+    fn allreduce_sum_f32(&self, buf: &mut [f32]) -> Result<()> {
+        let k = self.size();
+        if k == 1 {
+            return Ok(());
+        }
+        let block = buf.len().div_ceil(k);
+        let mut send = Vec::with_capacity(block * k);
+        send.extend_from_slice(buf);
+        send.resize(block * k, 0.0);
+        let received = self.alltoall_f32(&send)?;
+        let mine: Vec<f32> = sum_blocks(&received, block).into_iter().map(|v| v as f32).collect();
+        let all = self.allgather_f32(&mine)?;
+        buf.copy_from_slice(&all[..buf.len()]);
+        Ok(())
+    }
+}
+
+/// The element-wise sum in f64, block after block, of the consecutive blocks of `block`
+/// values (the first block's values plus 0.0 are themselves).
+fn sum_blocks<T: Copy + Into<f64>>(values: &[T], block: usize) -> Vec<f64> {
+    let mut sums = vec![0.0f64; block];
+    for part in values.chunks(block.max(1)) {
+        for (s, &v) in sums.iter_mut().zip(part) {
+            *s += v.into();
+        }
+    }
+    sums
 }
 
 /// One process.
@@ -67,6 +109,15 @@ impl Group for Solo {
     }
     fn allgather(&self, local: &[f64]) -> Result<Vec<f64>> {
         Ok(local.to_vec())
+    }
+    fn alltoall(&self, send: &[f64]) -> Result<Vec<f64>> {
+        Ok(send.to_vec())
+    }
+    fn allgather_f32(&self, local: &[f32]) -> Result<Vec<f32>> {
+        Ok(local.to_vec())
+    }
+    fn alltoall_f32(&self, send: &[f32]) -> Result<Vec<f32>> {
+        Ok(send.to_vec())
     }
     fn broadcast(&self, _: usize, _: &mut [u64]) -> Result<()> {
         Ok(())
@@ -120,6 +171,27 @@ impl Group for ThreadGroup {
             return Err(Error::new("the processes exchanged buffers of different lengths"));
         }
         Ok(all)
+    }
+    fn alltoall(&self, send: &[f64]) -> Result<Vec<f64>> {
+        let k = self.size();
+        if !send.len().is_multiple_of(k) {
+            return Err(Error::new("an alltoall buffer must hold one equal block per process"));
+        }
+        let all = self.allgather(send)?;
+        let block = send.len() / k;
+        Ok(all
+            .chunks(send.len())
+            .flat_map(|theirs| theirs[self.rank * block..(self.rank + 1) * block].to_vec())
+            .collect())
+    }
+    // f32 through the f64 exchange (exact both ways): a test group.
+    fn allgather_f32(&self, local: &[f32]) -> Result<Vec<f32>> {
+        let wide: Vec<f64> = local.iter().map(|&v| v as f64).collect();
+        Ok(self.allgather(&wide)?.into_iter().map(|v| v as f32).collect())
+    }
+    fn alltoall_f32(&self, send: &[f32]) -> Result<Vec<f32>> {
+        let wide: Vec<f64> = send.iter().map(|&v| v as f64).collect();
+        Ok(self.alltoall(&wide)?.into_iter().map(|v| v as f32).collect())
     }
     fn broadcast(&self, root: usize, buf: &mut [u64]) -> Result<()> {
         if self.rank == root {
@@ -183,16 +255,23 @@ impl DataParallel<'_> {
     /// Replace the gradients but the `global` ones by their sum over processes (in f64,
     /// rounded once).
     fn sum_gradients(&self, store: &mut StateStore, global: &[String]) -> Result<()> {
-        let parts: Vec<std::ops::Range<usize>> =
+        let all = store.layout().grads();
+        if global.is_empty() {
+            // Every gradient: the contiguous range, in place.
+            return self.group.allreduce_sum_f32(&mut store.data_mut()[all]);
+        }
+        let parts: Vec<Range<usize>> =
             store.layout().of_kind(SlotKind::Grad).filter(|s| !global.contains(&s.name)).map(|s| s.range()).collect();
-        let mut local: Vec<f64> =
-            parts.iter().flat_map(|r| store.data()[r.clone()].iter().map(|&v| v as f64)).collect();
-        self.group.allreduce_sum(&mut local)?;
-        let mut sums = local.into_iter();
+        let mut local = Vec::with_capacity(all.len());
+        for r in &parts {
+            local.extend_from_slice(&store.data()[r.clone()]);
+        }
+        self.group.allreduce_sum_f32(&mut local)?;
+        let mut at = 0;
         for r in parts {
-            for v in &mut store.data_mut()[r] {
-                *v = sums.next().expect("as many sums as values") as f32;
-            }
+            let n = r.len();
+            store.data_mut()[r].copy_from_slice(&local[at..at + n]);
+            at += n;
         }
         Ok(())
     }
@@ -285,6 +364,10 @@ mod tests {
                         g.allreduce_sum(&mut v).unwrap();
                         let mut w = [g.rank() as u64 + 7, 9];
                         g.broadcast(1, &mut w).unwrap();
+                        // 7 values over 3 processes: blocks of 3, the last one padded.
+                        let mut f: Vec<f32> = (0..7).map(|i| (i * (g.rank() + 1)) as f32 + 0.25).collect();
+                        g.allreduce_sum_f32(&mut f).unwrap();
+                        assert_eq!(f, (0..7).map(|i| (6 * i) as f32 + 0.75).collect::<Vec<_>>());
                         (v, w)
                     })
                 })

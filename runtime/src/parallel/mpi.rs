@@ -36,6 +36,30 @@ impl Group for MpiGroup {
         Ok(all)
     }
 
+    fn alltoall(&self, send: &[f64]) -> Result<Vec<f64>> {
+        if !send.len().is_multiple_of(self.size()) {
+            return Err(Error::new("an alltoall buffer must hold one equal block per process"));
+        }
+        let mut received = vec![0.0f64; send.len()];
+        self.world.all_to_all_into(send, &mut received[..]);
+        Ok(received)
+    }
+
+    fn allgather_f32(&self, local: &[f32]) -> Result<Vec<f32>> {
+        let mut all = vec![0.0f32; local.len() * self.size()];
+        self.world.all_gather_into(local, &mut all[..]);
+        Ok(all)
+    }
+
+    fn alltoall_f32(&self, send: &[f32]) -> Result<Vec<f32>> {
+        if !send.len().is_multiple_of(self.size()) {
+            return Err(Error::new("an alltoall buffer must hold one equal block per process"));
+        }
+        let mut received = vec![0.0f32; send.len()];
+        self.world.all_to_all_into(send, &mut received[..]);
+        Ok(received)
+    }
+
     fn broadcast(&self, root: usize, buf: &mut [u64]) -> Result<()> {
         self.world.process_at_rank(root as i32).broadcast_into(buf);
         Ok(())
