@@ -165,43 +165,65 @@ fn a_process_with_other_data_or_settings_stops_all_with_a_message() {
     }
 }
 
-#[test]
-fn a_signal_to_one_process_stops_all_at_a_step_boundary_with_a_checkpoint() {
-    let dir = tmpdir("signal");
+/// A long `mpirun -np 2` training run in `dir`, once its first checkpoint is on disk:
+/// the launcher and its two processes.
+fn long_run(dir: &Path) -> (std::process::Child, Vec<String>) {
     let d = dir.to_str().unwrap();
     let model = repo("examples/lenet5.nn");
     let mut args = run_args(&model, "100000", d);
     args.extend(["--checkpoint-every", "10", "--epochs", "5"].map(String::from));
     let exe = env!("CARGO_BIN_EXE_percept");
-    let mut child = Command::new("mpirun")
+    let child = Command::new("mpirun")
         .args(["--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader", "-np", "2", exe])
         .args(&args)
-        .current_dir(&dir)
+        .current_dir(dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let ckpt = dir.join("checkpoint.safetensors");
     let start = std::time::Instant::now();
-    while !ckpt.exists() {
+    while !dir.join("checkpoint.safetensors").exists() {
         assert!(start.elapsed().as_secs() < 120, "no checkpoint was written");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    // SIGTERM to the second of mpirun's processes alone.
     let kids = Command::new("pgrep").args(["-P", &child.id().to_string()]).output().unwrap();
     let kids: Vec<String> = text(&kids.stdout).split_whitespace().map(String::from).collect();
     assert_eq!(kids.len(), 2, "mpirun's processes: {kids:?}");
+    (child, kids)
+}
+
+/// The checkpoint's step, after checking it resumes with one process for two more steps.
+fn resumes(dir: &Path) -> u64 {
+    let ckpt = dir.join("checkpoint.safetensors");
+    let file = TensorFile::read(&ckpt).unwrap();
+    let position: serde_json::Value = serde_json::from_str(&file.metadata["position"]).unwrap();
+    let step = position["step"].as_u64().unwrap();
+    let out = format!("{}/resumed", dir.display());
+    let resumed = train(dir, 0, "lenet5", step + 2, &out, &["--resume", ckpt.to_str().unwrap()]);
+    assert_eq!(resumed["steps"], step + 2);
+    step
+}
+
+#[test]
+fn a_signal_to_one_process_stops_all_at_a_step_boundary_with_a_checkpoint() {
+    let dir = tmpdir("signal");
+    let (child, kids) = long_run(&dir);
+    // SIGTERM to the second of mpirun's processes alone.
     assert!(Command::new("kill").args(["-TERM", &kids[1]]).status().unwrap().success());
     let o = child.wait_with_output().unwrap();
     let (out, err) = (text(&o.stdout), text(&o.stderr));
     assert_ne!(o.status.code(), Some(0), "{err}");
     assert!(out.contains("\"outcome\":\"interrupted\""), "{out}\n{err}");
     assert!(!err.contains("panicked"), "{err}");
-    // The checkpoint is whole and resumes with one process.
-    let file = TensorFile::read(&ckpt).unwrap();
-    let position: serde_json::Value = serde_json::from_str(&file.metadata["position"]).unwrap();
-    let step = position["step"].as_u64().unwrap();
-    assert!(step >= 10, "{position}");
-    let resumed = train(&dir, 0, "lenet5", step + 2, &format!("{d}/resumed"), &["--resume", ckpt.to_str().unwrap()]);
-    assert_eq!(resumed["steps"], step + 2);
+    assert!(resumes(&dir) >= 10);
+}
+
+#[test]
+fn when_one_process_dies_mpirun_stops_the_other_and_the_checkpoint_is_intact() {
+    let dir = tmpdir("kill9");
+    let (child, kids) = long_run(&dir);
+    assert!(Command::new("kill").args(["-KILL", &kids[1]]).status().unwrap().success());
+    let o = child.wait_with_output().unwrap();
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(resumes(&dir) >= 10);
 }
