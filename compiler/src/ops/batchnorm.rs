@@ -57,6 +57,68 @@ pub fn channel_stats<T: Real>(x: &Tensor<T>) -> (Vec<f64>, Vec<f64>) {
     (mean, var)
 }
 
+/// y = (x − mean)·istd·γ + β per channel, and the two statistics: batch norm in training
+/// from its statistics.
+fn normalize_with<T: Real>(
+    x: &Tensor<T>,
+    (mean, var): (&[f64], &[f64]),
+    gamma: &[T],
+    beta: &[T],
+    eps: f64,
+) -> Vec<Tensor<T>> {
+    let (_, c, inner) = channel_layout(&x.shape);
+    let istd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let y = x
+        .data
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let ch = (i / inner) % c;
+            T::from_f64((v.as_f64() - mean[ch]) * istd[ch]) * gamma[ch] + beta[ch]
+        })
+        .collect();
+    with_channel_vectors(Tensor::new(x.shape.clone(), y), mean, var)
+}
+
+/// 1/√(var + ε) of stored per-channel variances.
+fn inv_stds<T: Real>(var: &Tensor<T>, eps: f64) -> Vec<f64> {
+    var.data.iter().map(|v| 1.0 / (v.as_f64() + eps).sqrt()).collect()
+}
+
+/// (Σ dy·x̂, Σ dy) per channel in f64: the sums of batch norm's gradient.
+fn gradient_sums<T: Real>(x: &Tensor<T>, mean: &Tensor<T>, istd: &[f64], dy: &Tensor<T>) -> (Vec<f64>, Vec<f64>) {
+    let (_, c, inner) = channel_layout(&x.shape);
+    let (mut dgamma, mut dbeta) = (vec![0.0; c], vec![0.0; c]);
+    for i in 0..x.data.len() {
+        let ch = (i / inner) % c;
+        let xhat = (x.data[i].as_f64() - mean.data[ch].as_f64()) * istd[ch];
+        dbeta[ch] += dy.data[i].as_f64();
+        dgamma[ch] += dy.data[i].as_f64() * xhat;
+    }
+    (dgamma, dbeta)
+}
+
+/// dx = γ·istd·(dy − (Σ dy + x̂·Σ dy·x̂)/m), the sums over `m` values per channel.
+fn input_gradient<T: Real>(
+    x: &Tensor<T>,
+    (mean, istd): (&Tensor<T>, &[f64]),
+    gamma: &Tensor<T>,
+    dy: &Tensor<T>,
+    (dgamma, dbeta): (&[f64], &[f64]),
+    m: f64,
+) -> Tensor<T> {
+    let (_, c, inner) = channel_layout(&x.shape);
+    let dx = (0..x.data.len())
+        .map(|i| {
+            let ch = (i / inner) % c;
+            let xhat = (x.data[i].as_f64() - mean.data[ch].as_f64()) * istd[ch];
+            let g = gamma.data[ch].as_f64() * istd[ch];
+            T::from_f64(g * (dy.data[i].as_f64() - dbeta[ch] / m - xhat * dgamma[ch] / m))
+        })
+        .collect();
+    Tensor::new(x.shape.clone(), dx)
+}
+
 /// (x, γ, β) → (y, batch mean, biased batch variance).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchNormTrain {
@@ -97,20 +159,8 @@ impl OpRule for BatchNormTrain {
     }
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
-        let (x, gamma, beta) = (ins[0], ins[1], ins[2]);
-        let (_, c, inner) = channel_layout(&x.shape);
-        let (mean, var) = channel_stats(x);
-        let istd: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-        let y = x
-            .data
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let ch = (i / inner) % c;
-                T::from_f64((v.as_f64() - mean[ch]) * istd[ch]) * gamma.data[ch] + beta.data[ch]
-            })
-            .collect();
-        Ok(with_channel_vectors(Tensor::new(x.shape.clone(), y), &mean, &var))
+        let (mean, var) = channel_stats(ins[0]);
+        Ok(normalize_with(ins[0], (&mean, &var), &ins[1].data, &ins[2].data, self.eps))
     }
 
     fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
@@ -145,25 +195,11 @@ impl OpRule for BatchNormTrainGrad {
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
         let (x, mean, var, gamma, dy) = (ins[0], ins[1], ins[2], ins[3], ins[4]);
-        let (n, c, inner) = channel_layout(&x.shape);
-        let m = (n * inner) as f64;
-        let istd: Vec<f64> = var.data.iter().map(|v| 1.0 / (v.as_f64() + self.eps).sqrt()).collect();
-        let xhat = |i: usize, ch: usize| (x.data[i].as_f64() - mean.data[ch].as_f64()) * istd[ch];
-        let mut dbeta = vec![0.0; c];
-        let mut dgamma = vec![0.0; c];
-        for i in 0..x.data.len() {
-            let ch = (i / inner) % c;
-            dbeta[ch] += dy.data[i].as_f64();
-            dgamma[ch] += dy.data[i].as_f64() * xhat(i, ch);
-        }
-        let dx = (0..x.data.len())
-            .map(|i| {
-                let ch = (i / inner) % c;
-                let g = gamma.data[ch].as_f64() * istd[ch];
-                T::from_f64(g * (dy.data[i].as_f64() - dbeta[ch] / m - xhat(i, ch) * dgamma[ch] / m))
-            })
-            .collect();
-        Ok(with_channel_vectors(Tensor::new(x.shape.clone(), dx), &dgamma, &dbeta))
+        let (n, _, inner) = channel_layout(&x.shape);
+        let istd = inv_stds(var, self.eps);
+        let (dgamma, dbeta) = gradient_sums(x, mean, &istd, dy);
+        let dx = input_gradient(x, (mean, &istd), gamma, dy, (&dgamma, &dbeta), (n * inner) as f64);
+        Ok(with_channel_vectors(dx, &dgamma, &dbeta))
     }
 
     fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
@@ -429,20 +465,10 @@ impl OpRule for BatchNormApply {
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
         let (x, sum, sq, gamma, beta) = (ins[0], ins[1], ins[2], ins[3], ins[4]);
-        let (_, c, inner) = channel_layout(&x.shape);
+        let (_, c, _) = channel_layout(&x.shape);
         let mean: Vec<f64> = (0..c).map(|ch| mean_of::<T>(joined(sum, 0, ch), self.count)).collect();
         let var: Vec<f64> = (0..c).map(|ch| joined(sq, 0, ch) / self.count as f64).collect();
-        let istd: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-        let y = x
-            .data
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let ch = (i / inner) % c;
-                T::from_f64((v.as_f64() - mean[ch]) * istd[ch]) * gamma.data[ch] + beta.data[ch]
-            })
-            .collect();
-        Ok(with_channel_vectors(Tensor::new(x.shape.clone(), y), &mean, &var))
+        Ok(normalize_with(x, (&mean, &var), &gamma.data, &beta.data, self.eps))
     }
 
     fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
@@ -478,15 +504,7 @@ impl OpRule for BatchNormGradSums {
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
         let (x, mean, var, dy) = (ins[0], ins[1], ins[2], ins[3]);
-        let (_, c, inner) = channel_layout(&x.shape);
-        let istd: Vec<f64> = var.data.iter().map(|v| 1.0 / (v.as_f64() + self.eps).sqrt()).collect();
-        let (mut dgamma, mut dbeta) = (vec![0.0; c], vec![0.0; c]);
-        for i in 0..x.data.len() {
-            let ch = (i / inner) % c;
-            let xhat = (x.data[i].as_f64() - mean.data[ch].as_f64()) * istd[ch];
-            dbeta[ch] += dy.data[i].as_f64();
-            dgamma[ch] += dy.data[i].as_f64() * xhat;
-        }
+        let (dgamma, dbeta) = gradient_sums(x, mean, &inv_stds(var, self.eps), dy);
         Ok(vec![exchange_tensor(&[&dgamma, &dbeta])])
     }
 
@@ -539,20 +557,12 @@ impl OpRule for BatchNormGradInput {
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
         let (x, mean, var, gamma, dy, sums) = (ins[0], ins[1], ins[2], ins[3], ins[4], ins[5]);
-        let (_, c, inner) = channel_layout(&x.shape);
-        let m = self.count as f64;
-        let istd: Vec<f64> = var.data.iter().map(|v| 1.0 / (v.as_f64() + self.eps).sqrt()).collect();
+        let (_, c, _) = channel_layout(&x.shape);
+        let istd = inv_stds(var, self.eps);
         let dgamma: Vec<f64> = (0..c).map(|ch| joined(sums, 0, ch)).collect();
         let dbeta: Vec<f64> = (0..c).map(|ch| joined(sums, 1, ch)).collect();
-        let dx = (0..x.data.len())
-            .map(|i| {
-                let ch = (i / inner) % c;
-                let xhat = (x.data[i].as_f64() - mean.data[ch].as_f64()) * istd[ch];
-                let g = gamma.data[ch].as_f64() * istd[ch];
-                T::from_f64(g * (dy.data[i].as_f64() - dbeta[ch] / m - xhat * dgamma[ch] / m))
-            })
-            .collect();
-        Ok(with_channel_vectors(Tensor::new(x.shape.clone(), dx), &dgamma, &dbeta))
+        let dx = input_gradient(x, (mean, &istd), gamma, dy, (&dgamma, &dbeta), self.count as f64);
+        Ok(with_channel_vectors(dx, &dgamma, &dbeta))
     }
 
     fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {

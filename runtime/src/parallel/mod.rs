@@ -1,17 +1,16 @@
 //! Data-parallel training: K processes train one model, each on its shard of every
-//! mini-batch, meeting at the grad program's collective points.
+//! mini-batch, meeting at the shard program's collective points (`exec::shard_batchnorm`).
 //!
-//! The processes are a [`Group`] (rank, size, allgather, broadcast, barrier): [`Solo`] for
-//! one process, [`ThreadGroup`] for K members inside one process (the tests, which need no
-//! MPI), and `MpiGroup` over MPI's world communicator with the `mpi` feature. The trainer
-//! has one code path for all of them.
+//! The processes are a [`Group`] (rank, size, allgather, alltoall, broadcast, barrier,
+//! abort): [`Solo`] for one process, [`ThreadGroup`] for K members inside one process
+//! (the tests, which need no MPI), and `MpiGroup` over MPI's world communicator with the
+//! `mpi` feature. The trainer has one code path for all of them.
 //!
-//! [`DataParallel`] is what runs at the points ([`Collectives`]): it merges batch norm's
-//! shard statistics (Chan's formula over (count, mean, M2)), adds its gradient sums, and
-//! adds the gradients, each contribution weighted by its shard's share of the batch.
-//! Every sum is taken over an allgather in rank order in f64, so every process gets the
-//! same bits, and two runs with the same K give the same bits. Results depend on K only
-//! through rounding (docs/ARCHITECTURE.md).
+//! [`DataParallel`] is what runs at the points ([`Collectives`]): it adds up batch norm's
+//! per-channel sums (f64, carried as two f32s) and the gradients across processes. Every
+//! sum is taken in rank order ([`Group::allreduce_sum`]), so every process gets the same
+//! bits and two runs with the same K give the same bits. Results depend on K only through
+//! rounding (docs/ARCHITECTURE.md, "Data parallelism").
 
 #[cfg(feature = "mpi")]
 mod mpi;

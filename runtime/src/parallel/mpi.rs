@@ -3,6 +3,7 @@
 
 use super::Group;
 use crate::error::{Error, Result};
+use mpi::datatype::Equivalence;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 
@@ -19,6 +20,21 @@ impl MpiGroup {
         let world = universe.world();
         Ok(MpiGroup { world, _universe: universe })
     }
+
+    fn gather<T: Equivalence + Copy + Default>(&self, local: &[T]) -> Vec<T> {
+        let mut all = vec![T::default(); local.len() * self.size()];
+        self.world.all_gather_into(local, &mut all[..]);
+        all
+    }
+
+    fn exchange<T: Equivalence + Copy + Default>(&self, send: &[T]) -> Result<Vec<T>> {
+        if !send.len().is_multiple_of(self.size()) {
+            return Err(Error::new("an alltoall buffer must hold one equal block per process"));
+        }
+        let mut received = vec![T::default(); send.len()];
+        self.world.all_to_all_into(send, &mut received[..]);
+        Ok(received)
+    }
 }
 
 impl Group for MpiGroup {
@@ -31,33 +47,19 @@ impl Group for MpiGroup {
     }
 
     fn allgather(&self, local: &[f64]) -> Result<Vec<f64>> {
-        let mut all = vec![0.0f64; local.len() * self.size()];
-        self.world.all_gather_into(local, &mut all[..]);
-        Ok(all)
+        Ok(self.gather(local))
     }
 
     fn alltoall(&self, send: &[f64]) -> Result<Vec<f64>> {
-        if !send.len().is_multiple_of(self.size()) {
-            return Err(Error::new("an alltoall buffer must hold one equal block per process"));
-        }
-        let mut received = vec![0.0f64; send.len()];
-        self.world.all_to_all_into(send, &mut received[..]);
-        Ok(received)
+        self.exchange(send)
     }
 
     fn allgather_f32(&self, local: &[f32]) -> Result<Vec<f32>> {
-        let mut all = vec![0.0f32; local.len() * self.size()];
-        self.world.all_gather_into(local, &mut all[..]);
-        Ok(all)
+        Ok(self.gather(local))
     }
 
     fn alltoall_f32(&self, send: &[f32]) -> Result<Vec<f32>> {
-        if !send.len().is_multiple_of(self.size()) {
-            return Err(Error::new("an alltoall buffer must hold one equal block per process"));
-        }
-        let mut received = vec![0.0f32; send.len()];
-        self.world.all_to_all_into(send, &mut received[..]);
-        Ok(received)
+        self.exchange(send)
     }
 
     fn broadcast(&self, root: usize, buf: &mut [u64]) -> Result<()> {
