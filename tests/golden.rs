@@ -140,6 +140,15 @@ fn a_branching_block_two_sgd_steps_match_pytorch() {
     }
 }
 
+/// Concatenation against PyTorch: an Inception-style block, `concat(b1, s)` after a
+/// 3×3 branch as `torch.cat([b3, b1, s], dim=1)` (`tests/golden/inception.nn`).
+#[test]
+fn a_concatenating_block_two_sgd_steps_match_pytorch() {
+    for backend in [Backend::Interp, Backend::Jit] {
+        check_golden("tests/golden/inception.nn", "tests/golden/inception.safetensors", backend);
+    }
+}
+
 /// Adam (with weight decay) and SGD with Nesterov momentum and weight decay, three steps,
 /// against torch.optim (within 2e-4 of each weight).
 #[test]

@@ -208,6 +208,11 @@ impl LayerBuilder<'_> {
                 }
                 Ok(sum)
             }
+            // torch.cat([prev, a, b, ...], dim=1)
+            Layer::Concat { .. } => {
+                let ins: Vec<_> = std::iter::once(x).chain(self.l.others.iter().map(|&o| lookup(o))).collect();
+                self.op1(ops::Concat, &ins)
+            }
             Layer::Softmax => self.op1(ops::Softmax, &[x]),
             Layer::Activation(a) => self.op1(ops::Act { act: *a }, &[x]),
         }

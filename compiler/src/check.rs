@@ -83,7 +83,7 @@ pub fn check(model: &ast::Model) -> Result<ModelSpec, Diagnostic> {
                     Ref::Layer(i) => layers[i].out_shape.clone(),
                 };
                 let others = match &layer {
-                    Layer::Add { others } => {
+                    Layer::Add { others } | Layer::Concat { others } => {
                         others.iter().map(|o| lookup(&names, o, &layers, &input)).collect::<Result<Vec<_>, _>>()?
                     }
                     _ => vec![],
@@ -378,6 +378,24 @@ fn infer_shape(layer: &Layer, x: &[usize], ctx: &ShapeCtx) -> Result<Vec<usize>,
             }
             x.to_vec()
         }
+        Layer::Concat { others } => {
+            let mut out = x.to_vec();
+            for (other, o) in others.iter().zip(ctx.others) {
+                if o.len() != x.len() || o[1..] != x[1..] {
+                    let what = if x.len() == 1 { "flat outputs" } else { "equal height and width" };
+                    return Err(ctx
+                        .err(format!(
+                            "concat needs {what}: the previous output is {} but `{}` gives {}",
+                            fmt_shape(x),
+                            other.name,
+                            fmt_shape(o)
+                        ))
+                        .with_help("outputs are joined along channels (features); the other dimensions must match"));
+                }
+                out[0] += o[0];
+            }
+            out
+        }
     })
 }
 
@@ -428,6 +446,7 @@ fn layer_params(layer: &Layer, x: &[usize], prefix: &str) -> Vec<ParamSpec> {
         | Layer::GlobalMaxPool
         | Layer::Dropout { .. }
         | Layer::Add { .. }
+        | Layer::Concat { .. }
         | Layer::Softmax
         | Layer::Activation(_) => vec![],
     }

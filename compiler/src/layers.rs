@@ -90,6 +90,10 @@ pub enum Layer {
     Add {
         others: Vec<Ident>,
     },
+    /// The previous output followed by each named one, along channels (features).
+    Concat {
+        others: Vec<Ident>,
+    },
     Softmax,
     Activation(Activation),
     Maxout {
@@ -284,6 +288,13 @@ pub static LAYERS: &[LayerDef] = &[
         doc: "the previous output plus the named earlier statements' outputs, left to right (equal shapes)",
         args: &[arg("names", T::Names, D::Required, "the statements to add, one or more")],
         build: |a| Ok(Layer::Add { others: a.names("names")? }),
+    },
+    LayerDef {
+        name: "concat",
+        doc: "the previous output followed by the named earlier statements' outputs, along channels \
+              (images: equal height and width; flat: features), as `torch.cat([prev, a, ...], dim=1)`",
+        args: &[arg("names", T::Names, D::Required, "the statements to append, one or more")],
+        build: |a| Ok(Layer::Concat { others: a.names("names")? }),
     },
     LayerDef {
         name: "softmax",

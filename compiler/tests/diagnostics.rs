@@ -123,6 +123,19 @@ fn name_errors() {
         None,
     );
     error(
+        &m("    a: conv2d(4, kernel: 3)\n    conv2d(8, kernel: 1, stride: 2)\n    concat(a)"),
+        "5:5",
+        "concat needs equal height and width: the previous output is [8, 3, 3] but `a` gives [4, 6, 6]",
+        Some("joined along channels"),
+    );
+    error(
+        &m("    a: conv2d(4, kernel: 3)\n    flatten\n    concat(a)"),
+        "5:5",
+        "concat needs flat outputs: the previous output is [144] but `a` gives [4, 6, 6]",
+        None,
+    );
+    error(&m("    a: relu\n    concat(b)"), "4:12", "no earlier statement is named `b`", Some("a"));
+    error(
         &m("    a: relu\n    a: relu"),
         "4:5",
         "the name `a` is already used by an earlier statement",

@@ -187,3 +187,16 @@ fn branches_with_from() {
     // One add of three operands: each gets the whole upstream gradient.
     gradcheck("model m { input x: [4] a: dense(4) b: tanh dense(4, from: x) add(a, b, x) dense(2) loss mse }", 3, 43);
 }
+
+/// Concatenation along channels: each operand gets its slice of the upstream gradient;
+/// images (an Inception-style pair of branches) and flat features, the input included.
+#[test]
+fn concatenation() {
+    gradcheck(
+        "model m { input [2, 5, 5] stem: conv2d(3, kernel: 3, padding: 1) a: tanh conv2d(2, kernel: 1, from: stem) \
+         relu concat(a, stem) conv2d(2, kernel: 3) flatten dense(2) loss softmax_cross_entropy }",
+        2,
+        44,
+    );
+    gradcheck("model m { input x: [4] a: dense(3) sigmoid dense(2) concat(x, a) dense(2) loss mse }", 3, 45);
+}

@@ -185,6 +185,10 @@ fn every_op_agrees() {
         ("input [2, 8, 8] stem: conv2d(4, kernel: 3, padding: 1) relu conv2d(6, kernel: 3, stride: 2, padding: 1) relu main: conv2d(6, kernel: 3, padding: 1) conv2d(6, kernel: 1, stride: 2, from: stem) add(main) relu flatten dense(3) loss softmax_cross_entropy", 3),
         ("input x: [5] dense(4) a: tanh dense(4, from: x) add(a) dense(2) loss mse", 4),
         ("input x: [6] a: dense(6) b: relu dense(6, from: x) add(a, b, x) dense(2) loss mse", 3),
+        // Concatenation: an Inception-style block (two branches of the stem, the stem
+        // itself) and flat features with the input.
+        ("input [2, 6, 6] stem: conv2d(3, kernel: 3, padding: 1) relu a: conv2d(2, kernel: 1) b: conv2d(4, kernel: 3, padding: 1, from: stem) concat(a, stem) relu maxpool(2) flatten dense(3) loss softmax_cross_entropy", 3),
+        ("input x: [5] a: dense(4) tanh dense(3) concat(x, a) batchnorm dense(2) loss mse", 4),
     ];
     for (i, (body, batch)) in cases.iter().enumerate() {
         for seed in 0..3u64 {

@@ -44,12 +44,13 @@ fn pipeline(text: &str) {
 const EXAMPLES: [&str; 8] =
     ["lenet5.nn", "mlp.nn", "cnn_bn.nn", "xor.nn", "perceptron.nn", "activations.nn", "residual.nn", "strided.nn"];
 
-const WORDS: [&str; 25] = [
+const WORDS: [&str; 26] = [
     "dense",
     "conv2d",
     "relu",
     "maxpool",
     "add",
+    "concat",
     "stem",
     "x",
     "input",

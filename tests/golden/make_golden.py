@@ -2,7 +2,8 @@
 """Golden values from PyTorch for Percept's training step (run once by hand; CI does not
 need torch).
 
-For lenet5.nn, cnn_bn.nn, tests/golden/global_maxpool.nn and tests/golden/resblock.nn
+For lenet5.nn, cnn_bn.nn, tests/golden/global_maxpool.nn, tests/golden/resblock.nn and
+tests/golden/inception.nn
 (as the equivalent torch module, whose state_dict keys are Percept's parameter names), writes
 `<model>.safetensors` holding:
   init.<name>   the initial weights (PyTorch's default initialization, seed 0)
@@ -84,7 +85,30 @@ def resblock():
     return ResBlock()
 
 
-MODELS = {"lenet5": lenet5, "cnn_bn": cnn_bn, "global_maxpool": global_maxpool, "resblock": resblock}
+class Inception(nn.Module):
+    """tests/golden/inception.nn: two branches of the stem and the stem, concatenated along
+    channels in Percept's order (the previous output first, then the named ones)."""
+
+    def __init__(self):
+        super().__init__()
+        for name, module in [("stem", nn.Conv2d(1, 6, 3, padding=1)), ("b1", nn.Conv2d(6, 4, 1)),
+                             ("3", nn.Conv2d(6, 6, 3, padding=1)), ("8", nn.Linear(16 * 14 * 14, 10))]:
+            self.add_module(name, module)
+
+    def forward(self, x):
+        s = torch.relu(self.stem(x))
+        b1 = self.b1(s)
+        b3 = getattr(self, "3")(s)
+        y = nn.functional.max_pool2d(torch.relu(torch.cat([b3, b1, s], dim=1)), 2)
+        return getattr(self, "8")(y.flatten(1))
+
+
+def inception():
+    return Inception()
+
+
+MODELS = {"lenet5": lenet5, "cnn_bn": cnn_bn, "global_maxpool": global_maxpool, "resblock": resblock,
+          "inception": inception}
 
 
 OPTIMIZERS = {

@@ -10,6 +10,7 @@
 
 mod activation;
 mod batchnorm;
+mod concat;
 mod conv;
 mod dense;
 mod elementwise;
@@ -23,6 +24,7 @@ pub use batchnorm::{
     channel_layout as batchnorm_layout, channel_stats, split_f64, BatchNormApply, BatchNormEval, BatchNormGradInput,
     BatchNormGradSums, BatchNormSqDev, BatchNormSum, BatchNormTrain, BatchNormTrainGrad, RunningUpdate,
 };
+pub use concat::{Concat, SliceChannels};
 pub use conv::{Conv2d, Conv2dGradInput, Conv2dGradWeight, ConvGeom};
 pub use dense::{BiasAdd, BiasGrad, MatMul, MaxoutGrad, MaxoutReduce};
 pub use elementwise::{dropout_keep, dropout_key, dropout_threshold, mix64, Add, Dropout, Reshape};
@@ -288,6 +290,8 @@ op_table! {
     GlobalMaxPoolGrad(GlobalMaxPoolGrad),
     Reshape(Reshape),
     Add(Add),
+    Concat(Concat),
+    SliceChannels(SliceChannels),
     Dropout(Dropout),
     BatchNormTrain(BatchNormTrain),
     BatchNormTrainGrad(BatchNormTrainGrad),

@@ -111,7 +111,23 @@ pub fn random_model(rng: &mut Rng) -> (String, usize) {
                     format!("{kind}({k}, stride: {s})")
                 }
                 4 => "batchnorm(eps: 0.001)".into(),
-                5 if !same.is_empty() => format!("add({})", same[rng.below(same.len())]),
+                5 if !same.is_empty() && rng.below(2) == 0 => format!("add({})", same[rng.below(same.len())]),
+                5 => {
+                    // Concatenation with an earlier output of the same height and width.
+                    let joinable: Vec<(String, usize)> = named
+                        .iter()
+                        .filter(|(_, s)| s.len() == 3 && s[1..] == shape[1..])
+                        .map(|(n, s)| (n.clone(), s[0]))
+                        .collect();
+                    match joinable.len() {
+                        0 => acts[rng.below(acts.len())].into(),
+                        n => {
+                            let (name, channels) = joinable[rng.below(n)].clone();
+                            shape[0] += channels;
+                            format!("concat({name})")
+                        }
+                    }
+                }
                 6 => {
                     shape = vec![c];
                     if rng.below(2) == 0 { "global_avgpool" } else { "global_maxpool" }.into()
@@ -137,7 +153,19 @@ pub fn random_model(rng: &mut Rng) -> (String, usize) {
                     format!("maxout({u}, pieces: {p})")
                 }
                 4 => "batchnorm(eps: 0.001)".into(),
-                5 if !same.is_empty() => format!("add({})", same[rng.below(same.len())]),
+                5 if !same.is_empty() && rng.below(2) == 0 => format!("add({})", same[rng.below(same.len())]),
+                5 => {
+                    let flat: Vec<(String, usize)> =
+                        named.iter().filter(|(_, s)| s.len() == 1).map(|(n, s)| (n.clone(), s[0])).collect();
+                    match flat.len() {
+                        0 => acts[rng.below(acts.len())].into(),
+                        n => {
+                            let (name, features) = flat[rng.below(n)].clone();
+                            shape = vec![f + features];
+                            format!("concat({name})")
+                        }
+                    }
+                }
                 6 => "dropout(p: 0.5)".into(),
                 _ => {
                     let _ = f;

@@ -8,6 +8,7 @@
 //! it contributes when it is itself fused into another op's store ([`Element`]), its
 //! [`Work`] (scratch, shared buffers, passes over independent items), and its loop nest.
 
+mod concat;
 mod dense;
 mod element;
 mod elementwise;
