@@ -31,8 +31,7 @@ fn slot_of(store: &StateStore, kind: &SourceKind) -> Option<(SlotKind, String)> 
     Some((k, name.clone()))
 }
 
-/// The store slot an output is written to (`None`: it goes to the fetch, or it is the
-/// state of an optimizer this store has no slot for).
+/// The store slot an output is written to (`None`: it goes to the fetch).
 fn slot_of_output(store: &StateStore, role: &OutputRole) -> Option<(SlotKind, String)> {
     match role {
         OutputRole::Grad(n) => Some((SlotKind::Grad, n.clone())),

@@ -8,9 +8,9 @@
 //! `batchnorm_apply` (the normalization, computed as `batchnorm_train` computes it);
 //! `batchnorm_train_grad` becomes `batchnorm_grad_sums` (Σ dy·x̂ and Σ dy; a point adds
 //! them up) and `batchnorm_grad_input`. So a shard computes, up to the order of f64
-//! additions, the statistics one process computes for the whole batch. The running variance's unbiased
-//! correction uses the global count, and the loss divides by the global batch, so each
-//! sample's gradient is what one process computes for it.
+//! additions, the statistics one process computes for the whole batch. The running
+//! variance's unbiased correction uses the global count, and the loss divides by the
+//! global batch, so each sample's gradient is what one process computes for it.
 
 use crate::ir::{Graph, OutputRole, ValueId};
 use crate::ops::{self, batchnorm_layout, Op, SourceKind};
