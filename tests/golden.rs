@@ -149,6 +149,16 @@ fn a_concatenating_block_two_sgd_steps_match_pytorch() {
     }
 }
 
+/// Upsampling against PyTorch: an encoder–decoder step, `upsample(2)` as
+/// `nn.Upsample(scale_factor=2, mode="nearest")`, then `concat` with the skip
+/// (`tests/golden/unet.nn`).
+#[test]
+fn an_upsampling_block_two_sgd_steps_match_pytorch() {
+    for backend in [Backend::Interp, Backend::Jit] {
+        check_golden("tests/golden/unet.nn", "tests/golden/unet.safetensors", backend);
+    }
+}
+
 /// Adam (with weight decay) and SGD with Nesterov momentum and weight decay, three steps,
 /// against torch.optim (within 2e-4 of each weight).
 #[test]

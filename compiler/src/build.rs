@@ -194,6 +194,7 @@ impl LayerBuilder<'_> {
                 self.op1(ops::Reshape { shape }, &[x])
             }
             Layer::GlobalAvgPool => self.op1(ops::GlobalAvgPool, &[x]),
+            Layer::Upsample { factor } => self.op1(ops::Upsample { factor: *factor }, &[x]),
             Layer::GlobalMaxPool => self.op1(ops::GlobalMaxPool, &[x]),
             Layer::Dropout { p } => match mode {
                 Mode::Eval => Ok(x),

@@ -358,6 +358,10 @@ fn infer_shape(layer: &Layer, x: &[usize], ctx: &ShapeCtx) -> Result<Vec<usize>,
         }
         Layer::Flatten => vec![x.iter().product()],
         Layer::GlobalAvgPool | Layer::GlobalMaxPool => vec![ctx.expect_image(x)?[0]],
+        Layer::Upsample { factor } => {
+            let s = ctx.expect_image(x)?;
+            vec![s[0], s[1] * factor[0], s[2] * factor[1]]
+        }
         Layer::Dropout { .. } | Layer::Activation(_) => x.to_vec(),
         Layer::Softmax => {
             ctx.expect_flat(x)?;
@@ -447,6 +451,7 @@ fn layer_params(layer: &Layer, x: &[usize], prefix: &str) -> Vec<ParamSpec> {
         | Layer::Dropout { .. }
         | Layer::Add { .. }
         | Layer::Concat { .. }
+        | Layer::Upsample { .. }
         | Layer::Softmax
         | Layer::Activation(_) => vec![],
     }

@@ -90,6 +90,10 @@ pub enum Layer {
     Add {
         others: Vec<Ident>,
     },
+    /// Nearest-neighbour upsampling by integer factors.
+    Upsample {
+        factor: [usize; 2],
+    },
     /// The previous output followed by each named one, along channels (features).
     Concat {
         others: Vec<Ident>,
@@ -258,6 +262,13 @@ pub static LAYERS: &[LayerDef] = &[
     },
     LayerDef {
         name: "flatten", doc: "[C, H, W] → [C·H·W], in C,H,W order", args: &[], build: |_| Ok(Layer::Flatten)
+    },
+    LayerDef {
+        name: "upsample",
+        doc: "[C, H, W] → [C, H·fh, W·fw], nearest neighbour (each value repeated over its block), as \
+              `nn.Upsample(scale_factor=f, mode=\"nearest\")`",
+        args: &[arg("factor", T::Size2, D::Required, "the integer factor f or [fh, fw]")],
+        build: |a| Ok(Layer::Upsample { factor: a.size2("factor")? }),
     },
     LayerDef {
         name: "global_avgpool",

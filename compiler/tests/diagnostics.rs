@@ -135,6 +135,8 @@ fn name_errors() {
         None,
     );
     error(&m("    a: relu\n    concat(b)"), "4:12", "no earlier statement is named `b`", Some("a"));
+    error(&m("    flatten\n    upsample(2)"), "4:5", "upsample expects an image input", None);
+    error(&m("    upsample(0)"), "3:14", "`factor` must be at least 1", None);
     error(
         &m("    a: relu\n    a: relu"),
         "4:5",

@@ -200,3 +200,14 @@ fn concatenation() {
     );
     gradcheck("model m { input x: [4] a: dense(3) sigmoid dense(2) concat(x, a) dense(2) loss mse }", 3, 45);
 }
+
+/// Nearest-neighbour upsampling: each input gets the sum of its block's gradients.
+#[test]
+fn upsampling() {
+    gradcheck(
+        "model m { input [2, 3, 3] conv2d(2, kernel: 2) tanh upsample([2, 3]) conv2d(2, kernel: 3) flatten dense(2) \
+         loss softmax_cross_entropy }",
+        2,
+        46,
+    );
+}

@@ -189,6 +189,9 @@ fn every_op_agrees() {
         // itself) and flat features with the input.
         ("input [2, 6, 6] stem: conv2d(3, kernel: 3, padding: 1) relu a: conv2d(2, kernel: 1) b: conv2d(4, kernel: 3, padding: 1, from: stem) concat(a, stem) relu maxpool(2) flatten dense(3) loss softmax_cross_entropy", 3),
         ("input x: [5] a: dense(4) tanh dense(3) concat(x, a) batchnorm dense(2) loss mse", 4),
+        // An encoder–decoder's step: downsample, upsample, join with the skip.
+        ("input [2, 6, 6] skip: conv2d(3, kernel: 3, padding: 1) relu maxpool(2) conv2d(4, kernel: 1) upsample(2) concat(skip) relu conv2d(2, kernel: 3, stride: 2) flatten dense(3) loss softmax_cross_entropy", 3),
+        ("input [1, 3, 5] upsample([3, 2]) tanh flatten dense(2) loss mse", 2),
     ];
     for (i, (body, batch)) in cases.iter().enumerate() {
         for seed in 0..3u64 {

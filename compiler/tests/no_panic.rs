@@ -44,13 +44,14 @@ fn pipeline(text: &str) {
 const EXAMPLES: [&str; 8] =
     ["lenet5.nn", "mlp.nn", "cnn_bn.nn", "xor.nn", "perceptron.nn", "activations.nn", "residual.nn", "strided.nn"];
 
-const WORDS: [&str; 26] = [
+const WORDS: [&str; 27] = [
     "dense",
     "conv2d",
     "relu",
     "maxpool",
     "add",
     "concat",
+    "upsample",
     "stem",
     "x",
     "input",

@@ -2,8 +2,8 @@
 """Golden values from PyTorch for Percept's training step (run once by hand; CI does not
 need torch).
 
-For lenet5.nn, cnn_bn.nn, tests/golden/global_maxpool.nn, tests/golden/resblock.nn and
-tests/golden/inception.nn
+For lenet5.nn, cnn_bn.nn, tests/golden/global_maxpool.nn, tests/golden/resblock.nn,
+tests/golden/inception.nn and tests/golden/unet.nn
 (as the equivalent torch module, whose state_dict keys are Percept's parameter names), writes
 `<model>.safetensors` holding:
   init.<name>   the initial weights (PyTorch's default initialization, seed 0)
@@ -107,8 +107,29 @@ def inception():
     return Inception()
 
 
+class UNet(nn.Module):
+    """tests/golden/unet.nn: pool, upsample back (nearest), concatenate the skip."""
+
+    def __init__(self):
+        super().__init__()
+        for name, module in [("skip", nn.Conv2d(1, 4, 3, padding=1)), ("3", nn.Conv2d(4, 4, 3, padding=1)),
+                             ("7", nn.Conv2d(8, 4, 3, stride=2, padding=1)), ("10", nn.Linear(4 * 14 * 14, 10))]:
+            self.add_module(name, module)
+
+    def forward(self, x):
+        skip = self.skip(x)
+        y = getattr(self, "3")(nn.functional.max_pool2d(torch.relu(skip), 2))
+        y = nn.Upsample(scale_factor=2, mode="nearest")(torch.relu(y))
+        y = torch.relu(getattr(self, "7")(torch.cat([y, skip], dim=1)))
+        return getattr(self, "10")(y.flatten(1))
+
+
+def unet():
+    return UNet()
+
+
 MODELS = {"lenet5": lenet5, "cnn_bn": cnn_bn, "global_maxpool": global_maxpool, "resblock": resblock,
-          "inception": inception}
+          "inception": inception, "unet": unet}
 
 
 OPTIMIZERS = {

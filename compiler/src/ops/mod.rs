@@ -34,7 +34,7 @@ pub use loss::{
 pub use optim::{AdamUpdate, SgdUpdate};
 pub use pool::{
     AvgPool, AvgPoolGrad, GlobalAvgPool, GlobalAvgPoolGrad, GlobalMaxPool, GlobalMaxPoolGrad, MaxPool, MaxPoolGrad,
-    PoolGeom,
+    PoolGeom, Upsample, UpsampleGrad,
 };
 pub use source::{Source, SourceKind};
 
@@ -288,6 +288,8 @@ op_table! {
     GlobalAvgPoolGrad(GlobalAvgPoolGrad),
     GlobalMaxPool(GlobalMaxPool),
     GlobalMaxPoolGrad(GlobalMaxPoolGrad),
+    Upsample(Upsample),
+    UpsampleGrad(UpsampleGrad),
     Reshape(Reshape),
     Add(Add),
     Concat(Concat),

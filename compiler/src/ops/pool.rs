@@ -1,4 +1,5 @@
-//! Max, average and global-average pooling (floor mode, no padding) and their gradients.
+//! Max, average and global-average pooling (floor mode, no padding), nearest-neighbour
+//! upsampling, and their gradients.
 
 use super::{arity, rank, Grads, OpRule, Shapes, StepCtx, TextOp, VjpCtx};
 use crate::ir::ValueId;
@@ -364,5 +365,113 @@ impl OpRule for GlobalMaxPoolGrad {
             dx.data[p * hw + super::dense::argmax_first(plane)] = dy.data[p];
         }
         Ok(vec![dx])
+    }
+}
+
+/// [N, C, H, W] → [N, C, H·fh, W·fw], nearest neighbour: y[i, j] = x[i / fh, j / fw]
+/// (PyTorch's `nn.Upsample(scale_factor=(fh, fw), mode="nearest")`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Upsample {
+    pub factor: [usize; 2],
+}
+
+impl OpRule for Upsample {
+    fn name(&self) -> &'static str {
+        "upsample"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "upsample").then(|| Ok(Upsample { factor: t.positive_pair("factor")? }))
+    }
+
+    fn attrs(&self) -> String {
+        format!("factor={:?}", self.factor)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 1)?;
+        let x = ins[0];
+        rank(x, 4, "upsample's input")?;
+        Ok(vec![vec![x[0], x[1], x[2] * self.factor[0], x[3] * self.factor[1]]])
+    }
+
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
+        let Some(dy) = dys[0] else { return Ok(vec![None]) };
+        Ok(vec![Some(cx.emit1(UpsampleGrad { factor: self.factor }, &[dy])?)])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let x = ins[0];
+        let out = self.infer(&[x.shape.as_slice()])?.remove(0);
+        let (h, w, [fh, fw]) = (x.shape[2], x.shape[3], self.factor);
+        let mut data = Vec::with_capacity(out.iter().product());
+        for plane in x.data.chunks(h * w) {
+            for i in 0..h * fh {
+                for j in 0..w * fw {
+                    data.push(plane[(i / fh) * w + j / fw]);
+                }
+            }
+        }
+        Ok(vec![Tensor::new(out, data)])
+    }
+
+    fn flops(&self, _: &Shapes, _: &Shapes) -> u64 {
+        0
+    }
+}
+
+/// Upsampling's gradient: dx[i, j] = Σ over its fh×fw block of dy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpsampleGrad {
+    pub factor: [usize; 2],
+}
+
+impl OpRule for UpsampleGrad {
+    fn name(&self) -> &'static str {
+        "upsample_grad"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "upsample_grad").then(|| Ok(UpsampleGrad { factor: t.positive_pair("factor")? }))
+    }
+
+    fn attrs(&self) -> String {
+        format!("factor={:?}", self.factor)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        arity(ins, 1)?;
+        let dy = ins[0];
+        rank(dy, 4, "upsample_grad's input")?;
+        let [fh, fw] = self.factor;
+        if !dy[2].is_multiple_of(fh) || !dy[3].is_multiple_of(fw) {
+            return Err(format!("{dy:?} is not an upsampling by {:?}", self.factor));
+        }
+        Ok(vec![vec![dy[0], dy[1], dy[2] / fh, dy[3] / fw]])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let dy = ins[0];
+        let out = self.infer(&[dy.shape.as_slice()])?.remove(0);
+        let (h, w, [fh, fw]) = (out[2], out[3], self.factor);
+        let mut data = vec![T::zero(); out.iter().product()];
+        for (plane, dx) in dy.data.chunks(h * fh * w * fw).zip(data.chunks_mut(h * w)) {
+            for i in 0..h {
+                for j in 0..w {
+                    let mut s = T::zero();
+                    for a in 0..fh {
+                        for b in 0..fw {
+                            s += plane[(i * fh + a) * w * fw + j * fw + b];
+                        }
+                    }
+                    dx[i * w + j] = s;
+                }
+            }
+        }
+        Ok(vec![Tensor::new(out, data)])
+    }
+
+    fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
+        super::numel(ins[0])
     }
 }

@@ -17,6 +17,7 @@ mod gemm;
 mod norm;
 mod pool;
 mod reduce;
+mod upsample;
 
 pub use epilogue::EpiOp;
 pub use gemm::MicroTile;
