@@ -11,7 +11,7 @@ use percept_compiler::codegen::{compile, CodegenOptions};
 use percept_compiler::exec::{
     self, CollectivePoint, Collectives, Executable, Feed, InterpExecutable, SlotKind, StateLayout, StateStore,
 };
-use percept_compiler::ops::StepCtx;
+use percept_compiler::ops::{exchange_data, exchange_values, StepCtx};
 use percept_compiler::Error;
 
 /// What K processes with the same shard would sum to: every exchanged sum and every
@@ -29,12 +29,9 @@ impl Collectives for Identical {
                 // The sums are f64, each as a hi row and a lo row: multiplied in f64.
                 let slot = store.layout().find(SlotKind::Exchange, exchange).expect("exchange slot").clone();
                 let c = slot.shape[1];
-                for pair in store.data_mut()[slot.range()].chunks_mut(2 * c) {
-                    for ch in 0..c {
-                        let v = (pair[ch] as f64 + pair[c + ch] as f64) * self.k as f64;
-                        (pair[ch], pair[c + ch]) = percept_compiler::ops::split_f64(v);
-                    }
-                }
+                let data = &mut store.data_mut()[slot.range()];
+                let times_k: Vec<f64> = exchange_values(data, c).iter().map(|v| v * self.k as f64).collect();
+                data.copy_from_slice(&exchange_data::<f32>(&times_k, c));
             }
             CollectivePoint::GradientsReady { global } => {
                 let grads: Vec<_> = store

@@ -54,12 +54,7 @@ pub struct Args {
 
 /// `--inference`: the evaluation program's throughput, one variant.
 fn measure_inference(a: &Args, backend: Backend, fuse: bool) -> Result<(f64, u64, Duration), UserError> {
-    let mut model = Model::from_file(&a.model)?;
-    model.set_backend(backend)?;
-    model.set_threads(a.threads.unwrap_or_else(Model::default_threads));
-    model.codegen.fuse = fuse;
-    model.codegen.micro = a.microkernel.into();
-    Trainer::new(TrainConfig::default())?.init_model(&mut model)?;
+    let mut model = bench_model(a, backend, fuse, false)?;
     let (x, _) = batch_data(&model, a.batch);
     let started = Instant::now();
     model.forward(&x, None, &[])?;
@@ -141,21 +136,27 @@ pub(super) fn batch_data(model: &Model, batch: usize) -> (Vec<f32>, Vec<f32>) {
     (x, t)
 }
 
-fn measure(a: &Args, backend: Backend, fuse: bool) -> Result<Measured, UserError> {
+/// The model every variant measures: back end, threads, fusion and micro-kernel from the
+/// command line, weights initialized from the default seed; with `training`, a model
+/// without a loss is refused.
+pub(super) fn bench_model(a: &Args, backend: Backend, fuse: bool, training: bool) -> Result<Model, UserError> {
     let mut model = Model::from_file(&a.model)?;
     model.set_backend(backend)?;
     model.set_threads(a.threads.unwrap_or_else(Model::default_threads));
     model.codegen.fuse = fuse;
     model.codegen.micro = a.microkernel.into();
-
-    let trainer = Trainer::new(TrainConfig { batch: a.batch, ..TrainConfig::default() })?;
-    trainer.init_model(&mut model)?;
-    if model.spec.loss.is_none() {
+    Trainer::new(TrainConfig { batch: a.batch, ..TrainConfig::default() })?.init_model(&mut model)?;
+    if training && model.spec.loss.is_none() {
         return Err(UserError(format!(
             "the model `{}` has no loss, so it has no training step to measure",
             model.spec.name
         )));
     }
+    Ok(model)
+}
+
+fn measure(a: &Args, backend: Backend, fuse: bool) -> Result<Measured, UserError> {
+    let mut model = bench_model(a, backend, fuse, true)?;
     let started = Instant::now();
     model.prepare_training(a.batch)?;
     let compile = started.elapsed();

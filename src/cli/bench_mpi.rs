@@ -3,13 +3,13 @@
 //! allreduce of gradients and batch norm's sums, and waiting for the slowest process)
 //! beside the compute time.
 
-use super::bench::{batch_data, Args};
+use super::bench::{batch_data, bench_model, Args};
 use super::common::group;
 use super::{CliResult, UserError};
 use percept_compiler::exec::{CollectivePoint, Collectives, StateStore};
 use percept_compiler::ops::StepCtx;
 use percept_runtime::parallel::{shard, DataParallel};
-use percept_runtime::{Backend, Model, TrainConfig, Trainer};
+use percept_runtime::{Backend, Model};
 use std::time::{Duration, Instant};
 
 /// [`DataParallel`], timed: all points, and the gradients' point alone.
@@ -41,17 +41,7 @@ pub fn run(a: &Args, backend: Backend) -> CliResult {
             a.batch
         )));
     };
-    let mut model = Model::from_file(&a.model)?;
-    model.set_backend(backend)?;
-    model.set_threads(a.threads.unwrap_or_else(Model::default_threads));
-    model.codegen.micro = a.microkernel.into();
-    Trainer::new(TrainConfig { batch: a.batch, ..TrainConfig::default() })?.init_model(&mut model)?;
-    if model.spec.loss.is_none() {
-        return Err(UserError(format!(
-            "the model `{}` has no loss, so it has no training step to measure",
-            model.spec.name
-        )));
-    }
+    let mut model = bench_model(a, backend, true, true)?;
     model.set_data_parallel(true);
     let (x, t) = batch_data(&model, a.batch);
     let per: usize = model.spec.input.shape.iter().product();

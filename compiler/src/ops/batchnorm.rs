@@ -42,6 +42,12 @@ fn with_channel_vectors<T: Real>(y: Tensor<T>, a: &[f64], b: &[f64]) -> Vec<Tens
     vec![y, to_t(a), to_t(b)]
 }
 
+/// The values of channel `ch` of every sample, in f64, in sample order.
+fn channel_values<T: Real>(x: &Tensor<T>, ch: usize) -> impl Iterator<Item = f64> + '_ {
+    let (n, c, inner) = channel_layout(&x.shape);
+    (0..n).flat_map(move |b| x.data[(b * c + ch) * inner..(b * c + ch + 1) * inner].iter().map(|v| v.as_f64()))
+}
+
 /// Per-channel mean and biased variance, two-pass in f64.
 pub fn channel_stats<T: Real>(x: &Tensor<T>) -> (Vec<f64>, Vec<f64>) {
     let (n, c, inner) = channel_layout(&x.shape);
@@ -49,7 +55,7 @@ pub fn channel_stats<T: Real>(x: &Tensor<T>) -> (Vec<f64>, Vec<f64>) {
     let mut mean = vec![0.0; c];
     let mut var = vec![0.0; c];
     for ch in 0..c {
-        let vals = || (0..n).flat_map(move |b| (0..inner).map(move |i| x.data[(b * c + ch) * inner + i].as_f64()));
+        let vals = || channel_values(x, ch);
         let m = vals().sum::<f64>() / count;
         mean[ch] = m;
         var[ch] = vals().map(|v| (v - m) * (v - m)).sum::<f64>() / count;
@@ -308,24 +314,35 @@ pub fn split_f64<T: Real>(v: f64) -> (T, T) {
     (hi, T::from_f64(v - hi.as_f64()))
 }
 
-/// Value `r` (rows 2r and 2r + 1) of channel `ch` of an exchange tensor, as f64.
-fn joined<T: Real>(t: &Tensor<T>, r: usize, ch: usize) -> f64 {
-    let c = t.shape[1];
-    t.data[2 * r * c + ch].as_f64() + t.data[(2 * r + 1) * c + ch].as_f64()
+/// An exchange buffer of `c` channels ([2·k, C]: value r's hi row 2r, lo row 2r + 1) read
+/// back as its k·C f64 values, value by value. The one decoding of the layout, for the
+/// interpreter and for the collectives (`runtime::parallel`).
+pub fn exchange_values<T: Real>(data: &[T], c: usize) -> Vec<f64> {
+    data.chunks(2 * c).flat_map(|pair| (0..c).map(move |ch| pair[ch].as_f64() + pair[c + ch].as_f64())).collect()
 }
 
-/// Per-channel f64 vectors as an exchange tensor [2·len, C], each as hi and lo rows.
-fn exchange_tensor<T: Real>(vectors: &[&[f64]]) -> Tensor<T> {
-    let c = vectors[0].len();
-    let mut data = vec![T::zero(); 2 * vectors.len() * c];
-    for (r, v) in vectors.iter().enumerate() {
+/// k·C f64 values (value by value) as an exchange buffer [2·k, C]: the inverse of
+/// [`exchange_values`], to `split_f64`'s precision.
+pub fn exchange_data<T: Real>(values: &[f64], c: usize) -> Vec<T> {
+    let mut data = vec![T::zero(); 2 * values.len()];
+    for (pair, v) in data.chunks_mut(2 * c).zip(values.chunks(c)) {
         for ch in 0..c {
-            let (hi, lo) = split_f64::<T>(v[ch]);
-            data[2 * r * c + ch] = hi;
-            data[(2 * r + 1) * c + ch] = lo;
+            (pair[ch], pair[c + ch]) = split_f64(v[ch]);
         }
     }
-    Tensor::new(vec![2 * vectors.len(), c], data)
+    data
+}
+
+/// Value `r` of every channel of an exchange tensor, as f64.
+fn joined<T: Real>(t: &Tensor<T>, r: usize) -> Vec<f64> {
+    let c = t.shape[1];
+    exchange_values(&t.data[2 * r * c..2 * (r + 1) * c], c)
+}
+
+/// Per-channel f64 vectors as an exchange tensor [2·len, C].
+fn exchange_tensor<T: Real>(vectors: &[&[f64]]) -> Tensor<T> {
+    let c = vectors[0].len();
+    Tensor::new(vec![2 * vectors.len(), c], exchange_data(&vectors.concat(), c))
 }
 
 fn check_exchange(s: &[usize], rows: usize, c: usize, what: &str) -> Result<(), String> {
@@ -362,12 +379,7 @@ impl OpRule for BatchNormSum {
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
         let x = ins[0];
-        let (n, c, inner) = channel_layout(&x.shape);
-        let sums: Vec<f64> = (0..c)
-            .map(|ch| {
-                (0..n).flat_map(|b| (0..inner).map(move |i| (b * c + ch) * inner + i)).map(|i| x.data[i].as_f64()).sum()
-            })
-            .collect();
+        let sums: Vec<f64> = (0..channel_layout(&x.shape).1).map(|ch| channel_values(x, ch).sum()).collect();
         Ok(vec![exchange_tensor(&[&sums])])
     }
 
@@ -406,14 +418,12 @@ impl OpRule for BatchNormSqDev {
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
         let (x, sum) = (ins[0], ins[1]);
-        let (n, c, inner) = channel_layout(&x.shape);
-        let sq: Vec<f64> = (0..c)
-            .map(|ch| {
-                let m = mean_of::<T>(joined(sum, 0, ch), self.count);
-                (0..n)
-                    .flat_map(|b| (0..inner).map(move |i| (b * c + ch) * inner + i))
-                    .map(|i| (x.data[i].as_f64() - m).powi(2))
-                    .sum()
+        let sq: Vec<f64> = joined(sum, 0)
+            .into_iter()
+            .enumerate()
+            .map(|(ch, s)| {
+                let m = mean_of::<T>(s, self.count);
+                channel_values(x, ch).map(|v| (v - m).powi(2)).sum()
             })
             .collect();
         Ok(vec![exchange_tensor(&[&sq])])
@@ -465,9 +475,8 @@ impl OpRule for BatchNormApply {
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
         let (x, sum, sq, gamma, beta) = (ins[0], ins[1], ins[2], ins[3], ins[4]);
-        let (_, c, _) = channel_layout(&x.shape);
-        let mean: Vec<f64> = (0..c).map(|ch| mean_of::<T>(joined(sum, 0, ch), self.count)).collect();
-        let var: Vec<f64> = (0..c).map(|ch| joined(sq, 0, ch) / self.count as f64).collect();
+        let mean: Vec<f64> = joined(sum, 0).into_iter().map(|s| mean_of::<T>(s, self.count)).collect();
+        let var: Vec<f64> = joined(sq, 0).into_iter().map(|s| s / self.count as f64).collect();
         Ok(normalize_with(x, (&mean, &var), &gamma.data, &beta.data, self.eps))
     }
 
@@ -557,10 +566,8 @@ impl OpRule for BatchNormGradInput {
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
         let (x, mean, var, gamma, dy, sums) = (ins[0], ins[1], ins[2], ins[3], ins[4], ins[5]);
-        let (_, c, _) = channel_layout(&x.shape);
         let istd = inv_stds(var, self.eps);
-        let dgamma: Vec<f64> = (0..c).map(|ch| joined(sums, 0, ch)).collect();
-        let dbeta: Vec<f64> = (0..c).map(|ch| joined(sums, 1, ch)).collect();
+        let (dgamma, dbeta) = (joined(sums, 0), joined(sums, 1));
         let dx = input_gradient(x, (mean, &istd), gamma, dy, (&dgamma, &dbeta), self.count as f64);
         Ok(with_channel_vectors(dx, &dgamma, &dbeta))
     }

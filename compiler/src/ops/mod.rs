@@ -21,8 +21,9 @@ mod source;
 
 pub use activation::{Act, ActGrad, Softmax, SoftmaxGrad};
 pub use batchnorm::{
-    channel_layout as batchnorm_layout, channel_stats, split_f64, BatchNormApply, BatchNormEval, BatchNormGradInput,
-    BatchNormGradSums, BatchNormSqDev, BatchNormSum, BatchNormTrain, BatchNormTrainGrad, RunningUpdate,
+    channel_layout as batchnorm_layout, channel_stats, exchange_data, exchange_values, split_f64, BatchNormApply,
+    BatchNormEval, BatchNormGradInput, BatchNormGradSums, BatchNormSqDev, BatchNormSum, BatchNormTrain,
+    BatchNormTrainGrad, RunningUpdate,
 };
 pub use concat::{Concat, SliceChannels};
 pub use conv::{Conv2d, Conv2dGradInput, Conv2dGradWeight, ConvGeom};

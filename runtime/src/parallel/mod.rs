@@ -19,6 +19,7 @@ pub use self::mpi::MpiGroup;
 
 use crate::error::{Error, Result};
 use percept_compiler::exec::{CollectivePoint, Collectives, SlotKind, StateStore};
+use percept_compiler::ops::{exchange_data, exchange_values};
 use std::ops::Range;
 use std::sync::{Arc, Barrier, Mutex};
 
@@ -235,21 +236,6 @@ fn exchange<'s>(store: &'s mut StateStore, name: &str) -> Result<&'s mut [f32]> 
     store.get_mut(SlotKind::Exchange, name).ok_or_else(|| Error(format!("the state has no exchange slot `{name}`")))
 }
 
-/// An exchange slot [2·values, C] read as its f64 values (hi row + lo row), value by value.
-fn read_split(slot: &[f32], c: usize) -> Vec<f64> {
-    slot.chunks(2 * c).flat_map(|pair| (0..c).map(move |ch| pair[ch] as f64 + pair[c + ch] as f64)).collect()
-}
-
-fn write_split(slot: &mut [f32], c: usize, values: &[f64]) {
-    for (pair, v) in slot.chunks_mut(2 * c).zip(values.chunks(c)) {
-        for ch in 0..c {
-            let (hi, lo) = percept_compiler::ops::split_f64::<f32>(v[ch]);
-            pair[ch] = hi;
-            pair[c + ch] = lo;
-        }
-    }
-}
-
 impl DataParallel<'_> {
     /// Replace the gradients but the `global` ones by their sum over processes (in f64,
     /// rounded once).
@@ -281,9 +267,10 @@ impl DataParallel<'_> {
             Some(slot) => slot.shape[1],
             None => return Err(Error(format!("the state has no exchange slot `{name}`"))),
         };
-        let mut values = read_split(exchange(store, name)?, c);
+        // The layout (f64 values as hi and lo f32 rows) is the compiler's.
+        let mut values = exchange_values(exchange(store, name)?, c);
         self.group.allreduce_sum(&mut values)?;
-        write_split(exchange(store, name)?, c, &values);
+        exchange(store, name)?.copy_from_slice(&exchange_data::<f32>(&values, c));
         Ok(())
     }
 }
@@ -393,10 +380,11 @@ mod tests {
                     let layout = percept_compiler::exec::StateLayout::new(&spec, &[]).with_exchange(&spec);
                     let mut store = StateStore::new(layout);
                     let mine = [v * (g.rank() + 1) as f64, -1.5, 0.0];
-                    write_split(store.get_mut(SlotKind::Exchange, "0.batch_sum").unwrap(), 3, &mine);
+                    let slot = store.get_mut(SlotKind::Exchange, "0.batch_sum").unwrap();
+                    slot.copy_from_slice(&exchange_data::<f32>(&mine, 3));
                     let point = CollectivePoint::Sum { exchange: "0.batch_sum".into() };
                     DataParallel { group: g }.at(&point, &mut store).unwrap();
-                    let got = read_split(store.get(SlotKind::Exchange, "0.batch_sum").unwrap(), 3);
+                    let got = exchange_values(store.get(SlotKind::Exchange, "0.batch_sum").unwrap(), 3);
                     assert_eq!(got, [6.0 * v, -4.5, 0.0]);
                 });
             }
