@@ -159,6 +159,26 @@ fn an_upsampling_block_two_sgd_steps_match_pytorch() {
     }
 }
 
+/// Grouped (depthwise among them), dilated and transposed convolutions against PyTorch:
+/// `groups`, `dilation` with `padding: same`, and `conv_transpose2d` with
+/// `output_padding` as `nn.Conv2d` and `nn.ConvTranspose2d` (`tests/golden/mobile.nn`).
+#[test]
+fn grouped_dilated_and_transposed_convolutions_two_sgd_steps_match_pytorch() {
+    for backend in [Backend::Interp, Backend::Jit] {
+        check_golden("tests/golden/mobile.nn", "tests/golden/mobile.safetensors", backend);
+    }
+}
+
+/// Padded pooling against PyTorch: `maxpool(3, stride: 2, padding: 1)` as a ResNet stem's
+/// `nn.MaxPool2d`, `avgpool` with `count_include_pad` false and true as `nn.AvgPool2d`
+/// (`tests/golden/padded_pool.nn`).
+#[test]
+fn padded_pooling_two_sgd_steps_match_pytorch() {
+    for backend in [Backend::Interp, Backend::Jit] {
+        check_golden("tests/golden/padded_pool.nn", "tests/golden/padded_pool.safetensors", backend);
+    }
+}
+
 /// Adam (with weight decay) and SGD with Nesterov momentum and weight decay, three steps,
 /// against torch.optim (within 2e-4 of each weight).
 #[test]

@@ -149,16 +149,40 @@ impl LayerBuilder<'_> {
                 let z = self.bias(z)?;
                 self.op1(ops::MaxoutReduce { pieces: *pieces }, &[z])
             }
-            Layer::Conv2d { kernel, stride, padding, .. } => {
-                let geom = ops::ConvGeom { stride: *stride, padding: crate::shape::conv_padding(*padding, *kernel) };
+            Layer::Conv2d { kernel, stride, padding, dilation, groups, .. } => {
+                let padding = crate::shape::conv_padding(*padding, *kernel, *dilation);
+                let geom = ops::ConvGeom { stride: *stride, padding, dilation: *dilation, groups: *groups };
                 let y = self.op1(ops::Conv2d { geom }, &[x, w.unwrap()])?;
                 self.bias(y)
             }
-            Layer::MaxPool { size, stride } => {
-                self.op1(ops::MaxPool { geom: ops::PoolGeom { size: *size, stride: *stride } }, &[x])
+            // The input gradient of the convolution that maps the output back to x.
+            Layer::ConvTranspose2d { kernel, stride, padding, output_padding, dilation, groups, .. } => {
+                let geom = ops::ConvGeom { stride: *stride, padding: *padding, dilation: *dilation, groups: *groups };
+                let xs = self.g.shape(x);
+                let out = |a: usize| {
+                    crate::shape::transposed_out(
+                        xs[2 + a],
+                        kernel[a],
+                        stride[a],
+                        padding[a],
+                        output_padding[a],
+                        dilation[a],
+                    )
+                };
+                let (Some(ho), Some(wo)) = (out(0), out(1)) else {
+                    return Err(Diagnostic::new(self.l.span, "conv_transpose2d's padding removes its whole output"));
+                };
+                let input_hw = [ho, wo];
+                let y = self.op1(ops::Conv2dGradInput { geom, input_hw }, &[x, w.unwrap()])?;
+                self.bias(y)
             }
-            Layer::AvgPool { size, stride } => {
-                self.op1(ops::AvgPool { geom: ops::PoolGeom { size: *size, stride: *stride } }, &[x])
+            Layer::MaxPool { size, stride, padding } => {
+                let geom = ops::PoolGeom { size: *size, stride: *stride, padding: *padding };
+                self.op1(ops::MaxPool { geom }, &[x])
+            }
+            Layer::AvgPool { size, stride, padding, count_include_pad } => {
+                let geom = ops::PoolGeom { size: *size, stride: *stride, padding: *padding };
+                self.op1(ops::AvgPool { geom, include_pad: *count_include_pad }, &[x])
             }
             Layer::BatchNorm { eps, momentum } => {
                 let (gamma, beta) = (w.unwrap(), self.param("bias").unwrap());

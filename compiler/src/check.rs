@@ -11,7 +11,7 @@
 use crate::ast::{self, Arg, Ident, StatementKind, ValueKind};
 use crate::diag::{suggest, Diagnostic};
 use crate::layers::{resolve_layer, Activation, Layer, Loss, Padding};
-use crate::shape::{conv_padding, window_out, MAX_ELEMENTS};
+use crate::shape::{conv_padding, dilated, transposed_out, window_out, MAX_ELEMENTS};
 use crate::span::Span;
 use crate::spec::{InputSpec, LayerSpec, LossSpec, ModelSpec, ParamRole, ParamSpec, Ref};
 use crate::text::fmt_shape;
@@ -288,6 +288,18 @@ impl ShapeCtx<'_> {
             .with_help("add `flatten` before it"))
     }
 
+    /// Input channels and filters must both split into the groups.
+    fn check_groups(&self, channels: usize, filters: usize, groups: usize) -> Result<(), Diagnostic> {
+        for (what, n) in [("input channels", channels), ("filters", filters)] {
+            if !n.is_multiple_of(groups) {
+                return Err(self
+                    .err(format!("{}'s {n} {what} do not split into {groups} groups", self.name))
+                    .with_help("groups must divide both the input channels and the filters"));
+            }
+        }
+        Ok(())
+    }
+
     fn expect_image(&self, x: &[usize]) -> Result<[usize; 3], Diagnostic> {
         if let [c, h, w] = *x {
             return Ok([c, h, w]);
@@ -308,42 +320,98 @@ fn infer_shape(layer: &Layer, x: &[usize], ctx: &ShapeCtx) -> Result<Vec<usize>,
             ctx.expect_flat(x)?;
             vec![*units]
         }
-        Layer::Conv2d { filters, kernel, stride, padding, .. } => {
-            let [_, h, w] = ctx.expect_image(x)?;
-            if *padding == Padding::Same && (kernel[0] % 2 == 0 || kernel[1] % 2 == 0) {
+        Layer::Conv2d { filters, kernel, stride, padding, dilation, groups, .. } => {
+            let [c, h, w] = ctx.expect_image(x)?;
+            ctx.check_groups(c, *filters, *groups)?;
+            let span = [dilated(kernel[0], dilation[0]), dilated(kernel[1], dilation[1])];
+            if *padding == Padding::Same && (span[0].is_multiple_of(2) || span[1].is_multiple_of(2)) {
+                let what = if *dilation == [1, 1] {
+                    "an odd kernel".to_string()
+                } else {
+                    "an odd dilated kernel extent ((kernel − 1)·dilation + 1)".to_string()
+                };
                 return Err(ctx
-                    .err(format!("`padding: same` needs an odd kernel, found kernel {}", fmt_shape(kernel)))
+                    .err(format!("`padding: same` needs {what}, found kernel {}", fmt_shape(kernel)))
                     .with_help("use an odd kernel size, or give the padding explicitly (`padding: 1`)"));
             }
-            let p = conv_padding(*padding, *kernel);
-            match (window_out(h, 2 * p[0], kernel[0], stride[0]), window_out(w, 2 * p[1], kernel[1], stride[1])) {
+            let p = conv_padding(*padding, *kernel, *dilation);
+            match (window_out(h, 2 * p[0], span[0], stride[0]), window_out(w, 2 * p[1], span[1], stride[1])) {
                 (Some(ho), Some(wo)) => vec![*filters, ho, wo],
                 _ => {
+                    let dilated_note =
+                        if *dilation == [1, 1] { String::new() } else { format!(" (dilated to {})", fmt_shape(&span)) };
                     return Err(ctx
                         .err(format!(
-                            "conv2d's kernel {} is larger than its padded input {} (input {} with padding {})",
+                            "conv2d's kernel {}{dilated_note} is larger than its padded input {} (input {} with padding {})",
                             fmt_shape(kernel),
                             fmt_shape(&[h + 2 * p[0], w + 2 * p[1]]),
                             fmt_shape(&[h, w]),
                             fmt_shape(&p)
                         ))
-                        .with_help("use a smaller kernel, more padding, or fewer pooling layers before it"))
+                        .with_help("use a smaller kernel, more padding, or fewer pooling layers before it"));
                 }
             }
         }
-        Layer::MaxPool { size, stride } | Layer::AvgPool { size, stride } => {
+        Layer::ConvTranspose2d { filters, kernel, stride, padding, output_padding, dilation, groups, .. } => {
             let [c, h, w] = ctx.expect_image(x)?;
-            match (window_out(h, 0, size[0], stride[0]), window_out(w, 0, size[1], stride[1])) {
-                (Some(ho), Some(wo)) => vec![c, ho, wo],
+            ctx.check_groups(c, *filters, *groups)?;
+            // PyTorch also allows output_padding < dilation with a smaller stride; those
+            // extra rows get no input at all, and Percept refuses them.
+            if (0..2).any(|a| output_padding[a] >= stride[a]) {
+                return Err(ctx
+                    .err(format!(
+                        "conv_transpose2d's output_padding {} must be smaller than its stride {}",
+                        fmt_shape(output_padding),
+                        fmt_shape(stride)
+                    ))
+                    .with_help(
+                        "output_padding picks one of the output sizes a stride allows, so it is below the stride",
+                    ));
+            }
+            let out = |a: usize, n: usize| {
+                transposed_out(n, kernel[a], stride[a], padding[a], output_padding[a], dilation[a])
+            };
+            match (out(0, h), out(1, w)) {
+                (Some(ho), Some(wo)) => vec![*filters, ho, wo],
                 _ => {
                     return Err(ctx
                         .err(format!(
-                            "{}'s window {} is larger than its input {}",
+                            "conv_transpose2d's padding {} removes its whole output (input {}, kernel {}, stride {})",
+                            fmt_shape(padding),
+                            fmt_shape(&[h, w]),
+                            fmt_shape(kernel),
+                            fmt_shape(stride)
+                        ))
+                        .with_help("use less padding or a larger kernel"))
+                }
+            }
+        }
+        Layer::MaxPool { size, stride, padding } | Layer::AvgPool { size, stride, padding, .. } => {
+            let [c, h, w] = ctx.expect_image(x)?;
+            if (0..2).any(|a| padding[a] > size[a] / 2) {
+                return Err(ctx
+                    .err(format!(
+                        "{}'s padding {} is more than half its window {}",
+                        ctx.name,
+                        fmt_shape(padding),
+                        fmt_shape(size)
+                    ))
+                    .with_help("every window must keep at least one input position: use padding ≤ size / 2"));
+            }
+            match (window_out(h, 2 * padding[0], size[0], stride[0]), window_out(w, 2 * padding[1], size[1], stride[1]))
+            {
+                (Some(ho), Some(wo)) => vec![c, ho, wo],
+                _ => {
+                    let padded =
+                        if *padding == [0, 0] { String::new() } else { format!(" (padding {})", fmt_shape(padding)) };
+                    return Err(ctx
+                        .err(format!(
+                            "{}'s window {} is larger than its input {}{padded}",
                             ctx.name,
                             fmt_shape(size),
                             fmt_shape(&[h, w])
                         ))
-                        .with_help("use a smaller window or remove a pooling layer"))
+                        .with_help("use a smaller window or remove a pooling layer"));
                 }
             }
         }
@@ -422,12 +490,20 @@ fn layer_params(layer: &Layer, x: &[usize], prefix: &str) -> Vec<ParamSpec> {
                 p("bias", vec![rows], ParamRole::Bias { fan_in }),
             ]
         }
-        Layer::Conv2d { filters, kernel, bias, .. } => {
-            let c = x[0];
-            let fan_in = c * kernel[0] * kernel[1];
-            let fan_out = filters * kernel[0] * kernel[1];
-            let mut v =
-                vec![p("weight", vec![*filters, c, kernel[0], kernel[1]], ParamRole::Weight { fan_in, fan_out })];
+        // PyTorch's fans: the weight's second dimension and its first, times the kernel.
+        Layer::Conv2d { filters, kernel, bias, groups, .. } => {
+            let shape = vec![*filters, x[0] / groups, kernel[0], kernel[1]];
+            let (fan_in, fan_out) = (shape[1] * kernel[0] * kernel[1], shape[0] * kernel[0] * kernel[1]);
+            let mut v = vec![p("weight", shape, ParamRole::Weight { fan_in, fan_out })];
+            if *bias {
+                v.push(p("bias", vec![*filters], ParamRole::Bias { fan_in }));
+            }
+            v
+        }
+        Layer::ConvTranspose2d { filters, kernel, bias, groups, .. } => {
+            let shape = vec![x[0], filters / groups, kernel[0], kernel[1]];
+            let (fan_in, fan_out) = (shape[1] * kernel[0] * kernel[1], shape[0] * kernel[0] * kernel[1]);
+            let mut v = vec![p("weight", shape, ParamRole::Weight { fan_in, fan_out })];
             if *bias {
                 v.push(p("bias", vec![*filters], ParamRole::Bias { fan_in }));
             }

@@ -66,15 +66,32 @@ pub enum Layer {
         kernel: [usize; 2],
         stride: [usize; 2],
         padding: Padding,
+        dilation: [usize; 2],
+        groups: usize,
+        bias: bool,
+    },
+    /// The gradient of a convolution with respect to its input, as a layer: PyTorch's
+    /// `ConvTranspose2d` (weight [in, filters/groups, kh, kw]).
+    ConvTranspose2d {
+        filters: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        output_padding: [usize; 2],
+        dilation: [usize; 2],
+        groups: usize,
         bias: bool,
     },
     MaxPool {
         size: [usize; 2],
         stride: [usize; 2],
+        padding: [usize; 2],
     },
     AvgPool {
         size: [usize; 2],
         stride: [usize; 2],
+        padding: [usize; 2],
+        count_include_pad: bool,
     },
     BatchNorm {
         eps: f64,
@@ -211,6 +228,8 @@ pub static LAYERS: &[LayerDef] = &[
             arg("kernel", T::Size2, D::Required, "kernel size k or [kh, kw]"),
             arg("stride", T::Size2, D::Int(1), "stride s or [sh, sw]"),
             arg("padding", T::Padding, D::Int(0), "zeros on each side: p, [ph, pw], valid (=0) or same"),
+            arg("dilation", T::Size2, D::Int(1), "spacing of the kernel's taps d or [dh, dw]"),
+            arg("groups", T::Count, D::Int(1), "split channels and filters into this many groups"),
             arg("bias", T::Bool, D::Bool(true), "add a learned bias per filter"),
         ],
         build: |a| {
@@ -219,27 +238,71 @@ pub static LAYERS: &[LayerDef] = &[
                 kernel: a.size2("kernel")?,
                 stride: a.size2("stride")?,
                 padding: a.padding("padding")?,
+                dilation: a.size2("dilation")?,
+                groups: a.count("groups")?,
+                bias: a.bool("bias")?,
+            })
+        },
+    },
+    LayerDef {
+        name: "conv_transpose2d",
+        doc: "transposed convolution (the input gradient of conv2d), NCHW, as ConvTranspose2d",
+        args: &[
+            arg("filters", T::Count, D::Required, "output channels"),
+            arg("kernel", T::Size2, D::Required, "kernel size k or [kh, kw]"),
+            arg("stride", T::Size2, D::Int(1), "stride s or [sh, sw]"),
+            arg("padding", T::Padding, D::Int(0), "rows and columns removed on each side: p or [ph, pw]"),
+            arg("output_padding", T::Padding, D::Int(0), "rows and columns added at the bottom and right"),
+            arg("dilation", T::Size2, D::Int(1), "spacing of the kernel's taps d or [dh, dw]"),
+            arg("groups", T::Count, D::Int(1), "split channels and filters into this many groups"),
+            arg("bias", T::Bool, D::Bool(true), "add a learned bias per filter"),
+        ],
+        build: |a| {
+            Ok(Layer::ConvTranspose2d {
+                filters: a.count("filters")?,
+                kernel: a.size2("kernel")?,
+                stride: a.size2("stride")?,
+                padding: a.explicit_padding("padding")?,
+                output_padding: a.explicit_padding("output_padding")?,
+                dilation: a.size2("dilation")?,
+                groups: a.count("groups")?,
                 bias: a.bool("bias")?,
             })
         },
     },
     LayerDef {
         name: "maxpool",
-        doc: "max over windows (floor mode, no padding); the first maximum wins, NaN wins",
+        doc: "max over windows (floor mode); the first maximum wins, NaN wins",
         args: &[
             arg("size", T::Size2, D::Required, "window size"),
             arg("stride", T::Size2, D::SameAs("size"), "window step"),
+            arg("padding", T::Padding, D::Int(0), "−∞ on each side: p or [ph, pw], at most half the window"),
         ],
-        build: |a| Ok(Layer::MaxPool { size: a.size2("size")?, stride: a.size2("stride")? }),
+        build: |a| {
+            Ok(Layer::MaxPool {
+                size: a.size2("size")?,
+                stride: a.size2("stride")?,
+                padding: a.explicit_padding("padding")?,
+            })
+        },
     },
     LayerDef {
         name: "avgpool",
-        doc: "mean over windows (floor mode, no padding)",
+        doc: "mean over windows (floor mode)",
         args: &[
             arg("size", T::Size2, D::Required, "window size"),
             arg("stride", T::Size2, D::SameAs("size"), "window step"),
+            arg("padding", T::Padding, D::Int(0), "zeros on each side: p or [ph, pw], at most half the window"),
+            arg("count_include_pad", T::Bool, D::Bool(true), "divide by the whole window, padding included"),
         ],
-        build: |a| Ok(Layer::AvgPool { size: a.size2("size")?, stride: a.size2("stride")? }),
+        build: |a| {
+            Ok(Layer::AvgPool {
+                size: a.size2("size")?,
+                stride: a.size2("stride")?,
+                padding: a.explicit_padding("padding")?,
+                count_include_pad: a.bool("count_include_pad")?,
+            })
+        },
     },
     LayerDef {
         name: "batchnorm",
@@ -584,6 +647,14 @@ impl<'a> Args<'a> {
                 Err(d)
             }
             other => Err(self.type_error(name, other, span)),
+        }
+    }
+
+    /// A padding given as numbers (`same` has no meaning for the layer).
+    fn explicit_padding(&self, name: &str) -> Result<[usize; 2], Diagnostic> {
+        match self.padding(name)? {
+            Padding::Explicit(p) => Ok(p),
+            Padding::Same => Err(self.bad_value(name, "an integer or `[rows, cols]`")),
         }
     }
 

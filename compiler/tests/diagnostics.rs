@@ -138,6 +138,62 @@ fn name_errors() {
     error(&m("    flatten\n    upsample(2)"), "4:5", "upsample expects an image input", None);
     error(&m("    upsample(0)"), "3:14", "`factor` must be at least 1", None);
     error(
+        &m("    conv2d(4, kernel: 3)\n    conv2d(6, kernel: 3, groups: 3)"),
+        "4:5",
+        "4 input channels do not split into 3 groups",
+        Some("groups must divide"),
+    );
+    error(
+        &m("    conv2d(5, kernel: 3, groups: 1)\n    conv2d(4, kernel: 1, groups: 5)"),
+        "4:5",
+        "4 filters do not split into 5 groups",
+        None,
+    );
+    error(
+        &m("    conv2d(4, kernel: 3, padding: same, dilation: [1, 2], groups: 0)"),
+        "3:67",
+        "`groups` must be at least 1",
+        None,
+    );
+    error(
+        &m("    conv2d(4, kernel: 2, padding: same, dilation: 3)"),
+        "3:5",
+        "needs an odd dilated kernel extent",
+        None,
+    );
+    error(
+        &m("    conv2d(4, kernel: 3, dilation: 4)"),
+        "3:5",
+        "kernel [3, 3] (dilated to [9, 9]) is larger than its padded input",
+        None,
+    );
+    error(
+        &m("    conv_transpose2d(4, kernel: 3, stride: 2, output_padding: 2)"),
+        "3:5",
+        "output_padding [2, 2] must be smaller than its stride [2, 2]",
+        None,
+    );
+    error(
+        &m("    maxpool(2, padding: 2)"),
+        "3:5",
+        "maxpool's padding [2, 2] is more than half its window [2, 2]",
+        Some("padding ≤ size / 2"),
+    );
+    error(
+        &m("    avgpool(3, stride: 1, padding: same)"),
+        "3:36",
+        "`padding` must be an integer or `[rows, cols]`",
+        None,
+    );
+    error(&m("    avgpool(3, count_include_pad: 1)"), "3:35", "`count_include_pad`", None);
+    error(&m("    conv_transpose2d(4, kernel: 1, padding: 4)"), "3:5", "padding [4, 4] removes its whole output", None);
+    error(
+        &m("    conv_transpose2d(4, kernel: 3, padding: same)"),
+        "3:45",
+        "`padding` must be an integer or `[rows, cols]`",
+        None,
+    );
+    error(
         &m("    a: relu\n    a: relu"),
         "4:5",
         "the name `a` is already used by an earlier statement",

@@ -211,3 +211,40 @@ fn upsampling() {
         46,
     );
 }
+
+/// Grouped and dilated convolutions, depthwise among them: each filter sees its group.
+#[test]
+fn grouped_and_dilated_convolutions() {
+    gradcheck(
+        "model m { input [4, 6, 5] conv2d(6, kernel: 3, stride: [1, 2], padding: same, dilation: [2, 1], groups: 2) \
+         tanh conv2d(6, kernel: 2, dilation: 2, groups: 6, bias: false) flatten dense(2) loss softmax_cross_entropy }",
+        2,
+        47,
+    );
+}
+
+/// A transposed convolution: the forward is a convolution's input gradient, so its own
+/// gradients are a convolution (to the input) and a weight gradient.
+#[test]
+fn transposed_convolutions() {
+    gradcheck(
+        "model m { input [2, 3, 4] conv_transpose2d(4, kernel: 3, stride: 2, padding: 1, output_padding: [1, 0]) \
+         sigmoid conv_transpose2d(2, kernel: [2, 3], stride: [1, 2], dilation: [2, 1], groups: 2) flatten dense(2) \
+         loss softmax_cross_entropy }",
+        2,
+        48,
+    );
+}
+
+/// Padded pooling: max pooling never picks the padding; average pooling divides by the
+/// whole window or by its positions inside the input.
+#[test]
+fn padded_pooling() {
+    gradcheck(
+        "model m { input [2, 5, 6] conv2d(2, kernel: 1) maxpool(3, stride: 2, padding: 1) tanh \
+         avgpool(3, stride: 1, padding: 1) sigmoid avgpool([2, 3], stride: [1, 2], padding: [1, 1], \
+         count_include_pad: false) flatten dense(2) loss softmax_cross_entropy }",
+        2,
+        49,
+    );
+}

@@ -192,6 +192,13 @@ fn every_op_agrees() {
         // An encoder–decoder's step: downsample, upsample, join with the skip.
         ("input [2, 6, 6] skip: conv2d(3, kernel: 3, padding: 1) relu maxpool(2) conv2d(4, kernel: 1) upsample(2) concat(skip) relu conv2d(2, kernel: 3, stride: 2) flatten dense(3) loss softmax_cross_entropy", 3),
         ("input [1, 3, 5] upsample([3, 2]) tanh flatten dense(2) loss mse", 2),
+        // A depthwise-separable block (MobileNet): depthwise 3x3, then pointwise 1x1.
+        ("input [4, 7, 7] conv2d(4, kernel: 3, padding: 1, groups: 4) batchnorm relu conv2d(6, kernel: 1) relu flatten dense(3) loss softmax_cross_entropy", 3),
+        ("input [4, 9, 8] conv2d(6, kernel: 3, stride: [2, 1], padding: same, dilation: [2, 3], groups: 2) tanh flatten dense(2) loss mse", 3),
+        // A ResNet stem's padded max pooling, padded average pooling both ways.
+        ("input [2, 9, 8] conv2d(3, kernel: 3, padding: 1) relu maxpool(3, stride: 2, padding: 1) avgpool(3, stride: 1, padding: 1) avgpool([3, 2], stride: [2, 1], padding: [1, 1], count_include_pad: false) flatten dense(3) loss softmax_cross_entropy", 3),
+        ("input [1, 5, 6] maxpool([3, 2], stride: 1, padding: [1, 1]) maxpool(2, padding: 1) flatten dense(2) loss mse", 2),
+        ("input [3, 4, 5] conv_transpose2d(4, kernel: 3, stride: 2, padding: 1, output_padding: 1) relu conv_transpose2d(2, kernel: [2, 3], dilation: 2, groups: 2, bias: false) flatten dense(3) loss softmax_cross_entropy", 2),
     ];
     for (i, (body, batch)) in cases.iter().enumerate() {
         for seed in 0..3u64 {

@@ -44,9 +44,13 @@ fn pipeline(text: &str) {
 const EXAMPLES: [&str; 8] =
     ["lenet5.nn", "mlp.nn", "cnn_bn.nn", "xor.nn", "perceptron.nn", "activations.nn", "residual.nn", "strided.nn"];
 
-const WORDS: [&str; 27] = [
+const WORDS: [&str; 31] = [
     "dense",
     "conv2d",
+    "conv_transpose2d",
+    "groups",
+    "dilation",
+    "output_padding",
     "relu",
     "maxpool",
     "add",

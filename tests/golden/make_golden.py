@@ -3,7 +3,8 @@
 need torch).
 
 For lenet5.nn, cnn_bn.nn, tests/golden/global_maxpool.nn, tests/golden/resblock.nn,
-tests/golden/inception.nn and tests/golden/unet.nn
+tests/golden/inception.nn, tests/golden/unet.nn, tests/golden/mobile.nn and
+tests/golden/padded_pool.nn
 (as the equivalent torch module, whose state_dict keys are Percept's parameter names), writes
 `<model>.safetensors` holding:
   init.<name>   the initial weights (PyTorch's default initialization, seed 0)
@@ -128,8 +129,41 @@ def unet():
     return UNet()
 
 
+class Mobile(nn.Module):
+    """tests/golden/mobile.nn: depthwise and pointwise convolutions, a dilated grouped one
+    with `same` padding, a transposed one back to 28x28."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, stride=2, padding=1)
+        self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.pointwise = nn.Conv2d(8, 16, 1)
+        self.dilated = nn.Conv2d(16, 16, 3, padding="same", dilation=2, groups=4)
+        self.up = nn.ConvTranspose2d(16, 4, 3, stride=2, padding=1, output_padding=1)
+        self.head = nn.Linear(4 * 28 * 28, 10)
+
+    def forward(self, x):
+        for conv in [self.stem, self.depthwise, self.pointwise, self.dilated, self.up]:
+            x = torch.relu(conv(x))
+        return self.head(x.flatten(1))
+
+
+def mobile():
+    return Mobile()
+
+
+def padded_pool():
+    """tests/golden/padded_pool.nn: padded max pooling, average pooling with and without
+    the padding in the divisor."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1),
+        nn.Conv2d(8, 8, 3, padding=1), nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False), nn.ReLU(),
+        nn.AvgPool2d(2, padding=1), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
+
+
 MODELS = {"lenet5": lenet5, "cnn_bn": cnn_bn, "global_maxpool": global_maxpool, "resblock": resblock,
-          "inception": inception, "unet": unet}
+          "inception": inception, "unet": unet, "mobile": mobile,
+          "padded_pool": padded_pool}
 
 
 OPTIMIZERS = {

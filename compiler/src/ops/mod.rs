@@ -34,8 +34,8 @@ pub use loss::{
 };
 pub use optim::{AdamUpdate, SgdUpdate};
 pub use pool::{
-    AvgPool, AvgPoolGrad, GlobalAvgPool, GlobalAvgPoolGrad, GlobalMaxPool, GlobalMaxPoolGrad, MaxPool, MaxPoolGrad,
-    PoolGeom, Upsample, UpsampleGrad,
+    avg_divisor, AvgPool, AvgPoolGrad, GlobalAvgPool, GlobalAvgPoolGrad, GlobalMaxPool, GlobalMaxPoolGrad, MaxPool,
+    MaxPoolGrad, PoolGeom, Upsample, UpsampleGrad,
 };
 pub use source::{Source, SourceKind};
 
@@ -162,7 +162,7 @@ impl TextOp<'_> {
 
     /// A count that may be absent.
     pub fn opt_usize(&self, key: &str) -> Result<Option<usize>, String> {
-        if self.values.iter().any(|(k, _)| *k == key) {
+        if self.has(key) {
             self.usize(key).map(Some)
         } else {
             Ok(None)
@@ -206,6 +206,11 @@ impl TextOp<'_> {
             return Err(format!("`{key}=` must be at least 1, not {p:?}"));
         }
         Ok(p)
+    }
+
+    /// Whether `key=` is given.
+    pub fn has(&self, key: &str) -> bool {
+        self.values.iter().any(|(k, _)| *k == key)
     }
 
     pub fn flag(&self, f: &str) -> bool {

@@ -1,4 +1,4 @@
-//! Max, average and global-average pooling (floor mode, no padding), nearest-neighbour
+//! Max, average and global-average pooling (floor mode, optional padding), nearest-neighbour
 //! upsampling, and their gradients.
 
 use super::{arity, rank, Grads, OpRule, Shapes, StepCtx, TextOp, VjpCtx};
@@ -7,19 +7,34 @@ use crate::shape::window_out;
 use crate::tensor::{Real, Tensor};
 use crate::Error;
 
+/// A pooling's windows: size, stride and padding, each (rows, cols). Windows may reach
+/// `padding` past each side of the input; the positions outside are not candidates (max
+/// pooling: as −∞ padding; average pooling: zeros, counted in the divisor or not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolGeom {
     pub size: [usize; 2],
     pub stride: [usize; 2],
+    pub padding: [usize; 2],
 }
 
 impl PoolGeom {
+    /// Windows with no padding.
+    pub fn unpadded(size: [usize; 2], stride: [usize; 2]) -> PoolGeom {
+        PoolGeom { size, stride, padding: [0, 0] }
+    }
+
+    /// The padding is printed only when there is some, so unpadded IR reads as before.
     fn attrs(&self) -> String {
-        format!("size={:?} stride={:?}", self.size, self.stride)
+        let mut s = format!("size={:?} stride={:?}", self.size, self.stride);
+        if self.padding != [0, 0] {
+            s += &format!(" padding={:?}", self.padding);
+        }
+        s
     }
 
     fn from_text(t: &TextOp) -> Result<PoolGeom, String> {
-        Ok(PoolGeom { size: t.positive_pair("size")?, stride: t.positive_pair("stride")? })
+        let padding = if t.has("padding") { t.pair("padding")? } else { [0, 0] };
+        Ok(PoolGeom { size: t.positive_pair("size")?, stride: t.positive_pair("stride")?, padding })
     }
 
     /// The output shape of a pooling of one input.
@@ -40,25 +55,39 @@ impl PoolGeom {
     }
 
     pub fn out_hw(&self, h: usize, w: usize) -> Option<[usize; 2]> {
-        Some([window_out(h, 0, self.size[0], self.stride[0])?, window_out(w, 0, self.size[1], self.stride[1])?])
+        let out = |a: usize, n: usize| window_out(n, self.padding[a].checked_mul(2)?, self.size[a], self.stride[a]);
+        Some([out(0, h)?, out(1, w)?])
     }
 
     fn infer_image(&self, x: &[usize]) -> Result<Vec<usize>, String> {
         rank(x, 4, "input")?;
+        // Every window keeps at least one input position (PyTorch's rule).
+        if (0..2).any(|a| self.padding[a] > self.size[a] / 2) {
+            return Err(format!("padding {:?} is more than half the window {:?}", self.padding, self.size));
+        }
         let [ho, wo] = self.out_hw(x[2], x[3]).ok_or("window larger than input")?;
         Ok(vec![x[0], x[1], ho, wo])
     }
 
-    /// For every output of one [H, W] plane: the flat input indices of its window in
-    /// row-major order.
+    /// The kernel offsets k of output `o` on `axis` whose input o·s + k − p is inside 0..n.
+    pub fn taps(&self, axis: usize, o: usize, n: usize) -> std::ops::Range<usize> {
+        let start = o * self.stride[axis];
+        let lo = self.padding[axis].saturating_sub(start);
+        let hi = (n + self.padding[axis]).saturating_sub(start).min(self.size[axis]);
+        lo..hi.max(lo)
+    }
+
+    /// For every output of one [H, W] plane: the flat input indices of its window that lie
+    /// inside the input, in row-major order.
     fn windows(&self, h: usize, w: usize) -> impl Iterator<Item = Vec<usize>> + '_ {
         let [ho, wo] = self.out_hw(h, w).unwrap_or([0, 0]);
         (0..ho * wo).map(move |o| {
             let (oy, ox) = (o / wo, o % wo);
             let mut idx = Vec::with_capacity(self.size[0] * self.size[1]);
-            for ky in 0..self.size[0] {
-                for kx in 0..self.size[1] {
-                    idx.push((oy * self.stride[0] + ky) * w + ox * self.stride[1] + kx);
+            for ky in self.taps(0, oy, h) {
+                for kx in self.taps(1, ox, w) {
+                    let iy = oy * self.stride[0] + ky - self.padding[0];
+                    idx.push(iy * w + ox * self.stride[1] + kx - self.padding[1]);
                 }
             }
             idx
@@ -155,10 +184,31 @@ impl OpRule for MaxPoolGrad {
     }
 }
 
-/// Mean over each window.
+/// The divisor of a padded window's mean: the whole window (`count_include_pad`, as
+/// PyTorch's default), or only its positions inside the input.
+pub fn avg_divisor(geom: &PoolGeom, include_pad: bool, inside: usize) -> usize {
+    if include_pad {
+        geom.size[0] * geom.size[1]
+    } else {
+        inside
+    }
+}
+
+/// `exclude_pad` in the IR text when padded positions are not counted.
+fn include_pad_attr(include_pad: bool) -> &'static str {
+    if include_pad {
+        ""
+    } else {
+        " exclude_pad"
+    }
+}
+
+/// Mean over each window; with padding, the padded zeros count in the divisor when
+/// `include_pad` (PyTorch's `count_include_pad=True`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AvgPool {
     pub geom: PoolGeom,
+    pub include_pad: bool,
 }
 
 impl OpRule for AvgPool {
@@ -167,11 +217,12 @@ impl OpRule for AvgPool {
     }
 
     fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
-        (t.name == "avgpool").then(|| Ok(AvgPool { geom: PoolGeom::from_text(t)? }))
+        (t.name == "avgpool")
+            .then(|| Ok(AvgPool { geom: PoolGeom::from_text(t)?, include_pad: !t.flag("exclude_pad") }))
     }
 
     fn attrs(&self) -> String {
-        self.geom.attrs()
+        self.geom.attrs() + include_pad_attr(self.include_pad)
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
@@ -181,20 +232,24 @@ impl OpRule for AvgPool {
     fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
         let Some(dy) = dys[0] else { return Ok(vec![None]) };
         let xs = cx.shape(cx.inputs[0]).to_vec();
-        Ok(vec![Some(cx.emit1(AvgPoolGrad { geom: self.geom, input_hw: [xs[2], xs[3]] }, &[dy])?)])
+        let grad = AvgPoolGrad { geom: self.geom, input_hw: [xs[2], xs[3]], include_pad: self.include_pad };
+        Ok(vec![Some(cx.emit1(grad, &[dy])?)])
     }
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
-        let inv = T::one() / T::from_usize(self.geom.size[0] * self.geom.size[1]);
-        self.geom.pool(ins[0], |plane, win| win.iter().map(|&i| plane[i]).sum::<T>() * inv)
+        self.geom.pool(ins[0], |plane, win| {
+            let inv = T::one() / T::from_usize(avg_divisor(&self.geom, self.include_pad, win.len()));
+            win.iter().map(|&i| plane[i]).sum::<T>() * inv
+        })
     }
 }
 
-/// The average-pool gradient: dy / window size to every element of its window.
+/// The average-pool gradient: dy / divisor to every input element of its window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AvgPoolGrad {
     pub geom: PoolGeom,
     pub input_hw: [usize; 2],
+    pub include_pad: bool,
 }
 
 impl OpRule for AvgPoolGrad {
@@ -203,12 +258,17 @@ impl OpRule for AvgPoolGrad {
     }
 
     fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
-        (t.name == "avgpool_grad")
-            .then(|| Ok(AvgPoolGrad { geom: PoolGeom::from_text(t)?, input_hw: t.pair("input_hw")? }))
+        (t.name == "avgpool_grad").then(|| {
+            Ok(AvgPoolGrad {
+                geom: PoolGeom::from_text(t)?,
+                input_hw: t.pair("input_hw")?,
+                include_pad: !t.flag("exclude_pad"),
+            })
+        })
     }
 
     fn attrs(&self) -> String {
-        format!("{} input_hw={:?}", self.geom.attrs(), self.input_hw)
+        format!("{} input_hw={:?}{}", self.geom.attrs(), self.input_hw, include_pad_attr(self.include_pad))
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
@@ -224,10 +284,10 @@ impl OpRule for AvgPoolGrad {
         let dy = ins[0];
         let [h, w] = self.input_hw;
         let per_plane = dy.shape[2] * dy.shape[3];
-        let inv = T::one() / T::from_usize(self.geom.size[0] * self.geom.size[1]);
         let mut dx = Tensor::zeros(&[dy.shape[0], dy.shape[1], h, w]);
         for p in 0..dy.shape[0] * dy.shape[1] {
             for (o, win) in self.geom.windows(h, w).enumerate() {
+                let inv = T::one() / T::from_usize(avg_divisor(&self.geom, self.include_pad, win.len()));
                 for i in win {
                     dx.data[p * h * w + i] += dy.data[p * per_plane + o] * inv;
                 }

@@ -90,25 +90,63 @@ pub fn random_model(rng: &mut Rng) -> (String, usize) {
             let (c, h, w) = (shape[0], shape[1], shape[2]);
             match rng.below(10) {
                 0..=2 => {
-                    let f = 1 + rng.below(4);
+                    // Groups (a divisor of the channels, sometimes all: depthwise) and
+                    // dilations now and then.
+                    let groups = match rng.below(4) {
+                        0 => (1..=c).filter(|g| c % g == 0).nth(rng.below(c)).unwrap_or(1),
+                        1 => c,
+                        _ => 1,
+                    };
+                    let f = groups * (1 + rng.below(3));
                     let (kh, kw) = (1 + rng.below(3.min(h + 2)), 1 + rng.below(3.min(w + 2)));
                     let (sh, sw) = (1 + rng.below(2), 1 + rng.below(2));
-                    let same_pad = kh % 2 == 1 && kw % 2 == 1 && rng.below(3) == 0;
-                    let (ph, pw) = if same_pad { ((kh - 1) / 2, (kw - 1) / 2) } else { (rng.below(2), rng.below(2)) };
-                    if h + 2 * ph < kh || w + 2 * pw < kw {
-                        continue;
-                    }
-                    let pad = if same_pad { "same".to_string() } else { format!("[{ph}, {pw}]") };
-                    shape = vec![f, (h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1];
+                    let (dh, dw) = if rng.below(3) == 0 { (1 + rng.below(2), 1 + rng.below(3)) } else { (1, 1) };
+                    let extras = format!(
+                        "{}{}",
+                        if groups > 1 { format!(", groups: {groups}") } else { String::new() },
+                        if (dh, dw) != (1, 1) { format!(", dilation: [{dh}, {dw}]") } else { String::new() }
+                    );
                     let bias = if rng.below(4) == 0 { ", bias: false" } else { "" };
-                    format!("conv2d({f}, kernel: [{kh}, {kw}], stride: [{sh}, {sw}], padding: {pad}{bias})")
+                    if rng.below(4) == 0 {
+                        // A transposed convolution: the output grows by the stride.
+                        let (ph, pw) = (rng.below(2), rng.below(2));
+                        let (qh, qw) = (rng.below(sh), rng.below(sw));
+                        let out = |n: usize, k: usize, s: usize, p: usize, q: usize, d: usize| {
+                            ((n - 1) * s + (k - 1) * d + q + 1).checked_sub(2 * p).filter(|&o| o > 0)
+                        };
+                        let (Some(ho), Some(wo)) = (out(h, kh, sh, ph, qh, dh), out(w, kw, sw, pw, qw, dw)) else {
+                            continue;
+                        };
+                        shape = vec![f, ho, wo];
+                        format!(
+                            "conv_transpose2d({f}, kernel: [{kh}, {kw}], stride: [{sh}, {sw}], padding: [{ph}, {pw}], \
+                             output_padding: [{qh}, {qw}]{extras}{bias})"
+                        )
+                    } else {
+                        let (eh, ew) = ((kh - 1) * dh + 1, (kw - 1) * dw + 1);
+                        let same_pad = eh % 2 == 1 && ew % 2 == 1 && rng.below(3) == 0;
+                        let (ph, pw) =
+                            if same_pad { ((eh - 1) / 2, (ew - 1) / 2) } else { (rng.below(2), rng.below(2)) };
+                        if h + 2 * ph < eh || w + 2 * pw < ew {
+                            continue;
+                        }
+                        let pad = if same_pad { "same".to_string() } else { format!("[{ph}, {pw}]") };
+                        shape = vec![f, (h + 2 * ph - eh) / sh + 1, (w + 2 * pw - ew) / sw + 1];
+                        format!("conv2d({f}, kernel: [{kh}, {kw}], stride: [{sh}, {sw}], padding: {pad}{extras}{bias})")
+                    }
                 }
                 3 => {
-                    let k = 1 + rng.below(2.min(h).min(w));
+                    let k = 1 + rng.below(3.min(h).min(w));
                     let s = 1 + rng.below(k);
-                    shape = vec![c, (h - k) / s + 1, (w - k) / s + 1];
-                    let kind = if rng.below(2) == 0 { "maxpool" } else { "avgpool" };
-                    format!("{kind}({k}, stride: {s})")
+                    // Padding now and then, at most half the window.
+                    let p = if rng.below(3) == 0 { rng.below(k / 2 + 1) } else { 0 };
+                    shape = vec![c, (h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1];
+                    let padding = if p > 0 { format!(", padding: {p}") } else { String::new() };
+                    match rng.below(3) {
+                        0 => format!("maxpool({k}, stride: {s}{padding})"),
+                        1 => format!("avgpool({k}, stride: {s}{padding})"),
+                        _ => format!("avgpool({k}, stride: {s}{padding}, count_include_pad: false)"),
+                    }
                 }
                 4 => "batchnorm(eps: 0.001)".into(),
                 5 if !same.is_empty() && rng.below(2) == 0 => format!("add({})", same[rng.below(same.len())]),

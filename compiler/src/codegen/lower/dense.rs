@@ -2,10 +2,12 @@
 //!
 //! Convolutions use im2col: each image's receptive fields are copied into a
 //! [C·kh·kw, Ho·Wo] matrix (zeros where the window covers padding), then one GEMM per
-//! image: y = W·col (forward), dcol = Wᵀ·dy then col2im (input gradient), dW += dy·colᵀ
-//! (weight gradient). The copy's bounds are static: for each kernel offset (ky, kx) the
-//! rows and columns whose window lands inside the image are computed at compile time, so
-//! the copy has no per-element tests and is vectorized for stride 1.
+//! image and group: y = W·col (forward), dcol = Wᵀ·dy then col2im (input gradient),
+//! dW += dy·colᵀ (weight gradient). The matrix's rows are ordered (channel, ky, kx), so
+//! a group's rows are one contiguous block and a group's GEMM is the plain one on
+//! sub-matrices. The copy's bounds are static: for each kernel offset (ky, kx) the rows
+//! and columns whose (dilated) window lands inside the image are computed at compile
+//! time, so the copy has no per-element tests and is vectorized for stride 1.
 
 use super::epilogue::{self, At};
 use super::gemm::{emit_gemm, Gemm, GemmScratch, Mat, MicroTile};
@@ -117,7 +119,7 @@ fn lower_matmul(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, mm: &MatMul) -> C
     })
 }
 
-/// (N, C, H, W, F, kh, kw, Ho, Wo) of a convolution node.
+/// (N, C, H, W, F, kh, kw, Ho, Wo) and the groups of a convolution node.
 struct ConvDims {
     n: usize,
     c: usize,
@@ -128,11 +130,23 @@ struct ConvDims {
     kw: usize,
     ho: usize,
     wo: usize,
+    groups: usize,
 }
 
 impl ConvDims {
+    /// Rows of the im2col matrix: every channel's kernel taps.
     fn ckk(&self) -> usize {
         self.c * self.kh * self.kw
+    }
+
+    /// Rows of one group's block of the im2col matrix: a GEMM's depth.
+    fn group_k(&self) -> usize {
+        self.ckk() / self.groups
+    }
+
+    /// Filters per group.
+    fn group_f(&self) -> usize {
+        self.f / self.groups
     }
 
     fn p(&self) -> usize {
@@ -143,8 +157,9 @@ impl ConvDims {
 impl ConvDims {
     /// From the shapes of the image x [N, C, H, W], the weights [F, C, kh, kw] and the
     /// output y [N, F, Ho, Wo] (whichever of them are the op's inputs and output).
-    fn of(x: &[usize], w: &[usize], y: &[usize]) -> ConvDims {
-        ConvDims { n: x[0], c: x[1], h: x[2], w: x[3], f: w[0], kh: w[2], kw: w[3], ho: y[2], wo: y[3] }
+    fn of(x: &[usize], w: &[usize], y: &[usize], g: &ConvGeom) -> ConvDims {
+        let (kh, kw, groups) = (w[2], w[3], g.groups);
+        ConvDims { n: x[0], c: x[1], h: x[2], w: x[3], f: w[0], kh, kw, ho: y[2], wo: y[3], groups }
     }
 
     /// Scratch for one image's im2col matrix and a GEMM of (m, k, n).
@@ -160,18 +175,31 @@ impl ConvDims {
 const DW_CHUNK: usize = 8;
 
 /// The dimensions of y = conv2d(x, w).
-fn conv2d_dims(cx: &NodeCx) -> ConvDims {
-    ConvDims::of(cx.in_shape(0), cx.in_shape(1), cx.out_shape(0))
+fn conv2d_dims(cx: &NodeCx, g: &ConvGeom) -> ConvDims {
+    ConvDims::of(cx.in_shape(0), cx.in_shape(1), cx.out_shape(0), g)
 }
 
 /// The dimensions of dx = conv2d_grad_input(dy, w).
-fn grad_input_dims(cx: &NodeCx) -> ConvDims {
-    ConvDims::of(cx.out_shape(0), cx.in_shape(1), cx.in_shape(0))
+fn grad_input_dims(cx: &NodeCx, g: &ConvGeom) -> ConvDims {
+    ConvDims::of(cx.out_shape(0), cx.in_shape(1), cx.in_shape(0), g)
 }
 
 /// The dimensions of dw = conv2d_grad_weight(x, dy).
-fn grad_weight_dims(cx: &NodeCx) -> ConvDims {
-    ConvDims::of(cx.in_shape(0), cx.out_shape(0), cx.in_shape(1))
+fn grad_weight_dims(cx: &NodeCx, g: &ConvGeom) -> ConvDims {
+    ConvDims::of(cx.in_shape(0), cx.out_shape(0), cx.in_shape(1), g)
+}
+
+/// Where a group's filters start in an image's [F, Ho·Wo] output (or its gradient).
+fn group_base(kb: &mut Kb, img: Idx, group: Idx, d: &ConvDims) -> Idx {
+    let image = kb.mul(img, (d.f * d.p()) as i64);
+    let filters = kb.mul(group, (d.group_f() * d.p()) as i64);
+    kb.add(image, filters)
+}
+
+/// `f(kb, group)` for each group: a loop over them (one group: the body once, with the
+/// constant 0).
+fn for_groups(kb: &mut Kb, d: &ConvDims, f: impl FnMut(&mut Kb, Idx) -> CgResult<()>) -> CgResult<()> {
+    kb.for_range(0, d.groups as i64, 1, f)
 }
 
 /// Output positions o in 0..out whose input o·s + k − p lies in 0..n: a range lo..hi.
@@ -190,9 +218,12 @@ fn im2col_walk(kb: &mut Kb, d: &ConvDims, g: &ConvGeom, img: Idx, x: &Buf, col: 
     let (ph, pw) = (g.padding[0], g.padding[1]);
     let p = d.p() as i64;
     for ky in 0..d.kh {
-        let (oy_lo, oy_hi) = valid_range(d.ho, d.h, ky, sh, ph);
+        // The tap's offset in the input: the kernel's row times the dilation.
+        let dy = ky * g.dilation[0];
+        let (oy_lo, oy_hi) = valid_range(d.ho, d.h, dy, sh, ph);
         for kx in 0..d.kw {
-            let (ox_lo, ox_hi) = valid_range(d.wo, d.w, kx, sw, pw);
+            let dx = kx * g.dilation[1];
+            let (ox_lo, ox_hi) = valid_range(d.wo, d.w, dx, sw, pw);
             kb.for_range(0, d.c as i64, 1, |kb, c| {
                 let row = kb.affine(((ky * d.kw + kx) as i64) * p, &[(c, (d.kh * d.kw) as i64 * p)]);
                 let zero_span = |kb: &mut Kb, start: Idx, len: usize| -> CgResult<()> {
@@ -214,8 +245,8 @@ fn im2col_walk(kb: &mut Kb, d: &ConvDims, g: &ConvGeom, img: Idx, x: &Buf, col: 
                     let crow = kb.add(row, crow);
                     zero_span(kb, crow, ox_lo)?;
                     zero_span(kb, crow.plus(ox_hi as i64), d.wo - ox_hi)?;
-                    // x[img, c, oy·sh + ky − ph, ox·sw + kx − pw]
-                    let base = (ky as i64 - ph as i64) * d.w as i64 + kx as i64 - pw as i64;
+                    // x[img, c, oy·sh + ky·dh − ph, ox·sw + kx·dw − pw]
+                    let base = (dy as i64 - ph as i64) * d.w as i64 + dx as i64 - pw as i64;
                     let xrow = kb.affine(
                         base,
                         &[(img, (d.c * d.h * d.w) as i64), (c, (d.h * d.w) as i64), (oy, (sh * d.w) as i64)],
@@ -245,79 +276,90 @@ fn im2col_walk(kb: &mut Kb, d: &ConvDims, g: &ConvGeom, img: Idx, x: &Buf, col: 
 }
 
 /// One image per work item.
-fn conv2d_work(_: &Conv2d, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
-    let d = conv2d_dims(cx);
-    Work { scratch: d.scratch((d.f, d.ckk(), d.p()), micro), shared: vec![], passes: vec![d.n] }
+fn conv2d_work(conv: &Conv2d, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
+    let d = conv2d_dims(cx, &conv.geom);
+    Work { scratch: d.scratch((d.group_f(), d.group_k(), d.p()), micro), shared: vec![], passes: vec![d.n] }
 }
 
 /// One image per work item.
-fn grad_input_work(_: &Conv2dGradInput, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
-    let d = grad_input_dims(cx);
-    Work { scratch: d.scratch((d.ckk(), d.f, d.p()), micro), shared: vec![], passes: vec![d.n] }
+fn grad_input_work(conv: &Conv2dGradInput, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
+    let d = grad_input_dims(cx, &conv.geom);
+    Work { scratch: d.scratch((d.group_k(), d.group_f(), d.p()), micro), shared: vec![], passes: vec![d.n] }
 }
 
 /// Pass 0: one chunk of DW_CHUNK images per item, each summed into its own partial;
 /// pass 1: the partials added in chunk order.
-fn grad_weight_work(_: &Conv2dGradWeight, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
-    let d = grad_weight_dims(cx);
+fn grad_weight_work(conv: &Conv2dGradWeight, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
+    let d = grad_weight_dims(cx, &conv.geom);
     let chunks = d.n.div_ceil(DW_CHUNK);
     Work {
-        scratch: d.scratch((d.f, d.p(), d.ckk()), micro),
-        shared: vec![chunks * d.f * d.ckk()],
+        scratch: d.scratch((d.group_f(), d.p(), d.group_k()), micro),
+        shared: vec![chunks * d.f * d.group_k()],
         passes: vec![chunks, 1],
     }
 }
 
 fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2d) -> CgResult<()> {
     let epi = &bufs.epilogue;
-    let d = conv2d_dims(&cx.node_cx());
+    let d = conv2d_dims(&cx.node_cx(), &conv.geom);
     let (x, w, y) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
     let col = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);
-    let (ckk, p) = (d.ckk(), d.p());
+    let (gk, gf, p) = (d.group_k(), d.group_f(), d.p());
     kb.for_items(d.n, |kb, img| {
         im2col_walk(kb, &d, &conv.geom, img, x, col, true)?;
-        let base = kb.mul(img, (d.f * p) as i64);
-        let c = Mat { buf: y.clone(), base, rs: p as i64, cs: 1 };
-        let g = Gemm {
-            m: d.f,
-            n: p,
-            k: ckk,
-            a: whole(w, ckk as i64, 1),
-            b: whole(col, p as i64, 1),
-            c,
-            accumulate: false,
-            scratch: &scratch,
-            micro: cx.micro,
-        };
-        if epi.is_empty() {
-            return emit_gemm(kb, &g, None);
-        }
-        let mut f = |kb: &mut Kb, v: Val, pos: At| epilogue::apply(kb, epi, v, pos);
-        emit_gemm(kb, &g, Some(&mut f))
+        // Group g: filters g·gf.. of the output from rows g·gk.. of the matrix.
+        for_groups(kb, &d, |kb, group| {
+            let base = group_base(kb, img, group, &d);
+            let c = Mat { buf: y.clone(), base, rs: p as i64, cs: 1 };
+            let g = Gemm {
+                m: gf,
+                n: p,
+                k: gk,
+                a: Mat { buf: w.clone(), base: kb.mul(group, (gf * gk) as i64), rs: gk as i64, cs: 1 },
+                b: Mat { buf: col.clone(), base: kb.mul(group, (gk * p) as i64), rs: p as i64, cs: 1 },
+                c,
+                accumulate: false,
+                scratch: &scratch,
+                micro: cx.micro,
+            };
+            if epi.is_empty() {
+                return emit_gemm(kb, &g, None);
+            }
+            // A bias or batch norm needs the filter: the group's first plus the tile's row.
+            let first_row = kb.mul(group, gf as i64);
+            let mut f = |kb: &mut Kb, v: Val, pos: At| {
+                let row = kb.add(first_row, pos.row);
+                epilogue::apply(kb, epi, v, At { row, ..pos })
+            };
+            emit_gemm(kb, &g, Some(&mut f))
+        })
     })
 }
 
 fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2dGradInput) -> CgResult<()> {
-    let d = grad_input_dims(&cx.node_cx());
+    let d = grad_input_dims(&cx.node_cx(), &conv.geom);
     let (dy, w, dx) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
     let dcol = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);
-    let (ckk, p) = (d.ckk(), d.p());
+    let (gk, gf, p) = (d.group_k(), d.group_f(), d.p());
     kb.for_items(d.n, |kb, img| {
-        let b = Mat { buf: dy.clone(), base: kb.mul(img, (d.f * p) as i64), rs: p as i64, cs: 1 };
-        let g = Gemm {
-            m: ckk,
-            n: p,
-            k: d.f,
-            a: whole(w, 1, ckk as i64),
-            b,
-            c: whole(dcol, p as i64, 1),
-            accumulate: false,
-            scratch: &scratch,
-            micro: cx.micro,
-        };
-        emit_gemm(kb, &g, None)?;
+        // Group g: rows g·gk.. of dcol = (filters g·gf.. of W)ᵀ · (channels g·gf.. of dy).
+        for_groups(kb, &d, |kb, group| {
+            let dy_base = group_base(kb, img, group, &d);
+            let g = Gemm {
+                m: gk,
+                n: p,
+                k: gf,
+                a: Mat { buf: w.clone(), base: kb.mul(group, (gf * gk) as i64), rs: 1, cs: gk as i64 },
+                b: Mat { buf: dy.clone(), base: dy_base, rs: p as i64, cs: 1 },
+                c: Mat { buf: dcol.clone(), base: kb.mul(group, (gk * p) as i64), rs: p as i64, cs: 1 },
+                accumulate: false,
+                scratch: &scratch,
+                micro: cx.micro,
+            };
+            emit_gemm(kb, &g, None)
+        })?;
         let start = kb.mul(img, (d.c * d.h * d.w) as i64);
         kb.zero(dx, start, d.c * d.h * d.w)?;
         im2col_walk(kb, &d, &conv.geom, img, dx, dcol, false)
@@ -325,10 +367,10 @@ fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: 
 }
 
 fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2dGradWeight) -> CgResult<()> {
-    let d = grad_weight_dims(&cx.node_cx());
+    let d = grad_weight_dims(&cx.node_cx(), &conv.geom);
     let (x, dy, dw) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
-    let (ckk, p) = (d.ckk(), d.p());
-    let size = d.f * ckk;
+    let (gk, gf, p) = (d.group_k(), d.group_f(), d.p());
+    let size = d.f * gk;
     let partial = &bufs.shared[0];
     let chunks = d.n.div_ceil(DW_CHUNK);
     if cx.pass == 1 {
@@ -351,19 +393,23 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
         kb.for_range(0, count as i64, 1, |kb, i| {
             let img = kb.add(first, i);
             im2col_walk(kb, &d, &conv.geom, img, x, col, true)?;
-            let a = Mat { buf: dy.clone(), base: kb.mul(img, (d.f * p) as i64), rs: p as i64, cs: 1 };
-            let g = Gemm {
-                m: d.f,
-                n: ckk,
-                k: p,
-                a,
-                b: whole(col, 1, p as i64),
-                c: Mat { buf: partial.clone(), base, rs: ckk as i64, cs: 1 },
-                accumulate: true,
-                scratch: &scratch,
-                micro: cx.micro,
-            };
-            emit_gemm(kb, &g, None)
+            // Group g: filters g·gf.. of dW += (channels g·gf.. of dy) · (rows g·gk.. of col)ᵀ.
+            for_groups(kb, &d, |kb, group| {
+                let dy_base = group_base(kb, img, group, &d);
+                let c_base = kb.mul(group, (gf * gk) as i64);
+                let g = Gemm {
+                    m: gf,
+                    n: gk,
+                    k: p,
+                    a: Mat { buf: dy.clone(), base: dy_base, rs: p as i64, cs: 1 },
+                    b: Mat { buf: col.clone(), base: kb.mul(group, (gk * p) as i64), rs: 1, cs: p as i64 },
+                    c: Mat { buf: partial.clone(), base: kb.add(base, c_base), rs: gk as i64, cs: 1 },
+                    accumulate: true,
+                    scratch: &scratch,
+                    micro: cx.micro,
+                };
+                emit_gemm(kb, &g, None)
+            })
         })
     };
     kb.for_items(chunks, |kb, item| {

@@ -11,6 +11,7 @@ use super::{lower_rules, no_element, per_sample, pointwise, KernelBufs, LowerCtx
 use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Convert, FloatCC, Idx, Type, Val};
+use crate::ops::avg_divisor;
 use crate::ops::{
     AvgPool, AvgPoolGrad, GlobalAvgPool, GlobalAvgPoolGrad, GlobalMaxPool, GlobalMaxPoolGrad, MaxPool, MaxPoolGrad,
     MaxoutGrad, MaxoutReduce, PoolGeom,
@@ -91,30 +92,60 @@ fn max_row(
     })
 }
 
-/// Loop over (item, channel, oy, ox) of a pooling node: `f(kb, window base in x, output
-/// index)`, with x of shape [N, C, H, W] and outputs [N, C, Ho, Wo].
-fn windows(
-    kb: &mut Kb,
-    x_shape: &[usize],
-    geom: &PoolGeom,
-    f: &mut dyn FnMut(&mut Kb, Idx, Idx) -> CgResult<()>,
-) -> CgResult<()> {
+/// Runs of consecutive outputs on one axis whose windows keep the same kernel taps (the
+/// ones inside the input): (first output, end, taps). Without padding, one run.
+fn tap_runs(geom: &PoolGeom, axis: usize, out: usize, n: usize) -> Vec<(usize, usize, std::ops::Range<usize>)> {
+    let mut runs: Vec<(usize, usize, std::ops::Range<usize>)> = vec![];
+    for o in 0..out {
+        let taps = geom.taps(axis, o, n);
+        match runs.last_mut() {
+            Some(run) if run.2 == taps => run.1 = o + 1,
+            _ => runs.push((o, o + 1, taps)),
+        }
+    }
+    runs
+}
+
+/// What is done with a window: (kb, its origin in x, the output index, its taps' offsets).
+type AtWindow<'a> = dyn FnMut(&mut Kb, Idx, Idx, &[i64]) -> CgResult<()> + 'a;
+
+/// Loop over (item, channel, oy, ox) of a pooling node: `f(kb, window origin in x, output
+/// index, the offsets from the origin of the window's positions inside x)`, with x of
+/// shape [N, C, H, W] and outputs [N, C, Ho, Wo]. A padded window's origin lies up and
+/// left of the input by the padding; its offsets, row-major, are fixed at compile time for
+/// each run of rows and columns (a border's windows lose their outside taps), so no
+/// access is tested at run time.
+fn windows(kb: &mut Kb, x_shape: &[usize], geom: &PoolGeom, f: &mut AtWindow) -> CgResult<()> {
     let (n, c, h, w) = (x_shape[0], x_shape[1], x_shape[2], x_shape[3]);
     let [ho, wo] = geom.out_hw(h, w).expect("checked shapes");
     let [sh, sw] = geom.stride;
+    let origin = -((geom.padding[0] * w + geom.padding[1]) as i64);
+    let (row_runs, col_runs) = (tap_runs(geom, 0, ho, h), tap_runs(geom, 1, wo, w));
     kb.for_items(n, |kb, item| {
         kb.for_range(0, c as i64, 1, |kb, ch| {
-            kb.for_range(0, ho as i64, 1, |kb, oy| {
-                kb.for_range(0, wo as i64, 1, |kb, ox| {
-                    let xb = kb.affine(
-                        0,
-                        &[(item, (c * h * w) as i64), (ch, (h * w) as i64), (oy, (sh * w) as i64), (ox, sw as i64)],
-                    );
-                    let yo =
-                        kb.affine(0, &[(item, (c * ho * wo) as i64), (ch, (ho * wo) as i64), (oy, wo as i64), (ox, 1)]);
-                    f(kb, xb, yo)
-                })
-            })
+            for (oy_lo, oy_hi, rows) in &row_runs {
+                for (ox_lo, ox_hi, cols) in &col_runs {
+                    let offs: Vec<i64> =
+                        rows.clone().flat_map(|ky| cols.clone().map(move |kx| (ky * w + kx) as i64)).collect();
+                    kb.for_range(*oy_lo as i64, *oy_hi as i64, 1, |kb, oy| {
+                        kb.for_range(*ox_lo as i64, *ox_hi as i64, 1, |kb, ox| {
+                            let terms = [
+                                (item, (c * h * w) as i64),
+                                (ch, (h * w) as i64),
+                                (oy, (sh * w) as i64),
+                                (ox, sw as i64),
+                            ];
+                            let xb = kb.affine(0, &terms).plus(origin);
+                            let yo = kb.affine(
+                                0,
+                                &[(item, (c * ho * wo) as i64), (ch, (ho * wo) as i64), (oy, wo as i64), (ox, 1)],
+                            );
+                            f(kb, xb, yo, &offs)
+                        })
+                    })?;
+                }
+            }
+            Ok(())
         })
     })
 }
@@ -196,9 +227,9 @@ fn scatter_if_disjoint(g: &PoolGeom) -> Storage {
 }
 
 /// Whether the vectorized row form applies: windows four input columns at a time, every
-/// stride-th lane kept.
+/// stride-th lane kept (unpadded windows only: a padded border has fewer taps).
 fn by_rows(g: &PoolGeom) -> bool {
-    4 % g.stride[1] == 0
+    4 % g.stride[1] == 0 && g.padding == [0, 0]
 }
 
 /// What a pooling kernel writes: its first input and output, and the epilogue applied to
@@ -245,14 +276,14 @@ fn zero_per_sample(kb: &mut Kb, y: &Buf, n: usize, per: usize) -> CgResult<()> {
 /// start in x, output index, the winning value, its offset in the window as an i64)`.
 /// Vectorized over rows (four window starts per f32x4) where the stride divides 4.
 fn each_window_max(kb: &mut Kb, x: &Buf, xs: &[usize], geom: &PoolGeom, at_winner: &mut AtWinner) -> CgResult<()> {
-    let offs = window_offsets(geom, xs[3]);
     if !by_rows(geom) {
-        return windows(kb, xs, geom, &mut |kb, xb, yo| {
-            let cands = candidates(kb, types::F32, x, xb, &offs)?;
+        return windows(kb, xs, geom, &mut |kb, xb, yo, offs| {
+            let cands = candidates(kb, types::F32, x, xb, offs)?;
             let (best, off) = first_max(kb, &cands, types::I64);
             at_winner(kb, xb, yo, best, off)
         });
     }
+    let offs = window_offsets(geom, xs[3]);
     let sw = geom.stride[1] as i64;
     rows(kb, xs, geom, &mut |kb, xrow, yrow, wo| {
         max_row(kb, x, xrow, xs[3], wo, geom, &offs, &mut |kb, ox, best, off| {
@@ -285,9 +316,8 @@ fn lower_maxpool_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &MaxPool
 fn lower_avgpool(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &AvgPool) -> CgResult<()> {
     let io = Io::of(bufs);
     let xs = cx.in_shape(0);
-    let offs = window_offsets(&p.geom, xs[3]);
-    let inv = 1.0 / offs.len() as f32;
-    windows(kb, xs, &p.geom, &mut |kb, xb, yo| {
+    windows(kb, xs, &p.geom, &mut |kb, xb, yo, offs| {
+        let inv = 1.0 / avg_divisor(&p.geom, p.include_pad, offs.len()) as f32;
         let mut s = kb.load(types::F32, io.x, xb.plus(offs[0]))?;
         for &o in &offs[1..] {
             let v = kb.load(types::F32, io.x, xb.plus(o))?;
@@ -299,14 +329,13 @@ fn lower_avgpool(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &AvgPool) -> 
     })
 }
 
-/// Each window's dy/size goes to every element of the window.
+/// Each window's dy/divisor goes to every input element of the window.
 fn lower_avgpool_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &AvgPoolGrad) -> CgResult<()> {
     let io = Io::of(bufs);
     let xs = cx.out_shape(0);
-    let offs = window_offsets(&p.geom, xs[3]);
-    let inv = 1.0 / offs.len() as f32;
     zero_per_sample(kb, io.y, xs[0], xs[1..].iter().product())?;
-    windows(kb, xs, &p.geom, &mut |kb, xb, yo| {
+    windows(kb, xs, &p.geom, &mut |kb, xb, yo, offs| {
+        let inv = 1.0 / avg_divisor(&p.geom, p.include_pad, offs.len()) as f32;
         let g = kb.load(types::F32, io.x, yo)?;
         let k = kb.f(types::F32, inv);
         let g = kb.fmul(g, k);
