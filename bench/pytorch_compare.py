@@ -75,27 +75,44 @@ def pair(v):
 
 class Network(nn.Module):
     """A Percept model as PyTorch modules, from `percept check --json`: the same layers,
-    defaults (DESIGN.md's table) and parameter shapes, run in statement order."""
+    defaults (docs/LANGUAGE.md's table) and parameter shapes, run in statement order
+    (`from:`, `add`, `concat` by the statements' names)."""
 
     def __init__(self, summary):
         super().__init__()
-        self.steps = []  # (name, kind, module or argument)
+        self.steps = []  # (name, kind, module or argument, source name or None)
+        self.input_name = summary.get("input_name") or "input"
+        shapes = {self.input_name: summary["input_shape"]}
         shape = summary["input_shape"]
         self.mods = nn.ModuleList()
         for layer in summary["layers"]:
             kind, pos, kw = parse_layer(layer["layer"])
+            source = kw.pop("from", None)
+            if source is not None:
+                shape = shapes[source]
             mod = None
             if kind == "dense":
                 mod = nn.Linear(shape[0], pos[0], bias=kw.get("bias", True))
             elif kind == "conv2d":
-                k = pair(kw["kernel"])
+                k, d = pair(kw["kernel"]), pair(kw.get("dilation", 1))
                 pad = kw.get("padding", 0)
-                pad = [(k[0] - 1) // 2, (k[1] - 1) // 2] if pad == "same" else [0, 0] if pad == "valid" else pair(pad)
-                mod = nn.Conv2d(shape[0], pos[0], k, stride=pair(kw.get("stride", 1)), padding=pad, bias=kw.get("bias", True))
-            elif kind in ("maxpool", "avgpool"):
-                size = pair(pos[0])
-                cls = nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d
-                mod = cls(size, stride=pair(kw.get("stride", pos[0])))
+                pad = ([((k[0] - 1) * d[0]) // 2, ((k[1] - 1) * d[1]) // 2] if pad == "same"
+                       else [0, 0] if pad == "valid" else pair(pad))
+                mod = nn.Conv2d(shape[0], pos[0], k, stride=pair(kw.get("stride", 1)), padding=pad, dilation=d,
+                                groups=kw.get("groups", 1), bias=kw.get("bias", True))
+            elif kind == "conv_transpose2d":
+                mod = nn.ConvTranspose2d(shape[0], pos[0], pair(kw["kernel"]), stride=pair(kw.get("stride", 1)),
+                                         padding=pair(kw.get("padding", 0)),
+                                         output_padding=pair(kw.get("output_padding", 0)),
+                                         dilation=pair(kw.get("dilation", 1)), groups=kw.get("groups", 1),
+                                         bias=kw.get("bias", True))
+            elif kind == "maxpool":
+                mod = nn.MaxPool2d(pair(pos[0]), stride=pair(kw.get("stride", pos[0])), padding=pair(kw.get("padding", 0)))
+            elif kind == "avgpool":
+                mod = nn.AvgPool2d(pair(pos[0]), stride=pair(kw.get("stride", pos[0])), padding=pair(kw.get("padding", 0)),
+                                   count_include_pad=kw.get("count_include_pad", True))
+            elif kind == "upsample":
+                mod = nn.Upsample(scale_factor=tuple(float(f) for f in pair(pos[0])), mode="nearest")
             elif kind == "batchnorm":
                 cls = nn.BatchNorm1d if len(shape) == 1 else nn.BatchNorm2d
                 mod = cls(shape[0], eps=kw.get("eps", 1e-5), momentum=kw.get("momentum", 0.1))
@@ -111,27 +128,34 @@ class Network(nn.Module):
                 mod = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[kind]()
             elif kind == "softmax":
                 mod = nn.Softmax(dim=1)
-            elif kind not in ("flatten", "global_avgpool", "add"):
+            elif kind not in ("flatten", "global_avgpool", "global_maxpool", "add", "concat"):
                 raise ValueError(f"no PyTorch translation for `{layer['layer']}`")
             if mod is not None:
                 self.mods.append(mod)
-            arg = pos[0] if kind == "add" else (mod, kw.get("pieces", 2)) if kind == "maxout" else mod
-            self.steps.append((layer["name"], kind, arg))
+            arg = pos if kind in ("add", "concat") else (mod, kw.get("pieces", 2)) if kind == "maxout" else mod
+            self.steps.append((layer["name"], kind, arg, source))
             shape = layer["output_shape"]
-        self.input_name = summary.get("input_name")
+            shapes[layer["name"]] = shape
         count = sum(p.numel() for p in self.parameters())
         if count != summary["trainable_parameters"]:
             raise ValueError(f"{summary['model']}: {count} PyTorch parameters, Percept has {summary['trainable_parameters']}")
 
     def forward(self, x):
         named = {self.input_name: x}
-        for name, kind, arg in self.steps:
+        for name, kind, arg, source in self.steps:
+            if source is not None:
+                x = named[source]
             if kind == "flatten":
                 x = x.flatten(1)
             elif kind == "global_avgpool":
                 x = x.mean((2, 3))
+            elif kind == "global_maxpool":
+                x = x.amax((2, 3))
             elif kind == "add":
-                x = x + named[arg]
+                for other in arg:
+                    x = x + named[other]
+            elif kind == "concat":
+                x = torch.cat([x] + [named[other] for other in arg], dim=1)
             elif kind == "maxout":
                 # unit u's pieces are u·pieces … u·pieces + pieces − 1 (DESIGN.md's names)
                 x = arg[0](x)

@@ -54,10 +54,11 @@ fn main() {
 fn run(weights: &str, images: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let mut net = Lenet5::new(1)?;
     net.load(weights)?;
-    let norm = net.model().data_meta.norm;
+    let norm = net.model().data_meta.norm.clone();
     for path in images {
         let img = image::open(path).map_err(|e| format!("cannot read the image {path}: {e}"))?;
-        let x: Vec<f32> = mnist_like(&img).iter().map(|v| (v - norm.mean) / norm.std).collect();
+        let mut x = mnist_like(&img);
+        norm.apply(&mut x, 784);
         let logits = net.forward(&x)?;
         let m = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         let e: Vec<f32> = logits.iter().map(|v| (v - m).exp()).collect();

@@ -106,8 +106,8 @@ fn main() -> Result<(), percept::runtime::Error> {
 
     let layer = 10;
     let (mut rf, mut qf) = (refs.clone(), queries.clone());
-    rf.apply_norm(model.data_meta.norm);
-    qf.apply_norm(model.data_meta.norm);
+    rf.apply_norm(&model.data_meta.norm);
+    qf.apply_norm(&model.data_meta.norm);
     let t = Instant::now();
     let (fr, fq) = (features(&mut model, &rf, layer)?, features(&mut model, &qf, layer)?);
     let d = model.spec.layers[layer].out_shape[0];

@@ -55,7 +55,7 @@ fn main() -> Result<(), percept::runtime::Error> {
     );
     let mut splits = data::load("data/mnist", &Lenet5::INPUT_SHAPE)?;
     let norm = Norm::of(&splits.train);
-    splits.apply_norm(norm);
+    splits.apply_norm(&norm);
     let mut net = Lenet5::with_config(TrainConfig { epochs: 2, ..TrainConfig::default() })?;
     net.model_mut().data_meta.norm = norm;
     net.fit(&splits, &mut Report)?;

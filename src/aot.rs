@@ -20,8 +20,9 @@ pub struct HeaderInfo<'a> {
     pub batch: usize,
     pub input_shape: &'a [usize],
     pub output_size: usize,
-    pub mean: f32,
-    pub std: f32,
+    /// One value for every input, or one per channel.
+    pub mean: &'a [f32],
+    pub std: &'a [f32],
     pub classes: Option<&'a [String]>,
 }
 
@@ -68,15 +69,13 @@ pub fn header(lib: &Library, h: &HeaderInfo) -> String {
          #define {up}_BATCH {batch}            /* samples per call */\n\
          #define {up}_INPUT_SIZE {per}     /* floats per sample, C,H,W order: [{shape}] */\n\
          #define {up}_OUTPUT_SIZE {out}      /* floats per sample */\n\
-         #define {up}_MEAN {mean:?}f       /* input normalization recorded in the weights */\n\
-         #define {up}_STD {std:?}f\n",
+         {norm}",
         model = h.model,
         source = h.source,
         batch = h.batch,
         out = h.output_size,
         shape = shape.join(", "),
-        mean = h.mean,
-        std = h.std,
+        norm = normalization(&up, h.mean, h.std),
         features = lib.features.join(", "),
     )
     // The continuation lines above lose their leading space.
@@ -135,4 +134,43 @@ pub fn archive(objects: &[(String, Vec<u8>, Vec<String>)]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The input normalization recorded in the weights: `X_MEAN` and `X_STD` as numbers when
+/// one pair serves every input, else as arrays with one value per channel (x′ = (x −
+/// X_MEAN[c]) / X_STD[c] for the values of channel c).
+fn normalization(up: &str, mean: &[f32], std: &[f32]) -> String {
+    let list = |v: &[f32]| v.iter().map(|x| format!("{x:?}f")).collect::<Vec<_>>().join(", ");
+    match (mean, std) {
+        ([m], [s]) => format!(
+            "#define {up}_MEAN {m:?}f       /* input normalization recorded in the weights */\n#define {up}_STD {s:?}f\n"
+        ),
+        _ => format!(
+            "/* input normalization recorded in the weights, per channel: (x - MEAN[c]) / STD[c] */\n\
+             #define {up}_NORM_CHANNELS {}\n\
+             static const float {up}_MEAN[{0}] = {{{}}};\n\
+             static const float {up}_STD[{0}] = {{{}}};\n",
+            mean.len(),
+            list(mean),
+            list(std)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalization;
+
+    #[test]
+    fn one_pair_is_two_numbers_and_per_channel_values_are_arrays() {
+        assert_eq!(
+            normalization("LENET5", &[0.1307], &[0.3081]),
+            "#define LENET5_MEAN 0.1307f       /* input normalization recorded in the weights */\n\
+             #define LENET5_STD 0.3081f\n"
+        );
+        let per = normalization("CIFAR", &[0.5, 0.25, 0.125], &[1.0, 2.0, 4.0]);
+        assert!(per.contains("#define CIFAR_NORM_CHANNELS 3\n"), "{per}");
+        assert!(per.contains("static const float CIFAR_MEAN[3] = {0.5f, 0.25f, 0.125f};\n"), "{per}");
+        assert!(per.contains("static const float CIFAR_STD[3] = {1.0f, 2.0f, 4.0f};\n"), "{per}");
+    }
 }

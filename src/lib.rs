@@ -10,7 +10,7 @@
 //! let mut model = Model::from_file("examples/lenet5.nn")?; // parse + check
 //! let mut splits = data::load("data/mnist", &model.spec.input.shape)?;
 //! let norm = data::Norm::of(&splits.train);
-//! splits.apply_norm(norm);
+//! splits.apply_norm(&norm);
 //! model.data_meta.norm = norm;
 //!
 //! let mut trainer = Trainer::new(TrainConfig { epochs: 1, ..TrainConfig::default() })?;

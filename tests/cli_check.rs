@@ -25,6 +25,12 @@ fn check_prints_the_summary_of_every_example() {
         ("examples/activations.nn", "120,522", "0"),
         ("examples/residual.nn", "5,034", "64"),
         ("examples/strided.nn", "14,730", "0"),
+        // The zoo: the counts of their PyTorch twins (bench/pytorch_compare.py's Network
+        // built with nn.Conv2d(groups=…) etc.; trainable parameters, BN running statistics).
+        ("examples/resnet8.nn", "77,754", "672"),
+        ("examples/mobilenet_tiny.nn", "13,898", "704"),
+        ("examples/inception_tiny.nn", "26,366", "0"),
+        ("examples/vgg_small.nn", "218,490", "0"),
     ] {
         let o = percept(&["check", file]);
         assert_eq!(o.status.code(), Some(0), "{file}: {}", stderr(&o));

@@ -230,6 +230,43 @@ fn error_paths() {
         &["train", &mlp, "--data", &repo("data/mnist"), "--freeze", "stem"],
         "--freeze stem: no statement with parameters is named `stem`",
     );
+
+    // Augmentation: a bad list is a usage error naming the known ones; a flat data set
+    // cannot be augmented; a resumed run keeps the checkpoint's augmentation.
+    let o = percept(&dir, &["train", &mlp, "--augment", "shift:2,blur"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr)
+        .contains("unknown augmentation `blur`; the known ones are shift:PIXELS, crop:PAD, flip, rotate:DEGREES"));
+    fails(&dir, &["train", &repo("examples/xor.nn"), "--data", "xor", "--augment", "flip"], "--augment changes images");
+    let ck = dir.join("augmented.safetensors");
+    let metrics = dir.join("augmented.jsonl");
+    let o = percept(
+        &dir,
+        &[
+            "train",
+            &mlp,
+            "--data",
+            &repo("data/mnist"),
+            "--steps",
+            "2",
+            "--augment",
+            "crop:3,flip",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--metrics",
+            metrics.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("augmented with crop:3,flip"));
+    let header: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&metrics).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(header["run"]["config"]["augment"], "crop:3,flip");
+    fails(
+        &dir,
+        &["train", &mlp, "--data", &repo("data/mnist"), "--resume", ck.to_str().unwrap(), "--augment", "shift:1"],
+        "was trained with --augment `crop:3,flip`; a resumed run keeps it",
+    );
 }
 
 /// Start `percept train ARGS` in `dir` and wait until it has started training; returns the
@@ -390,4 +427,53 @@ fn under_mpirun_without_the_mpi_feature_train_says_so() {
     assert!(err.contains("this percept was built without MPI support"), "{err}");
     assert!(err.contains("--features mpi"), "{err}");
     assert!(!dir.join("runs").exists(), "nothing was written");
+}
+
+/// `--early-stop` and `--keep-best` from the command line: the held-out XOR point's loss
+/// stops improving at once, the run stops `PATIENCE` epochs later, and the best epoch's
+/// weights are saved beside the last ones.
+#[test]
+fn early_stop_and_keep_best() {
+    let dir = tmpdir("early");
+    let o = percept(
+        &dir,
+        &[
+            "train",
+            &repo("examples/xor.nn"),
+            "--data",
+            "xor",
+            "--val",
+            "1",
+            "--epochs",
+            "200",
+            "--lr",
+            "0.1",
+            "--early-stop",
+            "3",
+            "--keep-best",
+            "--save",
+            "w.safetensors",
+            "--json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stderr)
+        .contains("stopped early after epoch 4: the validation loss has not improved for 3 epoch(s) (best: epoch 1)"));
+    let lines = json_lines(&o);
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["outcome"], "early_stopped");
+    assert_eq!(summary["best_epoch"], 1);
+    assert_eq!(lines[0]["best_epoch"], 1);
+    assert!(dir.join("w.best.safetensors").exists() && dir.join("w.safetensors").exists());
+    // Without any validation or test data there is nothing to watch.
+    fails(
+        &dir,
+        &["train", &repo("examples/mlp.nn"), "--data", &repo("data/mnist"), "--keep-best", "--early-stop", "0"],
+        "--early-stop needs a patience of at least 1 epoch",
+    );
+    fails(
+        &dir,
+        &["train", &repo("examples/mlp.nn"), "--data", &repo("data/mnist"), "--schedule", "plateau:0:0.5"],
+        "plateau:PATIENCE:FACTOR needs a positive epoch count",
+    );
 }

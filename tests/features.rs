@@ -28,7 +28,7 @@ fn percept(args: &[&str]) -> Output {
 fn weights(dir: &Path) -> PathBuf {
     let mut m = Model::from_file(repo("examples/lenet5.nn")).unwrap();
     Trainer::new(TrainConfig::default()).unwrap().init_model(&mut m).unwrap();
-    m.data_meta.norm = percept_runtime::data::Norm { mean: 0.1307, std: 0.3081 };
+    m.data_meta.norm = percept_runtime::data::Norm::uniform(0.1307, 0.3081);
     let p = dir.join("w.safetensors");
     m.save_weights(&p).unwrap();
     p
@@ -198,7 +198,7 @@ fn extracted_features_have_their_shape_and_labels_and_reload() {
     let mut m = Model::from_file(repo("examples/lenet5.nn")).unwrap();
     m.load_weights_file(&w).unwrap();
     let mut ds = test.subset(&(0..300).collect::<Vec<u32>>(), "t".into());
-    ds.apply_norm(m.data_meta.norm);
+    ds.apply_norm(&m.data_meta.norm);
     let direct = m.forward(&ds.x[..784], None, &[10]).unwrap().activations.remove(0).1;
     let got = &f.get("features").unwrap().as_f32().unwrap()[..84];
     assert!(direct.iter().zip(got).all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + a.abs())));

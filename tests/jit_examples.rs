@@ -22,7 +22,7 @@ fn mnist(n: u32) -> Splits {
     s.train = s.train.subset(&(0..n).collect::<Vec<u32>>(), "train".into());
     s.test = None;
     let norm = data::Norm::of(&s.train);
-    s.apply_norm(norm);
+    s.apply_norm(&norm);
     s
 }
 
@@ -60,6 +60,11 @@ fn every_example_trains_the_same_under_the_jit_and_the_interpreter() {
                 ..TrainConfig::default()
             },
         ),
+        // The model zoo: projection shortcuts, depthwise convolutions, parallel branches.
+        ("resnet8.nn", &images, TrainConfig { epochs: 1, batch: 16, lr: 0.02, ..TrainConfig::default() }),
+        ("mobilenet_tiny.nn", &images, TrainConfig { epochs: 1, batch: 16, lr: 0.02, ..TrainConfig::default() }),
+        ("inception_tiny.nn", &images, TrainConfig { epochs: 1, batch: 16, lr: 0.02, ..TrainConfig::default() }),
+        ("vgg_small.nn", &images, TrainConfig { epochs: 1, batch: 16, lr: 0.02, ..TrainConfig::default() }),
         ("xor.nn", &data::xor(), TrainConfig { epochs: 20, batch: 4, lr: 0.1, ..TrainConfig::default() }),
         ("perceptron.nn", &data::xor(), TrainConfig { epochs: 20, batch: 3, lr: 0.1, ..TrainConfig::default() }),
     ] {

@@ -184,3 +184,126 @@ fn an_mlp_learns_xor_and_a_perceptron_cannot() {
     let perceptron = (1..=10).filter(|&s| solves_xor("examples/perceptron.nn", s)).count();
     assert_eq!(perceptron, 0, "a single perceptron cannot separate XOR");
 }
+
+/// Augmentation changes what is trained on, identically on every run, every thread count
+/// and across a resume (its draws are a function of seed, epoch and sample); and it is
+/// recorded in the checkpoint, so a resumed run keeps it.
+#[test]
+fn augmentation_is_deterministic_and_resumes() {
+    let splits = small_mnist();
+    let aug = |threads: usize, cfg: TrainConfig| {
+        let mut model = Model::from_source("small.nn", NET).unwrap();
+        model.set_threads(threads);
+        let mut t = Trainer::new(cfg).unwrap();
+        t.init_model(&mut model).unwrap();
+        t.fit(&mut model, &splits, &mut ()).unwrap();
+        model
+    };
+    let with = TrainConfig { augment: "shift:2,flip,rotate:10".into(), ..config(2) };
+    let a = bits(&aug(1, with.clone()));
+    assert_eq!(a, bits(&aug(2, with.clone())), "1 vs 2 threads");
+    assert_ne!(a, bits(&train(config(2), &splits, None).0), "augmentation changes the training");
+    assert_ne!(a, bits(&aug(1, TrainConfig { augment: "shift:2".into(), ..config(2) })));
+
+    let ck = tmp("augmented.safetensors");
+    let mut model = Model::from_source("small.nn", NET).unwrap();
+    let mut t = Trainer::new(TrainConfig { steps: Some(4), ..with.clone() }).unwrap();
+    t.checkpoint = Some(ck.clone());
+    t.init_model(&mut model).unwrap();
+    assert_eq!(t.fit(&mut model, &splits, &mut ()).unwrap(), Outcome::StepLimit);
+    assert!(TensorFile::read(&ck).unwrap().metadata["config"].contains(r#""augment":"shift:2,flip,rotate:10""#));
+    assert_eq!(a, bits(&resume(&ck, 2, &splits)), "resumed in the second epoch, still augmented");
+
+    let bad = Trainer::new(TrainConfig { augment: "blur".into(), ..config(1) }).err().unwrap();
+    assert!(bad.0.contains("unknown augmentation `blur`"), "{}", bad.0);
+}
+
+/// Every epoch's report, for the validation-control tests.
+struct Epochs(Vec<percept_runtime::train::EpochReport>);
+
+impl Observer for Epochs {
+    fn epoch(&mut self, _: &Model, r: &percept_runtime::train::EpochReport) -> percept_runtime::Result<()> {
+        self.0.push(r.clone());
+        Ok(())
+    }
+}
+
+/// Early stopping on a small training set that overfits: it stops `patience` epochs after
+/// the best validation loss; `keep_best` saved exactly that epoch's weights; the monitor
+/// is in the checkpoint, and a run resumed from it stops at the same epoch with the same
+/// weights.
+#[test]
+fn early_stopping_keeps_the_best_weights_and_resumes() {
+    let mut splits = small_mnist();
+    splits.hold_out(60, 7).unwrap();
+    let cfg =
+        TrainConfig { epochs: 40, early_stop: Some(2), keep_best: true, schedule: "constant".into(), ..config(40) };
+    let (best, ck) = (tmp("best.safetensors"), tmp("early.safetensors"));
+    let mut model = Model::from_source("small.nn", NET).unwrap();
+    let mut t = Trainer::new(cfg.clone()).unwrap();
+    (t.best_weights, t.checkpoint) = (Some(best.clone()), Some(ck.clone()));
+    t.init_model(&mut model).unwrap();
+    let mut seen = Epochs(vec![]);
+    assert_eq!(t.fit(&mut model, &splits, &mut seen).unwrap(), Outcome::EarlyStopped);
+    let (best_loss, best_epoch) = t.monitor.best.unwrap();
+    let stopped = t.position.epoch;
+    assert!(stopped < 40 && stopped == best_epoch + 2, "stopped after {stopped}, best {best_epoch}");
+    let val = |r: &percept_runtime::train::EpochReport| r.val.as_ref().unwrap().loss.unwrap();
+    let lowest = seen.0.iter().map(val).fold(f64::INFINITY, f64::min);
+    assert_eq!((lowest, val(&seen.0[best_epoch as usize - 1])), (best_loss, best_loss));
+    assert!(seen.0.iter().all(|r| r.best_epoch.unwrap() <= r.epoch));
+    // The best weights give the best validation loss again.
+    let mut again = Model::from_source("small.nn", NET).unwrap();
+    again.load_weights_file(&best).unwrap();
+    let report = percept_runtime::eval::evaluate(&mut again, splits.val.as_ref().unwrap(), 50).unwrap();
+    assert_eq!(report.loss.unwrap(), best_loss);
+
+    // Stop one epoch after the best, resume: the monitor carries over.
+    let ck2 = tmp("early-cut.safetensors");
+    let mut model2 = Model::from_source("small.nn", NET).unwrap();
+    let mut t2 = Trainer::new(TrainConfig { steps: Some(3 * (best_epoch + 1)), ..cfg }).unwrap();
+    t2.checkpoint = Some(ck2.clone());
+    t2.init_model(&mut model2).unwrap();
+    assert_eq!(t2.fit(&mut model2, &splits, &mut ()).unwrap(), Outcome::StepLimit);
+    assert_eq!(t2.monitor.stale, 1);
+    let file = TensorFile::read(&ck2).unwrap();
+    let mut resumed = Model::from_source("small.nn", NET).unwrap();
+    let mut t3 = Trainer::resume(&mut resumed, &file, "checkpoint").unwrap();
+    t3.config.steps = None;
+    assert_eq!(t3.monitor, t2.monitor);
+    assert_eq!(t3.fit(&mut resumed, &splits, &mut ()).unwrap(), Outcome::EarlyStopped);
+    assert_eq!(t3.position.epoch, stopped);
+    assert_eq!(bits(&resumed), bits(&model));
+}
+
+/// The plateau schedule multiplies the rate by its factor after `patience` epochs
+/// without a better validation loss, and watching anything needs a validation set.
+#[test]
+fn the_plateau_schedule_lowers_the_rate_when_the_validation_loss_stalls() {
+    let mut splits = small_mnist();
+    splits.hold_out(60, 7).unwrap();
+    let mut model = Model::from_source("small.nn", NET).unwrap();
+    let mut t = Trainer::new(TrainConfig { schedule: "plateau:1:0.5".into(), ..config(12) }).unwrap();
+    t.init_model(&mut model).unwrap();
+    let mut seen = Epochs(vec![]);
+    t.fit(&mut model, &splits, &mut seen).unwrap();
+    let mut scale = 1.0;
+    for pair in seen.0.windows(2) {
+        // Epoch e+1 runs at the rate left after epoch e's verdict.
+        let improved = pair[0].best_epoch == Some(pair[0].epoch);
+        if !improved {
+            scale *= 0.5;
+        }
+        assert_eq!(pair[1].lr, 0.05 * scale, "epoch {}", pair[1].epoch);
+    }
+    assert!(scale < 1.0, "the loss never stalled in 12 epochs");
+
+    let mut no_val = small_mnist();
+    no_val.test = None;
+    let mut model = Model::from_source("small.nn", NET).unwrap();
+    let t = Trainer::new(TrainConfig { early_stop: Some(1), ..config(2) }).unwrap();
+    t.init_model(&mut model).unwrap();
+    let mut t = t;
+    let err = t.fit(&mut model, &no_val, &mut ()).unwrap_err().0;
+    assert!(err.contains("watch the validation loss, and there is none"), "{err}");
+}

@@ -73,7 +73,7 @@ pub struct DataMeta {
 
 impl Default for DataMeta {
     fn default() -> DataMeta {
-        DataMeta { norm: Norm::IDENTITY, classes: None }
+        DataMeta { norm: Norm::identity(), classes: None }
     }
 }
 
@@ -464,8 +464,9 @@ impl Model {
         metadata.insert("model".into(), self.spec.name.clone());
         metadata.insert("model_hash".into(), self.spec.text_hash());
         metadata.insert("input_shape".into(), format!("{:?}", self.spec.input.shape));
-        metadata.insert("normalize_mean".into(), self.data_meta.norm.mean.to_string());
-        metadata.insert("normalize_std".into(), self.data_meta.norm.std.to_string());
+        // One number, or one per channel separated by commas.
+        metadata.insert("normalize_mean".into(), Norm::list_text(&self.data_meta.norm.mean));
+        metadata.insert("normalize_std".into(), Norm::list_text(&self.data_meta.norm.std));
         if let Some(c) = &self.data_meta.classes {
             metadata.insert("classes".into(), serde_json::to_string(c).expect("strings serialize"));
         }
@@ -521,18 +522,35 @@ impl Model {
         }
         // Metadata is optional (PyTorch's files have none), but what is there must be right.
         let meta = &file.metadata;
-        let num = |k: &str| -> Result<Option<f32>> {
-            match meta.get(k) {
-                None => Ok(None),
-                Some(v) => match v.parse::<f32>() {
-                    Ok(x) if x.is_finite() => Ok(Some(x)),
-                    _ => bail!("{what}: the metadata `{k}` is `{v}`, not a finite number"),
-                },
+        let nums = |k: &str| -> Result<Option<Vec<f32>>> {
+            let Some(v) = meta.get(k) else { return Ok(None) };
+            let list: Option<Vec<f32>> =
+                v.split(',').map(|x| x.trim().parse::<f32>().ok().filter(|x| x.is_finite())).collect();
+            match list {
+                Some(list) => Ok(Some(list)),
+                None => bail!("{what}: the metadata `{k}` is `{v}`, not a finite number (or a list of them)"),
             }
         };
-        match (num("normalize_mean")?, num("normalize_std")?) {
-            (Some(mean), Some(std)) if std > 0.0 => self.data_meta.norm = Norm { mean, std },
-            (Some(_), Some(std)) => bail!("{what}: the metadata `normalize_std` is {std}, not positive"),
+        match (nums("normalize_mean")?, nums("normalize_std")?) {
+            (Some(mean), Some(std)) => {
+                let norm = Norm { mean, std };
+                if !norm.valid() {
+                    bail!(
+                        "{what}: the metadata's normalization (mean {:?}, std {:?}) needs as many means as \
+                         deviations, each deviation positive",
+                        norm.mean,
+                        norm.std
+                    );
+                }
+                if !norm.fits(&self.spec.input.shape) {
+                    bail!(
+                        "{what}: the metadata normalizes {} channels, but the model's input is {:?}",
+                        norm.mean.len(),
+                        self.spec.input.shape
+                    );
+                }
+                self.data_meta.norm = norm;
+            }
             (None, None) => {}
             _ => bail!("{what}: the metadata has one of `normalize_mean` and `normalize_std` but not the other"),
         }

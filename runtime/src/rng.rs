@@ -1,7 +1,8 @@
 //! Counter-based random streams. Every random choice is a pure function of the seed and a
 //! counter (which parameter, which epoch, which step), so a resumed run needs no saved
 //! generator state and any thread count draws the same numbers. Separate streams for
-//! initialization, shuffling and dropout (dropout's hash lives with the op).
+//! initialization, shuffling, the validation split and augmentation (dropout's hash lives
+//! with the op).
 
 use percept_compiler::ops::mix64;
 
@@ -40,6 +41,7 @@ impl SplitMix {
 pub const INIT: u64 = 1;
 pub const SHUFFLE: u64 = 2;
 pub const SPLIT: u64 = 3;
+pub const AUGMENT: u64 = 4;
 
 /// The order in which an epoch visits `n` samples: a Fisher–Yates shuffle seeded by
 /// (seed, epoch), or the identity without shuffling.

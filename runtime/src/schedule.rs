@@ -16,6 +16,9 @@ pub enum Schedule {
     /// Per step: up linearly from lr/10 to lr over the first 25% of the steps, then down
     /// to lr/1000 with a cosine (a one-cycle policy, for short training runs).
     OneCycle,
+    /// Per epoch: lr, multiplied by `factor` each time the validation loss has not
+    /// improved for `patience` epochs (the trainer's monitor holds the product).
+    Plateau { patience: u64, factor: f64 },
 }
 
 impl Schedule {
@@ -30,11 +33,23 @@ impl Schedule {
                 Err(_) => bail!("--schedule cosine:WARMUP needs a step count, found `{w}`"),
             },
             ["onecycle"] => Schedule::OneCycle,
+            ["plateau", patience, factor] => match (patience.parse::<u64>(), factor.parse::<f64>()) {
+                (Ok(patience), Ok(factor)) if patience > 0 && factor > 0.0 && factor < 1.0 => {
+                    Schedule::Plateau { patience, factor }
+                }
+                _ => bail!(
+                    "--schedule plateau:PATIENCE:FACTOR needs a positive epoch count and a factor between 0 and 1, \
+                     like plateau:2:0.5"
+                ),
+            },
             ["step", every, gamma] => match (every.parse::<u64>(), gamma.parse::<f64>()) {
                 (Ok(every), Ok(gamma)) if every > 0 => Schedule::Step { every, gamma },
                 _ => bail!("--schedule step:EVERY:GAMMA needs a positive epoch count and a factor, like step:2:0.5"),
             },
-            _ => bail!("unknown schedule `{s}`; use constant, step:EVERY:GAMMA, cosine[:WARMUP] or onecycle"),
+            _ => bail!(
+                "unknown schedule `{s}`; use constant, step:EVERY:GAMMA, cosine[:WARMUP], onecycle or \
+                 plateau:PATIENCE:FACTOR"
+            ),
         })
     }
 
@@ -43,7 +58,7 @@ impl Schedule {
         let t = step as f64;
         let total = total.max(1) as f64;
         match *self {
-            Schedule::Constant => base,
+            Schedule::Constant | Schedule::Plateau { .. } => base,
             Schedule::Step { every, gamma } => base * gamma.powi((epoch / every) as i32),
             Schedule::Cosine { warmup } if step < warmup => base * (step + 1) as f64 / warmup as f64,
             Schedule::Cosine { warmup } => {
@@ -77,6 +92,7 @@ impl fmt::Display for Schedule {
             Schedule::Cosine { warmup: 0 } => f.write_str("cosine"),
             Schedule::Cosine { warmup } => write!(f, "cosine:{warmup}"),
             Schedule::OneCycle => f.write_str("onecycle"),
+            Schedule::Plateau { patience, factor } => write!(f, "plateau:{patience}:{factor}"),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! from its last checkpoint and ends with the same weights as an uninterrupted one.
 
 use crate::bail;
+use crate::data::augment::Augment;
 use crate::data::{Dataset, Splits, Targets};
 use crate::error::{Error, Result};
 use crate::eval::{count_correct, evaluate_shared, EvalReport};
@@ -57,6 +58,16 @@ pub struct TrainConfig {
     pub drop_last: bool,
     pub init: String,
     pub freeze: Vec<String>,
+    /// Training-image augmentation, canonical (`shift:2,flip`; empty: none). Checkpoints
+    /// written before it existed read as none.
+    #[serde(default)]
+    pub augment: String,
+    /// Stop when the validation loss has not improved for this many epochs.
+    #[serde(default)]
+    pub early_stop: Option<u64>,
+    /// Also save the weights of the epoch with the lowest validation loss.
+    #[serde(default)]
+    pub keep_best: bool,
 }
 
 impl Default for TrainConfig {
@@ -80,6 +91,9 @@ impl Default for TrainConfig {
             drop_last: false,
             init: "pytorch".into(),
             freeze: vec![],
+            augment: String::new(),
+            early_stop: None,
+            keep_best: false,
         }
     }
 }
@@ -103,6 +117,10 @@ impl TrainConfig {
         Schedule::parse(&self.schedule)
     }
 
+    pub fn augmentation(&self) -> Result<Augment> {
+        Augment::parse(&self.augment).map_err(|e| Error(format!("--augment: {e}")))
+    }
+
     pub fn init_scheme(&self) -> Result<InitScheme> {
         InitScheme::parse(&self.init)
             .ok_or_else(|| Error(format!("unknown initialization `{}`; use he, glorot or pytorch", self.init)))
@@ -123,7 +141,17 @@ impl TrainConfig {
         }
         self.schedule()?;
         self.init_scheme()?;
+        self.augmentation()?;
+        if self.early_stop == Some(0) {
+            bail!("--early-stop needs a patience of at least 1 epoch");
+        }
         Ok(())
+    }
+
+    /// Whether something watches the validation loss: early stopping, the best weights or
+    /// the plateau schedule.
+    fn monitors(&self) -> bool {
+        self.early_stop.is_some() || self.keep_best || matches!(self.schedule(), Ok(Schedule::Plateau { .. }))
     }
 }
 
@@ -170,6 +198,8 @@ pub struct EpochReport {
     pub test: Option<EvalReport>,
     /// False when the epoch was cut short by `steps` or an interrupt.
     pub complete: bool,
+    /// The epoch with the lowest validation loss so far, when something watches it.
+    pub best_epoch: Option<u64>,
 }
 
 /// Progress within an epoch, for bars and logs.
@@ -198,6 +228,49 @@ pub enum Outcome {
     Finished,
     StepLimit,
     Interrupted,
+    /// `early_stop` epochs passed without a better validation loss.
+    EarlyStopped,
+}
+
+/// What the validation monitor has seen (early stopping, the best weights, the plateau
+/// schedule all read it). It is kept in checkpoints, so a resumed run continues it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Monitor {
+    /// The lowest validation loss so far and its epoch (1-based).
+    pub best: Option<(f64, u64)>,
+    /// Epochs since the best.
+    pub stale: u64,
+    /// Epochs since the best or the plateau schedule's last reduction.
+    pub plateau_wait: u64,
+    /// What the plateau schedule has multiplied the learning rate by so far.
+    pub lr_scale: f64,
+}
+
+impl Default for Monitor {
+    fn default() -> Monitor {
+        Monitor { best: None, stale: 0, plateau_wait: 0, lr_scale: 1.0 }
+    }
+}
+
+impl Monitor {
+    /// Take in an epoch's validation loss; true if it is the best so far (strictly lower;
+    /// NaN never is). A plateau of `patience` epochs multiplies the rate by `factor` and
+    /// starts the count again (Keras's ReduceLROnPlateau).
+    pub fn observe(&mut self, loss: f64, epoch: u64, plateau: Option<(u64, f64)>) -> bool {
+        if loss.is_finite() && self.best.is_none_or(|(b, _)| loss < b) {
+            self.best = Some((loss, epoch));
+            self.stale = 0;
+            self.plateau_wait = 0;
+            return true;
+        }
+        self.stale += 1;
+        self.plateau_wait += 1;
+        if let Some((_, factor)) = plateau.filter(|&(patience, _)| self.plateau_wait >= patience) {
+            self.lr_scale *= factor;
+            self.plateau_wait = 0;
+        }
+        false
+    }
 }
 
 pub struct Trainer {
@@ -206,6 +279,9 @@ pub struct Trainer {
     /// Where the resumable checkpoint goes (after each epoch, every `checkpoint_every`
     /// steps, at the step limit, and on interrupt).
     pub checkpoint: Option<PathBuf>,
+    /// Where `keep_best` saves the best epoch's weights.
+    pub best_weights: Option<PathBuf>,
+    pub monitor: Monitor,
     /// Also checkpoint after every this many steps (0: at epoch ends only).
     pub checkpoint_every: u64,
     pub interrupt: Option<Arc<AtomicBool>>,
@@ -227,6 +303,8 @@ impl Trainer {
             config,
             position: Position::default(),
             checkpoint: None,
+            best_weights: None,
+            monitor: Monitor::default(),
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             interrupt: None,
             group: Rc::new(Solo),
@@ -271,6 +349,10 @@ impl Trainer {
         if n == 0 {
             bail!("{} is empty", train.name);
         }
+        let augment = cfg.augmentation()?;
+        augment.check_fits(&train.sample_shape).map_err(Error)?;
+        // A blank pixel of each channel as the model sees it: 0 before normalization.
+        let fill = model.data_meta.norm.zero(train.sample_shape[0]);
         if cfg.drop_last && n < cfg.batch {
             bail!("with --drop-last, {} samples make no batch of {}", n, cfg.batch);
         }
@@ -301,6 +383,16 @@ impl Trainer {
             })?;
         }
         let schedule = cfg.schedule()?;
+        if cfg.monitors() && data.val.is_none() && data.test.is_none() {
+            bail!(
+                "--early-stop, --keep-best and the plateau schedule watch the validation loss, and there is none: \
+                 hold out a validation set with --val N (or give the data a test split)"
+            );
+        }
+        let plateau = match schedule {
+            Schedule::Plateau { patience, factor } => Some((patience, factor)),
+            _ => None,
+        };
         let per_epoch = self.steps_per_epoch(n);
         // The schedule is planned over the epochs; `steps` only stops early, so a run
         // stopped by it (or interrupted) and resumed follows the same schedule.
@@ -322,12 +414,19 @@ impl Trainer {
                     outcome = Some(Outcome::StepLimit);
                     break;
                 }
-                lr = schedule.lr(cfg.lr, epoch, self.position.step, total_steps);
+                lr = schedule.lr(cfg.lr, epoch, self.position.step, total_steps) * self.monitor.lr_scale;
                 let cx = StepCtx { seed: cfg.seed, step: self.position.step, lr };
                 // This process's shard of the batch (all of it when the batch is not split).
                 let part = shard(idx.len(), rank, size);
                 let mine = part.clone().map_or(idx, |r| &idx[r]);
                 train.gather_x(mine, &mut x);
+                if !augment.is_empty() {
+                    let len = train.sample_len();
+                    let shape = [train.sample_shape[0], train.sample_shape[1], train.sample_shape[2]];
+                    for (sample, &i) in x.chunks_mut(len).zip(mine) {
+                        augment.apply(sample, shape, &fill, (cfg.seed, epoch, i));
+                    }
+                }
                 train.gather_targets(mine, loss, k, &mut t);
                 let fetch = match part {
                     Some(_) => model.grad_step_shard(&x, &t, &cx, idx.len(), &mut DataParallel { group: &*group })?,
@@ -398,6 +497,16 @@ impl Trainer {
             let eval = |m: &mut Model, d: &Option<Dataset>| {
                 d.as_ref().map(|d| evaluate_shared(m, d, cfg.eval_batch, &*group)).transpose()
             };
+            let (val, test) = (eval(model, &data.val)?, eval(model, &data.test)?);
+            // The validation set is watched, or the test split when there is none.
+            let watched = val.as_ref().or(test.as_ref()).and_then(|e| e.loss);
+            if let (true, true, Some(loss)) = (cfg.monitors(), complete, watched) {
+                if self.monitor.observe(loss, epoch + 1, plateau) && cfg.keep_best {
+                    if let Some(path) = &self.best_weights {
+                        model.save_weights(path)?;
+                    }
+                }
+            }
             let report = EpochReport {
                 epoch: epoch + 1,
                 steps,
@@ -407,9 +516,10 @@ impl Trainer {
                 seconds,
                 samples_per_s: seen as f64 / seconds.max(1e-9),
                 lr,
-                val: eval(model, &data.val)?,
-                test: eval(model, &data.test)?,
+                val,
+                test,
                 complete,
+                best_epoch: self.monitor.best.map(|(_, e)| e),
             };
             self.save_checkpoint(model)?;
             obs.epoch(model, &report)?;
@@ -418,6 +528,9 @@ impl Trainer {
             }
             if cfg.steps.is_some_and(|s| self.position.step >= s) && self.position.epoch < cfg.epochs {
                 return Ok(Outcome::StepLimit);
+            }
+            if cfg.early_stop.is_some_and(|p| self.monitor.stale >= p) && self.position.epoch < cfg.epochs {
+                return Ok(Outcome::EarlyStopped);
             }
         }
         Ok(Outcome::Finished)
@@ -437,6 +550,7 @@ impl Trainer {
         file.metadata.insert("format".into(), CHECKPOINT_FORMAT.into());
         file.metadata.insert("config".into(), serde_json::to_string(&self.config).expect("serializes"));
         file.metadata.insert("position".into(), serde_json::to_string(&self.position).expect("serializes"));
+        file.metadata.insert("monitor".into(), serde_json::to_string(&self.monitor).expect("serializes"));
         file
     }
 
@@ -468,7 +582,13 @@ impl Trainer {
             .get("position")
             .and_then(|p| serde_json::from_str(p).ok())
             .ok_or_else(|| Error(format!("{what}: the checkpoint has no position")))?;
-        let trainer = Trainer { position, ..Trainer::new(config)? };
+        // Checkpoints from before the monitor existed have none: a fresh one.
+        let monitor = match file.metadata.get("monitor") {
+            Some(m) => serde_json::from_str(m)
+                .map_err(|e| Error(format!("{what}: bad validation monitor in the checkpoint: {e}")))?,
+            None => Monitor::default(),
+        };
+        let trainer = Trainer { position, monitor, ..Trainer::new(config)? };
         trainer.attach(model)?;
         let weights = TensorFile {
             tensors: file.tensors.iter().filter(|t| !t.name.starts_with("optimizer.")).cloned().collect(),

@@ -50,8 +50,8 @@ pub fn run(a: Args) -> CliResult {
         batch: a.batch,
         input_shape: &spec.input.shape,
         output_size: out_size,
-        mean: model.data_meta.norm.mean,
-        std: model.data_meta.norm.std,
+        mean: &model.data_meta.norm.mean,
+        std: &model.data_meta.norm.std,
         classes: model.data_meta.classes.as_deref(),
     };
     let header = crate::aot::header(&lib, &info);

@@ -46,14 +46,18 @@ pub fn load_data(source: &str, model: &Model) -> Result<Splits, UserError> {
 pub fn parse_norm(s: &str, splits: &Splits) -> Result<Norm, UserError> {
     match s {
         "auto" => Ok(Norm::of(&splits.train)),
-        "none" => Ok(Norm::IDENTITY),
-        other => {
-            let parts: Vec<f32> = other.split(',').filter_map(|p| p.trim().parse().ok()).collect();
-            match parts[..] {
-                [mean, std] if std > 0.0 => Ok(Norm { mean, std }),
-                _ => Err(UserError(format!("--normalize takes auto, none or MEAN,STD (std > 0), found `{other}`"))),
-            }
-        }
+        "none" => Ok(Norm::identity()),
+        other => match Norm::parse(other) {
+            Some(norm) if norm.fits(&splits.train.sample_shape) => Ok(norm),
+            Some(norm) => Err(UserError(format!(
+                "--normalize gives {} channels, but the samples have shape {:?}",
+                norm.mean.len(),
+                splits.train.sample_shape
+            ))),
+            None => Err(UserError(format!(
+                "--normalize takes auto, none, MEAN,STD or per channel M1,M2,M3/S1,S2,S3 (each std > 0), found `{other}`"
+            ))),
+        },
     }
 }
 

@@ -38,7 +38,7 @@ pub fn run(a: Args) -> CliResult {
         }
     };
     ds.check_fits(&model.spec.input.shape, model.spec.output_shape(), model.spec.loss.map(|l| l.loss))?;
-    ds.apply_norm(model.data_meta.norm);
+    ds.apply_norm(&model.data_meta.norm);
     if a.batch == 0 {
         return Err(UserError("--batch must be at least 1".into()));
     }

@@ -70,7 +70,7 @@ pub fn run(a: Args) -> CliResult {
         if let Some(n) = a.limit {
             ds = ds.subset(&(0..n.min(ds.len()) as u32).collect::<Vec<_>>(), ds.name.clone());
         }
-        ds.apply_norm(model.data_meta.norm);
+        ds.apply_norm(&model.data_meta.norm);
         let labels = (0..ds.len()).map(|i| ds.label(i).map(|l| l as i64)).collect::<Option<Vec<_>>>();
         let name = ds.name.clone();
         (ds.x, labels, name)

@@ -46,8 +46,8 @@ pub fn prepare_image(model: &Model, path: &Path) -> Result<Vec<f32>, UserError> 
         percept_runtime::data::image_to_tensor(&img, shape)
             .map_err(|e| UserError(format!("{}: {e}", path.display())))?
     };
-    let n = model.data_meta.norm;
-    x.iter_mut().for_each(|v| *v = (*v - n.mean) / n.std);
+    let len = x.len();
+    model.data_meta.norm.apply(&mut x, len);
     Ok(x)
 }
 

@@ -58,10 +58,8 @@ pub fn run(a: Args) -> CliResult {
             percept_runtime::data::image_to_tensor(&img, &shape)
                 .map_err(|e| UserError(format!("{}: {e}", path.display())))?
         };
-        let norm = model.data_meta.norm;
-        for v in &mut x {
-            *v = (*v - norm.mean) / norm.std;
-        }
+        let len = x.len();
+        model.data_meta.norm.apply(&mut x, len);
         let out = model.forward(&x, None, &[])?.prediction;
         let loss = model.spec.loss.map(|l| l.loss);
         let s = scores(loss, &out);

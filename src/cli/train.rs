@@ -1,6 +1,7 @@
 use super::common::{group, load_data, parse_norm, pct, stderr_is_terminal};
 use super::{CliResult, UserError};
 use indicatif::{ProgressBar, ProgressStyle};
+use percept_runtime::data::augment::Augment;
 use percept_runtime::parallel::Group;
 use percept_runtime::train::{EpochReport, Observer, OptimizerKind, Outcome, StepProgress};
 use percept_runtime::{Model, TrainConfig, Trainer};
@@ -16,8 +17,12 @@ use super::common::BackendArg;
 pub struct Args {
     /// The model file (.nn).
     model: PathBuf,
-    /// The data: a directory of MNIST IDX files, a directory of class folders of images
-    /// (optionally split into train/ and test/), or `xor`.
+    /// The data: a directory of MNIST IDX files; of CIFAR-10 or CIFAR-100 binary files
+    /// (data_batch_*.bin and test_batch.bin, or train.bin and test.bin; also the
+    /// cifar-10-batches-bin/ folder the archive unpacks to); of class folders of PNG or
+    /// JPEG images (optionally split into train/ and test/), which are resized to the
+    /// model's input height and width and converted to its channels (greyscale, RGB;
+    /// alpha dropped); or `xor`.
     #[arg(long, default_value = "data/mnist")]
     data: String,
     /// Passes over the training set [default: 3; on --resume, the checkpoint's].
@@ -48,8 +53,9 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
     /// Learning-rate schedule: constant, step:EVERY:GAMMA (per epoch), cosine[:WARMUP]
-    /// (per step) or onecycle (per step: up from lr/10 over the first quarter of the run,
-    /// then down to lr/1000 on a cosine).
+    /// (per step), onecycle (per step: up from lr/10 over the first quarter of the run,
+    /// then down to lr/1000 on a cosine) or plateau:PATIENCE:FACTOR (the rate times FACTOR
+    /// whenever the validation loss has not improved for PATIENCE epochs).
     #[arg(long, default_value = "onecycle")]
     schedule: String,
     /// Seed of every random stream (initialization, shuffling, dropout, validation split).
@@ -61,10 +67,27 @@ pub struct Args {
     /// Skip the last mini-batch of an epoch when it is smaller than --batch.
     #[arg(long)]
     drop_last: bool,
+    /// Augment the training images (never validation or test data), a comma-separated
+    /// list applied in order: shift:PIXELS (random translation up to PIXELS each way, blank
+    /// fill), crop:PAD (pad and random crop, the same as shift:PAD), flip (left–right, half
+    /// the time), rotate:DEGREES (up to DEGREES each way, bilinear). Each sample's changes
+    /// are a function of (seed, epoch, sample), so any thread count and a resumed run give
+    /// the same bits. Recorded in the metrics and the checkpoint.
+    #[arg(long, value_name = "LIST", value_parser = parse_augment)]
+    augment: Option<Augment>,
+    /// Stop when the validation loss (--val, else the test split) has not improved for
+    /// this many epochs.
+    #[arg(long, value_name = "PATIENCE")]
+    early_stop: Option<u64>,
+    /// Also save the weights of the epoch with the lowest validation loss, beside the
+    /// last ones as WEIGHTS.best.safetensors.
+    #[arg(long)]
+    keep_best: bool,
     /// Hold out this many training samples for validation.
     #[arg(long, default_value_t = 0)]
     val: usize,
-    /// Input normalization: auto (the training set's mean and std), none, or MEAN,STD.
+    /// Input normalization: auto (the training set's mean and std, per channel for colour
+    /// images), none, MEAN,STD, or per channel M1,M2,M3/S1,S2,S3.
     #[arg(long, default_value = "auto")]
     normalize: String,
     /// Weight initialization: pytorch (PyTorch's default for Linear/Conv2d: weights and
@@ -156,6 +179,9 @@ impl Observer for Progress {
             }
         }
         line += &format!("  {} samples/s  {:.1} s  lr {:.4}", group(r.samples_per_s), r.seconds, r.lr);
+        if r.best_epoch == Some(r.epoch) {
+            line += "  (best)";
+        }
         if !r.complete {
             line += "  (partial epoch)";
         }
@@ -189,6 +215,7 @@ fn epoch_json(r: &EpochReport) -> serde_json::Value {
         "seconds": r.seconds,
         "samples_per_s": r.samples_per_s,
         "lr": r.lr,
+        "best_epoch": r.best_epoch,
         "val": e(&r.val),
         "test": e(&r.test),
         "complete": r.complete,
@@ -236,6 +263,13 @@ fn train(a: Args, procs: Rc<dyn Group>) -> CliResult {
             if a.steps.is_some() {
                 t.config.steps = a.steps;
             }
+            if let Some(aug) = a.augment.as_ref().filter(|aug| aug.to_string() != t.config.augment) {
+                return Err(UserError(format!(
+                    "{} was trained with --augment `{}`; a resumed run keeps it (asked: `{aug}`)",
+                    path.display(),
+                    t.config.augment
+                )));
+            }
             rank0.then(|| {
                 eprintln!(
                     "resuming from {} at epoch {}, sample {} (step {})",
@@ -267,6 +301,9 @@ fn train(a: Args, procs: Rc<dyn Group>) -> CliResult {
                 drop_last: a.drop_last,
                 init: a.weight_init.clone(),
                 freeze: a.freeze.clone(),
+                augment: a.augment.as_ref().map(Augment::to_string).unwrap_or_default(),
+                early_stop: a.early_stop,
+                keep_best: a.keep_best,
                 ..TrainConfig::default()
             };
             let t = Trainer::new(config)?;
@@ -284,9 +321,11 @@ fn train(a: Args, procs: Rc<dyn Group>) -> CliResult {
     if a.val > 0 {
         splits.hold_out(a.val, trainer.config.seed)?;
     }
-    splits.apply_norm(model.data_meta.norm);
+    splits.apply_norm(&model.data_meta.norm);
     model.data_meta.classes = splits.train.class_names().map(|c| c.to_vec());
     trainer.checkpoint = rank0.then(|| checkpoint.clone());
+    let best = best_weights_path(&weights);
+    trainer.best_weights = (rank0 && trainer.config.keep_best).then(|| best.clone());
     trainer.group = procs.clone();
 
     trainer.checkpoint_every = a.checkpoint_every;
@@ -330,10 +369,11 @@ fn train(a: Args, procs: Rc<dyn Group>) -> CliResult {
     });
     writeln!(metrics, "{header}").map_err(|e| UserError(format!("cannot write the metrics file: {e}")))?;
     eprintln!(
-        "training {} ({} parameters) on {} samples: batch {}, {} lr {}{}, schedule {}, {} epoch(s){}, backend {}, {} thread(s)",
+        "training {} ({} parameters) on {} samples{}: batch {}, {} lr {}{}, schedule {}, {} epoch(s){}, backend {}, {} thread(s)",
         model.spec.name,
         group(model.spec.trainable_count() as f64),
         group(splits.train.len() as f64),
+        if cfg.augment.is_empty() { String::new() } else { format!(" augmented with {}", cfg.augment) },
         cfg.batch,
         cfg.optimizer().name(),
         cfg.lr,
@@ -386,7 +426,14 @@ fn train(a: Args, procs: Rc<dyn Group>) -> CliResult {
     let test_acc = last.and_then(|r| r.test.as_ref()).and_then(|t| t.accuracy);
     let summary = serde_json::json!({
         "model": model.spec.name,
-        "outcome": match outcome { Outcome::Finished => "finished", Outcome::StepLimit => "step_limit", Outcome::Interrupted => "interrupted" },
+        "outcome": match outcome {
+            Outcome::Finished => "finished",
+            Outcome::StepLimit => "step_limit",
+            Outcome::Interrupted => "interrupted",
+            Outcome::EarlyStopped => "early_stopped",
+        },
+        "best_epoch": trainer.monitor.best.map(|(_, e)| e),
+        "best_weights": trainer.best_weights.as_ref().map(|p| p.display().to_string()),
         "epochs": trainer.position.epoch,
         "steps": trainer.position.step,
         "test_accuracy": test_acc,
@@ -397,6 +444,14 @@ fn train(a: Args, procs: Rc<dyn Group>) -> CliResult {
         "checkpoint": checkpoint.display().to_string(),
         "metrics": metrics_path.display().to_string(),
     });
+    if outcome == Outcome::EarlyStopped {
+        eprintln!(
+            "stopped early after epoch {}: the validation loss has not improved for {} epoch(s) (best: epoch {})",
+            trainer.position.epoch,
+            trainer.monitor.stale,
+            trainer.monitor.best.map_or(0, |(_, e)| e)
+        );
+    }
     if a.json {
         outln!("{summary}");
     } else {
@@ -408,13 +463,18 @@ fn train(a: Args, procs: Rc<dyn Group>) -> CliResult {
                 a.model.display(),
                 checkpoint.display()
             ),
-            _ => outln!(
-                "trained {} for {} step(s): test accuracy {}; weights saved to {}",
-                model.spec.name,
-                trainer.position.step,
-                pct(test_acc),
-                weights.display()
-            ),
+            _ => {
+                outln!(
+                    "trained {} for {} step(s): test accuracy {}; weights saved to {}",
+                    model.spec.name,
+                    trainer.position.step,
+                    pct(test_acc),
+                    weights.display()
+                );
+                if let (Some(path), Some((loss, epoch))) = (&trainer.best_weights, trainer.monitor.best) {
+                    outln!("best validation loss {loss:.4} at epoch {epoch}: weights saved to {}", path.display());
+                }
+            }
         }
     }
     if outcome == Outcome::Interrupted {
@@ -496,4 +556,15 @@ fn lock_run_dir(checkpoint: &std::path::Path) -> Result<std::fs::File, UserError
         ))),
         Err(std::fs::TryLockError::Error(e)) => Err(UserError(format!("cannot lock {}: {e}", path.display()))),
     }
+}
+
+/// `--augment`'s value: a usage error (exit 2) names the known augmentations.
+fn parse_augment(s: &str) -> Result<Augment, String> {
+    Augment::parse(s)
+}
+
+/// Where `--keep-best` saves: `weights.safetensors` → `weights.best.safetensors`.
+fn best_weights_path(weights: &Path) -> PathBuf {
+    let stem = weights.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    weights.with_file_name(format!("{stem}.best.safetensors"))
 }

@@ -1,10 +1,15 @@
-//! Data sets: MNIST (IDX files), folders of images, and the built-in XOR points.
+//! Data sets: MNIST (IDX files), CIFAR-10/100 (binary files), folders of images, and the
+//! built-in XOR points; and the augmentation of training images (`augment`).
 //!
 //! Pixels are scaled to [0, 1]; an optional mean/std normalization is applied on top and
 //! recorded in the weights' metadata so `eval` and `predict` preprocess the same way.
 
+pub mod augment;
+mod cifar;
 mod folder;
+mod norm;
 pub use folder::{decode_image, decode_image_within, image_to_tensor, load_image};
+pub use norm::Norm;
 pub mod idx;
 pub mod preprocess;
 
@@ -173,37 +178,9 @@ impl Dataset {
         }
     }
 
-    pub fn apply_norm(&mut self, norm: Norm) {
-        if norm.is_identity() {
-            return;
-        }
-        for v in &mut self.x {
-            *v = (*v - norm.mean) / norm.std;
-        }
-    }
-}
-
-/// Input normalization x′ = (x − mean) / std, applied after scaling pixels to [0, 1].
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Norm {
-    pub mean: f32,
-    pub std: f32,
-}
-
-impl Norm {
-    pub const IDENTITY: Norm = Norm { mean: 0.0, std: 1.0 };
-
-    pub fn is_identity(&self) -> bool {
-        *self == Norm::IDENTITY
-    }
-
-    /// The mean and standard deviation of every value of a data set.
-    pub fn of(ds: &Dataset) -> Norm {
-        let n = ds.x.len().max(1) as f64;
-        let mean = ds.x.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = ds.x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-        let std = var.sqrt();
-        Norm { mean: mean as f32, std: if std > 0.0 { std as f32 } else { 1.0 } }
+    pub fn apply_norm(&mut self, norm: &Norm) {
+        let len = self.sample_len();
+        norm.apply(&mut self.x, len);
     }
 }
 
@@ -242,7 +219,7 @@ impl Splits {
         Ok(())
     }
 
-    pub fn apply_norm(&mut self, norm: Norm) {
+    pub fn apply_norm(&mut self, norm: &Norm) {
         self.train.apply_norm(norm);
         for d in [&mut self.val, &mut self.test].into_iter().flatten() {
             d.apply_norm(norm);
@@ -282,11 +259,15 @@ pub fn load(source: &str, sample_shape: &[usize]) -> Result<Splits> {
     }
     if !dir.is_dir() {
         bail!(
-            "`{source}` is not a directory; --data takes a directory of MNIST IDX files or of class folders, or `xor`"
+            "`{source}` is not a directory; --data takes a directory of MNIST IDX files, of CIFAR binary files or of \
+             class folders, or `xor`"
         );
     }
     if find_idx(dir, MNIST_FILES[0]).is_some() || find_idx(dir, MNIST_FILES[2]).is_some() {
         return load_mnist(dir);
+    }
+    if cifar::is_cifar(dir) {
+        return cifar::load_cifar(dir);
     }
     folder::load_folders(dir, sample_shape)
 }
