@@ -31,6 +31,7 @@ fn check_prints_the_summary_of_every_example() {
         ("examples/mobilenet_tiny.nn", "13,898", "704"),
         ("examples/inception_tiny.nn", "26,366", "0"),
         ("examples/vgg_small.nn", "218,490", "0"),
+        ("examples/autoencoder.nn", "9,569", "0"),
     ] {
         let o = percept(&["check", file]);
         assert_eq!(o.status.code(), Some(0), "{file}: {}", stderr(&o));

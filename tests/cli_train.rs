@@ -477,3 +477,37 @@ fn early_stop_and_keep_best() {
         "plateau:PATIENCE:FACTOR needs a positive epoch count",
     );
 }
+
+/// A reconstruction: `--target input` trains the autoencoder to reproduce its input
+/// (recorded in the weights), and `eval` reports the error and the PSNR, which is the
+/// error in pixel units: 10·log10(1 / (mse·std²)) under a single normalization.
+#[test]
+fn an_autoencoder_trains_on_its_input_and_eval_reports_psnr() {
+    let dir = tmpdir("autoencoder");
+    let ae = repo("examples/autoencoder.nn");
+    let mnist = repo("data/mnist");
+    let o = percept(
+        &dir,
+        &["train", &ae, "--data", &mnist, "--target", "input", "--steps", "40", "--save", "w.safetensors", "--json"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let summary = json_lines(&o).pop().unwrap();
+    assert!(summary["test_psnr_db"].as_f64().unwrap() > 10.0, "{summary}");
+    let w = percept_runtime::tensorfile::TensorFile::read(&dir.join("w.safetensors")).unwrap();
+    assert_eq!(w.metadata["target"], "input");
+    let std: f64 = w.metadata["normalize_std"].parse().unwrap();
+
+    let o = percept(&dir, &["eval", &ae, "--weights", "w.safetensors", "--data", &mnist, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (mse, psnr) = (v["mse"].as_f64().unwrap(), v["psnr_db"].as_f64().unwrap());
+    assert_eq!(v["samples"], 10000);
+    assert!((psnr - 10.0 * (1.0 / (mse * std * std)).log10()).abs() < 1e-3, "{v}");
+    assert!((psnr - summary["test_psnr_db"].as_f64().unwrap()).abs() < 1e-6, "the same as training's last evaluation");
+
+    fails(
+        &dir,
+        &["train", &repo("examples/lenet5.nn"), "--data", &mnist, "--target", "input"],
+        "--target input needs `loss mse`",
+    );
+}

@@ -67,6 +67,16 @@ fn check_golden_with(model_file: &str, golden: &str, steps: Option<&str>, backen
         },
     };
     model.set_optimizer(optimizer, &[]).unwrap();
+    // The initial model's outputs, where recorded (evaluation mode, the first batch).
+    if let Some(want) = file.get("outputs.batch0") {
+        let x = file.get("batch0.x").unwrap().as_f32().unwrap();
+        let got = model.forward(x, None, &[]).unwrap().prediction;
+        let want = want.as_f32().unwrap();
+        assert_eq!(got.len(), want.len(), "{model_file}: output size");
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!((a - b).abs() <= 1e-5 + 1e-4 * b.abs(), "{model_file}: output [{i}] = {a}, torch {b}");
+        }
+    }
     let losses: Vec<f64> = serde_json::from_str(&meta["losses"]).unwrap();
     for (step, want_loss) in losses.iter().enumerate() {
         let x = file.get(&format!("batch{step}.x")).unwrap().as_f32().unwrap();
@@ -134,7 +144,7 @@ fn global_maxpool_two_sgd_steps_match_pytorch() {
 /// `from:` and is added to the main path (`tests/golden/resblock.nn`); the parameter
 /// names of labelled and unlabelled statements are PyTorch's state_dict keys.
 #[test]
-fn a_branching_block_two_sgd_steps_match_pytorch() {
+fn a_branching_block_outputs_and_three_sgd_steps_match_pytorch() {
     for backend in [Backend::Interp, Backend::Jit] {
         check_golden("tests/golden/resblock.nn", "tests/golden/resblock.safetensors", backend);
     }
@@ -143,7 +153,7 @@ fn a_branching_block_two_sgd_steps_match_pytorch() {
 /// Concatenation against PyTorch: an Inception-style block, `concat(b1, s)` after a
 /// 3×3 branch as `torch.cat([b3, b1, s], dim=1)` (`tests/golden/inception.nn`).
 #[test]
-fn a_concatenating_block_two_sgd_steps_match_pytorch() {
+fn a_concatenating_block_outputs_and_three_sgd_steps_match_pytorch() {
     for backend in [Backend::Interp, Backend::Jit] {
         check_golden("tests/golden/inception.nn", "tests/golden/inception.safetensors", backend);
     }
@@ -153,7 +163,7 @@ fn a_concatenating_block_two_sgd_steps_match_pytorch() {
 /// `nn.Upsample(scale_factor=2, mode="nearest")`, then `concat` with the skip
 /// (`tests/golden/unet.nn`).
 #[test]
-fn an_upsampling_block_two_sgd_steps_match_pytorch() {
+fn an_upsampling_block_outputs_and_three_sgd_steps_match_pytorch() {
     for backend in [Backend::Interp, Backend::Jit] {
         check_golden("tests/golden/unet.nn", "tests/golden/unet.safetensors", backend);
     }
@@ -163,7 +173,7 @@ fn an_upsampling_block_two_sgd_steps_match_pytorch() {
 /// `groups`, `dilation` with `padding: same`, and `conv_transpose2d` with
 /// `output_padding` as `nn.Conv2d` and `nn.ConvTranspose2d` (`tests/golden/mobile.nn`).
 #[test]
-fn grouped_dilated_and_transposed_convolutions_two_sgd_steps_match_pytorch() {
+fn grouped_dilated_and_transposed_convolutions_outputs_and_three_sgd_steps_match_pytorch() {
     for backend in [Backend::Interp, Backend::Jit] {
         check_golden("tests/golden/mobile.nn", "tests/golden/mobile.safetensors", backend);
     }
@@ -173,9 +183,19 @@ fn grouped_dilated_and_transposed_convolutions_two_sgd_steps_match_pytorch() {
 /// `nn.MaxPool2d`, `avgpool` with `count_include_pad` false and true as `nn.AvgPool2d`
 /// (`tests/golden/padded_pool.nn`).
 #[test]
-fn padded_pooling_two_sgd_steps_match_pytorch() {
+fn padded_pooling_outputs_and_three_sgd_steps_match_pytorch() {
     for backend in [Backend::Interp, Backend::Jit] {
         check_golden("tests/golden/padded_pool.nn", "tests/golden/padded_pool.safetensors", backend);
+    }
+}
+
+/// Bilinear upsampling against PyTorch: `upsample(f, mode: bilinear)` as
+/// `nn.Upsample(scale_factor=f, mode="bilinear", align_corners=False)`, square and
+/// rectangular factors (`tests/golden/bilinear.nn`).
+#[test]
+fn bilinear_upsampling_outputs_and_three_sgd_steps_match_pytorch() {
+    for backend in [Backend::Interp, Backend::Jit] {
+        check_golden("tests/golden/bilinear.nn", "tests/golden/bilinear.safetensors", backend);
     }
 }
 

@@ -38,6 +38,9 @@ fn train(file: &str, backend: Backend, splits: &Splits, cfg: &TrainConfig) -> Mo
 #[test]
 fn every_example_trains_the_same_under_the_jit_and_the_interpreter() {
     let images = mnist(3 * 16 + 5);
+    // The autoencoder's targets are its inputs (`--target input`).
+    let mut reconstruct = images.clone();
+    reconstruct.inputs_as_targets();
     for (file, splits, cfg) in [
         ("mlp.nn", &images, TrainConfig { epochs: 1, batch: 16, lr: 0.02, ..TrainConfig::default() }),
         ("lenet5.nn", &images, TrainConfig { epochs: 1, batch: 16, lr: 0.02, ..TrainConfig::default() }),
@@ -65,6 +68,7 @@ fn every_example_trains_the_same_under_the_jit_and_the_interpreter() {
         ("mobilenet_tiny.nn", &images, TrainConfig { epochs: 1, batch: 16, lr: 0.02, ..TrainConfig::default() }),
         ("inception_tiny.nn", &images, TrainConfig { epochs: 1, batch: 16, lr: 0.02, ..TrainConfig::default() }),
         ("vgg_small.nn", &images, TrainConfig { epochs: 1, batch: 16, lr: 0.02, ..TrainConfig::default() }),
+        ("autoencoder.nn", &reconstruct, TrainConfig { epochs: 1, batch: 16, lr: 0.02, ..TrainConfig::default() }),
         ("xor.nn", &data::xor(), TrainConfig { epochs: 20, batch: 4, lr: 0.1, ..TrainConfig::default() }),
         ("perceptron.nn", &data::xor(), TrainConfig { epochs: 20, batch: 3, lr: 0.1, ..TrainConfig::default() }),
     ] {

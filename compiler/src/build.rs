@@ -39,7 +39,8 @@ pub fn target_shape(spec: &ModelSpec, batch: usize) -> Option<Vec<usize>> {
     let loss = spec.loss?;
     Some(match loss.loss {
         Loss::SoftmaxCrossEntropy => vec![batch],
-        Loss::BinaryCrossEntropy | Loss::Mse => vec![batch, spec.output_shape()[0]],
+        // mse compares every value of an output of any shape, flattened per sample.
+        Loss::BinaryCrossEntropy | Loss::Mse => vec![batch, spec.output_shape().iter().product()],
     })
 }
 
@@ -96,6 +97,13 @@ pub fn forward_graph(spec: &ModelSpec, batch: usize, opts: &BuildOptions) -> Res
         let input = match loss.loss {
             // The checker guarantees a final sigmoid: the loss reads its input (logits).
             Loss::BinaryCrossEntropy => g.producer(prediction).inputs[0],
+            // An image output (a reconstruction) is compared as [batch, values]: a
+            // reshape, which aliases.
+            Loss::Mse if spec.output_shape().len() > 1 => {
+                let shape = vec![g.batch, spec.output_shape().iter().product()];
+                g.push(ops::Reshape { shape }.into(), &[prediction], origin.clone())
+                    .map_err(|e| Diagnostic::new(loss.span, e.to_string()))?[0]
+            }
             _ => prediction,
         };
         let v = g.push(op, &[input, t], origin).map_err(|e| Diagnostic::new(loss.span, e.to_string()))?[0];
@@ -218,7 +226,8 @@ impl LayerBuilder<'_> {
                 self.op1(ops::Reshape { shape }, &[x])
             }
             Layer::GlobalAvgPool => self.op1(ops::GlobalAvgPool, &[x]),
-            Layer::Upsample { factor } => self.op1(ops::Upsample { factor: *factor }, &[x]),
+            Layer::Upsample { factor, bilinear: false } => self.op1(ops::Upsample { factor: *factor }, &[x]),
+            Layer::Upsample { factor, bilinear: true } => self.op1(ops::UpsampleBilinear { factor: *factor }, &[x]),
             Layer::GlobalMaxPool => self.op1(ops::GlobalMaxPool, &[x]),
             Layer::Dropout { p } => match mode {
                 Mode::Eval => Ok(x),

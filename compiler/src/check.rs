@@ -426,7 +426,7 @@ fn infer_shape(layer: &Layer, x: &[usize], ctx: &ShapeCtx) -> Result<Vec<usize>,
         }
         Layer::Flatten => vec![x.iter().product()],
         Layer::GlobalAvgPool | Layer::GlobalMaxPool => vec![ctx.expect_image(x)?[0]],
-        Layer::Upsample { factor } => {
+        Layer::Upsample { factor, .. } => {
             let s = ctx.expect_image(x)?;
             vec![s[0], s[1] * factor[0], s[2] * factor[1]]
         }
@@ -573,12 +573,8 @@ fn check_loss(name: &Ident, span: Span, input: &InputSpec, layers: &[LayerSpec])
                     .with_help("add `flatten` and a `dense` layer before the final `sigmoid`"));
             }
         }
-        Loss::Mse => {
-            if out.len() != 1 {
-                return Err(err(format!("mse expects a flat output [k], found {}", fmt_shape(out)))
-                    .with_help("add `flatten` before the loss"));
-            }
-        }
+        // Any shape: an image output is compared value by value (a reconstruction).
+        Loss::Mse => {}
     }
     Ok(LossSpec { loss, span })
 }

@@ -107,9 +107,10 @@ pub enum Layer {
     Add {
         others: Vec<Ident>,
     },
-    /// Nearest-neighbour upsampling by integer factors.
+    /// Upsampling by integer factors, nearest-neighbour or bilinear.
     Upsample {
         factor: [usize; 2],
+        bilinear: bool,
     },
     /// The previous output followed by each named one, along channels (features).
     Concat {
@@ -141,6 +142,8 @@ pub enum ArgType {
     Bool,
     /// The name of an earlier statement.
     Name,
+    /// One of a few words (a mode).
+    Word,
     /// One or more names (the last argument only: it takes the remaining positional ones).
     Names,
 }
@@ -154,6 +157,7 @@ impl ArgType {
             ArgType::Float => "a number",
             ArgType::Bool => "`true` or `false`",
             ArgType::Name => "the name of an earlier statement",
+            ArgType::Word => "a word",
             ArgType::Names => "the names of earlier statements",
         }
     }
@@ -328,10 +332,16 @@ pub static LAYERS: &[LayerDef] = &[
     },
     LayerDef {
         name: "upsample",
-        doc: "[C, H, W] → [C, H·fh, W·fw], nearest neighbour (each value repeated over its block), as \
-              `nn.Upsample(scale_factor=f, mode=\"nearest\")`",
-        args: &[arg("factor", T::Size2, D::Required, "the integer factor f or [fh, fw]")],
-        build: |a| Ok(Layer::Upsample { factor: a.size2("factor")? }),
+        doc: "[C, H, W] → [C, H·fh, W·fw], nearest neighbour (each value repeated over its block) or \
+              bilinear (align_corners=False), as `nn.Upsample(scale_factor=f, mode=...)`",
+        args: &[
+            arg("factor", T::Size2, D::Required, "the integer factor f or [fh, fw]"),
+            arg("mode", T::Word, D::Word("nearest"), "nearest or bilinear"),
+        ],
+        build: |a| {
+            let bilinear = a.word("mode", &["nearest", "bilinear"])? == "bilinear";
+            Ok(Layer::Upsample { factor: a.size2("factor")?, bilinear })
+        },
     },
     LayerDef {
         name: "global_avgpool",
@@ -665,6 +675,24 @@ impl<'a> Args<'a> {
             ValueKind::Float(x) => Ok(x),
             other => Err(self.type_error(name, &other, span)),
         }
+    }
+
+    /// One of `choices` (the first is not implied: a default comes from the table).
+    fn word(&self, name: &str, choices: &[&'static str]) -> Result<&'static str, Diagnostic> {
+        let (v, span) = self.get(name);
+        let ValueKind::Name(w) = &v else { return Err(self.type_error(name, &v, span)) };
+        if let Some(c) = choices.iter().find(|c| **c == w.as_str()) {
+            return Ok(c);
+        }
+        let d = Diagnostic::new(
+            span,
+            format!("`{}`'s argument `{name}` must be one of {}, found `{w}`", self.def.name, choices.join(", ")),
+        )
+        .with_label(format!("expected {}", choices.join(" or ")));
+        Err(match suggest(w, choices.iter().copied()) {
+            Some(s) => d.with_help(format!("did you mean `{s}`?")),
+            None => d,
+        })
     }
 
     fn bool(&self, name: &str) -> Result<bool, Diagnostic> {

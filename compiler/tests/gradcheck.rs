@@ -248,3 +248,26 @@ fn padded_pooling() {
         49,
     );
 }
+
+/// mse on an image output (a reconstruction): every value compared, the mean over all.
+#[test]
+fn mse_on_an_image_output() {
+    gradcheck(
+        "model m { input [1, 4, 4] conv2d(2, kernel: 3, stride: 2, padding: 1) tanh \
+         conv_transpose2d(1, kernel: 3, stride: 2, padding: 1, output_padding: 1) loss mse }",
+        2,
+        50,
+    );
+}
+
+/// Bilinear upsampling (align_corners=False): edges clamp, interior weights repeat.
+#[test]
+fn bilinear_upsampling() {
+    gradcheck(
+        "model m { input [2, 3, 4] conv2d(2, kernel: 2) tanh upsample([2, 3], mode: bilinear) \
+         upsample(1, mode: bilinear) conv2d(2, kernel: 3, stride: 2) flatten dense(2) loss softmax_cross_entropy }",
+        2,
+        51,
+    );
+    gradcheck("model m { input [1, 1, 5] upsample([3, 4], mode: bilinear) flatten dense(2) loss mse }", 2, 52);
+}

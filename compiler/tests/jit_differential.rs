@@ -54,7 +54,8 @@ fn random_store(layout: &StateLayout, rng: &mut Rng) -> StateStore {
 }
 
 fn targets(spec: &ModelSpec, batch: usize, rng: &mut Rng) -> Vec<f32> {
-    let k = spec.output_shape()[0];
+    // Values per sample (mse compares every value of an image output).
+    let k: usize = spec.output_shape().iter().product();
     match spec.loss.map(|l| l.loss) {
         Some(Loss::SoftmaxCrossEntropy) => (0..batch).map(|_| rng.below(k) as f32).collect(),
         Some(Loss::BinaryCrossEntropy) => (0..batch * k).map(|_| rng.below(2) as f32).collect(),
@@ -195,6 +196,10 @@ fn every_op_agrees() {
         // A depthwise-separable block (MobileNet): depthwise 3x3, then pointwise 1x1.
         ("input [4, 7, 7] conv2d(4, kernel: 3, padding: 1, groups: 4) batchnorm relu conv2d(6, kernel: 1) relu flatten dense(3) loss softmax_cross_entropy", 3),
         ("input [4, 9, 8] conv2d(6, kernel: 3, stride: [2, 1], padding: same, dilation: [2, 3], groups: 2) tanh flatten dense(2) loss mse", 3),
+        ("input [2, 5, 4] upsample(2, mode: bilinear) relu upsample([3, 1], mode: bilinear) conv2d(2, kernel: 3, stride: 2) flatten dense(3) loss softmax_cross_entropy", 2),
+        ("input [1, 1, 1] upsample([4, 3], mode: bilinear) flatten dense(2) loss mse", 2),
+        // A reconstruction: mse on an image output.
+        ("input [1, 6, 6] conv2d(3, kernel: 3, stride: 2, padding: 1) relu conv_transpose2d(1, kernel: 3, stride: 2, padding: 1, output_padding: 1) loss mse", 3),
         // A ResNet stem's padded max pooling, padded average pooling both ways.
         ("input [2, 9, 8] conv2d(3, kernel: 3, padding: 1) relu maxpool(3, stride: 2, padding: 1) avgpool(3, stride: 1, padding: 1) avgpool([3, 2], stride: [2, 1], padding: [1, 1], count_include_pad: false) flatten dense(3) loss softmax_cross_entropy", 3),
         ("input [1, 5, 6] maxpool([3, 2], stride: 1, padding: [1, 1]) maxpool(2, padding: 1) flatten dense(2) loss mse", 2),

@@ -21,6 +21,10 @@ pub struct EvalReport {
     /// confusion[true class][predicted class].
     pub confusion: Vec<Vec<u64>>,
     pub classes: Vec<String>,
+    /// For a reconstruction (`DataMeta::target_input`): the peak signal-to-noise ratio in
+    /// dB of the outputs against the inputs, in pixel units (the normalization undone,
+    /// pixels in [0, 1]): 10·log10(1 / mean squared pixel error).
+    pub psnr: Option<f64>,
 }
 
 pub fn argmax(row: &[f32]) -> usize {
@@ -82,8 +86,12 @@ pub fn evaluate_shared(
     let classes = ds.class_names().map(|c| c.to_vec()).unwrap_or_default();
     let is_classes = matches!(ds.targets, Targets::Classes { .. });
     let nc = classes.len();
-    // Totals: loss sum, correct, counted, then the confusion matrix row by row.
-    let mut totals = vec![0.0f64; 3 + nc * nc];
+    // Totals: loss sum, correct, counted, squared pixel error, then the confusion matrix
+    // row by row.
+    let mut totals = vec![0.0f64; 4 + nc * nc];
+    let reconstruction = model.data_meta.target_input;
+    let norm = model.data_meta.norm.clone();
+    let plane = ds.sample_len() / norm.mean.len();
     let (mut x, mut t) = (Vec::new(), Vec::new());
     let order: Vec<u32> = (0..ds.len() as u32).collect();
     let (rank, size) = (group.rank(), group.size());
@@ -99,18 +107,25 @@ pub fn evaluate_shared(
         let (c, n) = count_correct(loss, &fetch.prediction, &t, k, is_classes);
         totals[1] += c as f64;
         totals[2] += n as f64;
+        if reconstruction {
+            // Back in pixels: a normalized difference times its channel's deviation.
+            for (j, (p, q)) in fetch.prediction.iter().zip(&x).enumerate() {
+                let std = norm.std[if norm.std.len() == 1 { 0 } else { (j % ds.sample_len()) / plane }];
+                totals[3] += (f64::from(p - q) * f64::from(std)).powi(2);
+            }
+        }
         if is_classes {
             for (row, &i) in fetch.prediction.chunks(k).zip(chunk) {
                 let truth = ds.label(i as usize).expect("classes") as usize;
                 let guess = predicted_class(loss, row).min(nc.saturating_sub(1));
-                totals[3 + truth * nc + guess] += 1.0;
+                totals[4 + truth * nc + guess] += 1.0;
             }
         }
     }
     group.allreduce_sum(&mut totals)?;
     let (loss_sum, correct, counted) = (totals[0], totals[1] as usize, totals[2] as usize);
     let confusion: Vec<Vec<u64>> =
-        (0..nc).map(|r| totals[3 + r * nc..3 + (r + 1) * nc].iter().map(|&v| v as u64).collect()).collect();
+        (0..nc).map(|r| totals[4 + r * nc..4 + (r + 1) * nc].iter().map(|&v| v as u64).collect()).collect();
     let per_class = confusion
         .iter()
         .enumerate()
@@ -130,5 +145,9 @@ pub fn evaluate_shared(
         per_class,
         confusion,
         classes,
+        psnr: reconstruction.then(|| {
+            let mse = totals[3] / (ds.len() * ds.sample_len()).max(1) as f64;
+            10.0 * (1.0 / mse).log10()
+        }),
     })
 }

@@ -69,11 +69,14 @@ enum ProgramKey {
 pub struct DataMeta {
     pub norm: Norm,
     pub classes: Option<Vec<String>>,
+    /// Trained to reproduce its (normalized) input (`--target input`): evaluation reports
+    /// the reconstruction error and PSNR.
+    pub target_input: bool,
 }
 
 impl Default for DataMeta {
     fn default() -> DataMeta {
-        DataMeta { norm: Norm::identity(), classes: None }
+        DataMeta { norm: Norm::identity(), classes: None, target_input: false }
     }
 }
 
@@ -470,6 +473,9 @@ impl Model {
         if let Some(c) = &self.data_meta.classes {
             metadata.insert("classes".into(), serde_json::to_string(c).expect("strings serialize"));
         }
+        if self.data_meta.target_input {
+            metadata.insert("target".into(), "input".into());
+        }
         TensorFile { tensors, metadata }
     }
 
@@ -553,6 +559,11 @@ impl Model {
             }
             (None, None) => {}
             _ => bail!("{what}: the metadata has one of `normalize_mean` and `normalize_std` but not the other"),
+        }
+        match meta.get("target").map(String::as_str) {
+            None | Some("labels") => {}
+            Some("input") => self.data_meta.target_input = true,
+            Some(t) => bail!("{what}: the metadata `target` is `{t}`; it is `input` or absent"),
         }
         if let Some(c) = meta.get("classes") {
             let classes: Vec<String> = serde_json::from_str(c)

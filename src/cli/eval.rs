@@ -37,12 +37,27 @@ pub fn run(a: Args) -> CliResult {
             splits.train
         }
     };
-    ds.check_fits(&model.spec.input.shape, model.spec.output_shape(), model.spec.loss.map(|l| l.loss))?;
     ds.apply_norm(&model.data_meta.norm);
+    // Weights trained with `--target input` are scored against the inputs.
+    if model.data_meta.target_input {
+        ds.inputs_as_targets();
+    }
+    ds.check_fits(&model.spec.input.shape, model.spec.output_shape(), model.spec.loss.map(|l| l.loss))?;
     if a.batch == 0 {
         return Err(UserError("--batch must be at least 1".into()));
     }
     let r = evaluate(&mut model, &ds, a.batch)?;
+    if let Some(psnr) = r.psnr {
+        if a.json {
+            let v = serde_json::json!({"data": ds.name, "samples": r.samples, "mse": r.loss, "psnr_db": psnr});
+            outln!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
+        } else {
+            outln!("{}: {} samples, reconstructed", ds.name, r.samples);
+            outln!("mse       {:.6}  (normalized values)", r.loss.unwrap_or(f64::NAN));
+            outln!("psnr      {psnr:.2} dB  (pixels in [0, 1])");
+        }
+        return Ok(());
+    }
     if a.json {
         let v = serde_json::json!({
             "data": ds.name,

@@ -83,6 +83,11 @@ pub struct Args {
     /// last ones as WEIGHTS.best.safetensors.
     #[arg(long)]
     keep_best: bool,
+    /// What the model learns to output: `labels` (the data set's classes or values) or
+    /// `input` (each sample's own normalized input: a reconstruction, for autoencoders
+    /// with `loss mse`; `eval` then reports the error and the PSNR).
+    #[arg(long, value_enum, default_value = "labels")]
+    target: TargetArg,
     /// Hold out this many training samples for validation.
     #[arg(long, default_value_t = 0)]
     val: usize,
@@ -134,6 +139,12 @@ pub struct Args {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum TargetArg {
+    Labels,
+    Input,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum OptArg {
     Sgd,
     Adam,
@@ -174,8 +185,12 @@ impl Observer for Progress {
         let mut line =
             format!("epoch {}/{}  loss {:.4}  acc {}", r.epoch, self.epochs, r.train_loss, pct(r.train_accuracy));
         for (name, e) in [("val", &r.val), ("test", &r.test)] {
-            if let Some(e) = e {
-                line += &format!("  {name} loss {:.4} acc {}", e.loss.unwrap_or(f64::NAN), pct(e.accuracy));
+            match e {
+                Some(e) if e.psnr.is_some() => {
+                    line += &format!("  {name} loss {:.4} psnr {:.2} dB", e.loss.unwrap_or(f64::NAN), e.psnr.unwrap())
+                }
+                Some(e) => line += &format!("  {name} loss {:.4} acc {}", e.loss.unwrap_or(f64::NAN), pct(e.accuracy)),
+                None => {}
             }
         }
         line += &format!("  {} samples/s  {:.1} s  lr {:.4}", group(r.samples_per_s), r.seconds, r.lr);
@@ -204,7 +219,10 @@ impl Observer for Progress {
 
 fn epoch_json(r: &EpochReport) -> serde_json::Value {
     let e = |x: &Option<percept_runtime::eval::EvalReport>| {
-        x.as_ref().map(|e| serde_json::json!({"loss": e.loss, "accuracy": e.accuracy}))
+        x.as_ref().map(|e| match e.psnr {
+            Some(psnr) => serde_json::json!({"loss": e.loss, "psnr_db": psnr}),
+            None => serde_json::json!({"loss": e.loss, "accuracy": e.accuracy}),
+        })
     };
     serde_json::json!({
         "epoch": r.epoch,
@@ -322,6 +340,16 @@ fn train(a: Args, procs: Rc<dyn Group>) -> CliResult {
         splits.hold_out(a.val, trainer.config.seed)?;
     }
     splits.apply_norm(&model.data_meta.norm);
+    if a.target == TargetArg::Input || model.data_meta.target_input {
+        if model.spec.loss.map(|l| l.loss) != Some(percept_compiler::layers::Loss::Mse) {
+            return Err(UserError(format!(
+                "--target input needs `loss mse`: the model `{}` learns to reproduce its input",
+                model.spec.name
+            )));
+        }
+        splits.inputs_as_targets();
+        model.data_meta.target_input = true;
+    }
     model.data_meta.classes = splits.train.class_names().map(|c| c.to_vec());
     trainer.checkpoint = rank0.then(|| checkpoint.clone());
     let best = best_weights_path(&weights);
@@ -424,6 +452,7 @@ fn train(a: Args, procs: Rc<dyn Group>) -> CliResult {
     }
     let last = progress.history.last();
     let test_acc = last.and_then(|r| r.test.as_ref()).and_then(|t| t.accuracy);
+    let test_psnr = last.and_then(|r| r.test.as_ref()).and_then(|t| t.psnr);
     let summary = serde_json::json!({
         "model": model.spec.name,
         "outcome": match outcome {
@@ -437,6 +466,7 @@ fn train(a: Args, procs: Rc<dyn Group>) -> CliResult {
         "epochs": trainer.position.epoch,
         "steps": trainer.position.step,
         "test_accuracy": test_acc,
+        "test_psnr_db": test_psnr,
         "test_loss": last.and_then(|r| r.test.as_ref()).and_then(|t| t.loss),
         "train_seconds": progress.history.iter().map(|r| r.seconds).sum::<f64>(),
         "compile_seconds": model.compile_time.as_secs_f64(),
@@ -464,11 +494,14 @@ fn train(a: Args, procs: Rc<dyn Group>) -> CliResult {
                 checkpoint.display()
             ),
             _ => {
+                let score = match test_psnr {
+                    Some(db) => format!("test PSNR {db:.2} dB"),
+                    None => format!("test accuracy {}", pct(test_acc)),
+                };
                 outln!(
-                    "trained {} for {} step(s): test accuracy {}; weights saved to {}",
+                    "trained {} for {} step(s): {score}; weights saved to {}",
                     model.spec.name,
                     trainer.position.step,
-                    pct(test_acc),
                     weights.display()
                 );
                 if let (Some(path), Some((loss, epoch))) = (&trainer.best_weights, trainer.monitor.best) {

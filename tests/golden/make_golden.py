@@ -3,8 +3,8 @@
 need torch).
 
 For lenet5.nn, cnn_bn.nn, tests/golden/global_maxpool.nn, tests/golden/resblock.nn,
-tests/golden/inception.nn, tests/golden/unet.nn, tests/golden/mobile.nn and
-tests/golden/padded_pool.nn
+tests/golden/inception.nn, tests/golden/unet.nn, tests/golden/mobile.nn,
+tests/golden/padded_pool.nn and tests/golden/bilinear.nn
 (as the equivalent torch module, whose state_dict keys are Percept's parameter names), writes
 `<model>.safetensors` holding:
   init.<name>   the initial weights (PyTorch's default initialization, seed 0)
@@ -12,7 +12,10 @@ tests/golden/padded_pool.nn
                 (the first 16 in file order, pixels / 255, no normalization)
   after.<name>  the weights after two steps of SGD (lr 0.05, momentum 0.9,
                 weight decay 1e-4) in training mode, running statistics included
-and metadata: the torch version, the hyperparameters, the two losses.
+and metadata: the torch version, the hyperparameters, the two losses. The models of the
+vision layers (VISION: resblock, inception, unet, mobile, padded_pool, bilinear) get three
+mini-batches and three steps instead, and `outputs.batch0`, the initial model's outputs
+on the first batch in evaluation mode.
 
 It also writes, for lenet5 and cnn_bn, `<model>_<optimizer>.safetensors`: three steps (three
 mini-batches of 8) with the optimizers whose semantics the first files do not pin — Adam
@@ -152,6 +155,16 @@ def mobile():
     return Mobile()
 
 
+def bilinear():
+    """tests/golden/bilinear.nn: bilinear upsampling by 2 and by (2, 3)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+        nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.Tanh(),
+        nn.Upsample(scale_factor=(2, 3), mode="bilinear", align_corners=False),
+        nn.Flatten(), nn.Linear(4 * 28 * 42, 10))
+
+
 def padded_pool():
     """tests/golden/padded_pool.nn: padded max pooling, average pooling with and without
     the padding in the divisor."""
@@ -163,7 +176,13 @@ def padded_pool():
 
 MODELS = {"lenet5": lenet5, "cnn_bn": cnn_bn, "global_maxpool": global_maxpool, "resblock": resblock,
           "inception": inception, "unet": unet, "mobile": mobile,
-          "padded_pool": padded_pool}
+          "padded_pool": padded_pool, "bilinear": bilinear}
+
+
+# The models of the vision layers (branches, concat, upsampling, grouped, dilated and
+# transposed convolutions, padded pooling): recorded with the initial model's outputs and
+# three SGD steps; the others with two.
+VISION = {"resblock", "inception", "unet", "mobile", "padded_pool", "bilinear"}
 
 
 OPTIMIZERS = {
@@ -204,13 +223,18 @@ def save_safetensors(path, tensors, metadata):
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
-def train(make, batches, make_opt, settings):
+def train(make, batches, make_opt, settings, outputs=False):
     """A fresh `make()` (seed 0) trained on `batches` with `make_opt`: the initial weights
-    and the batches as tensors, the trained model, the losses."""
+    and the batches as tensors (with `outputs`, also the initial model's outputs on the
+    first batch in evaluation mode), the trained model, the losses."""
     torch.manual_seed(0)
     model = make()
-    model.train()
     tensors = {f"init.{k}": v.clone() for k, v in model.state_dict().items()}
+    if outputs:
+        model.eval()
+        with torch.no_grad():
+            tensors["outputs.batch0"] = model(batches[0][0]).clone()
+    model.train()
     for i, (x, y) in enumerate(batches):
         tensors[f"batch{i}.x"] = x
         tensors[f"batch{i}.y"] = y.to(torch.float32)
@@ -251,7 +275,9 @@ def main():
             settings, make_opt = OPTIMIZERS[opt]
             record(name, MODELS[model], mnist_batches(3), settings, make_opt, OUT / f"{name}.safetensors")
             continue
-        tensors, model, losses = train(MODELS[name], mnist_batches(), sgd, {})
+        # The vision layers' models: their outputs and three steps.
+        vision = name in VISION
+        tensors, model, losses = train(MODELS[name], mnist_batches(3 if vision else 2), sgd, {}, outputs=vision)
         tensors.update({f"after.{k}": v.clone() for k, v in model.state_dict().items()})
         meta = {"torch": torch.__version__, "python": sys.version.split()[0], "lr": str(LR),
                 "momentum": str(MOMENTUM), "weight_decay": str(WEIGHT_DECAY), "batch": str(BATCH),

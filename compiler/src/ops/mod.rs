@@ -34,8 +34,8 @@ pub use loss::{
 };
 pub use optim::{AdamUpdate, SgdUpdate};
 pub use pool::{
-    avg_divisor, AvgPool, AvgPoolGrad, GlobalAvgPool, GlobalAvgPoolGrad, GlobalMaxPool, GlobalMaxPoolGrad, MaxPool,
-    MaxPoolGrad, PoolGeom, Upsample, UpsampleGrad,
+    avg_divisor, linear_runs, AvgPool, AvgPoolGrad, GlobalAvgPool, GlobalAvgPoolGrad, GlobalMaxPool, GlobalMaxPoolGrad,
+    LinearTap, MaxPool, MaxPoolGrad, PoolGeom, Upsample, UpsampleBilinear, UpsampleBilinearGrad, UpsampleGrad,
 };
 pub use source::{Source, SourceKind};
 
@@ -296,6 +296,8 @@ op_table! {
     GlobalMaxPoolGrad(GlobalMaxPoolGrad),
     Upsample(Upsample),
     UpsampleGrad(UpsampleGrad),
+    UpsampleBilinear(UpsampleBilinear),
+    UpsampleBilinearGrad(UpsampleBilinearGrad),
     Reshape(Reshape),
     Add(Add),
     Concat(Concat),

@@ -535,3 +535,158 @@ impl OpRule for UpsampleGrad {
         super::numel(ins[0])
     }
 }
+
+/// One output's two taps on one axis of a bilinear upsampling, relative to its input
+/// position i (the output is o = f·i + r): inputs i + d0 and i + d1 with weights w0, w1.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LinearTap {
+    pub d0: i64,
+    pub d1: i64,
+    pub w0: f32,
+    pub w1: f32,
+}
+
+/// PyTorch's `align_corners=False` rule on an axis of `n` inputs upsampled by `f`, for
+/// output o = f·i + r: the source position s = max((o + ½)/f − ½, 0), taps ⌊s⌋ and
+/// ⌊s⌋ + 1 (the last input twice at the far edge), weights 1 − λ and λ for λ = s − ⌊s⌋.
+/// Computed exactly (in f64) and rounded once, so the weights repeat with period f.
+pub fn linear_tap(n: usize, f: usize, i: usize, r: usize) -> LinearTap {
+    let s = (((f * i + r) as f64 + 0.5) / f as f64 - 0.5).max(0.0);
+    let i0 = (s.floor() as usize).min(n - 1);
+    let i1 = (i0 + 1).min(n - 1);
+    let l = s - i0 as f64;
+    LinearTap { d0: i0 as i64 - i as i64, d1: i1 as i64 - i as i64, w0: (1.0 - l) as f32, w1: l as f32 }
+}
+
+/// Runs of consecutive input positions lo..hi on an axis whose taps (one per residue r)
+/// are the same relative to i: the first and last positions, where the edge clamps, and
+/// the interior between them.
+pub fn linear_runs(n: usize, f: usize) -> Vec<(usize, usize, Vec<LinearTap>)> {
+    let mut runs: Vec<(usize, usize, Vec<LinearTap>)> = vec![];
+    for i in 0..n {
+        let taps: Vec<LinearTap> = (0..f).map(|r| linear_tap(n, f, i, r)).collect();
+        match runs.last_mut() {
+            Some(run) if run.2 == taps => run.1 = i + 1,
+            _ => runs.push((i, i + 1, taps)),
+        }
+    }
+    runs
+}
+
+/// For every output of an [h, w] plane upsampled by [fh, fw], in row-major order: the
+/// four (input index, weight) pairs, rows outer: (y0,x0), (y0,x1), (y1,x0), (y1,x1).
+fn bilinear_taps(h: usize, w: usize, [fh, fw]: [usize; 2]) -> impl Iterator<Item = [(usize, f32, f32); 4]> {
+    let axis = |n: usize, f: usize| -> Vec<(usize, usize, f32, f32)> {
+        (0..n * f)
+            .map(|o| {
+                let t = linear_tap(n, f, o / f, o % f);
+                let i = (o / f) as i64;
+                ((i + t.d0) as usize, (i + t.d1) as usize, t.w0, t.w1)
+            })
+            .collect()
+    };
+    let (rows, cols) = (axis(h, fh), axis(w, fw));
+    rows.into_iter().flat_map(move |(y0, y1, a0, a1)| {
+        let cols = cols.clone();
+        cols.into_iter().map(move |(x0, x1, b0, b1)| {
+            [(y0 * w + x0, a0, b0), (y0 * w + x1, a0, b1), (y1 * w + x0, a1, b0), (y1 * w + x1, a1, b1)]
+        })
+    })
+}
+
+/// [N, C, H, W] → [N, C, H·fh, W·fw], bilinear with `align_corners=False` (PyTorch's
+/// `nn.Upsample(scale_factor=f, mode="bilinear")`): y = a0·(b0·x00 + b1·x01) + a1·(b0·x10
+/// + b1·x11) with the row weights a and column weights b of [`linear_tap`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpsampleBilinear {
+    pub factor: [usize; 2],
+}
+
+impl OpRule for UpsampleBilinear {
+    fn name(&self) -> &'static str {
+        "upsample_bilinear"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "upsample_bilinear").then(|| Ok(UpsampleBilinear { factor: t.positive_pair("factor")? }))
+    }
+
+    fn attrs(&self) -> String {
+        format!("factor={:?}", self.factor)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        Upsample { factor: self.factor }.infer(ins)
+    }
+
+    fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
+        let Some(dy) = dys[0] else { return Ok(vec![None]) };
+        Ok(vec![Some(cx.emit1(UpsampleBilinearGrad { factor: self.factor }, &[dy])?)])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let x = ins[0];
+        let out = self.infer(&[x.shape.as_slice()])?.remove(0);
+        let (h, w) = (x.shape[2], x.shape[3]);
+        let mut data = Vec::with_capacity(out.iter().product());
+        let wt = |v: f32| T::from_f64(f64::from(v));
+        for plane in x.data.chunks(h * w) {
+            for [(i00, a0, b0), (i01, _, b1), (i10, a1, _), (i11, ..)] in bilinear_taps(h, w, self.factor) {
+                let top = wt(b0) * plane[i00] + wt(b1) * plane[i01];
+                let bottom = wt(b0) * plane[i10] + wt(b1) * plane[i11];
+                data.push(wt(a0) * top + wt(a1) * bottom);
+            }
+        }
+        Ok(vec![Tensor::new(out, data)])
+    }
+
+    fn flops(&self, _: &Shapes, outs: &Shapes) -> u64 {
+        9 * super::numel(outs[0])
+    }
+}
+
+/// Bilinear upsampling's gradient: each output's dy goes to its four inputs with their
+/// weights' products, added in row-major output order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpsampleBilinearGrad {
+    pub factor: [usize; 2],
+}
+
+impl OpRule for UpsampleBilinearGrad {
+    fn name(&self) -> &'static str {
+        "upsample_bilinear_grad"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        (t.name == "upsample_bilinear_grad").then(|| Ok(UpsampleBilinearGrad { factor: t.positive_pair("factor")? }))
+    }
+
+    fn attrs(&self) -> String {
+        format!("factor={:?}", self.factor)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        UpsampleGrad { factor: self.factor }.infer(ins)
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        let dy = ins[0];
+        let out = self.infer(&[dy.shape.as_slice()])?.remove(0);
+        let (h, w) = (out[2], out[3]);
+        let mut data = vec![T::zero(); out.iter().product()];
+        let wt = |v: f32| T::from_f64(f64::from(v));
+        let big = dy.shape[2] * dy.shape[3];
+        for (plane, dx) in dy.data.chunks(big).zip(data.chunks_mut(h * w)) {
+            for (g, taps) in plane.iter().zip(bilinear_taps(h, w, self.factor)) {
+                for (i, a, b) in taps {
+                    dx[i] += wt(a) * wt(b) * *g;
+                }
+            }
+        }
+        Ok(vec![Tensor::new(out, data)])
+    }
+
+    fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
+        12 * super::numel(ins[0])
+    }
+}

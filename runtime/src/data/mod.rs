@@ -94,6 +94,13 @@ impl Dataset {
         Dataset { name, sample_shape: self.sample_shape.clone(), x, targets }
     }
 
+    /// Make every sample its own target (a reconstruction: an autoencoder learns to
+    /// reproduce its input). Called after normalization, so the targets are what the
+    /// model sees.
+    pub fn inputs_as_targets(&mut self) {
+        self.targets = Targets::Values { values: self.x.clone(), width: self.sample_len() };
+    }
+
     /// Copy the inputs of `indices` into `out` (reused across batches).
     pub fn gather_x(&self, indices: &[u32], out: &mut Vec<f32>) {
         out.clear();
@@ -217,6 +224,14 @@ impl Splits {
         self.val = Some(self.train.subset(&val, format!("{base} (validation, {n} held out)")));
         self.train = self.train.subset(&train, base);
         Ok(())
+    }
+
+    /// Every sample of every split its own target ([`Dataset::inputs_as_targets`]).
+    pub fn inputs_as_targets(&mut self) {
+        self.train.inputs_as_targets();
+        for d in [&mut self.val, &mut self.test].into_iter().flatten() {
+            d.inputs_as_targets();
+        }
     }
 
     pub fn apply_norm(&mut self, norm: &Norm) {
