@@ -35,3 +35,4 @@ pub use percept_runtime as runtime;
 pub mod aot;
 pub mod cli;
 pub mod explorer;
+pub mod onnx;

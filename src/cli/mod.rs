@@ -20,6 +20,7 @@ mod common;
 mod eval;
 mod extract;
 mod features;
+mod import;
 mod inspect;
 mod predict;
 mod processes;
@@ -57,6 +58,8 @@ enum Command {
     Extract(extract::Args),
     /// Compile trained weights ahead of time into a static library and a C header.
     Build(build::Args),
+    /// Import an ONNX model: a .nn file and its weights.
+    Import(import::Args),
 }
 
 /// A failure the user can fix: the message says what and where. Exit code 1.
@@ -86,6 +89,7 @@ pub fn main() -> i32 {
         Command::Features(a) => features::run(a),
         Command::Extract(a) => extract::run(a),
         Command::Build(a) => build::run(a),
+        Command::Import(a) => import::run(a),
     };
     match result {
         Ok(()) => 0,
