@@ -36,3 +36,4 @@ pub mod aot;
 pub mod cli;
 pub mod explorer;
 pub mod onnx;
+pub mod torch;

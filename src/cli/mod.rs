@@ -18,6 +18,7 @@ mod build;
 mod check;
 mod common;
 mod eval;
+mod export;
 mod extract;
 mod features;
 mod import;
@@ -60,6 +61,8 @@ enum Command {
     Build(build::Args),
     /// Import an ONNX model: a .nn file and its weights.
     Import(import::Args),
+    /// Export a model as ONNX (evaluation mode, with its weights) or as a PyTorch module.
+    Export(export::Args),
 }
 
 /// A failure the user can fix: the message says what and where. Exit code 1.
@@ -90,6 +93,7 @@ pub fn main() -> i32 {
         Command::Extract(a) => extract::run(a),
         Command::Build(a) => build::run(a),
         Command::Import(a) => import::run(a),
+        Command::Export(a) => export::run(a),
     };
     match result {
         Ok(()) => 0,

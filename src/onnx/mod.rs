@@ -2,6 +2,7 @@
 //! importer, one stage: an ONNX model → a Percept model's canonical text and its weights,
 //! after which the checker, the printer and the runtime take over.
 
+pub mod export;
 pub mod import;
 
 /// The ONNX schema as prost types, generated from `vendor/onnx/onnx.proto` by
