@@ -620,7 +620,9 @@ impl Builder {
         }
         for i in needed {
             if self.stmts[i].label.is_none() {
-                self.stmts[i].label = Some(format!("t{i}"));
+                // `t<index>`, never the input's name.
+                let label = format!("t{i}");
+                self.stmts[i].label = Some(if label == input_label { format!("{label}_") } else { label });
             }
         }
         let name_of = |stmts: &[Statement], r: Option<usize>| match r {
