@@ -4,23 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-fn repo(p: &str) -> String {
-    format!("{}/{p}", env!("CARGO_MANIFEST_DIR"))
-}
+mod cli;
+use cli::{fails, percept, repo, text};
 
 fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("percept-cli-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn percept(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_percept")).args(args).current_dir(dir).output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    cli::tmpdir("cli-train", name)
 }
 
 fn json_lines(o: &Output) -> Vec<serde_json::Value> {
@@ -112,14 +100,6 @@ fn train_mlp_then_eval_predict_and_run() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let (shape, _) = percept_runtime::npy::read_npy(&dir.join("y.npy")).unwrap();
     assert_eq!(shape, [2, 10]);
-}
-
-fn fails(dir: &Path, args: &[&str], message: &str) {
-    let o = percept(dir, args);
-    let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{args:?}:\n{err}");
-    assert!(err.contains(message), "{args:?}: expected `{message}` in:\n{err}");
-    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]

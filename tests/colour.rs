@@ -5,36 +5,12 @@
 //! name the file.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+mod cli;
+use cli::{fails, ok, percept};
 
 fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("percept-colour-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn percept(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_percept")).current_dir(dir).args(args).output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let o = percept(dir, args);
-    assert_eq!(o.status.code(), Some(0), "{args:?}:\n{}", text(&o.stderr));
-    text(&o.stdout) + &text(&o.stderr)
-}
-
-fn fails(dir: &Path, args: &[&str], message: &str) {
-    let o = percept(dir, args);
-    let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{args:?}:\n{err}");
-    assert!(err.contains(message), "{args:?}: expected `{message}` in:\n{err}");
-    assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "one error line: {err}");
-    assert!(!err.contains("panicked"), "{err}");
+    cli::tmpdir("colour", name)
 }
 
 /// A w×h picture of class `class` (0 red, 1 green, 2 blue): that channel bright, the

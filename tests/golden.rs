@@ -36,7 +36,23 @@ fn check_golden(model_file: &str, golden: &str, backend: Backend) {
 /// `golden` holds the initial weights and the batches; `steps`, if given, a longer run
 /// from them with another optimizer (its last batch and the weights after).
 /// `(abs, rel)`: each weight within abs + rel·|torch|.
-fn check_golden_with(model_file: &str, golden: &str, steps: Option<&str>, backend: Backend, (abs, rel): (f32, f32)) {
+fn check_golden_with(model_file: &str, golden: &str, steps: Option<&str>, backend: Backend, tolerance: (f32, f32)) {
+    let mut model = Model::from_file(root(model_file)).unwrap();
+    model.set_backend(backend).unwrap();
+    check_golden_model(model, model_file, golden, steps, &|name| name.to_string(), tolerance)
+}
+
+/// `check_golden_with` for a model already built, whose parameter for the golden file's
+/// `name` is `rename(name)`.
+fn check_golden_model(
+    mut model: Model,
+    model_file: &str,
+    golden: &str,
+    steps: Option<&str>,
+    rename: &dyn Fn(&str) -> String,
+    (abs, rel): (f32, f32),
+) {
+    let backend = model.backend();
     let base = TensorFile::read(std::path::Path::new(&root(golden))).unwrap();
     let file = match steps {
         Some(s) => {
@@ -48,9 +64,9 @@ fn check_golden_with(model_file: &str, golden: &str, steps: Option<&str>, backen
     };
     let meta = &file.metadata;
     assert!(meta["torch"].starts_with("2."), "recorded torch version: {}", meta["torch"]);
-    let mut model = Model::from_file(root(model_file)).unwrap();
-    model.set_backend(backend).unwrap();
-    model.load_weights(&with_prefix(&file, "init."), "init").unwrap();
+    let mut init = with_prefix(&file, "init.");
+    init.tensors.iter_mut().for_each(|t| t.name = rename(&t.name));
+    model.load_weights(&init, "init").unwrap();
     let lr: f64 = meta["lr"].parse().unwrap();
     let num = |k: &str| meta[k].parse::<f64>().unwrap();
     let optimizer = match meta.get("optimizer").map(String::as_str) {
@@ -92,7 +108,7 @@ fn check_golden_with(model_file: &str, golden: &str, steps: Option<&str>, backen
     assert_eq!(ours.tensors.len(), after.tensors.len(), "same tensor names");
     let mut worst = (0.0f32, String::new());
     for want in &after.tensors {
-        let got = ours.get(&want.name).unwrap_or_else(|| panic!("{} missing", want.name));
+        let got = ours.get(&rename(&want.name)).unwrap_or_else(|| panic!("{} missing", want.name));
         assert_eq!(got.shape, want.shape, "{}", want.name);
         match (&got.data, &want.data) {
             (Data::F32(g), Data::F32(w)) => {
@@ -137,6 +153,37 @@ fn cnn_bn_two_sgd_steps_match_pytorch_on_the_jit() {
 fn global_maxpool_two_sgd_steps_match_pytorch() {
     for backend in [Backend::Interp, Backend::Jit] {
         check_golden("tests/golden/global_maxpool.nn", "tests/golden/global_maxpool.safetensors", backend);
+    }
+}
+
+/// Import then train = PyTorch: LeNet-5 and the residual block of the golden files,
+/// exported from the same PyTorch modules with the same seed by the TorchScript-based
+/// exporter (tests/onnx/make_fixtures.py), imported with `--loss`: the imported weights are
+/// PyTorch's initial ones exactly, and two (LeNet-5) or three (the residual block) SGD
+/// steps give PyTorch's losses and weights.
+#[test]
+fn imported_onnx_models_train_like_pytorch() {
+    use percept::onnx::import::import;
+    for (onnx, twin, golden) in [
+        ("tests/onnx/lenet5.onnx", "examples/lenet5.nn", "tests/golden/lenet5.safetensors"),
+        ("tests/onnx/resblock.onnx", "tests/golden/resblock.nn", "tests/golden/resblock.safetensors"),
+    ] {
+        let bytes = std::fs::read(root(onnx)).unwrap();
+        let imported = import(&bytes, onnx, "imported", std::path::Path::new(&root("tests/onnx")), true).unwrap();
+        let mut model = Model::from_source(onnx, &imported.text()).unwrap();
+        model.load_weights(&imported.weights, "imported").unwrap();
+        // The imported statements are the golden model's, in the same order, named by the
+        // importer: the golden names map to the imported ones by position.
+        let names = |m: &Model| m.spec.params().map(|p| p.name.clone()).collect::<Vec<_>>();
+        let (ours, theirs) = (names(&model), names(&Model::from_file(root(twin)).unwrap()));
+        assert_eq!(ours.len(), theirs.len());
+        let base = TensorFile::read(std::path::Path::new(&root(golden))).unwrap();
+        for (o, t) in ours.iter().zip(&theirs) {
+            let (got, want) = (imported.weights.get(o).unwrap(), base.get(&format!("init.{t}")).unwrap());
+            assert_eq!(got.as_f32(), want.as_f32(), "{onnx}: {o} is PyTorch's initial {t}");
+        }
+        let rename = move |name: &str| ours[theirs.iter().position(|t| t == name).unwrap()].clone();
+        check_golden_model(model, onnx, golden, None, &rename, (1e-5, 1e-4));
     }
 }
 

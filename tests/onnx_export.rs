@@ -4,28 +4,12 @@
 
 use percept_runtime::tensorfile::TensorFile;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn repo(p: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p).display().to_string()
-}
+mod cli;
+use cli::{ok, percept, repo};
 
 fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("percept-export-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn percept(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_percept")).current_dir(dir).args(args).output().unwrap()
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let o = percept(dir, args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(0), "{args:?}:\n{err}");
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    cli::tmpdir("export", name)
 }
 
 /// Trained for one step, so no weight is at its initial value.

@@ -1,63 +1,66 @@
 //! `percept import` on ONNX files PyTorch exported (tests/onnx/make_fixtures.py made them,
-//! with onnxruntime's outputs): the imported model checks and `percept run` gives
-//! onnxruntime's outputs; unsupported ops, truncated or foreign files and missing external
-//! data are one-line errors with exit 1 that write nothing.
+//! with onnxruntime's outputs): every fixture imports, checks and `percept run` gives
+//! onnxruntime's outputs; the exporters' patterns become Percept's layers whatever the
+//! exporter and its constant folding; imported models train and export again; unsupported
+//! ops, truncated or foreign files and missing external data are one-line errors with
+//! exit 1 that write nothing. (Importing then training three steps = PyTorch's three steps:
+//! tests/golden.rs.)
 
+mod cli;
+
+use cli::{fails, ok, repo, tmpdir};
 use percept_runtime::tensorfile::TensorFile;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+fn dir(name: &str) -> std::path::PathBuf {
+    tmpdir("onnx-import", name)
 }
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("percept-onnx-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn percept(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_percept")).current_dir(dir).args(args).output().unwrap()
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let o = percept(dir, args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(0), "{args:?}:\n{err}");
-    String::from_utf8_lossy(&o.stdout).into_owned() + &err
-}
-
-fn fails(dir: &Path, args: &[&str], message: &str) {
-    let o = percept(dir, args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(1), "{args:?}:\n{err}");
-    assert!(err.contains(message), "{args:?}: expected `{message}` in:\n{err}");
-    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-}
-
-/// Import `name`, check it, run it on the fixture's input: onnxruntime's outputs.
+/// Import `name`, check it, run it on the fixture's input: onnxruntime's outputs. The text.
 fn imports_and_runs_like_onnxruntime(name: &str) -> String {
-    let dir = tmpdir(name);
+    // Tests run in parallel and several import the same fixture.
+    static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = dir(&format!("{name}-{}", RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
     let onnx = repo(&format!("tests/onnx/{name}.onnx"));
-    ok(&dir, &["import", onnx.to_str().unwrap(), "--out", "m.nn"]);
+    ok(&dir, &["import", &onnx, "--out", "m.nn"]);
     let text = std::fs::read_to_string(dir.join("m.nn")).unwrap();
-    assert!(text.starts_with(&format!("# Imported by `percept import` from {}", onnx.display())), "{text}");
+    assert!(text.starts_with(&format!("# Imported by `percept import` from {onnx}")), "{text}");
     ok(&dir, &["check", "m.nn"]);
     let io = repo(&format!("tests/onnx/{name}.io.safetensors"));
-    ok(
-        &dir,
-        &["run", "m.nn", "--weights", "m.safetensors", "--input", io.to_str().unwrap(), "--output", "out.safetensors"],
-    );
+    ok(&dir, &["run", "m.nn", "--weights", "m.safetensors", "--input", &io, "--output", "out.safetensors"]);
     let got = TensorFile::read(&dir.join("out.safetensors")).unwrap();
-    let want = TensorFile::read(&io).unwrap();
+    let want = TensorFile::read(Path::new(&io)).unwrap();
     let (got, want) = (got.get("output").unwrap(), want.get("output").unwrap());
-    assert_eq!(got.shape, want.shape);
+    assert_eq!(got.as_f32().unwrap().len(), want.as_f32().unwrap().len(), "{name}: {:?} {:?}", got.shape, want.shape);
     for (i, (a, b)) in got.as_f32().unwrap().iter().zip(want.as_f32().unwrap()).enumerate() {
-        assert!((a - b).abs() <= 1e-5 + 1e-4 * b.abs(), "{name}: output [{i}] = {a}, onnxruntime {b}");
+        assert!((a - b).abs() <= 1e-5 + 1e-4 * b.abs(), "{name}: output [{i}] = {a}, onnxruntime {b}\n{text}");
     }
     text
+}
+
+/// The statements after the input (without the comment, the model name and the input).
+fn body(text: &str) -> Vec<&str> {
+    text.lines().skip(3).collect()
+}
+
+#[test]
+fn every_fixture_runs_like_onnxruntime() {
+    let mut names: Vec<String> = std::fs::read_dir(repo("tests/onnx"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".io.safetensors").map(String::from))
+        .collect();
+    names.sort();
+    // Every example of examples/ (as its PyTorch twin), the patterns, the golden modules.
+    for example in std::fs::read_dir(repo("examples")).unwrap() {
+        let file = example.unwrap().file_name().into_string().unwrap();
+        if let Some(stem) = file.strip_suffix(".nn") {
+            assert!(names.contains(&format!("ex_{stem}")), "no fixture of examples/{file}");
+        }
+    }
+    assert!(names.len() >= 20, "{names:?}");
+    for name in &names {
+        imports_and_runs_like_onnxruntime(name);
+    }
 }
 
 #[test]
@@ -66,7 +69,12 @@ fn lenet5_from_both_exporters() {
     assert!(text.contains("    conv2d(6, kernel: 5, padding: 2)\n") && text.contains("    dense(10)\n"), "{text}");
     // The dynamo exporter at opset 18: a fixed batch, the weights in an external file.
     let dynamo = imports_and_runs_like_onnxruntime("lenet5_dynamo");
-    assert_eq!(text.lines().skip(2).collect::<Vec<_>>(), dynamo.lines().skip(2).collect::<Vec<_>>());
+    assert_eq!(body(&text), body(&dynamo));
+    // The twin of examples/lenet5.nn comes back as the example (without its loss).
+    let example = std::fs::read_to_string(repo("examples/lenet5.nn")).unwrap();
+    let example: Vec<&str> = example.lines().filter(|l| !l.starts_with('#') && !l.contains("loss")).skip(2).collect();
+    assert!(dynamo.contains("    input x: [1, 28, 28]\n"), "{dynamo}");
+    assert_eq!(body(&imports_and_runs_like_onnxruntime("ex_lenet5")), example);
 }
 
 #[test]
@@ -85,20 +93,102 @@ fn branches_become_from_add_and_concat() {
         assert!(text.contains(line), "no `{}` in:\n{text}", line.trim());
     }
     // --loss: the final softmax becomes the loss, so the model trains.
-    let dir = tmpdir("loss");
-    ok(&dir, &["import", repo("tests/onnx/branches.onnx").to_str().unwrap(), "--out", "b.nn", "--loss"]);
+    let dir = dir("loss");
+    ok(&dir, &["import", &repo("tests/onnx/branches.onnx"), "--out", "b.nn", "--loss"]);
     let with_loss = std::fs::read_to_string(dir.join("b.nn")).unwrap();
     assert!(with_loss.ends_with("    dense(5)\n    loss softmax_cross_entropy\n}\n"), "{with_loss}");
     assert!(ok(&dir, &["check", "b.nn"]).contains("loss: softmax_cross_entropy"));
-    fails(&dir, &["import", repo("tests/onnx/lenet5.onnx").to_str().unwrap(), "--loss"], "does not end in a softmax");
+    // Class scores take the loss as they are; an image or an activation does not.
+    ok(&dir, &["import", &repo("tests/onnx/lenet5.onnx"), "--out", "l.nn", "--loss"]);
+    let lenet = std::fs::read_to_string(dir.join("l.nn")).unwrap();
+    assert!(lenet.ends_with("    dense(10)\n    loss softmax_cross_entropy\n}\n"), "{lenet}");
+    fails(&dir, &["import", &repo("tests/onnx/ex_xor.onnx"), "--loss"], "ends in `sigmoid`, not in class scores");
+    fails(&dir, &["import", &repo("tests/onnx/ex_autoencoder.onnx"), "--loss"], "ends in `conv_transpose2d`");
+}
+
+#[test]
+fn exporter_patterns_become_percept_layers() {
+    let text = imports_and_runs_like_onnxruntime("patterns");
+    let want = [
+        // F.pad(x, (1, 1, 1, 1)) then a convolution: its padding.
+        "    t0: conv2d(4, kernel: 3, padding: 1)",
+        "    conv2d(4, kernel: 3, padding: 1, bias: false)",
+        "    add(t0)",
+        // Batch norm the exporter could not fold; PyTorch's momentum 0.1 (0.9 in ONNX).
+        "    batchnorm(eps: 1e-5, momentum: 0.1)",
+        "    relu",
+        // Resize, nearest (asymmetric, floor).
+        "    upsample(2)",
+        // A zero Pad before an average: counted in the divisor.
+        "    avgpool(3, stride: 2, padding: 1)",
+        // Resize, linear with half-pixel coordinates.
+        "    t7: upsample(2, mode: bilinear)",
+        // ReduceMean and ReduceMax over axes 2, 3 (keepdims 0).
+        "    t8: global_avgpool",
+        "    t9: global_maxpool(from: t7)",
+        "    concat(t9, from: t8)",
+        // x @ w.t() + b: MatMul + Add.
+        "    dense(6)",
+        // torch.maximum of two linears; Linear + .view(N, 3, 2) + amax(2).
+        "    maxout(5, pieces: 2)",
+        "    maxout(3, pieces: 2)",
+        "    batchnorm(eps: 1e-5, momentum: 0.1)",
+        "    dense(4)",
+        "    softmax",
+        "}",
+    ];
+    assert_eq!(body(&text), want, "{text}");
+    // Without constant folding the weight transposes, casts and pads arithmetic are in the
+    // graph; the dynamo exporter writes opset 18's axes and pads as inputs: the same model.
+    assert_eq!(body(&imports_and_runs_like_onnxruntime("patterns_nofold")), want);
+    assert_eq!(body(&imports_and_runs_like_onnxruntime("patterns_dynamo")), want);
+    // A final log_softmax is only imported as the loss.
+    let dir = dir("log");
+    let log = repo("tests/onnx/patterns_log.onnx");
+    fails(&dir, &["import", &log], "a LogSoftmax is imported only at the output with --loss");
+    ok(&dir, &["import", &log, "--out", "p.nn", "--loss"]);
+    let text = std::fs::read_to_string(dir.join("p.nn")).unwrap();
+    assert!(text.ends_with("    dense(4)\n    loss softmax_cross_entropy\n}\n"), "{text}");
+}
+
+/// LeNet-5 and a residual network from PyTorch: import, check, run (above), train from the
+/// imported weights, export again, and the export imports back to the trained model.
+#[test]
+fn imported_models_train_and_export_again() {
+    for name in ["lenet5", "ex_resnet8"] {
+        let dir = dir(&format!("train-{name}"));
+        ok(&dir, &["import", &repo(&format!("tests/onnx/{name}.onnx")), "--out", "m.nn", "--loss"]);
+        let mnist = repo("data/mnist");
+        let weights = "trained.safetensors";
+        let args = ["--init", "m.safetensors", "--data", &mnist, "--steps", "3", "--batch", "16", "--save", weights];
+        ok(&dir, &[&["train", "m.nn"][..], &args].concat());
+        ok(&dir, &["export", "m.nn", "--weights", weights, "--out", "again.onnx"]);
+        ok(&dir, &["import", "again.onnx", "--out", "again.nn", "--loss"]);
+        let (first, again) = (
+            std::fs::read_to_string(dir.join("m.nn")).unwrap(),
+            std::fs::read_to_string(dir.join("again.nn")).unwrap(),
+        );
+        assert_eq!(first.lines().count(), again.lines().count(), "{first}\n{again}");
+        let (w1, w2) =
+            (TensorFile::read(&dir.join(weights)).unwrap(), TensorFile::read(&dir.join("again.safetensors")).unwrap());
+        let trainable = |f: &TensorFile| -> Vec<Vec<f32>> {
+            f.tensors.iter().filter_map(|t| t.as_f32().map(<[f32]>::to_vec)).collect()
+        };
+        assert_eq!(trainable(&w1), trainable(&w2), "{name}: the exported weights are the trained ones");
+        assert_ne!(
+            trainable(&w1),
+            trainable(&TensorFile::read(&dir.join("m.safetensors")).unwrap()),
+            "{name}: training changed the weights"
+        );
+    }
 }
 
 #[test]
 fn what_cannot_be_imported_is_refused_before_anything_is_written() {
-    let dir = tmpdir("refused");
+    let dir = dir("refused");
     fails(
         &dir,
-        &["import", repo("tests/onnx/unsupported.onnx").to_str().unwrap(), "--out", "u.nn"],
+        &["import", &repo("tests/onnx/unsupported.onnx"), "--out", "u.nn"],
         "(opset 17) uses ops Percept cannot import: Div (node `/Div`), Erf (node `/Erf`), Mul (node `/Mul`)",
     );
     let onnx = std::fs::read(repo("tests/onnx/lenet5.onnx")).unwrap();

@@ -16,8 +16,9 @@ pub struct Args {
     /// Where to write the weights [default: beside --out, with its stem and .safetensors].
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Drop a final softmax and add `loss softmax_cross_entropy`, so the imported model can
-    /// be trained or fine-tuned.
+    /// End the model in `loss softmax_cross_entropy` (dropping a final softmax or
+    /// log-softmax: the loss takes logits), so the imported classifier can be trained or
+    /// fine-tuned.
     #[arg(long)]
     loss: bool,
 }
@@ -28,13 +29,8 @@ pub fn run(a: Args) -> CliResult {
     let weights = a.weights.clone().unwrap_or_else(|| out.with_extension("safetensors"));
     let name = model_name(&out);
     let dir = a.model.parent().unwrap_or(Path::new("."));
-    let imported = import(&bytes, &a.model.display().to_string(), &name, dir).map_err(|e| UserError(e.0))?;
-    let mut text = imported.text;
-    if a.loss {
-        text = with_loss(&text).ok_or_else(|| {
-            UserError(format!("--loss: {} does not end in a softmax over classes", a.model.display()))
-        })?;
-    }
+    let imported = import(&bytes, &a.model.display().to_string(), &name, dir, a.loss).map_err(|e| UserError(e.0))?;
+    let text = imported.text();
     // What is written must check and take its weights: an importer bug otherwise.
     let mut model = Model::from_source(&out.display().to_string(), &text)
         .map_err(|e| UserError(format!("internal error: the imported model does not check: {}", e.0)))?;
@@ -63,17 +59,4 @@ fn model_name(path: &Path) -> String {
         name.insert(0, 'm');
     }
     name
-}
-
-/// The text with its last statement, a softmax, replaced by the loss (DESIGN.md forbids a
-/// softmax right before softmax cross-entropy, which takes logits).
-fn with_loss(text: &str) -> Option<String> {
-    let mut lines: Vec<&str> = text.lines().collect();
-    let last = lines.len().checked_sub(2)?;
-    let call = lines[last].trim().rsplit(": ").next()?;
-    if call != "softmax" || lines[last + 1] != "}" {
-        return None;
-    }
-    lines[last] = "    loss softmax_cross_entropy";
-    Some(lines.join("\n") + "\n")
 }

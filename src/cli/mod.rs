@@ -99,7 +99,9 @@ pub fn main() -> i32 {
         Ok(()) => 0,
         Err(e) => {
             let msg = e.0.trim_end();
-            if msg.contains("error") {
+            // Rendered diagnostics carry their own `file:line:col: error:` title.
+            let first = msg.lines().next().unwrap_or("");
+            if first.starts_with("error") || first.contains(": error: ") {
                 eprintln!("{msg}");
             } else {
                 eprintln!("error: {msg}");

@@ -1,0 +1,54 @@
+//! ONNX's own backend node tests for every op type the importer supports
+//! (tests/onnx/make_node_tests.py converted them; ONNX's Apache-2.0 license is beside
+//! them): each is imported, and either matches ONNX's expected output (rtol 1e-4, atol
+//! 1e-5) or is refused with a one-line reason. A wrong output, a panic or an import that
+//! does not check is a failure; `tests/onnx/node/RESULTS.txt` pins which tests pass and
+//! why the others are refused (`UPDATE_EXPECT=1 cargo test --test onnx_node` rewrites it
+//! after a deliberate change).
+
+use percept::onnx::import::import;
+use percept_runtime::tensorfile::TensorFile;
+use percept_runtime::Model;
+use std::path::Path;
+
+#[test]
+fn onnx_backend_node_tests_match_or_are_refused() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx/node");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".onnx").map(String::from))
+        .collect();
+    names.sort();
+    assert!(names.len() > 200, "the node tests are missing: {}", names.len());
+    let (mut report, mut passed) = (String::new(), 0);
+    for name in &names {
+        let bytes = std::fs::read(dir.join(format!("{name}.onnx"))).unwrap();
+        let imported = match import(&bytes, name, "node_test", &dir, false) {
+            Ok(i) => i,
+            Err(e) => {
+                assert_eq!(e.0.lines().count(), 1, "{name}: {}", e.0);
+                let why = e.0.strip_prefix(&format!("{name}: ")).unwrap_or(&e.0);
+                report += &format!("{name}: refused: {why}\n");
+                continue;
+            }
+        };
+        let text = imported.text();
+        let mut model = Model::from_source(name, &text)
+            .unwrap_or_else(|e| panic!("{name}: the import does not check:\n{text}\n{}", e.0));
+        model.load_weights(&imported.weights, "imported").unwrap();
+        let io = TensorFile::read(&dir.join(format!("{name}.io.safetensors")))
+            .unwrap_or_else(|e| panic!("{name} imports but has no input data: {e:?}"));
+        let x = io.get("input").unwrap().as_f32().unwrap();
+        let want = io.get("output").unwrap().as_f32().unwrap();
+        let got = model.forward(x, None, &[]).unwrap_or_else(|e| panic!("{name}: {}\n{text}", e.0)).prediction;
+        // Same values in the same order; Percept's shape may drop a global pooling's 1×1.
+        assert_eq!(got.len(), want.len(), "{name}: output size\n{text}");
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!((a - b).abs() <= 1e-5 + 1e-4 * b.abs(), "{name}: output [{i}] = {a}, ONNX expects {b}\n{text}");
+        }
+        report += &format!("{name}: passes\n");
+        passed += 1;
+    }
+    report = format!("# {passed} of {} node tests pass; the others are refused.\n{report}", names.len());
+    expect_test::expect_file!["onnx/node/RESULTS.txt"].assert_eq(&report);
+}
