@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 SECONDS_EACH=${1:-600}
 JOBS=${JOBS:-2}
 export RUSTC_BOOTSTRAP=1
-TARGETS=(model_text graph_text idx npy weights image)
+TARGETS=(model_text graph_text idx npy weights image onnx)
 cargo fuzz build -O || exit 1
 run() {
     local t=$1

@@ -1,4 +1,5 @@
-//! Replays, through the fuzz targets' functions (`percept_runtime::fuzzing`), the fuzzer's
+//! Replays, through the fuzz targets' functions (`percept_runtime::fuzzing`, and
+//! `percept::onnx::fuzz` for the ONNX importer), the fuzzer's
 //! seeds (`fuzz/seeds/TARGET/`) and every input that once made a reader panic
 //! (`tests/fuzz_regressions/TARGET/`, named after what it broke). Each must be refused or
 //! read without a panic; see docs/RELIABILITY.md.
@@ -9,13 +10,14 @@ use std::path::Path;
 /// A fuzz target: reads one input, panicking only on a bug.
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 6] = [
+const TARGETS: [(&str, Target); 7] = [
     ("model_text", fuzzing::model_text),
     ("graph_text", fuzzing::graph_text),
     ("idx", fuzzing::idx),
     ("npy", fuzzing::npy),
     ("weights", fuzzing::weights),
     ("image", fuzzing::image),
+    ("onnx", percept::onnx::fuzz),
 ];
 
 fn inputs(dir: &Path) -> Vec<std::path::PathBuf> {

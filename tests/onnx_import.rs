@@ -211,3 +211,60 @@ fn what_cannot_be_imported_is_refused_before_anything_is_written() {
         .collect();
     assert!(written.is_empty(), "{written:?}");
 }
+
+/// Models near real ones — attributes, initializer shapes, inputs and nodes changed at
+/// random in the exporters' files — are imported or refused, never a panic (the byte-level
+/// fuzz target is `fuzz/fuzz_targets/onnx.rs`).
+#[test]
+fn mutated_models_are_imported_or_refused_without_a_panic() {
+    use percept::onnx::proto::ModelProto;
+    use proptest::prelude::*;
+    use prost::Message;
+    let models: Vec<ModelProto> = ["branches", "patterns_nofold", "ex_residual", "ex_activations"]
+        .iter()
+        .map(|m| ModelProto::decode(&std::fs::read(repo(&format!("tests/onnx/{m}.onnx"))).unwrap()[..]).unwrap())
+        .collect();
+    let mutation = (0..models.len(), 0..6u8, any::<u16>(), any::<u16>(), prop::collection::vec(-3i64..9, 0..6));
+    let config = ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() };
+    proptest!(config, |((m, kind, a, b, ints) in mutation)| {
+        let mut model = models[m].clone();
+        let graph = model.graph.as_mut().unwrap();
+        let node = a as usize % graph.node.len();
+        match kind {
+            // An attribute's integers, or its single integer.
+            0 | 1 => {
+                let attrs = &mut graph.node[node].attribute;
+                if !attrs.is_empty() {
+                    let which = b as usize % attrs.len();
+                    let at = &mut attrs[which];
+                    if kind == 0 { at.ints = ints } else { at.i = ints.first().copied() }
+                }
+            }
+            // An initializer's dimensions (its data unchanged).
+            2 => {
+                let n = graph.initializer.len();
+                if n > 0 {
+                    graph.initializer[b as usize % n].dims = ints;
+                }
+            }
+            // A node dropped, or two nodes' order swapped.
+            3 => {
+                graph.node.remove(node);
+            }
+            4 => {
+                let other = b as usize % graph.node.len();
+                graph.node.swap(node, other);
+            }
+            // An input renamed to another value of the graph.
+            _ => {
+                let names: Vec<String> = graph.node.iter().flat_map(|n| n.output.clone()).collect();
+                let inputs = &mut graph.node[node].input;
+                if !inputs.is_empty() && !names.is_empty() {
+                    let i = b as usize % inputs.len();
+                    inputs[i] = names[(a as usize / 7) % names.len()].clone();
+                }
+            }
+        }
+        percept::onnx::fuzz(&model.encode_to_vec());
+    });
+}

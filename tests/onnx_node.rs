@@ -41,7 +41,17 @@ fn onnx_backend_node_tests_match_or_are_refused() {
         let x = io.get("input").unwrap().as_f32().unwrap();
         let want = io.get("output").unwrap().as_f32().unwrap();
         let got = model.forward(x, None, &[]).unwrap_or_else(|e| panic!("{name}: {}\n{text}", e.0)).prediction;
-        // Same values in the same order; Percept's shape may drop a global pooling's 1×1.
+        // The same shape, but that Percept drops a global pooling's trailing 1×1.
+        let batch = x.len() / model.spec.input.shape.iter().product::<usize>();
+        let shape = |s: &[usize]| {
+            let mut s = s.to_vec();
+            while s.len() > 2 && s.last() == Some(&1) {
+                s.pop();
+            }
+            s
+        };
+        let got_shape = [&[batch][..], model.spec.output_shape()].concat();
+        assert_eq!(shape(&got_shape), shape(&io.get("output").unwrap().shape), "{name}: output shape\n{text}");
         assert_eq!(got.len(), want.len(), "{name}: output size\n{text}");
         for (i, (a, b)) in got.iter().zip(want).enumerate() {
             assert!((a - b).abs() <= 1e-5 + 1e-4 * b.abs(), "{name}: output [{i}] = {a}, ONNX expects {b}\n{text}");
@@ -51,4 +61,61 @@ fn onnx_backend_node_tests_match_or_are_refused() {
     }
     report = format!("# {passed} of {} node tests pass; the others are refused.\n{report}", names.len());
     expect_test::expect_file!["onnx/node/RESULTS.txt"].assert_eq(&report);
+}
+
+/// The constant folding (weight transforms, shape arithmetic) against ONNX's node tests of
+/// the folded op types: each single-node test's inputs as constants, folded, must give
+/// ONNX's expected output (exactly; within 1 ulp for Div) or be refused. The import
+/// refuses these tests (their input is data), so this is what checks the folding.
+#[test]
+fn constant_folding_matches_onnx_node_tests() {
+    use percept::onnx::fold::{fold, Const, Data};
+    use percept::onnx::proto::ModelProto;
+    use percept_runtime::tensorfile::Data as FileData;
+    use prost::Message;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx/node");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".fold.safetensors").map(String::from))
+        .collect();
+    names.sort();
+    assert!(names.len() > 50, "{}", names.len());
+    let (mut report, mut matched) = (String::new(), 0);
+    for name in &names {
+        let model = ModelProto::decode(&std::fs::read(dir.join(format!("{name}.onnx"))).unwrap()[..]).unwrap();
+        let node = &model.graph.as_ref().unwrap().node[0];
+        let file = TensorFile::read(&dir.join(format!("{name}.fold.safetensors"))).unwrap();
+        let konst = |t: &percept_runtime::tensorfile::NamedTensor| Const {
+            dims: t.shape.clone(),
+            data: match &t.data {
+                FileData::F32(v) => Data::F32(v.clone()),
+                FileData::I64(v) => Data::I64(v.clone()),
+            },
+        };
+        let inputs: Vec<Const> = (0..).map_while(|i| file.get(&format!("in{i}"))).map(konst).collect();
+        let want = konst(file.get("out").unwrap());
+        match fold(node, &inputs) {
+            Ok(Some(got)) => {
+                assert_eq!(got.dims, want.dims, "{name}");
+                match (&got.data, &want.data) {
+                    (Data::F32(g), Data::F32(w)) => {
+                        for (i, (a, b)) in g.iter().zip(w).enumerate() {
+                            assert!(a == b || (a - b).abs() <= f32::EPSILON * b.abs(), "{name} [{i}]: {a} vs {b}");
+                        }
+                    }
+                    (g, w) => assert_eq!(g, w, "{name}"),
+                }
+                report += &format!("{name}: matches\n");
+                matched += 1;
+            }
+            Ok(None) => report += &format!("{name}: not folded\n"),
+            Err(e) => {
+                assert_eq!(e.0.lines().count(), 1, "{name}: {}", e.0);
+                report += &format!("{name}: refused: {}\n", e.0);
+            }
+        }
+    }
+    report =
+        format!("# {matched} of {} node tests of folded ops match; the others are refused.\n{report}", names.len());
+    expect_test::expect_file!["onnx/node/FOLDED.txt"].assert_eq(&report);
 }

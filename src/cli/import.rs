@@ -31,9 +31,10 @@ pub fn run(a: Args) -> CliResult {
     let dir = a.model.parent().unwrap_or(Path::new("."));
     let imported = import(&bytes, &a.model.display().to_string(), &name, dir, a.loss).map_err(|e| UserError(e.0))?;
     let text = imported.text();
-    // What is written must check and take its weights: an importer bug otherwise.
+    // What is written must check and take its weights (the checker knows what the importer
+    // does not track, such as a kernel larger than its input).
     let mut model = Model::from_source(&out.display().to_string(), &text)
-        .map_err(|e| UserError(format!("internal error: the imported model does not check: {}", e.0)))?;
+        .map_err(|e| UserError(format!("{}: the imported model does not check: {}", a.model.display(), e.0)))?;
     model
         .load_weights(&imported.weights, "the imported weights")
         .map_err(|e| UserError(format!("internal error: {}", e.0)))?;

@@ -14,6 +14,10 @@ fn err<T>(msg: impl Into<String>) -> R<T> {
     Err(ImportError(msg.into()))
 }
 
+/// The most values a folded constant may have (what the file gives is bounded by its
+/// size; what folding makes, by this).
+const MAX_FOLDED: usize = 1 << 26;
+
 /// The batch dimension in a folded shape (ONNX's dynamic `N`).
 pub const BATCH: i64 = i64::MIN;
 
@@ -158,6 +162,12 @@ pub fn axis(axis: i64, rank: usize) -> Option<usize> {
     (0..rank as i64).contains(&a).then_some(a as usize)
 }
 
+/// Flatten's `axis` of a rank-`rank` input, in 0..=rank (negative: counted from the end).
+pub fn flatten_axis(axis: i64, rank: usize) -> Option<usize> {
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    (0..=rank as i64).contains(&a).then_some(a as usize)
+}
+
 /// The ints of attribute `name`, or of input `i` (opset 13 and 18 moved `axes`, `pads`
 /// and shapes from attributes to inputs), or `None` when neither is given.
 pub fn ints_attr_or_input(
@@ -232,7 +242,7 @@ pub fn fold(n: &NodeProto, inputs: &[Const]) -> R<Option<Const>> {
             }
         }
         "Flatten" => {
-            let a = axis(attr("axis").and_then(|a| a.i).unwrap_or(1), rank + 1)
+            let a = flatten_axis(attr("axis").and_then(|a| a.i).unwrap_or(1), rank)
                 .ok_or_else(|| ImportError(format!("{}: the axis", what())))?;
             let outer: usize = x.dims[..a].iter().product();
             Const { dims: vec![outer, x.len() / outer.max(1)], ..x.clone() }
@@ -246,6 +256,10 @@ pub fn fold(n: &NodeProto, inputs: &[Const]) -> R<Option<Const>> {
                 let out_rank = rank + axes.len();
                 let mut axes: Vec<usize> = axes.iter().filter_map(|&a| axis(a, out_rank)).collect();
                 axes.sort_unstable();
+                axes.dedup();
+                if axes.len() + rank != out_rank {
+                    return err(format!("{}: axes out of range or repeated", what()));
+                }
                 for a in axes {
                     dims.insert(a, 1);
                 }
@@ -284,6 +298,9 @@ pub fn fold(n: &NodeProto, inputs: &[Const]) -> R<Option<Const>> {
                 return err(format!("{}: the shape must be non-negative int64s", what()));
             };
             let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+            if dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_none_or(|n| n > MAX_FOLDED) {
+                return err(format!("{}: a constant of shape {shape:?} is too large to fold", what()));
+            }
             let fill = match attr("value").and_then(|a| a.t.as_ref()) {
                 Some(t) => tensor(t, "")?,
                 None => Const { dims: vec![1], data: Data::F32(vec![0.0]) },
@@ -373,7 +390,7 @@ fn binary(op: &str, a: &Const, b: &Const) -> Option<Const> {
         })
         .collect::<Option<_>>()?;
     let (sa, sb, so) = (strides(&da), strides(&db), strides(&dims));
-    let n: usize = dims.iter().product();
+    let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_FOLDED)?;
     let at = |i: usize, d: &[usize], s: &[usize]| -> usize {
         (0..rank).map(|k| if d[k] == 1 { 0 } else { (i / so[k]) % dims[k] * s[k] }).sum()
     };
@@ -430,18 +447,18 @@ fn reshaped(dims: &[usize], shape: &[i64]) -> Option<Vec<usize>> {
                 infer = Some(k);
                 out.push(1);
             }
-            s if s > 0 => out.push(s as usize),
+            s if s > 0 => out.push(usize::try_from(s).ok()?),
             _ => return None,
         }
     }
-    let known: usize = out.iter().product();
+    let known = out.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
     if let Some(k) = infer {
         if known == 0 || !n.is_multiple_of(known) {
             return None;
         }
         out[k] = n / known;
     }
-    (out.iter().product::<usize>() == n).then_some(out)
+    (out.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) == Some(n)).then_some(out)
 }
 
 /// The constants joined along `axis` (same rank and data type, same other dimensions).
@@ -450,7 +467,11 @@ fn concat(parts: &[Const], axis: usize) -> Option<Const> {
     let rank = first.dims.len();
     if rank == 0 {
         // Scalars join as a vector (what exporters' shape lists do after Unsqueeze).
-        return concat(&parts.iter().map(|p| Const { dims: vec![1], ..p.clone() }).collect::<Vec<_>>(), 0);
+        let vectors: Vec<Const> = parts
+            .iter()
+            .map(|p| if p.dims.is_empty() { Const { dims: vec![1], ..p.clone() } } else { p.clone() })
+            .collect();
+        return concat(&vectors, 0);
     }
     let same = |p: &Const| {
         p.dims.len() == rank

@@ -430,7 +430,9 @@ impl Builder {
     }
 
     fn node(&mut self, n: &NodeProto, vals: &mut HashMap<String, Val>) -> R<()> {
-        let out = n.output.first().cloned().unwrap_or_default();
+        let Some(out) = n.output.first().filter(|o| !o.is_empty()).cloned() else {
+            return self.refuse(n, "has no output");
+        };
         if n.output.iter().skip(1).any(|o| !o.is_empty() && self.uses.contains_key(o)) {
             return self.refuse(n, "a second output (indices, masks, statistics) is read");
         }
@@ -526,38 +528,47 @@ impl Builder {
                 if rank != 2 {
                     return self.refuse(n, "the input is not flat ([N, features])");
                 }
-                if op == "Gemm"
-                    && (int(n, "transA", 0) != 0 || float(n, "alpha", 1.0) != 1.0 || float(n, "beta", 1.0) != 1.0)
-                {
-                    return self.refuse(n, "Gemm with transA, alpha ≠ 1 or beta ≠ 1 is not a dense layer");
+                if op == "Gemm" && int(n, "transA", 0) != 0 {
+                    return self.refuse(n, "Gemm with transA (the input as columns) is not a dense layer");
                 }
+                // α·(x·B) + β·C = x·(α·B) + (β·C): the scales belong to the weights.
+                let (alpha, beta) =
+                    if op == "Gemm" { (float(n, "alpha", 1.0), float(n, "beta", 1.0)) } else { (1.0, 1.0) };
                 let w = self.floats(vals, n, 1)?;
                 let [rows, cols] = w.dims[..] else {
                     return self.refuse(n, format!("the weight has shape {:?}, not 2-D", w.dims));
                 };
-                let wf = w.f32().unwrap();
+                let wf: Vec<f32> = w.f32().unwrap().iter().map(|&v| if alpha == 1.0 { v } else { alpha * v }).collect();
                 let (units, weight) = if op == "Gemm" && int(n, "transB", 0) == 1 {
-                    (rows, wf.to_vec())
+                    (rows, wf)
                 } else {
-                    (cols, (0..cols).flat_map(|o| (0..rows).map(move |i| wf[i * cols + o])).collect())
+                    (cols, (0..cols).flat_map(|o| (0..rows).map(|i| wf[i * cols + o]).collect::<Vec<_>>()).collect())
                 };
+                let fan_in = if units == 0 { 0 } else { rows * cols / units };
                 let mut layer = Layer::new("dense", src).pos(ValueKind::Int(units as i64)).param(
                     "weight",
-                    vec![units, rows * cols / units.max(1)],
+                    vec![units, fan_in],
                     weight,
                 );
                 if op == "Gemm" && self.has(n, 2) {
                     let c = self.floats(vals, n, 2)?;
-                    if !(c.dims == [units] || c.dims == [1, units]) {
-                        return self.refuse(
-                            n,
-                            format!(
-                                "the bias has shape {:?}; only a per-output bias [{units}] is a dense layer's",
-                                c.dims
-                            ),
-                        );
-                    }
-                    layer = layer.param("bias", vec![units], c.f32().unwrap().to_vec());
+                    let values = c.f32().unwrap();
+                    // Per output ([units], [1, units]) or one value for all ([], [1], [1, 1]).
+                    let bias: Vec<f32> = match &c.dims[..] {
+                        [u] | [1, u] if *u == units => values.to_vec(),
+                        [] | [1] | [1, 1] => vec![values[0]; units],
+                        _ => {
+                            return self.refuse(
+                                n,
+                                format!(
+                                    "the bias has shape {:?}; only a per-output bias [{units}] is a dense layer's",
+                                    c.dims
+                                ),
+                            )
+                        }
+                    };
+                    let bias = bias.into_iter().map(|b| if beta == 1.0 { b } else { beta * b }).collect();
+                    layer = layer.param("bias", vec![units], bias);
                 } else {
                     layer = layer.arg("bias", ValueKind::Bool(false));
                 }
@@ -721,7 +732,7 @@ impl Builder {
         let (src, rank, squeezed) = self.data(vals, n, 0)?;
         match op {
             "Flatten" => {
-                if axis(int(n, "axis", 1), rank + 1) != Some(1) {
+                if fold::flatten_axis(int(n, "axis", 1), rank) != Some(1) {
                     return self.refuse(
                         n,
                         format!("Flatten with axis {} (Percept flattens after the batch axis, 1)", int(n, "axis", 1)),
@@ -746,7 +757,11 @@ impl Builder {
                 if let (true, &[_, u, p]) = (batch_first && rank == 2, &shape[..]) {
                     let dense = self.last_only_read_by_one(self.get(vals, n, 0)?, &n.input[0]);
                     match dense.filter(|&s| self.stmts[s].name == "dense") {
-                        Some(s) if u > 0 && p > 0 && self.stmts[s].args[0].1 == ValueKind::Int(u * p) => {
+                        Some(s)
+                            if u > 0
+                                && p > 0
+                                && Some(&self.stmts[s].args[0].1) == u.checked_mul(p).map(ValueKind::Int).as_ref() =>
+                        {
                             let g = Val::Grouped { stmt: s, units: u as usize, pieces: p as usize };
                             vals.insert(out, g);
                             return Ok(());
@@ -801,7 +816,7 @@ impl Builder {
             "VALID" => Some([0; 4]),
             // With stride 1, SAME pads (k−1)·d/2 on each side whatever the input size.
             "SAME_UPPER" | "SAME_LOWER" if !transposed && strides == [1, 1] => {
-                let extent = |k: usize| (kernel[k] - 1) * dilations[k];
+                let extent = |k: usize| (kernel[k] - 1).saturating_mul(dilations[k]);
                 (extent(0) % 2 == 0 && extent(1) % 2 == 0)
                     .then(|| [extent(0) / 2, extent(1) / 2, extent(0) / 2, extent(1) / 2])
             }
@@ -810,7 +825,7 @@ impl Builder {
         let Some(own) = own else {
             return self.refuse(n, format!("auto_pad {} with these strides is not folded", string(n, "auto_pad", "")));
         };
-        let total = [own[0] + extra[0], own[1] + extra[1], own[2] + extra[2], own[3] + extra[3]];
+        let total: [i64; 4] = std::array::from_fn(|k| own[k].saturating_add(extra[k]));
         let Some(pad) = symmetric(total) else {
             return self.refuse(n, format!("asymmetric padding {total:?} (Percept pads each side alike)"));
         };
@@ -818,7 +833,7 @@ impl Builder {
         if groups < 1 {
             return self.refuse(n, format!("group {groups}"));
         }
-        let filters = if transposed { w.dims[1] * groups as usize } else { w.dims[0] };
+        let filters = if transposed { w.dims[1].saturating_mul(groups as usize) } else { w.dims[0] };
         let name = if transposed { "conv_transpose2d" } else { "conv2d" };
         let mut layer = Layer::new(name, src)
             .pos(ValueKind::Int(filters as i64))
@@ -890,7 +905,7 @@ impl Builder {
                 },
             );
         }
-        let total = [own[0] + extra[0], own[1] + extra[1], own[2] + extra[2], own[3] + extra[3]];
+        let total: [i64; 4] = std::array::from_fn(|k| own[k].saturating_add(extra[k]));
         let Some(pad) = symmetric(total) else {
             return self.refuse(n, format!("asymmetric padding {total:?}"));
         };
@@ -1038,8 +1053,8 @@ impl Builder {
         }
         layers.sort_unstable();
         layers.dedup();
-        let src = self.stmts[first].src;
-        let units = self.stmts[first].params[0].1[0];
+        // All dense (last_in), so each has its weight first.
+        let (src, units) = (self.stmts[first].src, self.stmts[first].params.first().map_or(0, |w| w.1[0]));
         if layers != (first..first + k).collect::<Vec<_>>()
             || layers.iter().any(|&s| self.stmts[s].src != src || self.stmts[s].params[0].1[0] != units)
         {

@@ -12,3 +12,16 @@ pub mod import;
 pub mod proto {
     include!("proto.rs");
 }
+
+/// The ONNX reader's fuzz target (`fuzz/fuzz_targets/onnx.rs`; tests/fuzz_regressions.rs
+/// replays its seeds and past crashes): `data` imported as `percept import` does — the
+/// result parsed, checked and given its weights — where bad input is an error, never a
+/// panic. External data is looked for in a directory that does not exist.
+pub fn fuzz(data: &[u8]) {
+    let dir = std::path::Path::new("/nonexistent/percept-fuzz");
+    if let Ok(imported) = import::import(data, "fuzz.onnx", "fuzzed", dir, data.first().is_some_and(|b| b % 2 == 1)) {
+        if let Ok(mut model) = percept_runtime::Model::from_source("fuzz.nn", &imported.text()) {
+            let _ = model.load_weights(&imported.weights, "the imported weights");
+        }
+    }
+}

@@ -13,6 +13,9 @@ writes, for each, into tests/onnx/node/:
   <test>.io.safetensors    `input` (the first input) and `output` (the expected first
                            output), when both are float32 and the input has 2 or 4
                            dimensions (the importer refuses other inputs on sight)
+  <test>.fold.safetensors  for one node of an op the importer folds on constants: every
+                           input (`in0`, `in1`, …) and the output (`out`), float32 or int64,
+                           to check the folding against ONNX's expected output
 The tests are ONNX's (Apache-2.0; LICENSE beside them). tests/onnx_node.rs imports each:
 it must match the expected output (rtol 1e-4, atol 1e-5) or be refused with a reason;
 tests/onnx/node/RESULTS.txt pins which.
@@ -45,8 +48,9 @@ def supported():
 def save_safetensors(path, tensors):
     header, blobs, offset = {}, [], 0
     for name in sorted(tensors):
-        raw = np.ascontiguousarray(tensors[name], dtype=np.float32).tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(raw)]}
+        dtype = "I64" if tensors[name].dtype == np.int64 else "F32"
+        raw = np.ascontiguousarray(tensors[name], dtype=np.int64 if dtype == "I64" else np.float32).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(raw)]}
         blobs.append(raw)
         offset += len(raw)
     h = json.dumps(header, separators=(",", ":")).encode()
@@ -54,8 +58,15 @@ def save_safetensors(path, tensors):
     path.write_bytes(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
+def folded():
+    text = (ROOT / "src/onnx/import.rs").read_text()
+    block = re.search(r"pub const FOLDED: &\[&str\] = &\[(.*?)\];", text, re.S).group(1)
+    return set(re.findall(r'"(\w+)"', block))
+
+
 def main():
     ops = supported()
+    constant_ops = folded()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cases = node.collect_testcases(None)
@@ -81,6 +92,13 @@ def main():
         # Percept's inputs are [N, features] or [N, C, H, W]; others are refused on sight.
         if inputs and inputs[0].dtype == np.float32 and inputs[0].ndim in (2, 4) and outputs[0].dtype == np.float32:
             save_safetensors(OUT / f"{case.name}.io.safetensors", {"input": inputs[0], "output": outputs[0]})
+        # One node of an op the importer folds, on float32 or int64 tensors: all its inputs
+        # and its output, for checking the folding itself (the import refuses these on data).
+        numbers = (np.float32, np.int64)
+        if (len(graph.node) == 1 and graph.node[0].op_type in constant_ops
+                and all(a.dtype in numbers for a in list(inputs) + [outputs[0]])):
+            save_safetensors(OUT / f"{case.name}.fold.safetensors",
+                             {**{f"in{i}": a for i, a in enumerate(inputs)}, "out": outputs[0]})
         kept += 1
     print(f"{kept} node tests of {len(ops)} op types, onnx {onnx.__version__}")
 
