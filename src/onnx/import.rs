@@ -544,7 +544,7 @@ impl Builder {
                 } else {
                     (cols, (0..cols).flat_map(|o| (0..rows).map(|i| wf[i * cols + o]).collect::<Vec<_>>()).collect())
                 };
-                let fan_in = if units == 0 { 0 } else { rows * cols / units };
+                let fan_in = (rows * cols).checked_div(units).unwrap_or(0);
                 let mut layer = Layer::new("dense", src).pos(ValueKind::Int(units as i64)).param(
                     "weight",
                     vec![units, fan_in],
