@@ -82,12 +82,13 @@ fn branches_become_from_add_and_concat() {
     let text = imports_and_runs_like_onnxruntime("branches");
     for line in [
         "    t1: leaky_relu(slope: 0.01)\n",
-        "    conv2d(8, kernel: 1, stride: 2, from: t1)\n",
-        "    add(t2)\n",
-        "    conv2d(4, kernel: 3, padding: 2, dilation: 2, groups: 4, from: t5)\n",
+        // Labelled after PyTorch's modules (`short.weight`), so the weights keep their names.
+        "    short: conv2d(8, kernel: 1, stride: 2, from: t1)\n",
+        "    add(main)\n",
+        "    side: conv2d(4, kernel: 3, padding: 2, dilation: 2, groups: 4, from: t5)\n",
         "    t8: avgpool(3, stride: 1, padding: 1, count_include_pad: false)\n",
         "    concat(t8, from: t6)\n",
-        "    conv_transpose2d(6, kernel: 2, stride: 2)\n",
+        "    up: conv_transpose2d(6, kernel: 2, stride: 2)\n",
         "    softmax\n",
     ] {
         assert!(text.contains(line), "no `{}` in:\n{text}", line.trim());
@@ -96,7 +97,12 @@ fn branches_become_from_add_and_concat() {
     let dir = dir("loss");
     ok(&dir, &["import", &repo("tests/onnx/branches.onnx"), "--out", "b.nn", "--loss"]);
     let with_loss = std::fs::read_to_string(dir.join("b.nn")).unwrap();
-    assert!(with_loss.ends_with("    dense(5)\n    loss softmax_cross_entropy\n}\n"), "{with_loss}");
+    assert!(with_loss.ends_with("    head: dense(5)\n    loss softmax_cross_entropy\n}\n"), "{with_loss}");
+    let names: Vec<String> =
+        TensorFile::read(&dir.join("b.safetensors")).unwrap().tensors.into_iter().map(|t| t.name).collect();
+    for name in ["main.weight", "short.weight", "short.bias", "side.weight", "up.bias", "head.weight", "head.bias"] {
+        assert!(names.contains(&name.to_string()), "no {name} in {names:?}");
+    }
     assert!(ok(&dir, &["check", "b.nn"]).contains("loss: softmax_cross_entropy"));
     // Class scores take the loss as they are; an image or an activation does not.
     ok(&dir, &["import", &repo("tests/onnx/lenet5.onnx"), "--out", "l.nn", "--loss"]);
@@ -111,11 +117,11 @@ fn exporter_patterns_become_percept_layers() {
     let text = imports_and_runs_like_onnxruntime("patterns");
     let want = [
         // F.pad(x, (1, 1, 1, 1)) then a convolution: its padding.
-        "    t0: conv2d(4, kernel: 3, padding: 1)",
-        "    conv2d(4, kernel: 3, padding: 1, bias: false)",
-        "    add(t0)",
+        "    c1: conv2d(4, kernel: 3, padding: 1)",
+        "    c2: conv2d(4, kernel: 3, padding: 1, bias: false)",
+        "    add(c1)",
         // Batch norm the exporter could not fold; PyTorch's momentum 0.1 (0.9 in ONNX).
-        "    batchnorm(eps: 1e-5, momentum: 0.1)",
+        "    bn: batchnorm(eps: 1e-5, momentum: 0.1)",
         "    relu",
         // Resize, nearest (asymmetric, floor).
         "    upsample(2)",
@@ -131,9 +137,9 @@ fn exporter_patterns_become_percept_layers() {
         "    dense(6)",
         // torch.maximum of two linears; Linear + .view(N, 3, 2) + amax(2).
         "    maxout(5, pieces: 2)",
-        "    maxout(3, pieces: 2)",
-        "    batchnorm(eps: 1e-5, momentum: 0.1)",
-        "    dense(4)",
+        "    mo: maxout(3, pieces: 2)",
+        "    bn1: batchnorm(eps: 1e-5, momentum: 0.1)",
+        "    head: dense(4)",
         "    softmax",
         "}",
     ];
@@ -148,7 +154,7 @@ fn exporter_patterns_become_percept_layers() {
     fails(&dir, &["import", &log], "a LogSoftmax is imported only at the output with --loss");
     ok(&dir, &["import", &log, "--out", "p.nn", "--loss"]);
     let text = std::fs::read_to_string(dir.join("p.nn")).unwrap();
-    assert!(text.ends_with("    dense(4)\n    loss softmax_cross_entropy\n}\n"), "{text}");
+    assert!(text.ends_with("    head: dense(4)\n    loss softmax_cross_entropy\n}\n"), "{text}");
 }
 
 /// LeNet-5 and a residual network from PyTorch: import, check, run (above), train from the

@@ -164,11 +164,14 @@ struct Layer {
     refs: Vec<Option<usize>>,
     /// The parameters' suffixes and tensors (`weight`, `bias`, …).
     params: Vec<(&'static str, Vec<usize>, Vec<f32>)>,
+    /// A label from the ONNX names (`stem` for the initializer `stem.weight`), when it is
+    /// an identifier of the language.
+    hint: Option<String>,
 }
 
 impl Layer {
     fn new(name: &'static str, src: Option<usize>) -> Layer {
-        Layer { name, args: vec![], src, refs: vec![], params: vec![] }
+        Layer { name, args: vec![], src, refs: vec![], params: vec![], hint: None }
     }
 
     fn arg(mut self, key: &'static str, v: ValueKind) -> Layer {
@@ -241,7 +244,7 @@ pub fn import(bytes: &[u8], source: &str, model_name: &str, dir: &Path, loss: bo
     for name in read.chain(graph.output.iter().map(|o| o.name())) {
         *uses.entry(name.to_string()).or_default() += 1;
     }
-    let mut b = Builder { stmts: vec![], source: source.to_string(), batch: in_shape[0], opset, uses };
+    let mut b = Builder { stmts: vec![], source: source.to_string(), batch: in_shape[0], opset, uses, hint: None };
     for node in &graph.node {
         b.node(node, &mut vals)?;
     }
@@ -351,6 +354,8 @@ struct Builder {
     opset: i64,
     /// How many nodes (and graph outputs) read each value.
     uses: HashMap<String, usize>,
+    /// The label hint of the node being read, for the statement it makes.
+    hint: Option<String>,
 }
 
 impl Builder {
@@ -412,8 +417,9 @@ impl Builder {
         }
     }
 
-    /// Append a statement; returns its index.
-    fn push(&mut self, layer: Layer) -> usize {
+    /// Append a statement (with the node's label hint); returns its index.
+    fn push(&mut self, mut layer: Layer) -> usize {
+        layer.hint = self.hint.take();
         self.stmts.push(layer);
         self.stmts.len() - 1
     }
@@ -437,6 +443,14 @@ impl Builder {
             return self.refuse(n, "a second output (indices, masks, statistics) is read");
         }
         let op = n.op_type();
+        // PyTorch names a module's weights `<module>.weight`: the module's name, if an
+        // identifier, labels the statement (so the weights keep PyTorch's names).
+        let from_weights = n.input.iter().skip(1).find_map(|i| {
+            let (module, _) = i.rsplit_once('.')?;
+            matches!(vals.get(i), Some(Val::Const(_))).then(|| percept_ident(module)).flatten()
+        });
+        // (Node names are not used: the exporters generate them, `/stem/Conv`, `node_Conv_135`.)
+        self.hint = from_weights;
         // A node of constants only is folded (weight transforms, shape arithmetic).
         let given: Vec<&String> = n.input.iter().filter(|i| !i.is_empty()).collect();
         if op != "Constant" && !given.is_empty() {
@@ -1120,13 +1134,22 @@ impl Builder {
             ));
         }
         let input_label = percept_ident(input_name).unwrap_or_else(|| "x".into());
-        let mut labels: Vec<Option<String>> = vec![None; self.stmts.len()];
-        for (i, s) in self.stmts.iter().enumerate() {
+        // Labels: the ONNX names' (each once), then `t<index>` where a statement is
+        // referred to by name; never two alike, never the input's.
+        let mut taken: std::collections::HashSet<String> = [input_label.clone()].into();
+        let mut labels: Vec<Option<String>> =
+            self.stmts.iter().map(|s| s.hint.clone().filter(|h| taken.insert(h.clone()))).collect();
+        for i in 0..self.stmts.len() {
+            let s = &self.stmts[i];
             let from = (s.src != i.checked_sub(1)).then_some(s.src);
             for r in from.into_iter().chain(s.refs.iter().copied()).flatten() {
-                // `t<index>`, never the input's name.
-                let label = format!("t{r}");
-                labels[r] = Some(if label == input_label { format!("{label}_") } else { label });
+                if labels[r].is_none() {
+                    let mut label = format!("t{r}");
+                    while !taken.insert(label.clone()) {
+                        label.push('_');
+                    }
+                    labels[r] = Some(label);
+                }
             }
         }
         let name_of = |r: Option<usize>| match r {
