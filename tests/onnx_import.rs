@@ -148,6 +148,10 @@ fn exporter_patterns_become_percept_layers() {
     // graph; the dynamo exporter writes opset 18's axes and pads as inputs: the same model.
     assert_eq!(body(&imports_and_runs_like_onnxruntime("patterns_nofold")), want);
     assert_eq!(body(&imports_and_runs_like_onnxruntime("patterns_dynamo")), want);
+    // And at the ends of the supported opsets: 11 (axes as attributes, Pad-11, Resize-11)
+    // and 21.
+    assert_eq!(body(&imports_and_runs_like_onnxruntime("patterns_opset11")), want);
+    assert_eq!(body(&imports_and_runs_like_onnxruntime("patterns_opset21")), want);
     // A final log_softmax is only imported as the loss.
     let dir = dir("log");
     let log = repo("tests/onnx/patterns_log.onnx");
@@ -210,6 +214,23 @@ fn what_cannot_be_imported_is_refused_before_anything_is_written() {
         &["import", "alone.onnx"],
         "the initializer `0.weight` is in lenet5_dynamo.onnx.data, which cannot be read",
     );
+    // Initializers of the wrong shape: a count that does not fit the dimensions, and a
+    // transposed weight that no longer fits its bias.
+    {
+        use percept::onnx::proto::ModelProto;
+        use prost::Message;
+        let original = ModelProto::decode(&std::fs::read(repo("tests/onnx/branches.onnx")).unwrap()[..]).unwrap();
+        for (dims, file, message) in [
+            (vec![5, 7], "count.onnx", "the tensor `head.weight` holds 30 values for dimensions [5, 7]"),
+            (vec![6, 5], "transposed.onnx", "the bias has shape [5]; only a per-output bias [6] is a dense layer's"),
+        ] {
+            let mut model = original.clone();
+            let graph = model.graph.as_mut().unwrap();
+            graph.initializer.iter_mut().find(|t| t.name() == "head.weight").unwrap().dims = dims;
+            std::fs::write(dir.join(file), model.encode_to_vec()).unwrap();
+            fails(&dir, &["import", file], message);
+        }
+    }
     let written: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -18,6 +18,7 @@ the dynamo-based one at opset 18 for the `_dynamo` names — and writes
                        norm after an add and after a linear — also exported
                        without constant folding (`patterns_nofold`: the weight transforms
                        and the pads arithmetic stay in the graph) and by dynamo
+  patterns_opset11/21  the same at the ends of the opset range (TorchScript at 11, dynamo at 21)
   patterns_log         the same ending in log_softmax (no outputs file: Percept imports it
                        only with --loss)
   ex_<example>         every model of examples/ as its PyTorch twin (`percept export
@@ -152,6 +153,9 @@ def models(percept):
     yield "patterns_nofold", Patterns, (3, 8, 8), {**TS, "do_constant_folding": False}
     yield "patterns_dynamo", Patterns, (3, 8, 8), DYNAMO
     yield "patterns_log", LogPatterns, (3, 8, 8), TS
+    # The ends of the opset range: 11 (attributes for axes; Resize-11, Pad-11) and 21.
+    yield "patterns_opset11", Patterns, (3, 8, 8), {**TS, "opset_version": 11}
+    yield "patterns_opset21", Patterns, (3, 8, 8), {**DYNAMO, "opset_version": 21}
     for nn_file in sorted((ROOT / "examples").glob("*.nn")):
         cls, shape = twin(percept, nn_file.stem)
         yield f"ex_{nn_file.stem}", cls, shape, TS
