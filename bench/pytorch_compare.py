@@ -11,8 +11,12 @@ parameter shapes; the parameter counts are checked against Percept's), so every 
 runs.
 
 Throughput: training steps (forward, loss, backward, SGD with momentum) at batch 64 on
-random data, samples/s, for PyTorch eager and torch.compile (where it works) and for
-`percept bench --json` (fused and unfused), with the ratio Percept/PyTorch eager.
+random data, samples/s, for PyTorch eager and torch.compile (where it works; its compile
+time measured cold: dynamo reset and inductor's caches off for each compilation) and for
+`percept bench --json` (fused and unfused), with the ratio Percept/PyTorch eager; then, in
+the same run, inference (evaluation mode, no gradients): the latency of one sample (batch
+1, µs per call) and the throughput at batch 64, PyTorch eager against `percept bench
+--inference --json` (fused), at each thread count.
 Accuracy: LeNet-5 on MNIST with Percept's default recipe (batch 64, SGD lr 0.05 momentum
 0.9, one-cycle per step, PyTorch's default init, inputs normalized), 3 epochs, test
 accuracy and training seconds after each epoch, beside `percept train --json`.
@@ -207,6 +211,12 @@ def torch_throughput(name, threads, batch, seconds, compiled):
     fwd = model
     compile_s = 0.0
     if compiled:
+        # Cold: no compiled graph kept from an earlier model or thread count (which also
+        # kept hitting dynamo's recompile limit), none read back from inductor's caches.
+        torch._dynamo.reset()
+        for flag in ("fx_graph_cache", "autotune_local_cache"):
+            if hasattr(torch._inductor.config, flag):
+                setattr(torch._inductor.config, flag, False)
         t = time.perf_counter()
         fwd = torch.compile(model)
         step()
@@ -220,9 +230,28 @@ def torch_throughput(name, threads, batch, seconds, compiled):
     return n * batch / (time.perf_counter() - t), compile_s
 
 
-def percept_bench(name, threads, batch, seconds):
+def torch_inference(name, threads, batch, seconds):
+    """PyTorch eager in evaluation mode without gradients: (samples/s, µs per call)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    summary = summary_of(example(name))
+    model = Network(summary).eval()
+    x = torch.rand(batch, *summary["input_shape"])
+    with torch.no_grad():
+        for _ in range(3):
+            model(x)
+        n, t = 0, time.perf_counter()
+        while time.perf_counter() - t < seconds or n < 3:
+            model(x)
+            n += 1
+        elapsed = time.perf_counter() - t
+    return n * batch / elapsed, 1e6 * elapsed / n
+
+
+def percept_bench(name, threads, batch, seconds, inference=False):
     out = subprocess.run([str(PERCEPT), "bench", str(example(name)), "--batch", str(batch),
-                          "--threads", str(threads), "--seconds", str(seconds), "--json"],
+                          "--threads", str(threads), "--seconds", str(seconds), "--json"]
+                         + (["--inference"] if inference else []),
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
@@ -230,6 +259,7 @@ def percept_bench(name, threads, batch, seconds):
 def throughput(args):
     print(f"torch {torch.__version__}, batch {args.batch}, SGD momentum 0.9, random data, {args.seconds} s per measurement")
     print(f"{'model':<11} {'threads':>7} {'torch eager':>12} {'torch.compile':>14} {'percept fused':>14} {'percept unfused':>16} {'percept/eager':>14}")
+    inference = []
     for threads in args.threads:
         for name in args.models:
             eager, _ = torch_throughput(name, threads, args.batch, args.seconds, False)
@@ -243,6 +273,17 @@ def throughput(args):
             p = percept_bench(name, threads, args.batch, args.seconds)
             fused, unfused = p["fused"]["samples_per_s"], p["unfused"]["samples_per_s"]
             print(f"{name:<11} {threads:>7} {eager:>12,.0f} {comp_txt:>14} {fused:>14,.0f} {unfused:>16,.0f} {fused / eager:>13.2f}x", flush=True)
+            _, t_lat = torch_inference(name, threads, 1, args.seconds)
+            t_rate, _ = torch_inference(name, threads, args.batch, args.seconds)
+            p_lat = percept_bench(name, threads, 1, args.seconds, inference=True)["fused"]["us_per_batch"]
+            p_rate = percept_bench(name, threads, args.batch, args.seconds, inference=True)["fused"]["samples_per_s"]
+            inference.append((name, threads, t_lat, p_lat, t_rate, p_rate))
+    print(f"\ninference, evaluation mode: latency of batch 1 (µs per call), throughput at batch {args.batch} (samples/s)")
+    print(f"{'model':<11} {'threads':>7} {'torch b1 µs':>12} {'percept b1 µs':>14} {'torch/percept':>14} "
+          f"{'torch b' + str(args.batch):>12} {'percept b' + str(args.batch):>14} {'percept/torch':>14}")
+    for name, threads, t_lat, p_lat, t_rate, p_rate in inference:
+        print(f"{name:<11} {threads:>7} {t_lat:>12,.1f} {p_lat:>14,.1f} {t_lat / p_lat:>13.1f}x "
+              f"{t_rate:>12,.0f} {p_rate:>14,.0f} {p_rate / t_rate:>13.2f}x", flush=True)
 
 
 def mnist():

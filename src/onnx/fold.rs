@@ -14,9 +14,10 @@ fn err<T>(msg: impl Into<String>) -> R<T> {
     Err(ImportError(msg.into()))
 }
 
-/// The most values a folded constant may have (what the file gives is bounded by its
-/// size; what folding makes, by this).
-const MAX_FOLDED: usize = 1 << 26;
+/// How many values folding may make beyond the file's size in bytes (the importer's
+/// budget for one model: exporters' folds transform each weight once or twice and compute
+/// small shapes; a hostile graph could otherwise ask for far more memory than it holds).
+pub const MAX_FOLDED: usize = 1 << 22;
 
 /// The batch dimension in a folded shape (ONNX's dynamic `N`).
 pub const BATCH: i64 = i64::MIN;
@@ -55,7 +56,12 @@ impl Const {
         }
     }
 
-    fn len(&self) -> usize {
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many values it holds.
+    pub fn len(&self) -> usize {
         match &self.data {
             Data::F32(v) => v.len(),
             Data::I64(v) => v.len(),
@@ -188,16 +194,22 @@ pub fn ints_attr_or_input(
     }
 }
 
-/// Evaluate `n` when it only transforms constants (`inputs`: its inputs, all constant).
-/// `None`: the op is not one the importer folds.
-pub fn fold(n: &NodeProto, inputs: &[Const]) -> R<Option<Const>> {
+/// Evaluate `n` when it only transforms constants (`inputs`: its inputs, all constant),
+/// making at most `limit` values where an op makes more than an input holds. `None`: the op
+/// is not one the importer folds.
+pub fn fold(n: &NodeProto, inputs: &[&Const], limit: usize) -> R<Option<Const>> {
     let what = || format!("{} node `{}`", n.op_type(), n.name());
     let attr = |name: &str| n.attribute.iter().find(|a| a.name() == name);
-    let input = |i: usize| inputs.get(i).cloned();
+    let input = |i: usize| inputs.get(i).map(|c| (*c).clone());
+    let too_large = |count: Option<usize>| {
+        count
+            .is_none_or(|c| c > limit)
+            .then(|| ImportError(format!("{}: folding makes more values than the model file holds", what())))
+    };
     let Some(x) = inputs.first() else { return Ok(None) };
     let rank = x.dims.len();
     let folded = match n.op_type() {
-        "Identity" | "Dropout" => x.clone(),
+        "Identity" | "Dropout" => (*x).clone(),
         "Shape" if attr("start").is_none() && attr("end").is_none() => {
             Const::i64s(x.dims.iter().map(|&d| d as i64).collect())
         }
@@ -238,14 +250,14 @@ pub fn fold(n: &NodeProto, inputs: &[Const]) -> R<Option<Const>> {
             };
             Const {
                 dims: reshaped(&x.dims, &shape).ok_or_else(|| ImportError(format!("{}: {shape:?}", what())))?,
-                ..x.clone()
+                ..(*x).clone()
             }
         }
         "Flatten" => {
             let a = flatten_axis(attr("axis").and_then(|a| a.i).unwrap_or(1), rank)
                 .ok_or_else(|| ImportError(format!("{}: the axis", what())))?;
             let outer: usize = x.dims[..a].iter().product();
-            Const { dims: vec![outer, x.len() / outer.max(1)], ..x.clone() }
+            Const { dims: vec![outer, x.len() / outer.max(1)], ..(*x).clone() }
         }
         "Unsqueeze" | "Squeeze" => {
             let axes =
@@ -273,11 +285,14 @@ pub fn fold(n: &NodeProto, inputs: &[Const]) -> R<Option<Const>> {
                 }
                 dims = (0..rank).filter(|a| !axes.contains(a)).map(|a| x.dims[a]).collect();
             }
-            Const { dims, ..x.clone() }
+            Const { dims, ..(*x).clone() }
         }
         "Concat" => {
             let a = axis(attr("axis").and_then(|a| a.i).unwrap_or(0), rank.max(1))
                 .ok_or_else(|| ImportError(format!("{}: the axis", what())))?;
+            if let Some(e) = too_large(inputs.iter().try_fold(0usize, |a, c| a.checked_add(c.len()))) {
+                return Err(e);
+            }
             concat(inputs, a.min(rank.saturating_sub(1)))
                 .ok_or_else(|| ImportError(format!("{}: inputs of different ranks, data types or sizes", what())))?
         }
@@ -298,8 +313,8 @@ pub fn fold(n: &NodeProto, inputs: &[Const]) -> R<Option<Const>> {
                 return err(format!("{}: the shape must be non-negative int64s", what()));
             };
             let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-            if dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_none_or(|n| n > MAX_FOLDED) {
-                return err(format!("{}: a constant of shape {shape:?} is too large to fold", what()));
+            if let Some(e) = too_large(dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))) {
+                return Err(e);
             }
             let fill = match attr("value").and_then(|a| a.t.as_ref()) {
                 Some(t) => tensor(t, "")?,
@@ -313,7 +328,7 @@ pub fn fold(n: &NodeProto, inputs: &[Const]) -> R<Option<Const>> {
         "Slice" => slice(n, inputs).map_err(|e| ImportError(format!("{}: {e}", what())))?,
         "Add" | "Sub" | "Mul" | "Div" => {
             let y = input(1).ok_or_else(|| ImportError(format!("{}: one input", what())))?;
-            binary(n.op_type(), x, &y).ok_or_else(|| {
+            binary(n.op_type(), x, &y, limit).ok_or_else(|| {
                 ImportError(format!("{}: shapes {:?} and {:?} of different types or that do not broadcast, or an inexact integer division", what(), x.dims, y.dims))
             })?
         }
@@ -323,8 +338,8 @@ pub fn fold(n: &NodeProto, inputs: &[Const]) -> R<Option<Const>> {
 }
 
 /// ONNX Slice (opset 10 on: starts, ends, axes, steps as inputs; before: attributes).
-fn slice(n: &NodeProto, inputs: &[Const]) -> Result<Const, String> {
-    let x = &inputs[0];
+fn slice(n: &NodeProto, inputs: &[&Const]) -> Result<Const, String> {
+    let x = inputs[0];
     let rank = x.dims.len();
     let list = |name: &str, i: usize| -> Option<Vec<i64>> {
         match n.attribute.iter().find(|a| a.name() == name) {
@@ -377,7 +392,7 @@ fn slice(n: &NodeProto, inputs: &[Const]) -> Result<Const, String> {
 /// Elementwise Add, Sub, Mul, Div of two constants of one type, with NumPy broadcasting;
 /// `None` when the shapes do not broadcast, the types differ or an integer division is
 /// inexact (ONNX leaves its rounding to the implementation).
-fn binary(op: &str, a: &Const, b: &Const) -> Option<Const> {
+fn binary(op: &str, a: &Const, b: &Const, limit: usize) -> Option<Const> {
     let rank = a.dims.len().max(b.dims.len());
     let pad = |d: &[usize]| [vec![1; rank - d.len()], d.to_vec()].concat();
     let (da, db) = (pad(&a.dims), pad(&b.dims));
@@ -390,7 +405,7 @@ fn binary(op: &str, a: &Const, b: &Const) -> Option<Const> {
         })
         .collect::<Option<_>>()?;
     let (sa, sb, so) = (strides(&da), strides(&db), strides(&dims));
-    let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_FOLDED)?;
+    let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n <= limit.max(a.len()).max(b.len()))?;
     let at = |i: usize, d: &[usize], s: &[usize]| -> usize {
         (0..rank).map(|k| if d[k] == 1 { 0 } else { (i / so[k]) % dims[k] * s[k] }).sum()
     };
@@ -462,18 +477,18 @@ fn reshaped(dims: &[usize], shape: &[i64]) -> Option<Vec<usize>> {
 }
 
 /// The constants joined along `axis` (same rank and data type, same other dimensions).
-fn concat(parts: &[Const], axis: usize) -> Option<Const> {
-    let first = parts.first()?;
+fn concat(parts: &[&Const], axis: usize) -> Option<Const> {
+    let first = *parts.first()?;
     let rank = first.dims.len();
     if rank == 0 {
         // Scalars join as a vector (what exporters' shape lists do after Unsqueeze).
         let vectors: Vec<Const> = parts
             .iter()
-            .map(|p| if p.dims.is_empty() { Const { dims: vec![1], ..p.clone() } } else { p.clone() })
+            .map(|p| if p.dims.is_empty() { Const { dims: vec![1], ..(*p).clone() } } else { (*p).clone() })
             .collect();
-        return concat(&vectors, 0);
+        return concat(&vectors.iter().collect::<Vec<_>>(), 0);
     }
-    let same = |p: &Const| {
+    let same = |p: &&Const| {
         p.dims.len() == rank
             && (0..rank).all(|k| k == axis || p.dims[k] == first.dims[k])
             && std::mem::discriminant(&p.data) == std::mem::discriminant(&first.data)
@@ -492,7 +507,7 @@ fn concat(parts: &[Const], axis: usize) -> Option<Const> {
     Some(Const { dims, data })
 }
 
-fn join<T: Copy>(parts: &[Const], outer: usize, inner: usize, axis: usize, values: impl Fn(&Const) -> &[T]) -> Vec<T> {
+fn join<T: Copy>(parts: &[&Const], outer: usize, inner: usize, axis: usize, values: impl Fn(&Const) -> &[T]) -> Vec<T> {
     let mut out = vec![];
     for o in 0..outer {
         for p in parts {
@@ -507,6 +522,8 @@ fn join<T: Copy>(parts: &[Const], outer: usize, inner: usize, axis: usize, value
 mod tests {
     use super::*;
 
+    const LIMIT: usize = 1 << 20;
+
     fn node(op: &str, attrs: Vec<proto::AttributeProto>) -> NodeProto {
         NodeProto { op_type: Some(op.into()), attribute: attrs, ..Default::default() }
     }
@@ -518,29 +535,36 @@ mod tests {
     #[test]
     fn a_transposed_weight_is_folded() {
         let w = Const { dims: vec![2, 3], data: Data::F32(vec![1., 2., 3., 4., 5., 6.]) };
-        let t = fold(&node("Transpose", vec![ints("perm", &[1, 0])]), &[w]).unwrap().unwrap();
+        let t = fold(&node("Transpose", vec![ints("perm", &[1, 0])]), &[&w], LIMIT).unwrap().unwrap();
         assert_eq!(t, Const { dims: vec![3, 2], data: Data::F32(vec![1., 4., 2., 5., 3., 6.]) });
     }
 
     #[test]
     fn shapes_fold_through_unsqueeze_concat_and_reshape() {
         let batch = Const { dims: vec![], data: Data::I64(vec![BATCH]) };
-        let u = fold(&node("Unsqueeze", vec![ints("axes", &[0])]), &[batch]).unwrap().unwrap();
+        let u = fold(&node("Unsqueeze", vec![ints("axes", &[0])]), &[&batch], LIMIT).unwrap().unwrap();
         assert_eq!(u.dims, [1]);
-        let c = fold(&node("Concat", vec![]), &[u, Const::i64s(vec![-1])]).unwrap().unwrap();
+        let c = fold(&node("Concat", vec![]), &[&u, &Const::i64s(vec![-1])], LIMIT).unwrap().unwrap();
         assert_eq!(c, Const::i64s(vec![BATCH, -1]));
         let x = Const { dims: vec![2, 3, 4], data: Data::F32(vec![0.0; 24]) };
-        let r = fold(&node("Reshape", vec![]), &[x.clone(), Const::i64s(vec![0, -1])]).unwrap().unwrap();
+        let r = fold(&node("Reshape", vec![]), &[&x, &Const::i64s(vec![0, -1])], LIMIT).unwrap().unwrap();
         assert_eq!(r.dims, [2, 12]);
-        assert!(fold(&node("Reshape", vec![]), &[x, Const::i64s(vec![5, -1])]).is_err());
+        assert!(fold(&node("Reshape", vec![]), &[&x, &Const::i64s(vec![5, -1])], LIMIT).is_err());
     }
 
     #[test]
     fn concat_joins_along_an_inner_axis() {
+        // Folding may not make more values than the budget: 100 copies of 2·10⁴ values.
+        let big = Const { dims: vec![20_000], data: Data::F32(vec![0.0; 20_000]) };
+        let copies: Vec<&Const> = vec![&big; 100];
+        assert!(fold(&node("Concat", vec![]), &copies, LIMIT)
+            .unwrap_err()
+            .0
+            .contains("more values than the model file"));
         let a = Const { dims: vec![2, 1], data: Data::I64(vec![1, 2]) };
         let b = Const { dims: vec![2, 2], data: Data::I64(vec![3, 4, 5, 6]) };
         let attr = proto::AttributeProto { name: Some("axis".into()), i: Some(1), ..Default::default() };
-        let c = fold(&node("Concat", vec![attr]), &[a, b]).unwrap().unwrap();
+        let c = fold(&node("Concat", vec![attr]), &[&a, &b], LIMIT).unwrap().unwrap();
         assert_eq!(c, Const { dims: vec![2, 3], data: Data::I64(vec![1, 3, 4, 2, 5, 6]) });
     }
 }

@@ -244,7 +244,15 @@ pub fn import(bytes: &[u8], source: &str, model_name: &str, dir: &Path, loss: bo
     for name in read.chain(graph.output.iter().map(|o| o.name())) {
         *uses.entry(name.to_string()).or_default() += 1;
     }
-    let mut b = Builder { stmts: vec![], source: source.to_string(), batch: in_shape[0], opset, uses, hint: None };
+    let mut b = Builder {
+        stmts: vec![],
+        source: source.to_string(),
+        batch: in_shape[0],
+        opset,
+        uses,
+        hint: None,
+        budget: bytes.len() + fold::MAX_FOLDED,
+    };
     for node in &graph.node {
         b.node(node, &mut vals)?;
     }
@@ -356,6 +364,8 @@ struct Builder {
     uses: HashMap<String, usize>,
     /// The label hint of the node being read, for the statement it makes.
     hint: Option<String>,
+    /// How many more values constant folding may make (see `fold::MAX_FOLDED`).
+    budget: usize,
 }
 
 impl Builder {
@@ -452,18 +462,25 @@ impl Builder {
         // (Node names are not used: the exporters generate them, `/stem/Conv`, `node_Conv_135`.)
         self.hint = from_weights;
         // A node of constants only is folded (weight transforms, shape arithmetic).
-        let given: Vec<&String> = n.input.iter().filter(|i| !i.is_empty()).collect();
-        if op != "Constant" && !given.is_empty() {
-            let consts: Option<Vec<Const>> = given
+        // (Trailing optional inputs may be left out; the folded ops take them by position.)
+        let given = n.input.iter().rposition(|i| !i.is_empty()).map_or(0, |last| last + 1);
+        if op != "Constant" && given > 0 {
+            let consts: Option<Vec<&Const>> = n.input[..given]
                 .iter()
-                .map(|i| match vals.get(*i) {
-                    Some(Val::Const(c)) => Some(c.clone()),
+                .map(|i| match vals.get(i) {
+                    Some(Val::Const(c)) => Some(c),
                     _ => None,
                 })
                 .collect();
             if let Some(consts) = consts {
-                match fold(n, &consts).map_err(|e| ImportError(format!("{}: {}", self.source, e.0)))? {
+                let folded =
+                    fold(n, &consts, self.budget).map_err(|e| ImportError(format!("{}: {}", self.source, e.0)))?;
+                match folded {
+                    Some(c) if c.len() > self.budget => {
+                        return self.refuse(n, "folding makes more values than the model file holds")
+                    }
                     Some(c) => {
+                        self.budget -= c.len();
                         vals.insert(out, Val::Const(c));
                         return Ok(());
                     }
