@@ -71,7 +71,6 @@ fn onnx_backend_node_tests_match_or_are_refused() {
 fn constant_folding_matches_onnx_node_tests() {
     use percept::onnx::fold::{fold, Const, Data};
     use percept::onnx::proto::ModelProto;
-    use percept_runtime::tensorfile::Data as FileData;
     use prost::Message;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx/node");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
@@ -85,13 +84,8 @@ fn constant_folding_matches_onnx_node_tests() {
         let model = ModelProto::decode(&std::fs::read(dir.join(format!("{name}.onnx"))).unwrap()[..]).unwrap();
         let node = &model.graph.as_ref().unwrap().node[0];
         let file = TensorFile::read(&dir.join(format!("{name}.fold.safetensors"))).unwrap();
-        let konst = |t: &percept_runtime::tensorfile::NamedTensor| Const {
-            dims: t.shape.clone(),
-            data: match &t.data {
-                FileData::F32(v) => Data::F32(v.clone()),
-                FileData::I64(v) => Data::I64(v.clone()),
-            },
-        };
+        let konst =
+            |t: &percept_runtime::tensorfile::NamedTensor| Const { dims: t.shape.clone(), data: t.data.clone() };
         let inputs: Vec<Const> = (0..).map_while(|i| file.get(&format!("in{i}"))).map(konst).collect();
         let want = konst(file.get("out").unwrap());
         match fold(node, &inputs.iter().collect::<Vec<_>>(), usize::MAX) {

@@ -22,12 +22,8 @@ pub const MAX_FOLDED: usize = 1 << 22;
 /// The batch dimension in a folded shape (ONNX's dynamic `N`).
 pub const BATCH: i64 = i64::MIN;
 
-/// A constant tensor's values: float32 (weights) or int64 (shapes, axes).
-#[derive(Clone, Debug, PartialEq)]
-pub enum Data {
-    F32(Vec<f32>),
-    I64(Vec<i64>),
-}
+/// A constant tensor's values: float32 (weights) or int64 (shapes, axes), as in a weights file.
+pub use percept_runtime::tensorfile::Data;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Const {

@@ -822,6 +822,19 @@ impl Builder {
         Ok(())
     }
 
+    /// A window's own padding: its `pads` (auto_pad NOTSET) or none (VALID); `None` for
+    /// SAME_UPPER and SAME_LOWER, whose padding depends on the input's size.
+    fn own_pads(&self, n: &NodeProto) -> R<Option<[i64; 4]>> {
+        match string(n, "auto_pad", "NOTSET") {
+            "NOTSET" => match pads4(&ints(n, "pads").unwrap_or(vec![0; 4])) {
+                Some(p) => Ok(Some(p)),
+                None => self.refuse(n, "pads must be [top, left, bottom, right]"),
+            },
+            "VALID" => Ok(Some([0; 4])),
+            _ => Ok(None),
+        }
+    }
+
     fn conv(&mut self, n: &NodeProto, vals: &mut HashMap<String, Val>) -> R<()> {
         let op = n.op_type();
         let transposed = op == "ConvTranspose";
@@ -839,14 +852,10 @@ impl Builder {
         if strides.len() != 2 || dilations.len() != 2 || strides.iter().chain(&dilations).any(|&x| x < 1) {
             return self.refuse(n, "strides and dilations must be two positive integers");
         }
-        let own = match string(n, "auto_pad", "NOTSET") {
-            "NOTSET" => match pads4(&ints(n, "pads").unwrap_or(vec![0; 4])) {
-                Some(p) => Some(p),
-                None => return self.refuse(n, "pads must be [top, left, bottom, right]"),
-            },
-            "VALID" => Some([0; 4]),
+        let own = match (self.own_pads(n)?, string(n, "auto_pad", "NOTSET")) {
+            (Some(p), _) => Some(p),
             // With stride 1, SAME pads (k−1)·d/2 on each side whatever the input size.
-            "SAME_UPPER" | "SAME_LOWER" if !transposed && strides == [1, 1] => {
+            (None, "SAME_UPPER" | "SAME_LOWER") if !transposed && strides == [1, 1] => {
                 let extent = |k: usize| (kernel[k] - 1).saturating_mul(dilations[k]);
                 (extent(0) % 2 == 0 && extent(1) % 2 == 0)
                     .then(|| [extent(0) / 2, extent(1) / 2, extent(0) / 2, extent(1) / 2])
@@ -912,15 +921,7 @@ impl Builder {
         if int(n, "storage_order", 0) != 0 {
             return self.refuse(n, "storage_order 1");
         }
-        let own = match string(n, "auto_pad", "NOTSET") {
-            "NOTSET" => match pads4(&ints(n, "pads").unwrap_or(vec![0; 4])) {
-                Some(p) => Some(p),
-                None => return self.refuse(n, "pads must be [top, left, bottom, right]"),
-            },
-            "VALID" => Some([0; 4]),
-            _ => None,
-        };
-        let Some(own) = own else {
+        let Some(own) = self.own_pads(n)? else {
             return self.refuse(n, format!("auto_pad {} is not folded", string(n, "auto_pad", "")));
         };
         // A zero Pad before the pooling: the zeros are values, which an average counts

@@ -30,8 +30,6 @@ the dynamo-based one at opset 18 for the `_dynamo` names — and writes
     python3 tests/onnx/make_fixtures.py [PERCEPT]   (default: target/release/percept)
 """
 import importlib.util
-import json
-import struct
 import subprocess
 import sys
 import tempfile
@@ -47,6 +45,7 @@ OUT = Path(__file__).resolve().parent
 ROOT = OUT.parents[1]
 sys.path.insert(0, str(ROOT / "tests/golden"))
 import make_golden  # noqa: E402  (the golden modules: one definition of each)
+from make_node_tests import save_safetensors  # noqa: E402
 
 
 class Branches(nn.Module):
@@ -164,19 +163,6 @@ def models(percept):
         if nn_file.stem != "autoencoder":
             yield f"ex_{nn_file.stem}_dynamo", cls, shape, DYNAMO
     yield "unsupported", Unsupported, (4,), TS
-
-
-def save_safetensors(path, tensors):
-    header, blobs, offset = {}, [], 0
-    for name in sorted(tensors):
-        data = np.ascontiguousarray(tensors[name], dtype=np.float32)
-        raw = data.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(data.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    path.write_bytes(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
 def main():
