@@ -33,6 +33,15 @@ fn attr_int(name: &str, i: i64) -> AttributeProto {
     }
 }
 
+/// A sliding window's attributes: its size, strides, and the same padding on both sides.
+fn window(kernel: &[usize], stride: &[usize], padding: [usize; 2]) -> Vec<AttributeProto> {
+    vec![
+        attr_ints("kernel_shape", kernel),
+        attr_ints("strides", stride),
+        attr_ints("pads", &[padding[0], padding[1], padding[0], padding[1]]),
+    ]
+}
+
 fn attr_ints(name: &str, v: &[usize]) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
@@ -138,6 +147,14 @@ pub fn export(spec: &ModelSpec, weights: &TensorFile, batch: Batch, opset: i64) 
         g.initializers.push(f32_tensor(name, &t.shape, data));
         Ok(name.to_string())
     };
+    // A layer's inputs: x, its weight and, with `bias`, its bias.
+    let weighted = |g: &mut Graph, x: String, prefix: &str, bias: bool| -> Result<Vec<String>, String> {
+        let mut ins = vec![x, param(g, &format!("{prefix}.weight"))?];
+        if bias {
+            ins.push(param(g, &format!("{prefix}.bias"))?);
+        }
+        Ok(ins)
+    };
     let input_name = spec.input.name.clone().unwrap_or_else(|| "input".into());
     let mut outs: Vec<String> = vec![];
     let value = |outs: &Vec<String>, r: Ref| match r {
@@ -150,14 +167,11 @@ pub fn export(spec: &ModelSpec, weights: &TensorFile, batch: Batch, opset: i64) 
         let p = |s: &str| format!("{}.{s}", l.prefix);
         let y = match &l.layer {
             Layer::Dense { bias, .. } => {
-                let mut ins = vec![x, param(&mut g, &p("weight"))?];
-                if *bias {
-                    ins.push(param(&mut g, &p("bias"))?);
-                }
+                let ins = weighted(&mut g, x, &l.prefix, *bias)?;
                 g.node("Gemm", &ins, vec![attr_int("transB", 1)], &tag)
             }
             Layer::Maxout { units, pieces } => {
-                let ins = vec![x, param(&mut g, &p("weight"))?, param(&mut g, &p("bias"))?];
+                let ins = weighted(&mut g, x, &l.prefix, true)?;
                 let z = g.node("Gemm", &ins, vec![attr_int("transB", 1)], &tag);
                 let shape = format!("{tag}/maxout_shape");
                 g.initializers.push(i64_tensor(&shape, &[0, *units as i64, *pieces as i64]));
@@ -171,50 +185,25 @@ pub fn export(spec: &ModelSpec, weights: &TensorFile, batch: Batch, opset: i64) 
                 }
             }
             Layer::Conv2d { kernel, stride, padding, dilation, groups, bias, .. } => {
-                let pad = conv_padding(*padding, *kernel, *dilation);
-                let mut ins = vec![x, param(&mut g, &p("weight"))?];
-                if *bias {
-                    ins.push(param(&mut g, &p("bias"))?);
-                }
-                let attrs = vec![
-                    attr_ints("kernel_shape", kernel),
-                    attr_ints("strides", stride),
-                    attr_ints("pads", &[pad[0], pad[1], pad[0], pad[1]]),
-                    attr_ints("dilations", dilation),
-                    attr_int("group", *groups as i64),
-                ];
+                let ins = weighted(&mut g, x, &l.prefix, *bias)?;
+                let mut attrs = window(kernel, stride, conv_padding(*padding, *kernel, *dilation));
+                attrs.extend([attr_ints("dilations", dilation), attr_int("group", *groups as i64)]);
                 g.node("Conv", &ins, attrs, &tag)
             }
             Layer::ConvTranspose2d { kernel, stride, padding, output_padding, dilation, groups, bias, .. } => {
-                let mut ins = vec![x, param(&mut g, &p("weight"))?];
-                if *bias {
-                    ins.push(param(&mut g, &p("bias"))?);
-                }
-                let attrs = vec![
-                    attr_ints("kernel_shape", kernel),
-                    attr_ints("strides", stride),
-                    attr_ints("pads", &[padding[0], padding[1], padding[0], padding[1]]),
+                let ins = weighted(&mut g, x, &l.prefix, *bias)?;
+                let mut attrs = window(kernel, stride, *padding);
+                attrs.extend([
                     attr_ints("output_padding", output_padding),
                     attr_ints("dilations", dilation),
                     attr_int("group", *groups as i64),
-                ];
+                ]);
                 g.node("ConvTranspose", &ins, attrs, &tag)
             }
-            Layer::MaxPool { size, stride, padding } => {
-                let attrs = vec![
-                    attr_ints("kernel_shape", size),
-                    attr_ints("strides", stride),
-                    attr_ints("pads", &[padding[0], padding[1], padding[0], padding[1]]),
-                ];
-                g.node("MaxPool", &[x], attrs, &tag)
-            }
+            Layer::MaxPool { size, stride, padding } => g.node("MaxPool", &[x], window(size, stride, *padding), &tag),
             Layer::AvgPool { size, stride, padding, count_include_pad } => {
-                let attrs = vec![
-                    attr_ints("kernel_shape", size),
-                    attr_ints("strides", stride),
-                    attr_ints("pads", &[padding[0], padding[1], padding[0], padding[1]]),
-                    attr_int("count_include_pad", i64::from(*count_include_pad)),
-                ];
+                let mut attrs = window(size, stride, *padding);
+                attrs.push(attr_int("count_include_pad", i64::from(*count_include_pad)));
                 g.node("AveragePool", &[x], attrs, &tag)
             }
             Layer::BatchNorm { eps, momentum } => {
