@@ -258,7 +258,7 @@ def percept_bench(name, threads, batch, seconds, inference=False):
 
 def throughput(args):
     print(f"torch {torch.__version__}, batch {args.batch}, SGD momentum 0.9, random data, {args.seconds} s per measurement")
-    print(f"{'model':<11} {'threads':>7} {'torch eager':>12} {'torch.compile':>14} {'percept fused':>14} {'percept unfused':>16} {'percept/eager':>14}")
+    print(f"{'model':<15} {'threads':>7} {'torch eager':>12} {'torch.compile':>14} {'percept fused':>14} {'percept unfused':>16} {'percept/eager':>14}")
     inference = []
     for threads in args.threads:
         for name in args.models:
@@ -272,17 +272,17 @@ def throughput(args):
                 comp_txt = f"n/a ({type(e).__name__})"
             p = percept_bench(name, threads, args.batch, args.seconds)
             fused, unfused = p["fused"]["samples_per_s"], p["unfused"]["samples_per_s"]
-            print(f"{name:<11} {threads:>7} {eager:>12,.0f} {comp_txt:>14} {fused:>14,.0f} {unfused:>16,.0f} {fused / eager:>13.2f}x", flush=True)
+            print(f"{name:<15} {threads:>7} {eager:>12,.0f} {comp_txt:>14} {fused:>14,.0f} {unfused:>16,.0f} {fused / eager:>13.2f}x", flush=True)
             _, t_lat = torch_inference(name, threads, 1, args.seconds)
             t_rate, _ = torch_inference(name, threads, args.batch, args.seconds)
             p_lat = percept_bench(name, threads, 1, args.seconds, inference=True)["fused"]["us_per_batch"]
             p_rate = percept_bench(name, threads, args.batch, args.seconds, inference=True)["fused"]["samples_per_s"]
             inference.append((name, threads, t_lat, p_lat, t_rate, p_rate))
     print(f"\ninference, evaluation mode: latency of batch 1 (µs per call), throughput at batch {args.batch} (samples/s)")
-    print(f"{'model':<11} {'threads':>7} {'torch b1 µs':>12} {'percept b1 µs':>14} {'torch/percept':>14} "
+    print(f"{'model':<15} {'threads':>7} {'torch b1 µs':>12} {'percept b1 µs':>14} {'torch/percept':>14} "
           f"{'torch b' + str(args.batch):>12} {'percept b' + str(args.batch):>14} {'percept/torch':>14}")
     for name, threads, t_lat, p_lat, t_rate, p_rate in inference:
-        print(f"{name:<11} {threads:>7} {t_lat:>12,.1f} {p_lat:>14,.1f} {t_lat / p_lat:>13.1f}x "
+        print(f"{name:<15} {threads:>7} {t_lat:>12,.1f} {p_lat:>14,.1f} {t_lat / p_lat:>13.1f}x "
               f"{t_rate:>12,.0f} {p_rate:>14,.0f} {p_rate / t_rate:>13.2f}x", flush=True)
 
 
