@@ -11,14 +11,24 @@ use percept_runtime::tensorfile::TensorFile;
 use percept_runtime::Model;
 use std::path::Path;
 
-#[test]
-fn onnx_backend_node_tests_match_or_are_refused() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx/node");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
+fn node_tests() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx/node")
+}
+
+/// The sorted names of the files in `dir` that end in `suffix`, without it.
+fn named(dir: &Path, suffix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
-        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".onnx").map(String::from))
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(suffix).map(String::from))
         .collect();
     names.sort();
+    names
+}
+
+#[test]
+fn onnx_backend_node_tests_match_or_are_refused() {
+    let dir = node_tests();
+    let names = named(&dir, ".onnx");
     assert!(names.len() > 200, "the node tests are missing: {}", names.len());
     let (mut report, mut passed) = (String::new(), 0);
     for name in &names {
@@ -72,12 +82,8 @@ fn constant_folding_matches_onnx_node_tests() {
     use percept::onnx::fold::{fold, Const, Data};
     use percept::onnx::proto::ModelProto;
     use prost::Message;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx/node");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".fold.safetensors").map(String::from))
-        .collect();
-    names.sort();
+    let dir = node_tests();
+    let names = named(&dir, ".fold.safetensors");
     assert!(names.len() > 50, "{}", names.len());
     let (mut report, mut matched) = (String::new(), 0);
     for name in &names {

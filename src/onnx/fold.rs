@@ -170,20 +170,16 @@ pub fn flatten_axis(axis: i64, rank: usize) -> Option<usize> {
     (0..=rank as i64).contains(&a).then_some(a as usize)
 }
 
-/// The ints of attribute `name`, or of input `i` (opset 13 and 18 moved `axes`, `pads`
-/// and shapes from attributes to inputs), or `None` when neither is given.
-pub fn ints_attr_or_input(
-    n: &NodeProto,
-    name: &str,
-    i: usize,
-    input: impl Fn(usize) -> Option<Const>,
-) -> R<Option<Vec<i64>>> {
+/// The ints of attribute `name`, or of input `i` (`input`, its constant, if any; opsets
+/// 13 and 18 moved `axes`, `pads` and shapes from attributes to inputs), or `None` when
+/// neither is given.
+pub fn ints_attr_or_input(n: &NodeProto, name: &str, i: usize, input: Option<&Const>) -> R<Option<Vec<i64>>> {
     if let Some(a) = n.attribute.iter().find(|a| a.name() == name) {
         return Ok(Some(a.ints.clone()));
     }
     match n.input.get(i).filter(|s| !s.is_empty()) {
         None => Ok(None),
-        Some(s) => match input(i).as_ref().and_then(Const::i64) {
+        Some(s) => match input.and_then(Const::i64) {
             Some(v) => Ok(Some(v.to_vec())),
             None => err(format!("`{name}` ({s}) must be a constant int64 tensor")),
         },
@@ -256,8 +252,8 @@ pub fn fold(n: &NodeProto, inputs: &[&Const], limit: usize) -> R<Option<Const>> 
             Const { dims: vec![outer, x.len() / outer.max(1)], ..(*x).clone() }
         }
         "Unsqueeze" | "Squeeze" => {
-            let axes =
-                ints_attr_or_input(n, "axes", 1, input).map_err(|e| ImportError(format!("{}: {}", what(), e.0)))?;
+            let axes = ints_attr_or_input(n, "axes", 1, inputs.get(1).copied())
+                .map_err(|e| ImportError(format!("{}: {}", what(), e.0)))?;
             let mut dims = x.dims.clone();
             if n.op_type() == "Unsqueeze" {
                 let axes = axes.unwrap_or_default();

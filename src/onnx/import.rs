@@ -11,7 +11,7 @@
 //! refused with the reason, and unsupported op types are all listed in one error before
 //! anything is written.
 
-use super::fold::{self, axis, fold, ints_attr_or_input, Const, BATCH};
+use super::fold::{self, axis, fold, Const, BATCH};
 use super::proto::{self, AttributeProto, ModelProto, NodeProto};
 use percept_compiler::ast::{self, Arg, Ident, StatementKind, Value, ValueKind};
 use percept_compiler::Span;
@@ -402,6 +402,12 @@ impl Builder {
         }
     }
 
+    /// The ints of attribute `name`, or of constant input `i` (the later opsets' form).
+    fn ints_or_input(&self, vals: &HashMap<String, Val>, n: &NodeProto, name: &str, i: usize) -> R<Option<Vec<i64>>> {
+        fold::ints_attr_or_input(n, name, i, self.konst(vals, n, i).ok())
+            .map_err(|e| ImportError(format!("{}: {}", self.what(n), e.0)))
+    }
+
     /// Input `i` as data: (the statement, its rank, squeezed).
     fn data(&self, vals: &HashMap<String, Val>, n: &NodeProto, i: usize) -> R<(Option<usize>, usize, bool)> {
         match self.get(vals, n, i)? {
@@ -616,12 +622,7 @@ impl Builder {
                 if string(n, "mode", "constant") != "constant" {
                     return self.refuse(n, format!("mode `{}` (Percept pads with zeros)", string(n, "mode", "")));
                 }
-                let pads = if self.opset < 11 {
-                    ints(n, "pads")
-                } else {
-                    ints_attr_or_input(n, "pads", 1, |i| self.konst(vals, n, i).ok().cloned())
-                        .map_err(|e| ImportError(format!("{}: {}", self.what(n), e.0)))?
-                };
+                let pads = if self.opset < 11 { ints(n, "pads") } else { self.ints_or_input(vals, n, "pads", 1)? };
                 let value = if self.opset < 11 {
                     float(n, "value", 0.0)
                 } else if self.has(n, 2) {
@@ -771,8 +772,7 @@ impl Builder {
                 }
             }
             "Squeeze" => {
-                let axes = ints_attr_or_input(n, "axes", 1, |i| self.konst(vals, n, i).ok().cloned())
-                    .map_err(|e| ImportError(format!("{}: {}", self.what(n), e.0)))?;
+                let axes = self.ints_or_input(vals, n, "axes", 1)?;
                 let mut axes: Vec<Option<usize>> = axes.unwrap_or_default().iter().map(|&a| axis(a, rank)).collect();
                 axes.sort_unstable();
                 if !squeezed || axes != [Some(2), Some(3)] {
@@ -1035,8 +1035,7 @@ impl Builder {
     /// `x.mean((2, 3))` exports), or over the pieces of a reshaped dense layer (maxout).
     fn reduce(&mut self, n: &NodeProto, vals: &mut HashMap<String, Val>) -> R<()> {
         let max = n.op_type() == "ReduceMax";
-        let axes = ints_attr_or_input(n, "axes", 1, |i| self.konst(vals, n, i).ok().cloned())
-            .map_err(|e| ImportError(format!("{}: {}", self.what(n), e.0)))?;
+        let axes = self.ints_or_input(vals, n, "axes", 1)?;
         let keep = int(n, "keepdims", 1) != 0;
         if let (Val::Grouped { stmt, units, pieces }, true) = (self.get(vals, n, 0)?.clone(), max) {
             if axes.as_ref().map(|a| a.iter().map(|&a| axis(a, 3)).collect::<Vec<_>>()) != Some(vec![Some(2)]) || keep {
