@@ -193,6 +193,9 @@ fn every_op_agrees() {
         // An encoder–decoder's step: downsample, upsample, join with the skip.
         ("input [2, 6, 6] skip: conv2d(3, kernel: 3, padding: 1) relu maxpool(2) conv2d(4, kernel: 1) upsample(2) concat(skip) relu conv2d(2, kernel: 3, stride: 2) flatten dense(3) loss softmax_cross_entropy", 3),
         ("input [1, 3, 5] upsample([3, 2]) tanh flatten dense(2) loss mse", 2),
+        // Weight gradients computed transposed (dWᵀ = col·dyᵀ: many taps, more filters
+        // than a tile row holds), one with a partial row tile (45 taps), one grouped.
+        ("input [5, 7, 6] conv2d(12, kernel: 3, padding: 1) relu conv2d(16, kernel: 3, stride: 2, groups: 2) flatten dense(3) loss softmax_cross_entropy", 3),
         // A depthwise-separable block (MobileNet): depthwise 3x3, then pointwise 1x1.
         ("input [4, 7, 7] conv2d(4, kernel: 3, padding: 1, groups: 4) batchnorm relu conv2d(6, kernel: 1) relu flatten dense(3) loss softmax_cross_entropy", 3),
         ("input [4, 9, 8] conv2d(6, kernel: 3, stride: [2, 1], padding: same, dilation: [2, 3], groups: 2) tanh flatten dense(2) loss mse", 3),

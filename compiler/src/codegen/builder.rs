@@ -195,19 +195,22 @@ impl Kb {
     }
 
     /// `tile = A·B` over `kc` steps: each operand is (buffer, start, floats it covers).
+    /// `tile = A·B` over `kc` steps (see [`MicroCall`]); each pointer with the floats the
+    /// micro-kernel reads or writes from it.
     pub fn call_micro(
         &mut self,
         kc: usize,
-        a: (&Buf, Idx, usize),
-        b: (&Buf, Idx, usize),
+        (a_buf, a_at, a_len, a_strides): (&Buf, Idx, usize, (usize, usize)),
+        (b_buf, b_at, b_len, b_stride): (&Buf, Idx, usize, usize),
         tile: (&Buf, Idx, usize),
     ) -> CgResult<()> {
         let ptr = |kb: &mut Kb, (buf, at, len): (&Buf, Idx, usize)| -> CgResult<Ptr> {
             kb.check(buf, at, len, "pointer")?;
             Ok(Ptr { buf: kb.buf_id(buf), at, len })
         };
-        let (a, b, tile) = (ptr(self, a)?, ptr(self, b)?, ptr(self, tile)?);
-        self.push(Stmt::CallMicro(Box::new(MicroCall { kc, a, b, tile })));
+        let (a, b) = (ptr(self, (a_buf, a_at, a_len))?, ptr(self, (b_buf, b_at, b_len))?);
+        let tile = ptr(self, tile)?;
+        self.push(Stmt::CallMicro(Box::new(MicroCall { kc, a, a_strides, b, b_stride, tile })));
         Ok(())
     }
 

@@ -403,11 +403,19 @@ impl Clif<'_> {
                 let Some(micro) = self.micro else {
                     return err(format!("kernel `{}` calls the micro-kernel but does not import it", nest.name));
                 };
-                let mut args = vec![self.fb.ins().iconst(types::I64, call.kc as i64)];
-                for (p, what) in [(&call.a, "pointer A"), (&call.b, "pointer B"), (&call.tile, "pointer tile")] {
-                    let (addr, imm) = self.addr(nest, p.buf, &p.at, p.len, what)?;
-                    args.push(self.fb.ins().iadd_imm_s(addr, imm as i64));
-                }
+                // (kc, a, a's row stride, a's step stride, b, b's step stride, tile)
+                let ptr = |s: &mut Self, p: &super::loops::Ptr, what: &str| -> CgResult<Value> {
+                    let (addr, imm) = s.addr(nest, p.buf, &p.at, p.len, what)?;
+                    Ok(s.fb.ins().iadd_imm_s(addr, imm as i64))
+                };
+                let (a, b, tile) = (
+                    ptr(self, &call.a, "pointer A")?,
+                    ptr(self, &call.b, "pointer B")?,
+                    ptr(self, &call.tile, "pointer tile")?,
+                );
+                let mut int = |c: usize| self.fb.ins().iconst(types::I64, c as i64);
+                let (kc, (ar, ak), bk) = (int(call.kc), call.a_strides, call.b_stride);
+                let args = [kc, a, int(ar), int(ak), b, int(bk), tile];
                 self.fb.ins().call(micro, &args);
             }
         }

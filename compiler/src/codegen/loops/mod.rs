@@ -279,16 +279,21 @@ pub enum Stmt {
         then: Vec<Stmt>,
         otherwise: Vec<Stmt>,
     },
-    /// `tile = A·B` over `kc` steps of packed panels (the GEMM micro-kernel).
+    /// `tile = A·B` over `kc` steps of panels (the GEMM micro-kernel).
     CallMicro(Box<MicroCall>),
 }
 
-/// `tile = A·B` over `kc` steps of packed panels.
+/// `tile = A·B` over `kc` steps: A(i, p) = `a[i·a_strides.0 + p·a_strides.1]` for the
+/// tile's MR rows i ((1, MR) when A is packed; A's own strides when it is read in place),
+/// B's step p the NR floats at `b + p·b_stride` (NR when B is packed; a row of B itself
+/// when read in place), the tile MR·NR floats.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MicroCall {
     pub kc: usize,
     pub a: Ptr,
+    pub a_strides: (usize, usize),
     pub b: Ptr,
+    pub b_stride: usize,
     pub tile: Ptr,
 }
 

@@ -132,8 +132,9 @@ impl LoopNest {
                 Stmt::CallMicro(call) => {
                     let p = |p: &super::Ptr| format!("b{}[{}]+{}  ; {}", p.buf.0, idx(&p.at), p.len, range(&p.at));
                     let _ = writeln!(out, "{pad}call micro kc={}", call.kc);
-                    let _ = writeln!(out, "{pad}  a = {}", p(&call.a));
-                    let _ = writeln!(out, "{pad}  b = {}", p(&call.b));
+                    let (ar, ak) = call.a_strides;
+                    let _ = writeln!(out, "{pad}  a = {}  strides {ar}, {ak}", p(&call.a));
+                    let _ = writeln!(out, "{pad}  b = {}  stride {}", p(&call.b), call.b_stride);
                     let _ = writeln!(out, "{pad}  tile = {}", p(&call.tile));
                 }
             }

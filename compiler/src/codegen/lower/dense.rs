@@ -287,13 +287,39 @@ fn grad_input_work(conv: &Conv2dGradInput, cx: &NodeCx, micro: &MicroTile, _: us
     Work { scratch: d.scratch((d.group_k(), d.group_f(), d.p()), micro), shared: vec![], passes: vec![d.n] }
 }
 
+/// Whether a weight gradient is computed transposed, dWᵀ = col·dyᵀ (M = taps, N =
+/// filters), rather than dW = dy·colᵀ (M = filters, N = taps). Either way one operand
+/// is packed (transposed) and the other read in place: the plain form packs the im2col
+/// matrix (taps × pixels), the transposed one dy (filters × pixels), which is usually far
+/// smaller; the choice weighs that copy against the tiles each wastes on padding (few
+/// filters, like LeNet-5's first layer's six, fill a 16-wide tile poorly). The estimate is
+/// in cycles: a tile step is MR·NR multiply-adds at 16 a cycle, a packed float half a cycle.
+fn grad_weight_transposed(d: &ConvDims, micro: &MicroTile) -> bool {
+    let (gk, gf, p) = (d.group_k(), d.group_f(), d.p());
+    let step = (micro.mr * micro.nr) as f64 / 16.0;
+    let cost = |m: usize, n: usize, packed: usize| {
+        (m.div_ceil(micro.mr) * n.div_ceil(micro.nr) * p) as f64 * step + (packed * p) as f64 * 0.5
+    };
+    cost(gk, gf, gf) < cost(gf, gk, gk)
+}
+
+/// The GEMM dimensions (m, k, n) of one image's weight gradient.
+fn grad_weight_mkn(d: &ConvDims, micro: &MicroTile) -> (usize, usize, usize) {
+    let (gk, gf, p) = (d.group_k(), d.group_f(), d.p());
+    if grad_weight_transposed(d, micro) {
+        (gk, p, gf)
+    } else {
+        (gf, p, gk)
+    }
+}
+
 /// Pass 0: one chunk of DW_CHUNK images per item, each summed into its own partial;
 /// pass 1: the partials added in chunk order.
 fn grad_weight_work(conv: &Conv2dGradWeight, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
     let d = grad_weight_dims(cx, &conv.geom);
     let chunks = d.n.div_ceil(DW_CHUNK);
     Work {
-        scratch: d.scratch((d.group_f(), d.p(), d.group_k()), micro),
+        scratch: d.scratch(grad_weight_mkn(&d, micro), micro),
         shared: vec![chunks * d.f * d.group_k()],
         passes: vec![chunks, 1],
     }
@@ -387,27 +413,30 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
     // Pass 0: each work item sums the images of one chunk, in order, into its partial.
     let col = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);
+    let transposed = grad_weight_transposed(&d, cx.micro);
     let last = d.n - (chunks - 1) * DW_CHUNK;
     let chunk = |kb: &mut Kb, first: Idx, base: Idx, count: usize| -> CgResult<()> {
         kb.zero(partial, base, size)?;
         kb.for_range(0, count as i64, 1, |kb, i| {
             let img = kb.add(first, i);
             im2col_walk(kb, &d, &conv.geom, img, x, col, true)?;
-            // Group g: filters g·gf.. of dW += (channels g·gf.. of dy) · (rows g·gk.. of col)ᵀ.
+            // Group g: filters g·gf.. of dW += (channels g·gf.. of dy) · (rows g·gk.. of col)ᵀ,
+            // or the same transposed: dWᵀ += col · dyᵀ.
             for_groups(kb, &d, |kb, group| {
                 let dy_base = group_base(kb, img, group, &d);
                 let c_base = kb.mul(group, (gf * gk) as i64);
-                let g = Gemm {
-                    m: gf,
-                    n: gk,
-                    k: p,
-                    a: Mat { buf: dy.clone(), base: dy_base, rs: p as i64, cs: 1 },
-                    b: Mat { buf: col.clone(), base: kb.mul(group, (gk * p) as i64), rs: 1, cs: p as i64 },
-                    c: Mat { buf: partial.clone(), base: kb.add(base, c_base), rs: gk as i64, cs: 1 },
-                    accumulate: true,
-                    scratch: &scratch,
-                    micro: cx.micro,
+                let c_base = kb.add(base, c_base);
+                let col_base = kb.mul(group, (gk * p) as i64);
+                let (m, n, a, b, c) = if transposed {
+                    let a = Mat { buf: col.clone(), base: col_base, rs: p as i64, cs: 1 };
+                    let b = Mat { buf: dy.clone(), base: dy_base, rs: 1, cs: p as i64 };
+                    (gk, gf, a, b, Mat { buf: partial.clone(), base: c_base, rs: 1, cs: gk as i64 })
+                } else {
+                    let a = Mat { buf: dy.clone(), base: dy_base, rs: p as i64, cs: 1 };
+                    let b = Mat { buf: col.clone(), base: col_base, rs: 1, cs: p as i64 };
+                    (gf, gk, a, b, Mat { buf: partial.clone(), base: c_base, rs: gk as i64, cs: 1 })
                 };
+                let g = Gemm { m, n, k: p, a, b, c, accumulate: true, scratch: &scratch, micro: cx.micro };
                 emit_gemm(kb, &g, None)
             })
         })
@@ -429,4 +458,31 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
             }
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dims(c: usize, f: usize, k: usize, out: usize, groups: usize) -> ConvDims {
+        ConvDims { n: 1, c, h: out, w: out, f, kh: k, kw: k, ho: out, wo: out, groups }
+    }
+
+    /// The weight-gradient orientations the differential suite's models rely on: LeNet-5's
+    /// first layer (6 filters, 25 taps) stays plain with the 16-wide AVX2 tile (6 of its 16
+    /// columns) and is transposed with the 8-wide Cranelift one; its second layer (16
+    /// filters, 150 taps) and the suite's grouped and partial-tile cases are transposed on
+    /// both.
+    #[test]
+    fn weight_gradients_are_transposed_where_filters_fill_a_tile() {
+        let avx2 = MicroTile { mr: 6, nr: 16, name: "native-avx2-6x16".into() };
+        let clif = MicroTile { mr: 6, nr: 8, name: "cranelift-6x8".into() };
+        assert!(!grad_weight_transposed(&dims(1, 6, 5, 28, 1), &avx2));
+        assert!(grad_weight_transposed(&dims(1, 6, 5, 28, 1), &clif));
+        for micro in [&avx2, &clif] {
+            assert!(grad_weight_transposed(&dims(6, 16, 5, 10, 1), micro), "{}", micro.name);
+            assert!(grad_weight_transposed(&dims(5, 12, 3, 7, 1), micro), "{}", micro.name);
+            assert!(grad_weight_transposed(&dims(12, 16, 3, 3, 2), micro), "{}", micro.name);
+        }
+    }
 }

@@ -1,12 +1,17 @@
-//! GEMM: C (+)= op(A)·op(B) for any strides, as a loop nest that packs A and B into
-//! zero-padded panels and calls a micro-kernel on each MR×NR tile.
+//! GEMM: C (+)= op(A)·op(B) for any strides, as a loop nest that calls a micro-kernel on
+//! each MR×NR tile.
 //!
-//! The micro-kernel has a narrow interface — `tile = packedA · packedB` for one MR×NR
-//! tile over `kc` steps, on panels padded with zeros so it never reads past a buffer —
-//! so the pure Cranelift one and the native ones (`micro`) are interchangeable. The loop
-//! nest keeps everything shape-specific: blocking (KC over k, NC over n), packing with
-//! constant strides, edge tiles, and the epilogue that adds, transforms and stores each
-//! tile while it is hot.
+//! The micro-kernel has a narrow interface — `tile = A · B` for one MR×NR tile over `kc`
+//! steps, A's MR values of a step at any two strides, B's NR values of a step contiguous
+//! at one stride — so the pure Cranelift one and the native ones (`micro`) are
+//! interchangeable. Operands are read in place where they can be: A by every full row
+//! tile, B by every full panel when its rows are contiguous. Only what cannot be is
+//! packed, zero-padded so the micro-kernel never reads past a buffer: a partial last row
+//! tile of A, a partial last panel of B, and B whose rows are strided (packed whole, a
+//! transposing copy). Copies dominated small convolutions: their im2col matrix was copied
+//! a second time into panels. The loop nest keeps everything shape-specific: blocking (KC
+//! over k, NC over n), packing with constant strides, edge tiles, and the epilogue that
+//! adds, transforms and stores each tile while it is hot.
 
 use super::epilogue::At;
 use crate::codegen::builder::{Buf, Kb};
@@ -69,11 +74,11 @@ fn blocks(total: usize, size: usize) -> (usize, usize) {
     (total / size, total % size)
 }
 
-/// Scratch floats: packed A, packed B, the tile.
-pub fn scratch((m, k, n): (usize, usize, usize), micro: &MicroTile) -> Vec<usize> {
+/// Scratch floats: packed A (one row tile), packed B, the tile.
+pub fn scratch((_, k, n): (usize, usize, usize), micro: &MicroTile) -> Vec<usize> {
     let kc = kc_for(k);
     let nc = n.min(NC).div_ceil(micro.nr) * micro.nr;
-    vec![m.div_ceil(micro.mr) * micro.mr * kc, kc * nc, micro.mr * micro.nr]
+    vec![micro.mr * kc, kc * nc, micro.mr * micro.nr]
 }
 
 pub struct Gemm<'a> {
@@ -151,20 +156,47 @@ fn block(
 ) -> CgResult<()> {
     let (mr, nr) = (g.micro.mr, g.micro.nr);
     let s = g.scratch;
-    pack_b(kb, &g.b, pc, kc, jc, nc, nr, &s.pack_b)?;
-    pack_a(kb, &g.a, g.m, pc, kc, mr, &s.pack_a)?;
     let (q_full, q_rem) = blocks(nc, nr);
+    // B with contiguous rows is read in place, panel by panel (its full panels need no
+    // copy: the micro-kernel steps down B's rows); only a partial last panel is packed,
+    // zero-padded, at the start of the packing buffer.
+    let in_place = g.b.cs == 1 && g.b.rs > 0;
+    if in_place {
+        if q_rem > 0 {
+            let last = kb.add(jc, Idx::constant((q_full * nr) as i64));
+            pack_b(kb, &g.b, pc, kc, last, q_rem, nr, &s.pack_b)?;
+        }
+    } else {
+        pack_b(kb, &g.b, pc, kc, jc, nc, nr, &s.pack_b)?;
+    }
+    // A is read in place by full row tiles (the micro-kernel takes its strides); only a
+    // partial last tile is packed, zero-padded.
     let (r_full, r_rem) = blocks(g.m, mr);
+    let (ars, acs) = (g.a.rs as usize, g.a.cs as usize);
+    if r_rem > 0 {
+        pack_a(kb, &g.a, g.m, pc, kc, mr, &s.pack_a, r_full)?;
+    }
     let mut tiles = |kb: &mut Kb, q: Idx, cols: usize| -> CgResult<()> {
         let mut tile = |kb: &mut Kb, r: Idx, rows: usize| -> CgResult<()> {
-            let a_off = kb.mul(r, (kc * mr) as i64);
-            let b_off = kb.mul(q, (kc * nr) as i64);
-            kb.call_micro(
-                kc,
-                (&s.pack_a, a_off, kc * mr),
-                (&s.pack_b, b_off, kc * nr),
-                (&s.tile, Idx::constant(0), mr * nr),
-            )?;
+            let a = if rows == mr {
+                let row0 = kb.mul(r, mr as i64);
+                let at = g.a.at(kb, row0, pc);
+                (&g.a.buf, at, (mr - 1) * ars + (kc - 1) * acs + 1, (ars, acs))
+            } else {
+                (&s.pack_a, Idx::constant(0), kc * mr, (1, mr))
+            };
+            let b = if in_place && cols == nr {
+                let col0 = kb.affine(0, &[(q, nr as i64)]);
+                let col0 = kb.add(col0, jc);
+                let at = g.b.at(kb, pc, col0);
+                (&g.b.buf, at, (kc - 1) * g.b.rs as usize + nr, g.b.rs as usize)
+            } else if in_place {
+                (&s.pack_b, Idx::constant(0), kc * nr, nr)
+            } else {
+                let b_off = kb.mul(q, (kc * nr) as i64);
+                (&s.pack_b, b_off, kc * nr, nr)
+            };
+            kb.call_micro(kc, a, b, (&s.tile, Idx::constant(0), mr * nr))?;
             store_tile(kb, g, r, rows, jc, q, cols, store, epi)
         };
         kb.for_range(0, r_full as i64, 1, |kb, r| tile(kb, r, mr))?;
@@ -269,20 +301,14 @@ fn pack_b(kb: &mut Kb, b: &Mat, pc: Idx, kc: usize, jc: Idx, nc: usize, nr: usiz
     Ok(())
 }
 
-/// packed_a[r][p][i] = A(r·MR + i, pc + p), zero past the valid rows.
-fn pack_a(kb: &mut Kb, a: &Mat, m: usize, pc: Idx, kc: usize, mr: usize, dst: &Buf) -> CgResult<()> {
-    let (r_full, r_rem) = blocks(m, mr);
-    let panel = |kb: &mut Kb, r: Idx, rows: usize| -> CgResult<()> {
-        let row0 = kb.mul(r, mr as i64);
-        let at0 = a.at(kb, row0, pc);
-        let base = kb.mul(r, (kc * mr) as i64);
-        pack_panel(kb, &PanelSrc { buf: &a.buf, at0, ks: a.cs, js: a.rs }, kc, mr, rows, dst, base)
-    };
-    kb.for_range(0, r_full as i64, 1, |kb, r| panel(kb, r, mr))?;
-    if r_rem > 0 {
-        panel(kb, Idx::constant(r_full as i64), r_rem)?;
-    }
-    Ok(())
+/// packed_a[p][i] = A(r·MR + i, pc + p) for the partial last row tile r, zero past the
+/// valid rows.
+#[allow(clippy::too_many_arguments)]
+fn pack_a(kb: &mut Kb, a: &Mat, m: usize, pc: Idx, kc: usize, mr: usize, dst: &Buf, r: usize) -> CgResult<()> {
+    let row0 = Idx::constant((r * mr) as i64);
+    let at0 = a.at(kb, row0, pc);
+    let src = PanelSrc { buf: &a.buf, at0, ks: a.cs, js: a.rs };
+    pack_panel(kb, &src, kc, mr, m - r * mr, dst, Idx::constant(0))
 }
 
 #[allow(clippy::too_many_arguments)]

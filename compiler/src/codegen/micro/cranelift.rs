@@ -35,7 +35,13 @@ pub fn define<M: Module>(jit: &mut CodeModule<M>, fma: bool) -> CgResult<(MicroK
     fb.switch_to_block(entry);
     fb.seal_block(entry);
     let p = fb.block_params(entry).to_vec();
-    let (kc, a0, b0, tile) = (p[0], p[1], p[2], p[3]);
+    let (kc, a0, b0, tile) = (p[0], p[1], p[4], p[6]);
+    // In bytes: from one step's B row to the next, from one step's A column to the next,
+    // and from A's first row to row i.
+    let b_step = fb.ins().ishl_imm_u(p[5], 2);
+    let a_step = fb.ins().ishl_imm_u(p[3], 2);
+    let a_row = fb.ins().ishl_imm_u(p[2], 2);
+    let a_rows: Vec<Value> = (0..mr as i64).map(|i| fb.ins().imul_imm_s(a_row, i)).collect();
     let flags = MemFlagsData::new().with_notrap();
     let zero = fb.ins().f32const(0.0);
     let zero = fb.ins().splat(types::F32X4, zero);
@@ -47,16 +53,17 @@ pub fn define<M: Module>(jit: &mut CodeModule<M>, fma: bool) -> CgResult<(MicroK
     fb.def_var(av, a0);
     fb.def_var(bv, b0);
     fb.def_var(kv, kc);
-    // One step of the k loop: rank-1 update of the tile from A column p and B row p.
+    // One step of the k loop: rank-1 update of the tile from the A column at a and the B
+    // row at b.
     // Each FMA gets its own single-use broadcast of the A value: Cranelift folds a
     // single-use `splat(load)` into one `vbroadcastss mem`, and since x64's FMA writes
     // its result over its first operand, a single-use first operand needs no copy.
-    let step = |fb: &mut FunctionBuilder, a: Value, b: Value, p: usize| {
-        let bs: Vec<_> =
-            (0..nr / 4).map(|j| fb.ins().load(types::F32X4, flags, b, (4 * (p * nr + 4 * j)) as i32)).collect();
+    let step = |fb: &mut FunctionBuilder, a: Value, b: Value| {
+        let bs: Vec<_> = (0..nr / 4).map(|j| fb.ins().load(types::F32X4, flags, b, (16 * j) as i32)).collect();
         for i in 0..mr {
             for (j, &bj) in bs.iter().enumerate() {
-                let s = fb.ins().load(types::F32, flags, a, (4 * (p * mr + i)) as i32);
+                let ai = fb.ins().iadd(a, a_rows[i]);
+                let s = fb.ins().load(types::F32, flags, ai, 0);
                 let s = fb.ins().splat(types::F32X4, s);
                 let var = accs[i * (nr / 4) + j];
                 let acc = fb.use_var(var);
@@ -84,12 +91,13 @@ pub fn define<M: Module>(jit: &mut CodeModule<M>, fma: bool) -> CgResult<(MicroK
     fb.ins().brif(more4, body4, &[], head1, &[]);
     fb.switch_to_block(body4);
     fb.seal_block(body4);
-    let (a, b) = (fb.use_var(av), fb.use_var(bv));
-    for p in 0..UNROLL {
-        step(&mut fb, a, b, p);
+    let (mut a, mut b) = (fb.use_var(av), fb.use_var(bv));
+    for _ in 0..UNROLL {
+        step(&mut fb, a, b);
+        a = fb.ins().iadd(a, a_step);
+        b = fb.ins().iadd(b, b_step);
     }
-    let a2 = fb.ins().iadd_imm_s(a, (4 * mr * UNROLL) as i64);
-    let b2 = fb.ins().iadd_imm_s(b, (4 * nr * UNROLL) as i64);
+    let (a2, b2) = (a, b);
     let k = fb.use_var(kv);
     let k2 = fb.ins().iadd_imm_s(k, -(UNROLL as i64));
     fb.def_var(av, a2);
@@ -104,9 +112,9 @@ pub fn define<M: Module>(jit: &mut CodeModule<M>, fma: bool) -> CgResult<(MicroK
     fb.switch_to_block(body1);
     fb.seal_block(body1);
     let (a, b) = (fb.use_var(av), fb.use_var(bv));
-    step(&mut fb, a, b, 0);
-    let a2 = fb.ins().iadd_imm_s(a, (4 * mr) as i64);
-    let b2 = fb.ins().iadd_imm_s(b, (4 * nr) as i64);
+    step(&mut fb, a, b);
+    let a2 = fb.ins().iadd(a, a_step);
+    let b2 = fb.ins().iadd(b, b_step);
     let k = fb.use_var(kv);
     let k2 = fb.ins().iadd_imm_s(k, -1);
     fb.def_var(av, a2);

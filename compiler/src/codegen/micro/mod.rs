@@ -40,10 +40,11 @@ pub fn tile_for(choice: MicroChoice, features: HostFeatures) -> MicroTile {
     }
 }
 
-/// The signature of a micro-kernel: (kc, packed A, packed B, tile).
+/// The signature of a micro-kernel: (kc, A, A's row stride, A's step stride, B, B's step
+/// stride, tile), strides in floats (see `loops::MicroCall`).
 pub fn signature<M: Module>(jit: &CodeModule<M>) -> Signature {
     let mut sig = Signature::new(jit.call_conv());
-    for _ in 0..4 {
+    for _ in 0..7 {
         sig.params.push(AbiParam::new(types::I64));
     }
     sig

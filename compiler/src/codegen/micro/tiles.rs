@@ -13,29 +13,47 @@ macro_rules! tile_kernel {
     ) => {
         $(#[$doc])*
         /// # Safety
-        #[doc = concat!("The host must have ", $features, "; `a` must hold `kc`·", $mr, " floats, `b` `kc`·", $nr)]
-        #[doc = concat!(" and `tile` ", $mr, "·", $nr, " (what the JIT loop nest proves before it calls).")]
+        #[doc = concat!("The host must have ", $features, "; `a` must hold the floats `a + i·a_row + p·a_step`")]
+        #[doc = concat!(" for i < ", $mr, " and p < `kc`, `b` ", $nr, " floats at each `b + p·b_step`, and `tile` ")]
+        #[doc = concat!($mr, "·", $nr, " floats (what the JIT loop nest proves before it calls).")]
         #[cfg(target_arch = "x86_64")]
         #[cfg_attr(micro_object, unsafe(no_mangle))]
-        pub unsafe extern "C" fn $extern(kc: i64, a: *const f32, b: *const f32, tile: *mut f32) {
+        pub unsafe extern "C" fn $extern(
+            kc: i64,
+            a: *const f32,
+            a_row: i64,
+            a_step: i64,
+            b: *const f32,
+            b_step: i64,
+            tile: *mut f32,
+        ) {
+            let u = |x: i64| x.max(0) as usize;
             // SAFETY: the caller upholds this function's contract.
-            unsafe { $inner(kc.max(0) as usize, a, b, tile) }
+            unsafe { $inner(u(kc), a, (u(a_row), u(a_step)), b, u(b_step), tile) }
         }
 
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
-        unsafe fn $inner(kc: usize, a: *const f32, b: *const f32, tile: *mut f32) {
+        unsafe fn $inner(
+            kc: usize,
+            a: *const f32,
+            (a_row, a_step): (usize, usize),
+            b: *const f32,
+            b_step: usize,
+            tile: *mut f32,
+        ) {
             use core::arch::x86_64::*;
             let mut c: [[$ty; 2]; $mr] = [[$zero(); 2]; $mr];
             for p in 0..kc {
-                // SAFETY: A holds kc·MR floats, B kc·NR (the caller's bounds proof).
+                // SAFETY: A's MR rows and B's NR columns are in bounds at every step's
+                // strides (the caller's bounds proof).
                 unsafe {
-                    let bp = b.add(p * $nr);
+                    let bp = b.add(p * b_step);
                     let b0 = $load(bp);
                     let b1 = $load(bp.add($lanes));
-                    let ap = a.add(p * $mr);
+                    let ap = a.add(p * a_step);
                     for (i, row) in c.iter_mut().enumerate() {
-                        let $p = ap.add(i);
+                        let $p = ap.add(i * a_row);
                         let ai = $broadcast;
                         row[0] = $fma(ai, b0, row[0]);
                         row[1] = $fma(ai, b1, row[1]);
