@@ -75,6 +75,31 @@ pub fn random_feeds<T: Real>(g: &Graph, spec: &ModelSpec, rng: &mut Rng) -> Hash
     feeds
 }
 
+/// A bias that reaches a batch norm through nothing but ops that pass a per-channel shift
+/// on (pooling, flattening, adding) has a zero gradient: the normalization removes the
+/// shift. Its computed value is then rounding noise of sums of far larger terms, which no
+/// tolerance relative to the (zero) result can judge, so such layers are given no bias
+/// (as they usually are in practice). Walks back from each batch norm over those ops to
+/// the layer before them.
+fn without_biases_before_batchnorm(lines: &mut [String]) {
+    let weighted = ["conv2d(", "conv_transpose2d(", "dense("];
+    let passes_shift = ["avgpool(", "maxpool(", "global_avgpool", "global_maxpool", "flatten", "add(", "upsample("];
+    let norms: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].contains("batchnorm")).collect();
+    for bn in norms {
+        for line in lines[..bn].iter_mut().rev() {
+            let op = line.split_once(": ").filter(|(l, _)| !l.contains('(')).map_or(line.as_str(), |(_, op)| op);
+            if weighted.iter().any(|w| op.starts_with(w)) {
+                if !line.contains("bias: false") {
+                    line.insert_str(line.len() - 1, ", bias: false");
+                }
+                break;
+            } else if !passes_shift.iter().any(|p| op.starts_with(p)) {
+                break;
+            }
+        }
+    }
+}
+
 /// A random valid network in the model language.
 pub fn random_model(rng: &mut Rng) -> (String, usize) {
     let mut lines = vec![];
@@ -241,6 +266,7 @@ pub fn random_model(rng: &mut Rng) -> (String, usize) {
             lines.push("loss mse".into());
         }
     }
+    without_biases_before_batchnorm(&mut lines);
     let has_bn = lines.iter().any(|l| l.contains("batchnorm"));
     let batch = if has_bn { 2 + rng.below(4) } else { 1 + rng.below(5) };
     (format!("model gen {{\n    {}\n}}\n", lines.join("\n    ")), batch)

@@ -131,6 +131,9 @@ struct ConvDims {
     ho: usize,
     wo: usize,
     groups: usize,
+    /// The im2col matrix is the image itself (a 1×1 kernel, stride 1, no padding): every
+    /// GEMM reads the image, or writes its gradient, in place, and nothing is copied.
+    identity: bool,
 }
 
 impl ConvDims {
@@ -159,12 +162,14 @@ impl ConvDims {
     /// output y [N, F, Ho, Wo] (whichever of them are the op's inputs and output).
     fn of(x: &[usize], w: &[usize], y: &[usize], g: &ConvGeom) -> ConvDims {
         let (kh, kw, groups) = (w[2], w[3], g.groups);
-        ConvDims { n: x[0], c: x[1], h: x[2], w: x[3], f: w[0], kh, kw, ho: y[2], wo: y[3], groups }
+        let identity = (kh, kw) == (1, 1) && g.stride == [1, 1] && g.padding == [0, 0];
+        ConvDims { n: x[0], c: x[1], h: x[2], w: x[3], f: w[0], kh, kw, ho: y[2], wo: y[3], groups, identity }
     }
 
-    /// Scratch for one image's im2col matrix and a GEMM of (m, k, n).
+    /// Scratch for one image's im2col matrix (none when it is the image) and a GEMM of
+    /// (m, k, n).
     fn scratch(&self, mkn: (usize, usize, usize), micro: &MicroTile) -> Vec<usize> {
-        let mut scratch = vec![self.ckk() * self.p()];
+        let mut scratch = vec![if self.identity { 1 } else { self.ckk() * self.p() }];
         scratch.extend(super::gemm::scratch(mkn, micro));
         scratch
     }
@@ -187,6 +192,22 @@ fn grad_input_dims(cx: &NodeCx, g: &ConvGeom) -> ConvDims {
 /// The dimensions of dw = conv2d_grad_weight(x, dy).
 fn grad_weight_dims(cx: &NodeCx, g: &ConvGeom) -> ConvDims {
     ConvDims::of(cx.in_shape(0), cx.out_shape(0), cx.in_shape(1), g)
+}
+
+/// Image `img`'s im2col matrix: the image itself when that is what it would hold, else
+/// the scratch matrix `col` (filled by `im2col_walk`).
+fn col_of(kb: &mut Kb, d: &ConvDims, img: Idx, x: &Buf, col: &Buf) -> (Buf, Idx) {
+    if d.identity {
+        (x.clone(), kb.mul(img, (d.c * d.h * d.w) as i64))
+    } else {
+        (col.clone(), Idx::constant(0))
+    }
+}
+
+/// `start + group·size`: where a group's block of rows of an im2col matrix starts.
+fn at_group(kb: &mut Kb, start: Idx, group: Idx, size: usize) -> Idx {
+    let block = kb.mul(group, size as i64);
+    kb.add(start, block)
 }
 
 /// Where a group's filters start in an image's [F, Ho·Wo] output (or its gradient).
@@ -333,7 +354,10 @@ fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2d) ->
     let scratch = gemm_scratch(bufs, 1);
     let (gk, gf, p) = (d.group_k(), d.group_f(), d.p());
     kb.for_items(d.n, |kb, img| {
-        im2col_walk(kb, &d, &conv.geom, img, x, col, true)?;
+        if !d.identity {
+            im2col_walk(kb, &d, &conv.geom, img, x, col, true)?;
+        }
+        let (col, col0) = col_of(kb, &d, img, x, col);
         // Group g: filters g·gf.. of the output from rows g·gk.. of the matrix.
         for_groups(kb, &d, |kb, group| {
             let base = group_base(kb, img, group, &d);
@@ -343,7 +367,7 @@ fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2d) ->
                 n: p,
                 k: gk,
                 a: Mat { buf: w.clone(), base: kb.mul(group, (gf * gk) as i64), rs: gk as i64, cs: 1 },
-                b: Mat { buf: col.clone(), base: kb.mul(group, (gk * p) as i64), rs: p as i64, cs: 1 },
+                b: Mat { buf: col.clone(), base: at_group(kb, col0, group, gk * p), rs: p as i64, cs: 1 },
                 c,
                 accumulate: false,
                 scratch: &scratch,
@@ -370,6 +394,8 @@ fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: 
     let scratch = gemm_scratch(bufs, 1);
     let (gk, gf, p) = (d.group_k(), d.group_f(), d.p());
     kb.for_items(d.n, |kb, img| {
+        // dcol is dx itself when im2col is the identity: written by the GEMM, no col2im.
+        let (dcol, dcol0) = col_of(kb, &d, img, dx, dcol);
         // Group g: rows g·gk.. of dcol = (filters g·gf.. of W)ᵀ · (channels g·gf.. of dy).
         for_groups(kb, &d, |kb, group| {
             let dy_base = group_base(kb, img, group, &d);
@@ -379,16 +405,19 @@ fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: 
                 k: gf,
                 a: Mat { buf: w.clone(), base: kb.mul(group, (gf * gk) as i64), rs: 1, cs: gk as i64 },
                 b: Mat { buf: dy.clone(), base: dy_base, rs: p as i64, cs: 1 },
-                c: Mat { buf: dcol.clone(), base: kb.mul(group, (gk * p) as i64), rs: p as i64, cs: 1 },
+                c: Mat { buf: dcol.clone(), base: at_group(kb, dcol0, group, gk * p), rs: p as i64, cs: 1 },
                 accumulate: false,
                 scratch: &scratch,
                 micro: cx.micro,
             };
             emit_gemm(kb, &g, None)
         })?;
+        if d.identity {
+            return Ok(());
+        }
         let start = kb.mul(img, (d.c * d.h * d.w) as i64);
         kb.zero(dx, start, d.c * d.h * d.w)?;
-        im2col_walk(kb, &d, &conv.geom, img, dx, dcol, false)
+        im2col_walk(kb, &d, &conv.geom, img, dx, &dcol, false)
     })
 }
 
@@ -419,14 +448,17 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
         kb.zero(partial, base, size)?;
         kb.for_range(0, count as i64, 1, |kb, i| {
             let img = kb.add(first, i);
-            im2col_walk(kb, &d, &conv.geom, img, x, col, true)?;
+            if !d.identity {
+                im2col_walk(kb, &d, &conv.geom, img, x, col, true)?;
+            }
+            let (col, col0) = col_of(kb, &d, img, x, col);
             // Group g: filters g·gf.. of dW += (channels g·gf.. of dy) · (rows g·gk.. of col)ᵀ,
             // or the same transposed: dWᵀ += col · dyᵀ.
             for_groups(kb, &d, |kb, group| {
                 let dy_base = group_base(kb, img, group, &d);
                 let c_base = kb.mul(group, (gf * gk) as i64);
                 let c_base = kb.add(base, c_base);
-                let col_base = kb.mul(group, (gk * p) as i64);
+                let col_base = at_group(kb, col0, group, gk * p);
                 let (m, n, a, b, c) = if transposed {
                     let a = Mat { buf: col.clone(), base: col_base, rs: p as i64, cs: 1 };
                     let b = Mat { buf: dy.clone(), base: dy_base, rs: 1, cs: p as i64 };
@@ -465,7 +497,7 @@ mod tests {
     use super::*;
 
     fn dims(c: usize, f: usize, k: usize, out: usize, groups: usize) -> ConvDims {
-        ConvDims { n: 1, c, h: out, w: out, f, kh: k, kw: k, ho: out, wo: out, groups }
+        ConvDims { n: 1, c, h: out, w: out, f, kh: k, kw: k, ho: out, wo: out, groups, identity: false }
     }
 
     /// The weight-gradient orientations the differential suite's models rely on: LeNet-5's
