@@ -147,9 +147,16 @@ impl Model {
         }
     }
 
-    /// The number of cores, the default thread count.
+    /// The default thread count: the cores, shared among the processes of this machine
+    /// when several run under `mpirun` (OpenMPI's and MPICH's local process counts), so
+    /// their kernels' worker threads do not oversubscribe the cores.
     pub fn default_threads() -> usize {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let local = ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
+            .unwrap_or(1);
+        (cores / local.max(1)).max(1)
     }
 
     pub fn set_backend(&mut self, backend: Backend) -> Result<()> {

@@ -23,7 +23,7 @@ pub struct Args {
     /// Seconds to measure each variant for (after a warm-up).
     #[arg(long, default_value_t = 3.0)]
     pub(super) seconds: f64,
-    /// Worker threads [default: the number of cores].
+    /// Worker threads [default: the number of cores, divided among the processes of this machine under mpirun].
     #[arg(long)]
     pub(super) threads: Option<usize>,
     /// The micro-kernel of the JIT's matrix products.

@@ -43,7 +43,7 @@ pub struct Args {
     batch: usize,
     #[arg(long, value_enum, default_value = "jit")]
     backend: BackendArg,
-    /// Worker threads [default: the number of cores].
+    /// Worker threads [default: the number of cores, divided among the processes of this machine under mpirun].
     #[arg(long)]
     threads: Option<usize>,
 }

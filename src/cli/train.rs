@@ -121,7 +121,7 @@ pub struct Args {
     /// Back end that runs the compiled programs.
     #[arg(long, value_enum, default_value = "jit")]
     backend: BackendArg,
-    /// Worker threads [default: the number of cores].
+    /// Worker threads [default: the number of cores, divided among the processes of this machine under mpirun].
     #[arg(long)]
     threads: Option<usize>,
     /// The micro-kernel of the JIT's matrix products.

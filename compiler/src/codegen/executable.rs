@@ -14,6 +14,7 @@
 
 use super::jit::CgResult;
 use super::plan::Loc;
+use super::team::Team;
 use super::JitProgram;
 use crate::exec::{Collectives, Executable, Feed, Fetch, StateStore};
 use crate::ir::{Graph, OutputRole};
@@ -88,9 +89,40 @@ impl Ptrs {
     }
 }
 
+/// One pass of a kernel for the team's workers: each runs its own contiguous range of the
+/// `extent` items.
+#[derive(Clone, Copy)]
+struct Job {
+    f: KernelFn,
+    extent: usize,
+    threads: usize,
+    ptrs: (*mut f32, *mut f32, *const KernelCtx),
+}
+
+// SAFETY: a job is posted only while `run_kernels` holds the arena, the state and the
+// context alive and unchanged, and `Team::run` returns only after every worker finished
+// it; the workers' item ranges are disjoint (see `Ptrs`).
+unsafe impl Send for Job {}
+
+impl Job {
+    /// Items of thread `t`: contiguous ranges, thread 0 (the caller) the first.
+    fn range(&self, t: usize) -> (usize, usize) {
+        let per = self.extent.div_ceil(self.threads);
+        ((t * per).min(self.extent), ((t + 1) * per).min(self.extent))
+    }
+
+    /// A worker's part of the job.
+    fn run(&self, t: usize) {
+        let (lo, hi) = self.range(t);
+        if lo < hi {
+            Ptrs(self.ptrs.0, self.ptrs.1, self.ptrs.2).call(self.f, lo, hi, t);
+        }
+    }
+}
+
 /// The least work (FLOPs plus bytes moved) for which a kernel's items are split over
 /// threads; below it, dispatch would cost more than it saves.
-const PARALLEL_MIN_WORK: u64 = 1 << 18;
+const PARALLEL_MIN_WORK: u64 = 1 << 16;
 
 pub struct JitExecutable {
     /// Private, as everything here: the code was proved in bounds for exactly this
@@ -105,7 +137,7 @@ pub struct JitExecutable {
     /// Per kernel, its passes' functions.
     fns: Vec<Vec<KernelFn>>,
     /// Workers for kernels with several items (none for one thread).
-    pool: Option<rayon::ThreadPool>,
+    team: Option<Team<Job>>,
     arena: Vec<f32>,
     /// Index of the first 64-byte-aligned float of `arena`.
     base: usize,
@@ -152,13 +184,10 @@ impl JitExecutable {
             })
             .collect();
         let threads = program.plan.threads;
-        let pool = if threads > 1 {
-            Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .map_err(|e| Error::Codegen(format!("cannot start {threads} threads: {e}")))?,
-            )
+        let team = if threads > 1 {
+            let team = Team::new(threads - 1, |job: &Job, t| job.run(t))
+                .map_err(|e| Error::Codegen(format!("cannot start {threads} threads: {e}")))?;
+            Some(team)
         } else {
             None
         };
@@ -184,7 +213,7 @@ impl JitExecutable {
             early_poison: vec![],
             module: Some(module),
             fns,
-            pool,
+            team,
             arena,
             base,
             adam,
@@ -348,29 +377,16 @@ impl JitExecutable {
             let passes = &self.fns[k];
             let info = &self.program.kernels[k];
             let started = self.profile.as_ref().map(|_| std::time::Instant::now());
-            // Waking the pool costs microseconds: a small kernel runs on this thread alone
-            // (same items, so the same bits).
+            // Posting a job costs about a microsecond: a small kernel runs on this thread
+            // alone (same items, so the same bits).
             let worth_splitting = info.flops + info.bytes_read + info.bytes_written >= PARALLEL_MIN_WORK;
-            for (f, &extent) in passes.iter().zip(info.passes()) {
-                match &self.pool {
-                    Some(pool) if extent > 1 && worth_splitting => {
-                        // Contiguous ranges of items, one per thread; the scope's own
-                        // thread takes the first.
-                        let per = extent.div_ceil(threads);
-                        let range = |t: usize| ((t * per).min(extent), ((t + 1) * per).min(extent));
-                        pool.scope(|s| {
-                            for t in 1..threads {
-                                let (lo, hi) = range(t);
-                                if lo < hi {
-                                    let p = &ptrs;
-                                    s.spawn(move |_| p.call(*f, lo, hi, t));
-                                }
-                            }
-                            let (lo, hi) = range(0);
-                            ptrs.call(*f, lo, hi, 0);
-                        });
+            for (&f, &extent) in passes.iter().zip(info.passes()) {
+                match &self.team {
+                    Some(team) if extent > 1 && worth_splitting => {
+                        let job = Job { f, extent, threads, ptrs: (ptrs.0, ptrs.1, ptrs.2) };
+                        team.run(job, || job.run(0));
                     }
-                    _ => ptrs.call(*f, 0, extent, 0),
+                    _ => ptrs.call(f, 0, extent, 0),
                 }
             }
             if let (Some(t), Some(p)) = (started, self.profile.as_mut()) {

@@ -18,6 +18,7 @@ pub mod lower;
 pub mod math;
 pub mod micro;
 pub mod plan;
+pub mod team;
 
 use crate::exec::{CollectivePoint, StateLayout};
 use crate::ir::Graph;

@@ -2,11 +2,13 @@
 //! where each operand is either full-size or broadcast along the channels or along the
 //! inner axis (a bias). The inner loop runs on f32x4 with an exact scalar remainder.
 //! Each op's rule gives its per-element function; ops over a batch split it into one
-//! work item per sample, optimizer updates run as one item over their parameter.
+//! work item per sample, optimizer updates into chunks of their parameter.
 
 use super::element::{activation, activation_grad};
 use super::epilogue::{self, At};
-use super::{lower_rules, no_element, one_item, opaque, per_sample, pointwise, Element, KernelBufs, LowerCtx};
+use super::{
+    lower_rules, no_element, opaque, per_sample, pointwise, Element, KernelBufs, LowerCtx, MicroTile, NodeCx, Work,
+};
 use crate::codegen::builder::{ctx, Buf, Kb};
 use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Idx, IntCC, MathFn, Type, Val};
@@ -92,10 +94,36 @@ fn per_sample_space(cx: &LowerCtx) -> (Space, Vec<Bcast>) {
     (space, vec![Bcast::Full; cx.node.inputs.len()])
 }
 
-/// One item over the whole tensor (an optimizer or statistics update of one parameter).
+/// The most and the fewest floats of a whole-tensor pass's work item.
+const CHUNK_MAX: usize = 16384;
+const CHUNK_MIN: usize = 1024;
+
+/// The floats per work item of a pass over a whole tensor (an optimizer or statistics
+/// update of one parameter, an elementwise loss gradient): all of it when small, else
+/// the largest divisor of its size in CHUNK_MIN..=CHUNK_MAX (a multiple of four where
+/// one exists), so a large parameter's update is split over threads. Elementwise, so
+/// any split gives the same bits.
+fn chunk_of(numel: usize) -> usize {
+    if numel <= CHUNK_MAX {
+        return numel;
+    }
+    let divisors = || (CHUNK_MIN..=CHUNK_MAX).rev().filter(move |d| numel.is_multiple_of(*d));
+    divisors().find(|d| d % 4 == 0).or_else(|| divisors().next()).unwrap_or(numel)
+}
+
+/// A whole tensor in chunks of `chunk_of` floats, one work item each.
 fn whole(cx: &LowerCtx) -> (Space, Vec<Bcast>) {
     let numel: usize = cx.out_shape(0).iter().product();
-    (Space { outer: 1, chans: 1, inner: numel, items: false }, vec![Bcast::Full; cx.node.inputs.len()])
+    let chunk = chunk_of(numel);
+    let outer = numel / chunk.max(1);
+    let space = Space { outer, chans: 1, inner: chunk, items: outer > 1 };
+    (space, vec![Bcast::Full; cx.node.inputs.len()])
+}
+
+/// The work items of `whole`.
+fn whole_items<T>(_: &T, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
+    let numel: usize = cx.out_shape(0).iter().product();
+    Work::items(numel / chunk_of(numel).max(1))
 }
 
 /// `outs = f(ins)` over `space` with `bcast`, the first output through the epilogue.
@@ -109,11 +137,11 @@ lower_rules! {
     ActGrad => pointwise, |a: &ActGrad| Some(Element::ActGrad(a.act)), per_sample, lower_act_grad;
     Add => pointwise, |_: &Add| Some(Element::Add), per_sample, lower_add;
     BiasAdd => pointwise, |_: &BiasAdd| Some(Element::Bias), per_sample, lower_bias_add;
-    MseGrad => pointwise, no_element, one_item, lower_mse_grad;
-    BceWithLogitsGrad => pointwise, no_element, one_item, lower_bce_grad;
-    RunningUpdate => opaque, no_element, one_item, lower_running_update;
-    SgdUpdate => opaque, no_element, one_item, lower_sgd;
-    AdamUpdate => opaque, no_element, one_item, lower_adam;
+    MseGrad => pointwise, no_element, whole_items, lower_mse_grad;
+    BceWithLogitsGrad => pointwise, no_element, whole_items, lower_bce_grad;
+    RunningUpdate => opaque, no_element, whole_items, lower_running_update;
+    SgdUpdate => opaque, no_element, whole_items, lower_sgd;
+    AdamUpdate => opaque, no_element, whole_items, lower_adam;
     Dropout => opaque, no_element, per_sample, lower_dropout;
 }
 

@@ -2,7 +2,7 @@
 //! losses and their gradients). Sums that produce a loss accumulate in f64; every sum runs
 //! in an order fixed by the shapes alone.
 
-use super::{lower_rules, no_element, one_item, opaque, per_sample, KernelBufs, LowerCtx};
+use super::{lower_rules, no_element, one_item, opaque, per_sample, KernelBufs, LowerCtx, MicroTile, NodeCx, Work};
 use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Convert, FloatCC, Idx, MathFn, Val};
@@ -27,6 +27,12 @@ pub fn sum_span(kb: &mut Kb, buf: &Buf, start: Idx, len: usize) -> CgResult<Val>
     })
 }
 
+fn bias_grad_work(_: &BiasGrad, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
+    let s = cx.in_shape(0);
+    let inner: usize = s[2..].iter().product();
+    Work::items(if inner == 1 { 1 } else { s[1] })
+}
+
 fn lower_bias_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &BiasGrad) -> CgResult<()> {
     let s = cx.in_shape(0).to_vec();
     let (dy, db) = (&bufs.inputs[0], &bufs.outputs[0]);
@@ -45,7 +51,8 @@ fn lower_bias_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &BiasGrad) 
             kb.store(sum, db, f)
         });
     }
-    kb.for_range(0, c as i64, 1, |kb, ch| {
+    // One channel per work item (each sum in the same order whatever the split).
+    kb.for_items(c, |kb, ch| {
         let z = kb.f(types::F32, 0.0);
         let sum = kb.fold(z, (0, n as i64, 1), |kb, b, acc| {
             let row = kb.affine(0, &[(b, (c * inner) as i64), (ch, inner as i64)]);
@@ -176,7 +183,9 @@ fn sce_rows(
 
 lower_rules! {
     // Sums over the batch, in one item.
-    BiasGrad => opaque, no_element, one_item, lower_bias_grad;
+    // A dense layer's bias gradient in one item (four features a vector), a
+    // convolution's one channel per item.
+    BiasGrad => opaque, no_element, bias_grad_work, lower_bias_grad;
     // One row per item.
     Softmax => opaque, no_element, per_sample, lower_softmax;
     SoftmaxGrad => opaque, no_element, per_sample, lower_softmax_grad;
