@@ -175,6 +175,8 @@ fn every_op_agrees() {
         ("input x: [6] a: dense(6) tanh add(a) add(x) dense(2) softmax loss mse", 3),
         ("input [1, 28, 28] conv2d(6, kernel: 5, padding: 2) relu maxpool(2) conv2d(16, kernel: 5) relu maxpool(2) flatten dense(120) relu dense(84) relu dense(10) loss softmax_cross_entropy", 5),
         ("input [300] dense(257) relu dense(300) loss softmax_cross_entropy", 13),
+        // A batch of one: dense layers as dot products (odd depth and width: tails).
+        ("input [13] dense(7) relu dense(5, bias: false) tanh dense(37) loss softmax_cross_entropy", 1),
         // Epilogues on non-GEMM kernels: pooling + activation, batch norm + activation, a
         // pooling gradient + activation derivative (disjoint windows), add + activation.
         ("input [2, 6, 6] conv2d(3, kernel: 3, padding: 1) sigmoid avgpool(2) tanh flatten dense(3) loss mse", 3),

@@ -105,6 +105,9 @@ fn lower_matmul(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, mm: &MatMul) -> C
         let bb = kb.mul(col0, b.cs);
         let b_blk = Mat { base: bb, ..b.clone() };
         let c = Mat { buf: bufs.outputs[0].clone(), base: col0, rs: n as i64, cs: 1 };
+        if m == 1 && b.rs == 1 && a.cs == 1 {
+            return dot_row(kb, (&a, &b, &c), k, (col0, width), epi);
+        }
         let g =
             Gemm { m, n: width, k, a: a.clone(), b: b_blk, c, accumulate: false, scratch: &scratch, micro: cx.micro };
         if epi.is_empty() {
@@ -117,6 +120,64 @@ fn lower_matmul(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, mm: &MatMul) -> C
         };
         emit_gemm(kb, &g, Some(&mut f))
     })
+}
+
+/// C's row 0 (a batch of one) for columns `col0..col0 + width` when A's row and B's
+/// columns are contiguous along K — a dense layer's weights [out, in]: one dot product
+/// per output, four outputs at a time on four independent accumulators. A GEMM would
+/// first copy all of B transposed into panels to use one row of each tile; at batch 1
+/// that copy cost more than the product (LeNet-5's 400×120 layer). `c`'s base is the
+/// block's first column.
+fn dot_row(
+    kb: &mut Kb,
+    (a, b, c): (&Mat, &Mat, &Mat),
+    k: usize,
+    (col0, width): (Idx, usize),
+    epi: &[super::EpiOp],
+) -> CgResult<()> {
+    let k4 = (k / 4 * 4) as i64;
+    let outputs = |kb: &mut Kb, first: Idx, count: usize| -> CgResult<()> {
+        let cols: Vec<Idx> = (0..count).map(|j| kb.add(col0, first.plus(j as i64))).collect();
+        let rows: Vec<Idx> = cols
+            .iter()
+            .map(|&col| {
+                let at = kb.mul(col, b.cs);
+                kb.add(b.base, at)
+            })
+            .collect();
+        let z = kb.f(types::F32X4, 0.0);
+        let lanes = kb.fold_n(&vec![z; count], (0, k4, 4), |kb, p, acc| {
+            let xa = kb.add(a.base, p);
+            let x = kb.load(types::F32X4, &a.buf, xa)?;
+            let mut next = Vec::with_capacity(count);
+            for (j, &row) in rows.iter().enumerate() {
+                let wa = kb.add(row, p);
+                let w = kb.load(types::F32X4, &b.buf, wa)?;
+                next.push(kb.fma(x, w, acc[j]));
+            }
+            Ok(next)
+        })?;
+        for (j, (&row, &col)) in rows.iter().zip(&cols).enumerate() {
+            let s = kb.lane_sum(lanes[j]);
+            let s = kb.fold(s, (k4, k as i64, 1), |kb, p, s| {
+                let xa = kb.add(a.base, p);
+                let x = kb.load(types::F32, &a.buf, xa)?;
+                let wa = kb.add(row, p);
+                let w = kb.load(types::F32, &b.buf, wa)?;
+                Ok(kb.fma(x, w, s))
+            })?;
+            let at = kb.add(c.base, first.plus(j as i64));
+            let v = epilogue::apply(kb, epi, s, At { at, row: Idx::constant(0), col })?;
+            kb.store(v, &c.buf, at)?;
+        }
+        Ok(())
+    };
+    let full = width / 4 * 4;
+    kb.for_range(0, full as i64, 4, |kb, j| outputs(kb, j, 4))?;
+    if width > full {
+        outputs(kb, Idx::constant(full as i64), width - full)?;
+    }
+    Ok(())
 }
 
 /// (N, C, H, W, F, kh, kw, Ho, Wo) and the groups of a convolution node.
