@@ -377,8 +377,8 @@ impl JitExecutable {
             let passes = &self.fns[k];
             let info = &self.program.kernels[k];
             let started = self.profile.as_ref().map(|_| std::time::Instant::now());
-            // Posting a job costs about a microsecond: a small kernel runs on this thread
-            // alone (same items, so the same bits).
+            // Posting a job still costs a handoff and a wait for the slowest worker: a small
+            // kernel runs on this thread alone (same items, so the same bits).
             let worth_splitting = info.flops + info.bytes_read + info.bytes_written >= PARALLEL_MIN_WORK;
             for (&f, &extent) in passes.iter().zip(info.passes()) {
                 match &self.team {
