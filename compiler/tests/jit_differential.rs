@@ -208,6 +208,9 @@ fn every_op_agrees() {
         // A ResNet stem's padded max pooling, padded average pooling both ways.
         ("input [2, 9, 8] conv2d(3, kernel: 3, padding: 1) relu maxpool(3, stride: 2, padding: 1) avgpool(3, stride: 1, padding: 1) avgpool([3, 2], stride: [2, 1], padding: [1, 1], count_include_pad: false) flatten dense(3) loss softmax_cross_entropy", 3),
         ("input [1, 5, 6] maxpool([3, 2], stride: 1, padding: [1, 1]) maxpool(2, padding: 1) flatten dense(2) loss mse", 2),
+        // Rows wider than im2col's straight-line runs (70 and 72 floats: a loop, then an
+        // overlapping or scalar tail), a padded stride-2 row, a padding wider than the kernel.
+        ("input [2, 3, 70] conv2d(3, kernel: 3, padding: 1) relu conv2d(2, kernel: [1, 3], stride: [1, 2], padding: [0, 2]) relu conv2d(2, kernel: 1, padding: 2) flatten dense(2) loss mse", 2),
         ("input [3, 4, 5] conv_transpose2d(4, kernel: 3, stride: 2, padding: 1, output_padding: 1) relu conv_transpose2d(2, kernel: [2, 3], dilation: 2, groups: 2, bias: false) flatten dense(3) loss softmax_cross_entropy", 2),
     ];
     for (i, (body, batch)) in cases.iter().enumerate() {

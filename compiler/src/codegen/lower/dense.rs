@@ -5,9 +5,13 @@
 //! image and group: y = W·col (forward), dcol = Wᵀ·dy then col2im (input gradient),
 //! dW += dy·colᵀ (weight gradient). The matrix's rows are ordered (channel, ky, kx), so
 //! a group's rows are one contiguous block and a group's GEMM is the plain one on
-//! sub-matrices. The copy's bounds are static: for each kernel offset (ky, kx) the rows
-//! and columns whose (dilated) window lands inside the image are computed at compile
-//! time, so the copy has no per-element tests and is vectorized for stride 1.
+//! sub-matrices. A padded convolution first copies each image into the interior of a
+//! zero-bordered buffer (its border zeroed once per call), so every row of the matrix is
+//! one plain run of Wo floats — straight-line vector copies for stride 1, the last one
+//! overlapping — with no tests and no zero spans; the per-row loops and padding spans
+//! cost a padded layer more than its copy (LeNet-5's first layer: about a quarter of its
+//! forward kernel). col2im adds back only the taps inside the image, whose bounds for each
+//! kernel offset are computed at compile time.
 
 use super::epilogue::{self, At};
 use super::gemm::{emit_gemm, Gemm, GemmScratch, Mat, MicroTile};
@@ -227,11 +231,12 @@ impl ConvDims {
         ConvDims { n: x[0], c: x[1], h: x[2], w: x[3], f: w[0], kh, kw, ho: y[2], wo: y[3], groups, identity }
     }
 
-    /// Scratch for one image's im2col matrix (none when it is the image) and a GEMM of
-    /// (m, k, n).
-    fn scratch(&self, mkn: (usize, usize, usize), micro: &MicroTile) -> Vec<usize> {
+    /// Scratch for one image's im2col matrix (none when it is the image), a GEMM of
+    /// (m, k, n), and (`padded`: what im2col reads) the zero-bordered copy of one image.
+    fn scratch(&self, mkn: (usize, usize, usize), micro: &MicroTile, padded: usize) -> Vec<usize> {
         let mut scratch = vec![if self.identity { 1 } else { self.ckk() * self.p() }];
         scratch.extend(super::gemm::scratch(mkn, micro));
+        scratch.push(padded);
         scratch
     }
 }
@@ -256,7 +261,7 @@ fn grad_weight_dims(cx: &NodeCx, g: &ConvGeom) -> ConvDims {
 }
 
 /// Image `img`'s im2col matrix: the image itself when that is what it would hold, else
-/// the scratch matrix `col` (filled by `im2col_walk`).
+/// the scratch matrix `col` (filled by `im2col`).
 fn col_of(kb: &mut Kb, d: &ConvDims, img: Idx, x: &Buf, col: &Buf) -> (Buf, Idx) {
     if d.identity {
         (x.clone(), kb.mul(img, (d.c * d.h * d.w) as i64))
@@ -292,64 +297,160 @@ fn valid_range(out: usize, n: usize, k: usize, s: usize, p: usize) -> (usize, us
     (lo, hi.max(lo))
 }
 
-/// For each kernel offset and channel, the copy between image `n` of `x` and its im2col
-/// matrix `col`: `f(kb, x index, col index, width)` for the valid part, `zero(col index,
-/// width)` for the rest. `forward` = x → col (im2col), else col → x (col2im, adding).
-fn im2col_walk(kb: &mut Kb, d: &ConvDims, g: &ConvGeom, img: Idx, x: &Buf, col: &Buf, forward: bool) -> CgResult<()> {
+/// How a run of floats is split into accesses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// f32x4 steps, then one f32x4 ending at the run's end: the floats it writes twice
+    /// get the same value twice (a copy).
+    Overlap,
+    /// f32x4 steps, then single floats: an accumulation must touch each float once.
+    Exact,
+    /// Single floats (a strided source).
+    Scalar,
+}
+
+/// Runs up to this many floats are straight-line code: a convolution's rows are short
+/// (LeNet-5's 28, 10), and a loop per row cost more than the copy it made.
+const UNROLLED_RUN: usize = 64;
+
+/// `f(kb, j, ty)` over a run of `len` floats, split as `run` says.
+fn for_run(
+    kb: &mut Kb,
+    len: usize,
+    run: Run,
+    f: &mut dyn FnMut(&mut Kb, Idx, types::Type) -> CgResult<()>,
+) -> CgResult<()> {
+    let (lanes, ty) = if run == Run::Scalar || len < 4 { (1, types::F32) } else { (4, types::F32X4) };
+    let body_end = len / lanes * lanes;
+    if len <= UNROLLED_RUN {
+        for j in (0..body_end).step_by(lanes) {
+            f(kb, Idx::constant(j as i64), ty)?;
+        }
+    } else {
+        kb.for_range(0, body_end as i64, lanes as i64, |kb, j| f(kb, j, ty))?;
+    }
+    if body_end < len && run == Run::Overlap {
+        return f(kb, Idx::constant(len as i64 - 4), types::F32X4);
+    }
+    (body_end..len).try_for_each(|j| f(kb, Idx::constant(j as i64), types::F32))
+}
+
+/// Floats of the zero-bordered copy of one image that a padded convolution's im2col reads
+/// (one float, unused, when it reads the image itself).
+fn padded_size(d: &ConvDims, g: &ConvGeom) -> usize {
+    let (ph, pw) = (g.padding[0], g.padding[1]);
+    if d.identity || (ph, pw) == (0, 0) {
+        1
+    } else {
+        d.c * (d.h + 2 * ph) * (d.w + 2 * pw)
+    }
+}
+
+/// Zero the padded copy's buffer, once per call of the kernel: the border stays zero
+/// while each image's interior is copied in, so the border stands for the padding.
+fn zero_padded(kb: &mut Kb, d: &ConvDims, g: &ConvGeom, pad: &Buf) -> CgResult<()> {
+    match padded_size(d, g) {
+        1 => Ok(()),
+        size => kb.zero(pad, Idx::constant(0), size),
+    }
+}
+
+/// Image `img` of `x` as im2col reads it: `x` itself without padding, else its copy into
+/// the interior of `pad` [C, H + 2ph, W + 2pw] (whose border `zero_padded` wrote), so
+/// that every row of the matrix is one plain copy, with no tests and no zero spans.
+/// Returns the buffer, the image's first float, its row length and its plane.
+fn padded_image(
+    kb: &mut Kb,
+    d: &ConvDims,
+    g: &ConvGeom,
+    img: Idx,
+    x: &Buf,
+    pad: &Buf,
+) -> CgResult<(Buf, Idx, usize, usize)> {
+    let image = kb.mul(img, (d.c * d.h * d.w) as i64);
+    if padded_size(d, g) == 1 {
+        return Ok((x.clone(), image, d.w, d.h * d.w));
+    }
+    let (ph, pw) = (g.padding[0], g.padding[1]);
+    let (hp, wp) = (d.h + 2 * ph, d.w + 2 * pw);
+    kb.for_range(0, d.c as i64, 1, |kb, c| {
+        kb.for_range(0, d.h as i64, 1, |kb, y| {
+            let s = kb.affine(0, &[(c, (d.h * d.w) as i64), (y, d.w as i64)]);
+            let s = kb.add(image, s);
+            let t = kb.affine((ph * wp + pw) as i64, &[(c, (hp * wp) as i64), (y, wp as i64)]);
+            for_run(kb, d.w, Run::Overlap, &mut |kb, j, ty| {
+                let v = kb.load(ty, x, s + j)?;
+                kb.store(v, pad, t + j)
+            })
+        })
+    })?;
+    Ok((pad.clone(), Idx::constant(0), wp, hp * wp))
+}
+
+/// Image `img`'s im2col matrix into `col` [C·kh·kw, Ho·Wo]: row (c, ky, kx), column
+/// (oy, ox) is the (padded) image at (c, oy·sh + ky·dh, ox·sw + kx·dw). Read from the
+/// zero-bordered copy, each row is a run of Wo floats (vectors for stride 1).
+fn im2col(kb: &mut Kb, d: &ConvDims, g: &ConvGeom, img: Idx, (x, pad): (&Buf, &Buf), col: &Buf) -> CgResult<()> {
+    let (src, image, wp, plane) = padded_image(kb, d, g, img, x, pad)?;
+    let (sh, sw) = (g.stride[0], g.stride[1]);
+    let p = d.p() as i64;
+    let run = if sw == 1 { Run::Overlap } else { Run::Scalar };
+    for ky in 0..d.kh {
+        for kx in 0..d.kw {
+            let tap = (ky * g.dilation[0] * wp + kx * g.dilation[1]) as i64;
+            kb.for_range(0, d.c as i64, 1, |kb, c| {
+                kb.for_range(0, d.ho as i64, 1, |kb, oy| {
+                    let s = kb.affine(tap, &[(c, plane as i64), (oy, (sh * wp) as i64)]);
+                    let s = kb.add(image, s);
+                    let t =
+                        kb.affine(((ky * d.kw + kx) as i64) * p, &[(c, (d.kh * d.kw) as i64 * p), (oy, d.wo as i64)]);
+                    for_run(kb, d.wo, run, &mut |kb, j, ty| {
+                        let xo = kb.mul(j, sw as i64);
+                        let v = kb.load(ty, &src, s + xo)?;
+                        kb.store(v, col, t + j)
+                    })
+                })
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// col2im: image `img` of `dx` += its im2col matrix's gradient `dcol`, each element
+/// added to the input it was copied from (padding taps dropped). For each kernel offset
+/// the output rows and columns whose window lands inside the image are computed at
+/// compile time, so the loop has no per-element tests.
+fn col2im(kb: &mut Kb, d: &ConvDims, g: &ConvGeom, img: Idx, dx: &Buf, dcol: &Buf) -> CgResult<()> {
     let (sh, sw) = (g.stride[0], g.stride[1]);
     let (ph, pw) = (g.padding[0], g.padding[1]);
     let p = d.p() as i64;
+    let run = if sw == 1 { Run::Exact } else { Run::Scalar };
     for ky in 0..d.kh {
         // The tap's offset in the input: the kernel's row times the dilation.
         let dy = ky * g.dilation[0];
         let (oy_lo, oy_hi) = valid_range(d.ho, d.h, dy, sh, ph);
         for kx in 0..d.kw {
-            let dx = kx * g.dilation[1];
-            let (ox_lo, ox_hi) = valid_range(d.wo, d.w, dx, sw, pw);
+            let dxo = kx * g.dilation[1];
+            let (ox_lo, ox_hi) = valid_range(d.wo, d.w, dxo, sw, pw);
             kb.for_range(0, d.c as i64, 1, |kb, c| {
-                let row = kb.affine(((ky * d.kw + kx) as i64) * p, &[(c, (d.kh * d.kw) as i64 * p)]);
-                let zero_span = |kb: &mut Kb, start: Idx, len: usize| -> CgResult<()> {
-                    if forward {
-                        let z = kb.f(types::F32, 0.0);
-                        kb.for_range(0, len as i64, 1, |kb, i| {
-                            let at = kb.add(start, i);
-                            kb.store(z, col, at)
-                        })?;
-                    }
-                    Ok(())
-                };
-                // Rows of outputs whose window row is in the padding.
-                zero_span(kb, row, oy_lo * d.wo)?;
-                let after = row.plus((oy_hi * d.wo) as i64);
-                zero_span(kb, after, (d.ho - oy_hi) * d.wo)?;
+                let row = kb.affine(((ky * d.kw + kx) as i64) * p + ox_lo as i64, &[(c, (d.kh * d.kw) as i64 * p)]);
                 kb.for_range(oy_lo as i64, oy_hi as i64, 1, |kb, oy| {
                     let crow = kb.affine(0, &[(oy, d.wo as i64)]);
                     let crow = kb.add(row, crow);
-                    zero_span(kb, crow, ox_lo)?;
-                    zero_span(kb, crow.plus(ox_hi as i64), d.wo - ox_hi)?;
-                    // x[img, c, oy·sh + ky·dh − ph, ox·sw + kx·dw − pw]
-                    let base = (dy as i64 - ph as i64) * d.w as i64 + dx as i64 - pw as i64;
+                    // dx[img, c, oy·sh + ky·dh − ph, ox·sw + kx·dw − pw] for ox from ox_lo
+                    let base = (dy as i64 - ph as i64) * d.w as i64 + (dxo + ox_lo * sw) as i64 - pw as i64;
                     let xrow = kb.affine(
                         base,
                         &[(img, (d.c * d.h * d.w) as i64), (c, (d.h * d.w) as i64), (oy, (sh * d.w) as i64)],
                     );
-                    let copy = |kb: &mut Kb, ox: Idx, ty: types::Type| -> CgResult<()> {
-                        let xo = kb.mul(ox, sw as i64);
+                    for_run(kb, ox_hi - ox_lo, run, &mut |kb, j, ty| {
+                        let xo = kb.mul(j, sw as i64);
                         let xi = kb.add(xrow, xo);
-                        let ci = kb.add(crow, ox);
-                        if forward {
-                            let v = kb.load(ty, x, xi)?;
-                            kb.store(v, col, ci)
-                        } else {
-                            let v = kb.load(ty, col, ci)?;
-                            let old = kb.load(ty, x, xi)?;
-                            let s = kb.fadd(old, v);
-                            kb.store(s, x, xi)
-                        }
-                    };
-                    let vec_end = if sw == 1 { ox_lo + (ox_hi - ox_lo) / 4 * 4 } else { ox_lo };
-                    kb.for_range(ox_lo as i64, vec_end as i64, 4, |kb, ox| copy(kb, ox, types::F32X4))?;
-                    kb.for_range(vec_end as i64, ox_hi as i64, 1, |kb, ox| copy(kb, ox, types::F32))
+                        let v = kb.load(ty, dcol, crow + j)?;
+                        let old = kb.load(ty, dx, xi)?;
+                        let s = kb.fadd(old, v);
+                        kb.store(s, dx, xi)
+                    })
                 })
             })?;
         }
@@ -360,13 +461,14 @@ fn im2col_walk(kb: &mut Kb, d: &ConvDims, g: &ConvGeom, img: Idx, x: &Buf, col: 
 /// One image per work item.
 fn conv2d_work(conv: &Conv2d, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
     let d = conv2d_dims(cx, &conv.geom);
-    Work { scratch: d.scratch((d.group_f(), d.group_k(), d.p()), micro), shared: vec![], passes: vec![d.n] }
+    let padded = padded_size(&d, &conv.geom);
+    Work { scratch: d.scratch((d.group_f(), d.group_k(), d.p()), micro, padded), shared: vec![], passes: vec![d.n] }
 }
 
 /// One image per work item.
 fn grad_input_work(conv: &Conv2dGradInput, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
     let d = grad_input_dims(cx, &conv.geom);
-    Work { scratch: d.scratch((d.group_k(), d.group_f(), d.p()), micro), shared: vec![], passes: vec![d.n] }
+    Work { scratch: d.scratch((d.group_k(), d.group_f(), d.p()), micro, 1), shared: vec![], passes: vec![d.n] }
 }
 
 /// Whether a weight gradient is computed transposed, dWᵀ = col·dyᵀ (M = taps, N =
@@ -401,7 +503,7 @@ fn grad_weight_work(conv: &Conv2dGradWeight, cx: &NodeCx, micro: &MicroTile, _: 
     let d = grad_weight_dims(cx, &conv.geom);
     let chunks = d.n.div_ceil(DW_CHUNK);
     Work {
-        scratch: d.scratch(grad_weight_mkn(&d, micro), micro),
+        scratch: d.scratch(grad_weight_mkn(&d, micro), micro, padded_size(&d, &conv.geom)),
         shared: vec![chunks * d.f * d.group_k()],
         passes: vec![chunks, 1],
     }
@@ -413,10 +515,12 @@ fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2d) ->
     let (x, w, y) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
     let col = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);
+    let pad = &bufs.scratch[4];
     let (gk, gf, p) = (d.group_k(), d.group_f(), d.p());
+    zero_padded(kb, &d, &conv.geom, pad)?;
     kb.for_items(d.n, |kb, img| {
         if !d.identity {
-            im2col_walk(kb, &d, &conv.geom, img, x, col, true)?;
+            im2col(kb, &d, &conv.geom, img, (x, pad), col)?;
         }
         let (col, col0) = col_of(kb, &d, img, x, col);
         // Group g: filters g·gf.. of the output from rows g·gk.. of the matrix.
@@ -478,7 +582,7 @@ fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: 
         }
         let start = kb.mul(img, (d.c * d.h * d.w) as i64);
         kb.zero(dx, start, d.c * d.h * d.w)?;
-        im2col_walk(kb, &d, &conv.geom, img, dx, &dcol, false)
+        col2im(kb, &d, &conv.geom, img, dx, &dcol)
     })
 }
 
@@ -503,6 +607,7 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
     // Pass 0: each work item sums the images of one chunk, in order, into its partial.
     let col = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);
+    let pad = &bufs.scratch[4];
     let transposed = grad_weight_transposed(&d, cx.micro);
     let last = d.n - (chunks - 1) * DW_CHUNK;
     let chunk = |kb: &mut Kb, first: Idx, base: Idx, count: usize| -> CgResult<()> {
@@ -510,7 +615,7 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
         kb.for_range(0, count as i64, 1, |kb, i| {
             let img = kb.add(first, i);
             if !d.identity {
-                im2col_walk(kb, &d, &conv.geom, img, x, col, true)?;
+                im2col(kb, &d, &conv.geom, img, (x, pad), col)?;
             }
             let (col, col0) = col_of(kb, &d, img, x, col);
             // Group g: filters g·gf.. of dW += (channels g·gf.. of dy) · (rows g·gk.. of col)ᵀ,
@@ -534,6 +639,7 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
             })
         })
     };
+    zero_padded(kb, &d, &conv.geom, pad)?;
     kb.for_items(chunks, |kb, item| {
         if last == DW_CHUNK || chunks == 1 {
             let first = kb.mul(item, DW_CHUNK as i64);
