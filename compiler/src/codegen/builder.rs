@@ -389,6 +389,11 @@ impl Kb {
     }
 
     /// The 4×4 transpose of four f32x4 rows (unpack low/high, then move halves).
+    /// Lanes of two f32x4 values: lane i of the result is lane `lanes[i]` of a‖b.
+    pub fn shuffle(&mut self, a: Val, b: Val, lanes: [u8; 4]) -> Val {
+        self.def(types::F32X4, Expr::Shuffle(a, b, lanes))
+    }
+
     pub fn transpose4(&mut self, r: [Val; 4]) -> [Val; 4] {
         let mut sh = |a, b, lanes| self.def(types::F32X4, Expr::Shuffle(a, b, lanes));
         let t0 = sh(r[0], r[1], [0, 4, 1, 5]);

@@ -1,6 +1,8 @@
 //! Pooling and maxout: max with the first maximum winning (strict `>`) and NaN winning,
 //! matching the interpreter; gradients recompute the winner and add into a zeroed input
-//! gradient (overlapping windows add). One work item per sample.
+//! gradient (overlapping windows add) — except 2×2 windows at stride 2, which tile the
+//! input, so their gradient writes every element once (`tiles_2x2`). One work item per
+//! sample.
 //!
 //! An epilogue is applied to each stored output; for the gradients (which scatter into a
 //! zeroed input gradient) to each contribution, which fusion allows only where windows do
@@ -296,8 +298,99 @@ fn each_window_max(kb: &mut Kb, x: &Buf, xs: &[usize], geom: &PoolGeom, at_winne
     })
 }
 
+/// 2×2 windows at stride 2, unpadded — nearly every CNN's pooling: the windows tile the
+/// input. Four outputs are computed per f32x4, from two vectors of each input row split
+/// into even and odd columns (the general row form keeps half its lanes), and the
+/// gradient writes each input element once — the winner's contribution, zero elsewhere —
+/// instead of zeroing the whole input gradient first and adding into it.
+fn tiles_2x2(g: &PoolGeom) -> bool {
+    g.size == [2, 2] && g.stride == [2, 2] && g.padding == [0, 0]
+}
+
+/// A 2×2 window (or four neighbouring ones, as the lanes of f32x4 values): its four
+/// inputs in window order (top left, top right, bottom left, bottom right), where its top
+/// left input is in x, and its output's index.
+struct Quad {
+    ty: Type,
+    x: [Val; 4],
+    xat: Idx,
+    yat: Idx,
+}
+
+const EVEN: [u8; 4] = [0, 2, 4, 6];
+const ODD: [u8; 4] = [1, 3, 5, 7];
+
+/// `f` on every 2×2 window of a `tiles_2x2` pooling over x: four at a time, then the
+/// rest of each row one at a time.
+fn each_quad(
+    kb: &mut Kb,
+    x: &Buf,
+    xs: &[usize],
+    geom: &PoolGeom,
+    f: &mut dyn FnMut(&mut Kb, &Quad) -> CgResult<()>,
+) -> CgResult<()> {
+    let w = xs[3] as i64;
+    rows(kb, xs, geom, &mut |kb, xrow, yrow, wo| {
+        let vec_end = (wo / 4 * 4) as i64;
+        kb.for_range(0, vec_end, 4, |kb, ox| {
+            let xo = kb.mul(ox, 2);
+            let xat = kb.add(xrow, xo);
+            let mut halves = [None; 4];
+            for (i, h) in halves.iter_mut().enumerate() {
+                let at = xat.plus((i as i64 / 2) * w + (i as i64 % 2) * 4);
+                *h = Some(kb.load(types::F32X4, x, at)?);
+            }
+            let [a0, b0, a1, b1] = halves.map(|h| h.expect("loaded"));
+            let x =
+                [kb.shuffle(a0, b0, EVEN), kb.shuffle(a0, b0, ODD), kb.shuffle(a1, b1, EVEN), kb.shuffle(a1, b1, ODD)];
+            let yat = kb.add(yrow, ox);
+            f(kb, &Quad { ty: types::F32X4, x, xat, yat })
+        })?;
+        kb.for_range(vec_end, wo as i64, 1, |kb, ox| {
+            let xo = kb.mul(ox, 2);
+            let xat = kb.add(xrow, xo);
+            let mut vals = [None; 4];
+            for (i, v) in vals.iter_mut().enumerate() {
+                *v = Some(kb.load(types::F32, x, xat.plus((i as i64 / 2) * w + i as i64 % 2))?);
+            }
+            let yat = kb.add(yrow, ox);
+            f(kb, &Quad { ty: types::F32, x: vals.map(|v| v.expect("loaded")), xat, yat })
+        })
+    })
+}
+
+/// A window's maximum (the first maximum winning, NaN winning and staying, as
+/// `first_max`) and, for candidates 1..4, whether it took over from the ones before.
+fn quad_max(kb: &mut Kb, q: &Quad) -> (Val, [Val; 3]) {
+    let mut best = q.x[0];
+    let mut takes = [best; 3];
+    for (k, &v) in q.x[1..].iter().enumerate() {
+        let up = kb.fcmp(FloatCC::UnorderedOrGreaterThan, v, best);
+        let ordered = kb.fcmp(FloatCC::Ordered, best, best);
+        takes[k] = kb.band(up, ordered);
+        best = kb.select(takes[k], v, best);
+    }
+    (best, takes)
+}
+
+/// Whether a gradient's epilogue reads nothing but the pooling input at the winner (the
+/// derivative of the activation before the pooling), which the 2×2 form has in hand.
+fn needs_only_input(epi: &[EpiOp], x: &Buf) -> bool {
+    epi.iter().all(|op| match op {
+        EpiOp::Act(_) => true,
+        EpiOp::ActGrad(_, o) => o.region == x.region && o.offset == x.offset,
+        _ => false,
+    })
+}
+
 fn lower_maxpool(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &MaxPool) -> CgResult<()> {
     let io = Io::of(bufs);
+    if tiles_2x2(&p.geom) {
+        return each_quad(kb, io.x, cx.in_shape(0), &p.geom, &mut |kb, q| {
+            let (best, _) = quad_max(kb, q);
+            io.put(kb, best, q.yat)
+        });
+    }
     each_window_max(kb, io.x, cx.in_shape(0), &p.geom, &mut |kb, _, yo, best, _| io.put(kb, best, yo))
 }
 
@@ -306,10 +399,74 @@ fn lower_maxpool_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &MaxPool
     let io = Io::of(bufs);
     let xs = cx.in_shape(0);
     let dy = &bufs.inputs[1];
+    if tiles_2x2(&p.geom) && needs_only_input(io.epi, io.x) {
+        return maxpool_2x2_grad(kb, &io, dy, xs, &p.geom);
+    }
     zero_per_sample(kb, io.y, xs[0], xs[1..].iter().product())?;
     each_window_max(kb, io.x, xs, &p.geom, &mut |kb, win, yo, best, off| {
         let g = kb.load(types::F32, dy, yo)?;
         add_to_winner(kb, (io.x, io.y), win, off, g, best, io.epi)
+    })
+}
+
+/// dx of a `tiles_2x2` max pooling, every element written once: each window's
+/// contribution epi(dy) at its winner (as 0 + epi(dy): the bits the zeroed form adds),
+/// zeros at the other three, and zeros on a last row or column no window covers.
+fn maxpool_2x2_grad(kb: &mut Kb, io: &Io, dy: &Buf, xs: &[usize], geom: &PoolGeom) -> CgResult<()> {
+    let (h, w) = (xs[2], xs[3]);
+    let wi = w as i64;
+    each_quad(kb, io.x, xs, geom, &mut |kb, q| {
+        let (best, takes) = quad_max(kb, q);
+        let g = kb.load(q.ty, dy, q.yat)?;
+        let e = epilogue::apply_knowing(kb, io.epi, g, At::flat(q.xat), Some((io.x, best)))?;
+        let zero = kb.f(q.ty, 0.0);
+        let e = kb.fadd(zero, e);
+        // Candidate k takes the contribution from the ones before it when it wins.
+        let mut out = [e, zero, zero, zero];
+        for (k, &take) in takes.iter().enumerate() {
+            for o in out.iter_mut().take(k + 1) {
+                *o = kb.select(take, zero, *o);
+            }
+            out[k + 1] = kb.select(take, e, zero);
+        }
+        if q.ty == types::F32 {
+            for (i, &v) in out.iter().enumerate() {
+                kb.store(v, io.y, q.xat.plus((i as i64 / 2) * wi + i as i64 % 2))?;
+            }
+            return Ok(());
+        }
+        // Back to columns: even and odd interleaved, two vectors per input row.
+        for row in 0..2 {
+            let (even, odd) = (out[2 * row], out[2 * row + 1]);
+            let lo = kb.shuffle(even, odd, [0, 4, 1, 5]);
+            let hi = kb.shuffle(even, odd, [2, 6, 3, 7]);
+            let at = q.xat.plus(row as i64 * wi);
+            kb.store(lo, io.y, at)?;
+            kb.store(hi, io.y, at.plus(4))?;
+        }
+        Ok(())
+    })?;
+    if h % 2 == 0 && w % 2 == 0 {
+        return Ok(());
+    }
+    // The row and column past the last window.
+    let (c, plane) = (xs[1], h * w);
+    kb.for_items(xs[0], |kb, item| {
+        kb.for_range(0, c as i64, 1, |kb, ch| {
+            let start = kb.affine(0, &[(item, (c * plane) as i64), (ch, plane as i64)]);
+            if h % 2 == 1 {
+                kb.zero(io.y, start.plus(((h - 1) * w) as i64), w)?;
+            }
+            if w % 2 == 1 {
+                let z = kb.f(types::F32, 0.0);
+                kb.for_range(0, (h / 2 * 2) as i64, 1, |kb, y| {
+                    let at = kb.affine((w - 1) as i64, &[(y, wi)]);
+                    let at = kb.add(start, at);
+                    kb.store(z, io.y, at)
+                })?;
+            }
+            Ok(())
+        })
     })
 }
 
