@@ -208,6 +208,11 @@ fn every_op_agrees() {
         // A ResNet stem's padded max pooling, padded average pooling both ways.
         ("input [2, 9, 8] conv2d(3, kernel: 3, padding: 1) relu maxpool(3, stride: 2, padding: 1) avgpool(3, stride: 1, padding: 1) avgpool([3, 2], stride: [2, 1], padding: [1, 1], count_include_pad: false) flatten dense(3) loss softmax_cross_entropy", 3),
         ("input [1, 5, 6] maxpool([3, 2], stride: 1, padding: [1, 1]) maxpool(2, padding: 1) flatten dense(2) loss mse", 2),
+        // Direct convolutions (stride 1, the image itself as B at the taps' offsets):
+        // dilated and grouped, an input gradient; two K blocks of 216 taps forward and 48
+        // rows of input gradient.
+        ("input [4, 20, 18] conv2d(8, kernel: 3, padding: 2, dilation: 2, groups: 2) relu conv2d(6, kernel: 3, padding: 1) relu flatten dense(3) loss softmax_cross_entropy", 2),
+        ("input [6, 10, 12] conv2d(48, kernel: 3, padding: 1) relu conv2d(5, kernel: 3, padding: 1) tanh flatten dense(2) loss mse", 3),
         // Rows wider than im2col's straight-line runs (70 and 72 floats: a loop, then an
         // overlapping or scalar tail), a padded stride-2 row, a padding wider than the kernel.
         ("input [2, 3, 70] conv2d(3, kernel: 3, padding: 1) relu conv2d(2, kernel: [1, 3], stride: [1, 2], padding: [0, 2]) relu conv2d(2, kernel: 1, padding: 2) flatten dense(2) loss mse", 2),

@@ -202,6 +202,7 @@ impl Kb {
         kc: usize,
         (a_buf, a_at, a_len, a_strides): (&Buf, Idx, usize, (usize, usize)),
         (b_buf, b_at, b_len, b_stride): (&Buf, Idx, usize, usize),
+        b_steps: Option<std::sync::Arc<[i32]>>,
         tile: (&Buf, Idx, usize),
     ) -> CgResult<()> {
         let ptr = |kb: &mut Kb, (buf, at, len): (&Buf, Idx, usize)| -> CgResult<Ptr> {
@@ -210,7 +211,7 @@ impl Kb {
         };
         let (a, b) = (ptr(self, (a_buf, a_at, a_len))?, ptr(self, (b_buf, b_at, b_len))?);
         let tile = ptr(self, tile)?;
-        self.push(Stmt::CallMicro(Box::new(MicroCall { kc, a, a_strides, b, b_stride, tile })));
+        self.push(Stmt::CallMicro(Box::new(MicroCall { kc, a, a_strides, b, b_stride, b_steps, tile })));
         Ok(())
     }
 

@@ -15,7 +15,9 @@ use super::loops::{
     width, Binary, BufId, Convert, Expr, Idx, ImmOp, IntCC, LoopNest, MathFn, Stmt, Type, Unary, Val, MAX_TERMS,
 };
 use super::math;
-use cranelift_codegen::ir::{types, Block, FuncRef, Function, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::{
+    types, Block, FuncRef, Function, InstBuilder, MemFlagsData, StackSlot, StackSlotData, StackSlotKind, Value,
+};
 use cranelift_codegen::isa::TargetFrontendConfig;
 use std::collections::HashMap;
 
@@ -56,6 +58,9 @@ pub struct Clif<'f> {
     access_base: usize,
     /// Σ cᵢ·vᵢ already computed, per enclosing block.
     sums: Vec<HashMap<Terms, Value>>,
+    /// The micro-kernel calls' step-offset tables, each in a stack slot written once at
+    /// the function's entry (not at every call inside the loops).
+    tables: Vec<(std::sync::Arc<[i32]>, StackSlot)>,
 }
 
 impl Clif<'_> {
@@ -413,13 +418,43 @@ impl Clif<'_> {
                     ptr(self, &call.b, "pointer B")?,
                     ptr(self, &call.tile, "pointer tile")?,
                 );
+                let steps = match &call.b_steps {
+                    Some(t) => {
+                        let Some(&(_, slot)) = self.tables.iter().find(|(u, _)| u == t) else {
+                            return err(format!("kernel `{}`: a step table that was not written", nest.name));
+                        };
+                        self.fb.ins().stack_addr(types::I64, slot, 0)
+                    }
+                    None => self.fb.ins().iconst(types::I64, 0),
+                };
                 let mut int = |c: usize| self.fb.ins().iconst(types::I64, c as i64);
                 let (kc, (ar, ak), bk) = (int(call.kc), call.a_strides, call.b_stride);
-                let args = [kc, a, int(ar), int(ak), b, int(bk), tile];
+                let args = [kc, a, int(ar), int(ak), b, int(bk), steps, tile];
                 self.fb.ins().call(micro, &args);
             }
         }
         Ok(())
+    }
+}
+
+/// The distinct step-offset tables of the micro-kernel calls in `body`, in order.
+fn step_tables(body: &[Stmt], out: &mut Vec<std::sync::Arc<[i32]>>) {
+    for s in body {
+        match s {
+            Stmt::For { body, .. } | Stmt::Items { body, .. } => step_tables(body, out),
+            Stmt::IfBelow { then, otherwise, .. } => {
+                step_tables(then, out);
+                step_tables(otherwise, out);
+            }
+            Stmt::CallMicro(call) => {
+                if let Some(t) = &call.b_steps {
+                    if !out.contains(t) {
+                        out.push(t.clone());
+                    }
+                }
+            }
+            Stmt::Let(..) | Stmt::Store { .. } | Stmt::Set(..) => {}
+        }
     }
 }
 
@@ -440,6 +475,20 @@ pub fn emit(nest: &LoopNest, func: &mut Function, config: TargetFrontendConfig, 
         fb.ins().iadd_imm_s(a, (start * 4) as i64)
     });
     let vars = nest.vars.iter().map(|&ty| fb.declare_var(ty)).collect();
+    let mut tables = vec![];
+    step_tables(&nest.body, &mut tables);
+    let tables = tables
+        .into_iter()
+        .map(|t| {
+            let data = StackSlotData::new(StackSlotKind::ExplicitSlot, (t.len() * 4) as u32, 2);
+            let slot = fb.create_sized_stack_slot(data);
+            for (i, &o) in t.iter().enumerate() {
+                let v = fb.ins().iconst(types::I32, o as i64);
+                fb.ins().stack_store(types::I64, v, slot, (i * 4) as i32);
+            }
+            (t, slot)
+        })
+        .collect();
     let mut c = Clif {
         fb,
         fma: cx.fma,
@@ -456,6 +505,7 @@ pub fn emit(nest: &LoopNest, func: &mut Function, config: TargetFrontendConfig, 
         accesses: vec![],
         access_base: cx.access_base,
         sums: vec![],
+        tables,
     };
     c.block(nest, &nest.body)?;
     c.fb.ins().jump(exit, &[]);

@@ -286,7 +286,9 @@ pub enum Stmt {
 /// `tile = A·B` over `kc` steps: A(i, p) = `a[i·a_strides.0 + p·a_strides.1]` for the
 /// tile's MR rows i ((1, MR) when A is packed; A's own strides when it is read in place),
 /// B's step p the NR floats at `b + p·b_stride` (NR when B is packed; a row of B itself
-/// when read in place), the tile MR·NR floats.
+/// when read in place) — or, with `b_steps`, at `b + b_steps[p]` (a direct convolution's
+/// taps in a padded image; the offsets are constants of the nest, so the bounds proof
+/// sees them) —, the tile MR·NR floats.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MicroCall {
     pub kc: usize,
@@ -294,7 +296,23 @@ pub struct MicroCall {
     pub a_strides: (usize, usize),
     pub b: Ptr,
     pub b_stride: usize,
+    pub b_steps: Option<std::sync::Arc<[i32]>>,
     pub tile: Ptr,
+}
+
+impl MicroCall {
+    /// Floats each pointer must have from where it points, for MR×NR tiles: what the
+    /// micro-kernel reads of A (every row at every step) and of B (every step), and the
+    /// tile it writes.
+    pub fn extents(&self, (mr, nr): (usize, usize)) -> [usize; 3] {
+        let (ar, ak) = self.a_strides;
+        let a = (mr - 1) * ar + (self.kc - 1) * ak + 1;
+        let last_step = match &self.b_steps {
+            Some(steps) => steps.iter().map(|&s| s.max(0) as usize).max().unwrap_or(0),
+            None => (self.kc - 1) * self.b_stride,
+        };
+        [a, last_step + nr, mr * nr]
+    }
 }
 
 /// One function of a kernel.

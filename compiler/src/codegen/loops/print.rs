@@ -134,7 +134,15 @@ impl LoopNest {
                     let _ = writeln!(out, "{pad}call micro kc={}", call.kc);
                     let (ar, ak) = call.a_strides;
                     let _ = writeln!(out, "{pad}  a = {}  strides {ar}, {ak}", p(&call.a));
-                    let _ = writeln!(out, "{pad}  b = {}  stride {}", p(&call.b), call.b_stride);
+                    match &call.b_steps {
+                        Some(steps) => {
+                            let list: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
+                            let _ = writeln!(out, "{pad}  b = {}  steps [{}]", p(&call.b), list.join(" "));
+                        }
+                        None => {
+                            let _ = writeln!(out, "{pad}  b = {}  stride {}", p(&call.b), call.b_stride);
+                        }
+                    }
                     let _ = writeln!(out, "{pad}  tile = {}", p(&call.tile));
                 }
             }

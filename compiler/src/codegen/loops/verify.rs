@@ -123,8 +123,27 @@ impl Walk<'_> {
                     self.ranges[value.0 as usize] = saved;
                 }
                 Stmt::CallMicro(call) => {
-                    for (p, what) in [(&call.a, "packed A"), (&call.b, "packed B"), (&call.tile, "tile")] {
+                    let Some((_, mr, nr)) = &self.nest.micro else {
+                        return err(format!("kernel `{}`: a micro-kernel call without a micro-kernel", self.nest.name));
+                    };
+                    // What the micro-kernel touches follows from the call itself, not from
+                    // the lengths its builder wrote.
+                    let needed = call.extents((*mr, *nr));
+                    let ptrs = [(&call.a, "packed A"), (&call.b, "packed B"), (&call.tile, "tile")];
+                    for ((p, what), need) in ptrs.into_iter().zip(needed) {
+                        if p.len < need {
+                            return err(format!(
+                                "kernel `{}`: the micro-kernel reaches {need} floats from {what}, which is proved for {}",
+                                self.nest.name, p.len
+                            ));
+                        }
                         self.access(p.buf, &p.at, p.len, what)?;
+                    }
+                    if call.b_steps.as_ref().is_some_and(|s| s.len() != call.kc || s.iter().any(|&o| o < 0)) {
+                        return err(format!(
+                            "kernel `{}`: a micro-kernel call whose step offsets are not {} non-negative offsets",
+                            self.nest.name, call.kc
+                        ));
                     }
                 }
             }

@@ -20,6 +20,7 @@ use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Idx, Val};
 use crate::ops::{Conv2d, Conv2dGradInput, Conv2dGradWeight, ConvGeom, MatMul};
+use std::sync::Arc;
 
 fn gemm_scratch(bufs: &KernelBufs, first: usize) -> GemmScratch {
     GemmScratch {
@@ -112,8 +113,18 @@ fn lower_matmul(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, mm: &MatMul) -> C
         if m == 1 && b.rs == 1 && a.cs == 1 {
             return dot_row(kb, (&a, &b, &c), k, (col0, width), epi);
         }
-        let g =
-            Gemm { m, n: width, k, a: a.clone(), b: b_blk, c, accumulate: false, scratch: &scratch, micro: cx.micro };
+        let g = Gemm {
+            m,
+            n: width,
+            k,
+            a: a.clone(),
+            b: b_blk,
+            c,
+            b_rows: None,
+            accumulate: false,
+            scratch: &scratch,
+            micro: cx.micro,
+        };
         if epi.is_empty() {
             return emit_gemm(kb, &g, None);
         }
@@ -458,9 +469,218 @@ fn col2im(kb: &mut Kb, d: &ConvDims, g: &ConvGeom, img: Idx, dx: &Buf, dcol: &Bu
     Ok(())
 }
 
+/// A direct convolution (stride 1): the GEMM's B is the zero-bordered image itself, with
+/// no im2col matrix. Output pixel (oy, ox) is computed at column oy·Wp + ox of a *wide*
+/// [rows, `wide`] result, so that tap (c, ky, kx) of every column is the image at that
+/// column plus one offset, c·Hp·Wp + ky·dh·Wp + kx·dw — the micro-kernel's step offsets
+/// (`Gemm::b_rows`). The columns with ox ≥ Wo (and the round-up to whole panels) are
+/// computed and dropped; the valid ones are copied out (through the epilogue).
+///
+/// The input gradient of a stride-1 convolution is one too: dx = dy, bordered by
+/// (k − 1)·d − p, convolved with the kernel flipped (the flip is in the offsets) and its
+/// filter and channel axes swapped (a copy of the weights, made once per call).
+struct Direct {
+    /// The image convolved, per sample: channels, rows, columns (dy for an input gradient).
+    src: [usize; 3],
+    /// Its border: rows, columns.
+    pad: [usize; 2],
+    /// The result, per sample: channels, rows, columns.
+    out: [usize; 3],
+    groups: usize,
+    hp: usize,
+    wp: usize,
+    /// Columns computed: (rows − 1)·Wp + columns, rounded up to whole micro-tile panels.
+    wide: usize,
+    /// Floats of the zero-bordered image buffer: the image, and what the wide columns
+    /// past its end read.
+    size: usize,
+    /// The offset of each tap of a group's K, from the group's first channel.
+    steps: Arc<[i32]>,
+}
+
+impl Direct {
+    /// Rows of one group's result (the GEMM's M) and taps of one group (its K).
+    fn group_mk(&self) -> (usize, usize) {
+        (self.out[0] / self.groups, self.steps.len())
+    }
+
+    /// Scratch: the wide result where im2col's matrix would be, a GEMM's, the bordered
+    /// image, and (an input gradient) the swapped weights.
+    fn scratch(&self, micro: &MicroTile, weights: usize) -> Vec<usize> {
+        let (m, k) = self.group_mk();
+        let mut scratch = vec![m * self.wide];
+        scratch.extend(super::gemm::scratch((m, k, self.wide), micro));
+        scratch.extend([self.size, weights]);
+        scratch
+    }
+}
+
+/// The direct form of y = conv2d(x, w) (`grad_input`: of dx from dy), when the convolution
+/// has stride 1 and the form costs less than im2col by the estimate below — in cycles: a
+/// tile step is MR·NR multiply-adds at 16 a cycle; a float of the im2col matrix costs one
+/// (written, then read by the GEMM; or read and added by col2im), of the bordered image and
+/// of the result's copy half, and each K block after the first a pass over the wide result.
+/// The wide columns cost Wp / Wo more tile steps; im2col costs its K·Ho·Wo floats and a
+/// packed partial panel. LeNet-5's forward layers and the 3×3 layers on 28×28 images
+/// (both ways) take the direct form; an unpadded input gradient, which would multiply
+/// a border of zeros, does not.
+fn direct_plan(d: &ConvDims, g: &ConvGeom, micro: &MicroTile, grad_input: bool) -> Option<Direct> {
+    if d.identity || g.stride != [1, 1] {
+        return None;
+    }
+    let (kh, kw) = (d.kh, d.kw);
+    let reach = [(kh - 1) * g.dilation[0], (kw - 1) * g.dilation[1]];
+    let (src, pad, out) = if grad_input {
+        if g.padding[0] > reach[0] || g.padding[1] > reach[1] {
+            return None;
+        }
+        ([d.f, d.ho, d.wo], [reach[0] - g.padding[0], reach[1] - g.padding[1]], [d.c, d.h, d.w])
+    } else {
+        ([d.c, d.h, d.w], g.padding, [d.f, d.ho, d.wo])
+    };
+    let (hp, wp) = (src[1] + 2 * pad[0], src[2] + 2 * pad[1]);
+    let wide = ((out[1] - 1) * wp + out[2]).div_ceil(micro.nr) * micro.nr;
+    let (gsrc, gout, taps) = (src[0] / d.groups, out[0] / d.groups, kh * kw);
+    let (p, gk) = (out[1] * out[2], gsrc * taps);
+    if gk > MAX_STEPS {
+        return None;
+    }
+    let step = (micro.mr * micro.nr) as f64 / 16.0;
+    let tiles = |m: usize, n: usize, k: usize| (m.div_ceil(micro.mr) * n.div_ceil(micro.nr) * k) as f64 * step;
+    let im2col = if grad_input {
+        // dcol = Wᵀ·dy ([C·kh·kw, Ho·Wo] over F), then col2im.
+        let q = d.p();
+        tiles(d.group_k(), q, d.group_f()) + (d.group_k() * q) as f64
+    } else {
+        let partial = if p % micro.nr != 0 { (gk * micro.nr) as f64 * 0.5 } else { 0.0 };
+        tiles(gout, p, gk) + (gk * p) as f64 + partial
+    };
+    let k_blocks = gk.div_ceil(super::gemm::KC);
+    let direct = tiles(gout, wide, gk)
+        + ((gout * p) as f64 + (gsrc * hp * wp) as f64) * 0.5
+        + ((k_blocks - 1) * gout * wide) as f64;
+    if direct >= im2col {
+        return None;
+    }
+    let plane = hp * wp;
+    let mut steps = Vec::with_capacity(gk);
+    for c in 0..gsrc {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                // An input gradient's taps run the kernel backwards.
+                let (ty, tx) = if grad_input { (kh - 1 - ky, kw - 1 - kx) } else { (ky, kx) };
+                steps.push((c * plane + ty * g.dilation[0] * wp + tx * g.dilation[1]) as i32);
+            }
+        }
+    }
+    let last = *steps.iter().max().expect("a kernel has taps") as usize;
+    let size = (src[0] * plane).max((d.groups - 1) * gsrc * plane + last + wide);
+    Some(Direct { src, pad, out, groups: d.groups, hp, wp, wide, size, steps: steps.into() })
+}
+
+/// Most taps per group a direct convolution takes: its step offsets live on the kernel's
+/// stack (4 bytes each), written once per call.
+const MAX_STEPS: usize = 4096;
+
+/// Sample `img` of `x` ([N, src]) into the interior of the zero-bordered buffer `pad`.
+fn copy_interior(kb: &mut Kb, dp: &Direct, img: Idx, x: &Buf, pad: &Buf) -> CgResult<()> {
+    let [c, h, w] = dp.src;
+    let image = kb.mul(img, (c * h * w) as i64);
+    kb.for_range(0, c as i64, 1, |kb, ch| {
+        kb.for_range(0, h as i64, 1, |kb, y| {
+            let s = kb.affine(0, &[(ch, (h * w) as i64), (y, w as i64)]);
+            let s = kb.add(image, s);
+            let t =
+                kb.affine((dp.pad[0] * dp.wp + dp.pad[1]) as i64, &[(ch, (dp.hp * dp.wp) as i64), (y, dp.wp as i64)]);
+            for_run(kb, w, Run::Overlap, &mut |kb, j, ty| {
+                let v = kb.load(ty, x, s + j)?;
+                kb.store(v, pad, t + j)
+            })
+        })
+    })
+}
+
+/// A direct convolution's loop nest: per sample, the bordered copy of `src`; per group, the
+/// GEMM of A (`a`, its group g's rows from `a_base(g)`, `a_rs` apart, taps contiguous) into
+/// the wide result, then its valid columns through `epi` into `out` [N, dp.out].
+#[allow(clippy::too_many_arguments)]
+fn emit_direct(
+    kb: &mut Kb,
+    cx: &LowerCtx,
+    bufs: &KernelBufs,
+    dp: &Direct,
+    (src, a, a_rs): (&Buf, &Buf, usize),
+    out: &Buf,
+    epi: &[super::EpiOp],
+) -> CgResult<()> {
+    let (wide_c, pad) = (&bufs.scratch[0], &bufs.scratch[4]);
+    let scratch = gemm_scratch(bufs, 1);
+    let (gm, gk) = dp.group_mk();
+    let [oc, oh, ow] = dp.out;
+    let gsrc_plane = (dp.src[0] / dp.groups * dp.hp * dp.wp) as i64;
+    kb.zero(pad, Idx::constant(0), dp.size)?;
+    kb.for_items(cx.in_shape(0)[0], |kb, img| {
+        copy_interior(kb, dp, img, src, pad)?;
+        kb.for_range(0, dp.groups as i64, 1, |kb, group| {
+            let g = Gemm {
+                m: gm,
+                n: dp.wide,
+                k: gk,
+                a: Mat { buf: a.clone(), base: kb.mul(group, (gm * a_rs) as i64), rs: a_rs as i64, cs: 1 },
+                b: Mat { buf: pad.clone(), base: kb.mul(group, gsrc_plane), rs: 0, cs: 1 },
+                c: Mat { buf: wide_c.clone(), base: Idx::constant(0), rs: dp.wide as i64, cs: 1 },
+                b_rows: Some(dp.steps.clone()),
+                accumulate: false,
+                scratch: &scratch,
+                micro: cx.micro,
+            };
+            emit_gemm(kb, &g, None)?;
+            let first_row = kb.mul(group, gm as i64);
+            let image = kb.mul(img, (oc * oh * ow) as i64);
+            kb.for_range(0, gm as i64, 1, |kb, r| {
+                let row = kb.add(first_row, r);
+                kb.for_range(0, oh as i64, 1, |kb, oy| {
+                    let from = kb.affine(0, &[(r, dp.wide as i64), (oy, dp.wp as i64)]);
+                    let pix = kb.affine(0, &[(oy, ow as i64)]);
+                    let to = kb.affine(0, &[(row, (oh * ow) as i64)]);
+                    let to = kb.add(image, to);
+                    let to = kb.add(to, pix);
+                    for_run(kb, ow, Run::Exact, &mut |kb, j, ty| {
+                        let v = kb.load(ty, wide_c, from + j)?;
+                        let v = epilogue::apply(kb, epi, v, At { at: to + j, row, col: pix + j })?;
+                        kb.store(v, out, to + j)
+                    })
+                })
+            })
+        })
+    })
+}
+
+/// An input gradient's A: wt[g][c][f][tap] = w[g·F/G + f][c][tap] for each group g, its
+/// C/G channels and F/G filters — the filter and channel axes swapped, written once per
+/// call into scratch.
+fn swap_filters_channels(kb: &mut Kb, d: &ConvDims, w: &Buf, wt: &Buf) -> CgResult<()> {
+    let (gc, gf, taps) = (d.c / d.groups, d.group_f(), d.kh * d.kw);
+    kb.for_range(0, d.groups as i64, 1, |kb, group| {
+        kb.for_range(0, gc as i64, 1, |kb, c| {
+            kb.for_range(0, gf as i64, 1, |kb, f| {
+                let from = kb.affine(0, &[(group, (gf * gc * taps) as i64), (f, (gc * taps) as i64), (c, taps as i64)]);
+                let to = kb.affine(0, &[(group, (gc * gf * taps) as i64), (c, (gf * taps) as i64), (f, taps as i64)]);
+                for_run(kb, taps, Run::Overlap, &mut |kb, j, ty| {
+                    let v = kb.load(ty, w, from + j)?;
+                    kb.store(v, wt, to + j)
+                })
+            })
+        })
+    })
+}
+
 /// One image per work item.
 fn conv2d_work(conv: &Conv2d, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
     let d = conv2d_dims(cx, &conv.geom);
+    if let Some(dp) = direct_plan(&d, &conv.geom, micro, false) {
+        return Work { scratch: dp.scratch(micro, 1), shared: vec![], passes: vec![d.n] };
+    }
     let padded = padded_size(&d, &conv.geom);
     Work { scratch: d.scratch((d.group_f(), d.group_k(), d.p()), micro, padded), shared: vec![], passes: vec![d.n] }
 }
@@ -468,6 +688,9 @@ fn conv2d_work(conv: &Conv2d, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work 
 /// One image per work item.
 fn grad_input_work(conv: &Conv2dGradInput, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
     let d = grad_input_dims(cx, &conv.geom);
+    if let Some(dp) = direct_plan(&d, &conv.geom, micro, true) {
+        return Work { scratch: dp.scratch(micro, d.f * d.group_k()), shared: vec![], passes: vec![d.n] };
+    }
     Work { scratch: d.scratch((d.group_k(), d.group_f(), d.p()), micro, 1), shared: vec![], passes: vec![d.n] }
 }
 
@@ -512,6 +735,10 @@ fn grad_weight_work(conv: &Conv2dGradWeight, cx: &NodeCx, micro: &MicroTile, _: 
 fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2d) -> CgResult<()> {
     let epi = &bufs.epilogue;
     let d = conv2d_dims(&cx.node_cx(), &conv.geom);
+    if let Some(dp) = direct_plan(&d, &conv.geom, cx.micro, false) {
+        let (x, w, y) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
+        return emit_direct(kb, cx, bufs, &dp, (x, w, d.group_k()), y, epi);
+    }
     let (x, w, y) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
     let col = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);
@@ -534,6 +761,7 @@ fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2d) ->
                 a: Mat { buf: w.clone(), base: kb.mul(group, (gf * gk) as i64), rs: gk as i64, cs: 1 },
                 b: Mat { buf: col.clone(), base: at_group(kb, col0, group, gk * p), rs: p as i64, cs: 1 },
                 c,
+                b_rows: None,
                 accumulate: false,
                 scratch: &scratch,
                 micro: cx.micro,
@@ -555,6 +783,11 @@ fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2d) ->
 fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2dGradInput) -> CgResult<()> {
     let d = grad_input_dims(&cx.node_cx(), &conv.geom);
     let (dy, w, dx) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
+    if let Some(dp) = direct_plan(&d, &conv.geom, cx.micro, true) {
+        let wt = &bufs.scratch[5];
+        swap_filters_channels(kb, &d, w, wt)?;
+        return emit_direct(kb, cx, bufs, &dp, (dy, wt, d.group_f() * d.kh * d.kw), dx, &[]);
+    }
     let dcol = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);
     let (gk, gf, p) = (d.group_k(), d.group_f(), d.p());
@@ -571,6 +804,7 @@ fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: 
                 a: Mat { buf: w.clone(), base: kb.mul(group, (gf * gk) as i64), rs: 1, cs: gk as i64 },
                 b: Mat { buf: dy.clone(), base: dy_base, rs: p as i64, cs: 1 },
                 c: Mat { buf: dcol.clone(), base: at_group(kb, dcol0, group, gk * p), rs: p as i64, cs: 1 },
+                b_rows: None,
                 accumulate: false,
                 scratch: &scratch,
                 micro: cx.micro,
@@ -634,7 +868,8 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
                     let b = Mat { buf: col.clone(), base: col_base, rs: 1, cs: p as i64 };
                     (gf, gk, a, b, Mat { buf: partial.clone(), base: c_base, rs: gk as i64, cs: 1 })
                 };
-                let g = Gemm { m, n, k: p, a, b, c, accumulate: true, scratch: &scratch, micro: cx.micro };
+                let g =
+                    Gemm { m, n, k: p, a, b, c, b_rows: None, accumulate: true, scratch: &scratch, micro: cx.micro };
                 emit_gemm(kb, &g, None)
             })
         })
@@ -665,6 +900,49 @@ mod tests {
 
     fn dims(c: usize, f: usize, k: usize, out: usize, groups: usize) -> ConvDims {
         ConvDims { n: 1, c, h: out, w: out, f, kh: k, kw: k, ho: out, wo: out, groups, identity: false }
+    }
+
+    /// A stride-1 convolution over an h×w image: its dimensions and geometry.
+    fn conv(
+        c: usize,
+        f: usize,
+        k: usize,
+        (h, w): (usize, usize),
+        pad: usize,
+        dil: usize,
+        groups: usize,
+    ) -> (ConvDims, ConvGeom) {
+        let out = |n: usize| n + 2 * pad - (k - 1) * dil;
+        let d = ConvDims { n: 1, c, h, w, f, kh: k, kw: k, ho: out(h), wo: out(w), groups, identity: false };
+        (d, ConvGeom { stride: [1, 1], padding: [pad, pad], dilation: [dil, dil], groups })
+    }
+
+    /// Which convolutions take the direct form with the AVX2 tile: the examples' (as their
+    /// comments say) and the differential suite's cases written for it (dilated and
+    /// grouped; two K blocks both ways).
+    #[test]
+    fn the_direct_form_is_taken_where_it_costs_less() {
+        let avx2 = MicroTile { mr: 6, nr: 16, name: "native-avx2-6x16".into() };
+        let direct = |(d, g): (ConvDims, ConvGeom), grad_input: bool| direct_plan(&d, &g, &avx2, grad_input).is_some();
+        // LeNet-5: both forward layers; not the unpadded second layer's input gradient.
+        assert!(direct(conv(1, 6, 5, (28, 28), 2, 1, 1), false));
+        assert!(direct(conv(6, 16, 5, (14, 14), 0, 1, 1), false));
+        assert!(!direct(conv(6, 16, 5, (14, 14), 0, 1, 1), true));
+        // residual's 16→16 3×3 layers, both ways; cnn_bn's one-channel first layer stays
+        // im2col (9 taps: the wide columns cost more than the copy).
+        assert!(direct(conv(16, 16, 3, (28, 28), 1, 1, 1), false));
+        assert!(direct(conv(16, 16, 3, (28, 28), 1, 1, 1), true));
+        assert!(!direct(conv(1, 32, 3, (28, 28), 1, 1, 1), false));
+        // The differential suite's cases.
+        assert!(direct(conv(4, 8, 3, (20, 18), 2, 2, 2), false));
+        assert!(direct(conv(8, 6, 3, (20, 18), 1, 1, 1), false));
+        assert!(direct(conv(8, 6, 3, (20, 18), 1, 1, 1), true));
+        assert!(direct(conv(48, 5, 3, (10, 12), 1, 1, 1), false));
+        assert!(direct(conv(48, 5, 3, (10, 12), 1, 1, 1), true));
+        // Stride 2 never.
+        let (d, mut g) = conv(16, 16, 3, (28, 28), 1, 1, 1);
+        g.stride = [2, 2];
+        assert!(direct_plan(&d, &g, &avx2, false).is_none());
     }
 
     /// The weight-gradient orientations the differential suite's models rely on: LeNet-5's

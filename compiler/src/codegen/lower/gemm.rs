@@ -18,11 +18,12 @@ use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::CgResult;
 use crate::codegen::loops::{types, Idx, Val};
 pub use crate::codegen::micro::MicroTile;
+use std::sync::Arc;
 
 /// Largest depth of a packed panel: a 6×384 A panel (9 KB) and a 384×8 B panel (12 KB)
 /// stay in L1 together. K is cut into equal blocks no deeper than this (784 → 2 × 392),
 /// so no thin last block costs an extra pass over C.
-const KC: usize = 384;
+pub const KC: usize = 384;
 
 /// The depth of each full K block.
 fn kc_for(k: usize) -> usize {
@@ -88,6 +89,10 @@ pub struct Gemm<'a> {
     pub a: Mat,
     pub b: Mat,
     pub c: Mat,
+    /// B's row p starts at `b.base + b_rows[p]` instead of `b.base + p·b.rs`: a direct
+    /// convolution's taps in a zero-bordered image (then `b.cs` is 1 and N a whole number
+    /// of panels, so B is always read in place).
+    pub b_rows: Option<Arc<[i32]>>,
     /// C += op(A)·op(B) instead of C = ….
     pub accumulate: bool,
     pub scratch: &'a GemmScratch,
@@ -113,10 +118,18 @@ pub fn emit_gemm(kb: &mut Kb, g: &Gemm, mut epilogue: Option<Epilogue>) -> CgRes
     let (n_full, n_rem) = blocks(g.n, nc_max);
     let mut per_jc = |kb: &mut Kb, jc: Idx, nc: usize| -> CgResult<()> {
         // All k blocks but the last accumulate into C (zeroed above); the last one
-        // finishes the sum and runs the epilogue.
-        kb.for_range(0, (k_blocks - 1) as i64 * kc_max as i64, kc_max as i64, |kb, pc| {
-            block(kb, g, jc, nc, pc, kc_max, Store::Add, &mut None)
-        })?;
+        // finishes the sum and runs the epilogue. Blocks of a B with row offsets are
+        // unrolled: each call gets its block's offsets as constants.
+        if g.b_rows.is_some() {
+            for blk in 0..k_blocks - 1 {
+                let pc = Idx::constant((blk * kc_max) as i64);
+                block(kb, g, jc, nc, pc, kc_max, Store::Add, &mut None)?;
+            }
+        } else {
+            kb.for_range(0, (k_blocks - 1) as i64 * kc_max as i64, kc_max as i64, |kb, pc| {
+                block(kb, g, jc, nc, pc, kc_max, Store::Add, &mut None)
+            })?;
+        }
         let pc = Idx::constant(((k_blocks - 1) * kc_max) as i64);
         block(kb, g, jc, nc, pc, last_kc, final_store, &mut epilogue)
     };
@@ -160,7 +173,20 @@ fn block(
     // B with contiguous rows is read in place, panel by panel (its full panels need no
     // copy: the micro-kernel steps down B's rows); only a partial last panel is packed,
     // zero-padded, at the start of the packing buffer.
-    let in_place = g.b.cs == 1 && g.b.rs > 0;
+    let in_place = g.b.cs == 1 && (g.b.rs > 0 || g.b_rows.is_some());
+    // A B with row offsets has its rows' block as constants (see `emit_gemm`).
+    let steps = match &g.b_rows {
+        Some(rows) if g.b.cs == 1 && q_rem == 0 && pc.is_constant() => {
+            let first = pc.off as usize;
+            Some(Arc::<[i32]>::from(&rows[first..first + kc]))
+        }
+        Some(_) => {
+            return Err(crate::Error::Codegen(
+                "a GEMM whose B has row offsets needs contiguous columns, whole panels and constant K blocks".into(),
+            ))
+        }
+        None => None,
+    };
     if in_place {
         if q_rem > 0 {
             let last = kb.add(jc, Idx::constant((q_full * nr) as i64));
@@ -185,7 +211,13 @@ fn block(
             } else {
                 (&s.pack_a, Idx::constant(0), kc * mr, (1, mr))
             };
-            let b = if in_place && cols == nr {
+            let b = if let Some(steps) = &steps {
+                let col0 = kb.affine(0, &[(q, nr as i64)]);
+                let col0 = kb.add(col0, jc);
+                let at = kb.add(g.b.base, col0);
+                let last = steps.iter().map(|&s| s.max(0) as usize).max().unwrap_or(0);
+                (&g.b.buf, at, last + nr, 0)
+            } else if in_place && cols == nr {
                 let col0 = kb.affine(0, &[(q, nr as i64)]);
                 let col0 = kb.add(col0, jc);
                 let at = g.b.at(kb, pc, col0);
@@ -196,7 +228,7 @@ fn block(
                 let b_off = kb.mul(q, (kc * nr) as i64);
                 (&s.pack_b, b_off, kc * nr, nr)
             };
-            kb.call_micro(kc, a, b, (&s.tile, Idx::constant(0), mr * nr))?;
+            kb.call_micro(kc, a, b, steps.clone(), (&s.tile, Idx::constant(0), mr * nr))?;
             store_tile(kb, g, r, rows, jc, q, cols, store, epi)
         };
         kb.for_range(0, r_full as i64, 1, |kb, r| tile(kb, r, mr))?;

@@ -35,7 +35,7 @@ pub fn define<M: Module>(jit: &mut CodeModule<M>, fma: bool) -> CgResult<(MicroK
     fb.switch_to_block(entry);
     fb.seal_block(entry);
     let p = fb.block_params(entry).to_vec();
-    let (kc, a0, b0, tile) = (p[0], p[1], p[4], p[6]);
+    let (kc, a0, b0, b_steps, tile) = (p[0], p[1], p[4], p[6], p[7]);
     // In bytes: from one step's B row to the next, from one step's A column to the next,
     // and from A's first row to row i.
     let b_step = fb.ins().ishl_imm_u(p[5], 2);
@@ -57,12 +57,14 @@ pub fn define<M: Module>(jit: &mut CodeModule<M>, fma: bool) -> CgResult<(MicroK
     // row at b.
     // Each FMA gets its own single-use broadcast of the A value: Cranelift folds a
     // single-use `splat(load)` into one `vbroadcastss mem`, and since x64's FMA writes
-    // its result over its first operand, a single-use first operand needs no copy.
+    // its result over its first operand, a single-use first operand needs no copy. Each
+    // row's address is computed once per step (at opt_level none every `iadd` written is
+    // an instruction), row 0's is `a` itself.
     let step = |fb: &mut FunctionBuilder, a: Value, b: Value| {
         let bs: Vec<_> = (0..nr / 4).map(|j| fb.ins().load(types::F32X4, flags, b, (16 * j) as i32)).collect();
         for i in 0..mr {
+            let ai = if i == 0 { a } else { fb.ins().iadd(a, a_rows[i]) };
             for (j, &bj) in bs.iter().enumerate() {
-                let ai = fb.ins().iadd(a, a_rows[i]);
                 let s = fb.ins().load(types::F32, flags, ai, 0);
                 let s = fb.ins().splat(types::F32X4, s);
                 let var = accs[i * (nr / 4) + j];
@@ -77,14 +79,40 @@ pub fn define<M: Module>(jit: &mut CodeModule<M>, fma: bool) -> CgResult<(MicroK
             }
         }
     };
-    // The k loop, unrolled by UNROLL, then single steps for the rest.
+    // The k loop, unrolled by UNROLL, then single steps for the rest; with step offsets,
+    // one step at a time, B's row at b + offset.
     const UNROLL: usize = 8;
     let head4 = fb.create_block();
     let body4 = fb.create_block();
     let head1 = fb.create_block();
     let body1 = fb.create_block();
+    let head_t = fb.create_block();
+    let body_t = fb.create_block();
     let done = fb.create_block();
-    fb.ins().jump(head4, &[]);
+    let sv = fb.declare_var(types::I64);
+    fb.def_var(sv, b_steps);
+    let strided = fb.ins().icmp_imm_s(IntCC::Equal, b_steps, 0);
+    fb.ins().brif(strided, head4, &[], head_t, &[]);
+    fb.switch_to_block(head_t);
+    let k = fb.use_var(kv);
+    let more = fb.ins().icmp_imm_s(IntCC::SignedGreaterThan, k, 0);
+    fb.ins().brif(more, body_t, &[], done, &[]);
+    fb.switch_to_block(body_t);
+    fb.seal_block(body_t);
+    let (a, s) = (fb.use_var(av), fb.use_var(sv));
+    let off = fb.ins().sload32(flags, s, 0);
+    let off = fb.ins().ishl_imm_u(off, 2);
+    let b = fb.ins().iadd(b0, off);
+    step(&mut fb, a, b);
+    let a2 = fb.ins().iadd(a, a_step);
+    let s2 = fb.ins().iadd_imm_s(s, 4);
+    let k = fb.use_var(kv);
+    let k2 = fb.ins().iadd_imm_s(k, -1);
+    fb.def_var(av, a2);
+    fb.def_var(sv, s2);
+    fb.def_var(kv, k2);
+    fb.ins().jump(head_t, &[]);
+    fb.seal_block(head_t);
     fb.switch_to_block(head4);
     let k = fb.use_var(kv);
     let more4 = fb.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, k, UNROLL as i64);

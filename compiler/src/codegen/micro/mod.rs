@@ -41,10 +41,11 @@ pub fn tile_for(choice: MicroChoice, features: HostFeatures) -> MicroTile {
 }
 
 /// The signature of a micro-kernel: (kc, A, A's row stride, A's step stride, B, B's step
-/// stride, tile), strides in floats (see `loops::MicroCall`).
+/// stride, B's step offsets or null, tile), strides and offsets in floats (see
+/// `loops::MicroCall`).
 pub fn signature<M: Module>(jit: &CodeModule<M>) -> Signature {
     let mut sig = Signature::new(jit.call_conv());
-    for _ in 0..7 {
+    for _ in 0..8 {
         sig.params.push(AbiParam::new(types::I64));
     }
     sig

@@ -14,7 +14,8 @@ macro_rules! tile_kernel {
         $(#[$doc])*
         /// # Safety
         #[doc = concat!("The host must have ", $features, "; `a` must hold the floats `a + i·a_row + p·a_step`")]
-        #[doc = concat!(" for i < ", $mr, " and p < `kc`, `b` ", $nr, " floats at each `b + p·b_step`, and `tile` ")]
+        #[doc = concat!(" for i < ", $mr, " and p < `kc`, `b` ", $nr, " floats at each `b + p·b_step` (or, when `b_steps`")]
+        #[doc = " is not null, at each `b + b_steps[p]`, `b_steps` holding `kc` non-negative offsets), and `tile` "]
         #[doc = concat!($mr, "·", $nr, " floats (what the JIT loop nest proves before it calls).")]
         #[cfg(target_arch = "x86_64")]
         #[cfg_attr(micro_object, unsafe(no_mangle))]
@@ -25,11 +26,12 @@ macro_rules! tile_kernel {
             a_step: i64,
             b: *const f32,
             b_step: i64,
+            b_steps: *const i32,
             tile: *mut f32,
         ) {
             let u = |x: i64| x.max(0) as usize;
             // SAFETY: the caller upholds this function's contract.
-            unsafe { $inner(u(kc), a, (u(a_row), u(a_step)), b, u(b_step), tile) }
+            unsafe { $inner(u(kc), a, (u(a_row), u(a_step)), (b, u(b_step), b_steps), tile) }
         }
 
         #[cfg(target_arch = "x86_64")]
@@ -38,8 +40,7 @@ macro_rules! tile_kernel {
             kc: usize,
             a: *const f32,
             (a_row, a_step): (usize, usize),
-            b: *const f32,
-            b_step: usize,
+            (b, b_step, b_steps): (*const f32, usize, *const i32),
             tile: *mut f32,
         ) {
             use core::arch::x86_64::*;
@@ -48,7 +49,10 @@ macro_rules! tile_kernel {
                 // SAFETY: A's MR rows and B's NR columns are in bounds at every step's
                 // strides (the caller's bounds proof).
                 unsafe {
-                    let bp = b.add(p * b_step);
+                    // A direct convolution's B steps through an image at the offsets of
+                    // its kernel taps; a matrix's at one stride.
+                    let at = if b_steps.is_null() { p * b_step } else { (*b_steps.add(p)).max(0) as usize };
+                    let bp = b.add(at);
                     let b0 = $load(bp);
                     let b1 = $load(bp.add($lanes));
                     let ap = a.add(p * a_step);
