@@ -77,7 +77,9 @@ fn for_column_blocks(
 lower_rules! {
     MatMul => gemm_columns, no_element, matmul_work, lower_matmul;
     Conv2d => gemm_rows, no_element, conv2d_work, lower_conv2d;
-    Conv2dGradInput => super::opaque, no_element, grad_input_work, lower_conv2d_grad_input;
+    // Each input-gradient element is final once per image (the direct form's copy out, or
+    // after col2im), where the epilogue is applied: the derivative of the layer before.
+    Conv2dGradInput => gemm_rows, no_element, grad_input_work, lower_conv2d_grad_input;
     Conv2dGradWeight => super::opaque, no_element, grad_weight_work, lower_conv2d_grad_weight;
 }
 
@@ -86,7 +88,8 @@ fn gemm_columns<T>(_: &T, _: &NodeCx) -> Storage {
     Storage::Gemm(ChannelAxis::Columns)
 }
 
-/// A convolution's per-image C is [filters, pixels]: the rows.
+/// A convolution's per-image C is [filters, pixels] (its input gradient's [channels,
+/// pixels]): the rows.
 fn gemm_rows<T>(_: &T, _: &NodeCx) -> Storage {
     Storage::Gemm(ChannelAxis::Rows)
 }
@@ -786,7 +789,7 @@ fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: 
     if let Some(dp) = direct_plan(&d, &conv.geom, cx.micro, true) {
         let wt = &bufs.scratch[5];
         swap_filters_channels(kb, &d, w, wt)?;
-        return emit_direct(kb, cx, bufs, &dp, (dy, wt, d.group_f() * d.kh * d.kw), dx, &[]);
+        return emit_direct(kb, cx, bufs, &dp, (dy, wt, d.group_f() * d.kh * d.kw), dx, &bufs.epilogue);
     }
     let dcol = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);
@@ -811,12 +814,26 @@ fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: 
             };
             emit_gemm(kb, &g, None)
         })?;
-        if d.identity {
+        let start = kb.mul(img, (d.c * d.h * d.w) as i64);
+        if !d.identity {
+            kb.zero(dx, start, d.c * d.h * d.w)?;
+            col2im(kb, &d, &conv.geom, img, dx, &dcol)?;
+        }
+        // The image's gradient is final: the epilogue, in place while it is hot.
+        if bufs.epilogue.is_empty() {
             return Ok(());
         }
-        let start = kb.mul(img, (d.c * d.h * d.w) as i64);
-        kb.zero(dx, start, d.c * d.h * d.w)?;
-        col2im(kb, &d, &conv.geom, img, dx, &dcol)
+        let hw = (d.h * d.w) as i64;
+        kb.for_range(0, d.c as i64, 1, |kb, c| {
+            let plane = kb.affine(0, &[(c, hw)]);
+            let plane = kb.add(start, plane);
+            kb.for_lanes(0, hw, |kb, j, ty| {
+                let at = kb.add(plane, j);
+                let v = kb.load(ty, dx, at)?;
+                let v = epilogue::apply(kb, &bufs.epilogue, v, At { at, row: c, col: j })?;
+                kb.store(v, dx, at)
+            })
+        })
     })
 }
 
