@@ -1,6 +1,10 @@
 //! Matrix products and convolutions, all through the GEMM loop nest.
 //!
-//! Convolutions use im2col: each image's receptive fields are copied into a
+//! A stride-1 convolution, and its input gradient, may be *direct* (`Direct`): the GEMM
+//! multiplies the zero-bordered image in place, stepping through it at the taps' offsets,
+//! into a wide result whose valid columns are copied out; a cycle estimate chooses it per
+//! layer (`direct_plan`). Otherwise, and for every weight gradient, convolutions use
+//! im2col: each image's receptive fields are copied into a
 //! [C·kh·kw, Ho·Wo] matrix (zeros where the window covers padding), then one GEMM per
 //! image and group: y = W·col (forward), dcol = Wᵀ·dy then col2im (input gradient),
 //! dW += dy·colᵀ (weight gradient). The matrix's rows are ordered (channel, ky, kx), so
