@@ -10,25 +10,11 @@ use crate::ops::{
     mean_count, BceWithLogits, BiasGrad, Mse, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad, SoftmaxGrad,
 };
 
-/// Σ buf[start .. start+len] in f32: sixteen floats a step on four f32x4 accumulators
-/// (one accumulator made each step wait for the previous add: the sum ran at a quarter of
-/// the adder's rate), the four added pairwise, the remaining vectors, the lanes, the tail.
+/// Σ buf[start .. start+len] in f32: four lanes, then the lanes, then the tail.
 pub fn sum_span(kb: &mut Kb, buf: &Buf, start: Idx, len: usize) -> CgResult<Val> {
-    let (end16, end4) = ((len / 16 * 16) as i64, (len / 4 * 4) as i64);
+    let end4 = (len / 4 * 4) as i64;
     let z = kb.f(types::F32X4, 0.0);
-    let quads = kb.fold_n(&[z; 4], (0, end16, 16), |kb, i, acc| {
-        let at = kb.add(start, i);
-        (0..4)
-            .map(|q| {
-                let v = kb.load(types::F32X4, buf, at.plus(4 * q as i64))?;
-                Ok(kb.fadd(acc[q], v))
-            })
-            .collect()
-    })?;
-    let low = kb.fadd(quads[0], quads[1]);
-    let high = kb.fadd(quads[2], quads[3]);
-    let z = kb.fadd(low, high);
-    let lanes = kb.fold(z, (end16, end4, 4), |kb, i, acc| {
+    let lanes = kb.fold(z, (0, end4, 4), |kb, i, acc| {
         let at = kb.add(start, i);
         let v = kb.load(types::F32X4, buf, at)?;
         Ok(kb.fadd(acc, v))
