@@ -152,10 +152,9 @@ proptest! {
     }
 }
 
-/// Each op of the IR, through a small model that uses it (odd sizes on purpose).
-#[test]
-fn every_op_agrees() {
-    let cases = [
+/// Each op of the IR, through a small model that uses it (odd sizes on purpose), and the
+/// batch size it runs at.
+const OP_CASES: &[(&str, usize)] = &[
         ("input [7] dense(5) loss softmax_cross_entropy", 3),
         ("input [7] dense(5, bias: false) relu dense(3) loss mse", 5),
         ("input [3, 9, 7] conv2d(5, kernel: 3, stride: 2, padding: 1) flatten dense(2) loss mse", 3),
@@ -217,10 +216,56 @@ fn every_op_agrees() {
         // overlapping or scalar tail), a padded stride-2 row, a padding wider than the kernel.
         ("input [2, 3, 70] conv2d(3, kernel: 3, padding: 1) relu conv2d(2, kernel: [1, 3], stride: [1, 2], padding: [0, 2]) relu conv2d(2, kernel: 1, padding: 2) flatten dense(2) loss mse", 2),
         ("input [3, 4, 5] conv_transpose2d(4, kernel: 3, stride: 2, padding: 1, output_padding: 1) relu conv_transpose2d(2, kernel: [2, 3], dilation: 2, groups: 2, bias: false) flatten dense(3) loss softmax_cross_entropy", 2),
-    ];
-    for (i, (body, batch)) in cases.iter().enumerate() {
+];
+
+#[test]
+fn every_op_agrees() {
+    for (i, (body, batch)) in OP_CASES.iter().enumerate() {
         for seed in 0..3u64 {
             check_model(&format!("model op {{ {body} }}"), *batch, i as u64 * 10 + seed, optimizer(seed));
         }
+    }
+}
+
+/// Fusion changes which values are stored, never a value: every rule applies the same
+/// operations in the same order as the kernels it replaces (an epilogue at the store, a
+/// sibling summing values as they are stored), so a training step computes the same bits
+/// fused and unfused — for every op's model and the examples.
+#[test]
+fn fusion_keeps_the_bits() {
+    let examples = ["lenet5", "cnn_bn", "residual", "strided"].map(|m| {
+        let path = format!("{}/../examples/{m}.nn", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    });
+    let ops = OP_CASES.iter().map(|(body, batch)| (format!("model op {{ {body} }}"), *batch));
+    for (i, (text, batch)) in ops.chain(examples.into_iter().map(|t| (t, 5))).enumerate() {
+        let src = SourceFile::new("gen.nn", &text);
+        let spec = parse_and_check(&src).unwrap_or_else(|d| panic!("{}", d.render(&src)));
+        let mut rng = Rng((i as u64).wrapping_mul(0x9e3779b97f4a7c15) | 1);
+        let layout = StateLayout::new(
+            &spec,
+            Optimizer::Sgd { momentum: 0.0, nesterov: false, weight_decay: 0.0 }.state_suffixes(),
+        );
+        let store = random_store(&layout, &mut rng);
+        let per: usize = spec.input.shape.iter().product();
+        let data: Vec<f32> = (0..batch * per).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        let t = targets(&spec, batch, &mut rng);
+        let feed = Feed { data: &data, target: Some(&t) };
+        let cx = StepCtx { seed: i as u64, step: 1, lr: 0.01 };
+        let grad = exec::grad_program(&spec, batch, &[]).unwrap();
+        let run = |fuse: bool| {
+            let opts = CodegenOptions { fuse, ..CodegenOptions::default() };
+            let mut s = store.clone();
+            let f = compile(&grad, store.layout(), opts).unwrap().run(&mut s, &feed, &cx).unwrap();
+            (s, f)
+        };
+        let ((s_fused, f_fused), (s_unfused, f_unfused)) = (run(true), run(false));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for slot in &layout.slots {
+            let (a, b) = (&s_fused.data()[slot.range()], &s_unfused.data()[slot.range()]);
+            assert_eq!(bits(a), bits(b), "{:?} {}: fused and unfused differ\n{text}", slot.kind, slot.name);
+        }
+        assert_eq!(bits(&f_fused.prediction), bits(&f_unfused.prediction), "prediction\n{text}");
+        assert_eq!(f_fused.loss.map(f32::to_bits), f_unfused.loss.map(f32::to_bits), "loss\n{text}");
     }
 }

@@ -71,9 +71,11 @@ impl Kernel {
     }
 
     /// What it reads from outside: the main op's and siblings' inputs, then the links'
-    /// operands, each once.
+    /// operands, each once — not what it stores itself (a sibling reading the main op's
+    /// output takes each value as it is stored).
     pub fn reads(&self, g: &Graph) -> Vec<ValueId> {
-        let mut ins: Vec<ValueId> = vec![];
+        let mut ins: Vec<ValueId> = self.stored(g);
+        let own = ins.len();
         let nodes = std::iter::once(self.main).chain(self.siblings.iter().copied());
         let all = nodes
             .flat_map(|n| g.nodes[n].inputs.iter().copied())
@@ -83,7 +85,7 @@ impl Kernel {
                 ins.push(v);
             }
         }
-        ins
+        ins.split_off(own)
     }
 }
 
@@ -166,6 +168,13 @@ pub const RULES: &[Rule] = &[
         apply: loss_with_grad,
     },
     Rule {
+        name: "bias_grad_with_batchnorm_grad",
+        removes: "a pass over a convolution's output gradient: batch norm's gradient sums each \
+                  channel's input gradient into the bias gradient of the layer before while it stores \
+                  it, per channel as the bias gradient does (the same bits)",
+        apply: bias_grad_with_batchnorm_grad,
+    },
+    Rule {
         name: "gemm_epilogue",
         removes: "a pass over C per link: bias, batch norm in evaluation mode, activation, activation \
                   derivative and residual add are applied to each GEMM tile while it is hot",
@@ -195,6 +204,23 @@ fn loss_with_grad(cx: &FuseCx, i: usize) -> Option<Match> {
         matches!(g.nodes[c].op, Op::SoftmaxCrossEntropyGrad(_)) && g.nodes[c].inputs == n.inputs && !cx.taken[c]
     })?;
     Some(Match { siblings: vec![grad], epilogue: vec![] })
+}
+
+fn bias_grad_with_batchnorm_grad(cx: &FuseCx, i: usize) -> Option<Match> {
+    let g = cx.graph;
+    if !matches!(g.nodes[i].op, Op::BatchNormTrainGrad(_) | Op::BatchNormGradInput(_)) {
+        return None;
+    }
+    let dx = g.nodes[i].outputs[0];
+    // Per-channel sums over planes (a dense layer's bias gradient sums features in
+    // another order), and dx stored anyway: read by more than the bias gradient.
+    let d = dx.0 as usize;
+    if g.shape(dx)[2..].iter().product::<usize>() < 2 || cx.readers[d] < 2 && !cx.is_output[d] {
+        return None;
+    }
+    let bias = (i + 1..g.nodes.len())
+        .find(|&c| matches!(g.nodes[c].op, Op::BiasGrad(_)) && g.nodes[c].inputs == [dx] && !cx.taken[c])?;
+    Some(Match { siblings: vec![bias], epilogue: vec![] })
 }
 
 /// Grow the chain of links after node `i`'s first output, taking what `accepts` allows.

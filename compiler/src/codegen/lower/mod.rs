@@ -271,15 +271,17 @@ fn kernel_bufs(g: &Graph, k: &Kernel, plan: &ArenaPlan, index: usize) -> CgResul
         None => Err(Error::Codegen(format!("{v} is not stored"))),
     };
     let main = &g.nodes[k.main];
+    let own = k.stored(g);
     let mut inputs = main.inputs.iter().map(|&v| stored(v)).collect::<CgResult<Vec<_>>>()?;
     for &s in &k.siblings {
         for &v in &g.nodes[s].inputs {
-            if !main.inputs.contains(&v) {
+            // A sibling reading what the kernel stores takes it as it is stored.
+            if !main.inputs.contains(&v) && !own.contains(&v) {
                 inputs.push(stored(v)?);
             }
         }
     }
-    let outputs = k.stored(g).into_iter().map(stored).collect::<CgResult<Vec<_>>>()?;
+    let outputs = own.into_iter().map(stored).collect::<CgResult<Vec<_>>>()?;
     let axis = match main.op.lowering().storage(&NodeCx { graph: g, node: main }) {
         Storage::Gemm(axis) => Some(axis),
         _ => None,

@@ -5,23 +5,21 @@
 
 use super::element::{eval_scale, inv_std};
 use super::epilogue::{self, At, EpiOp};
+use super::reduce::{bias_sum, lane_sums, ElementValues};
 use super::{
     lower_rules, no_element, opaque, per_sample, pointwise, Element, KernelBufs, LowerCtx, MicroTile, NodeCx, Work,
 };
 use crate::codegen::builder::{Buf, Kb};
-use crate::codegen::jit::CgResult;
+use crate::codegen::jit::{err, CgResult};
 use crate::codegen::loops::{types, Idx, Val};
 use crate::ops::{
     batchnorm_layout, BatchNormApply, BatchNormEval, BatchNormGradInput, BatchNormGradSums, BatchNormSqDev,
-    BatchNormSum, BatchNormTrain, BatchNormTrainGrad,
+    BatchNormSum, BatchNormTrain, BatchNormTrainGrad, Op,
 };
-
-/// Values computed at an element index, on lanes of a type.
-type ElementValues<'a> = dyn FnMut(&mut Kb, types::Type, Idx) -> CgResult<Vec<Val>> + 'a;
 
 /// `k` sums over the batch for one channel, in f64, in one pass: `f` gives `k` values per
 /// element (lane-wise); each sample's run of `inner` values is summed on f32x4 lanes (a
-/// fixed chunk), and the chunks are added in f64 in sample order.
+/// fixed chunk, `lane_sums`), and the chunks are added in f64 in sample order.
 fn channel_sums(
     kb: &mut Kb,
     (n, c, inner): (usize, usize, usize),
@@ -30,22 +28,13 @@ fn channel_sums(
     f: &mut ElementValues,
 ) -> CgResult<Vec<Val>> {
     let z = kb.f64const(0.0);
-    let end4 = (inner / 4 * 4) as i64;
     kb.fold_n(&vec![z; k], (0, n as i64, 1), |kb, b, acc| {
         let row = kb.affine(0, &[(b, (c * inner) as i64), (ch, inner as i64)]);
-        let z4 = kb.f(types::F32X4, 0.0);
-        let lanes = kb.fold_n(&vec![z4; k], (0, end4, 4), |kb, i, lanes| {
+        let sums = lane_sums(kb, inner, k, &mut |kb, ty, i| {
             let at = kb.add(row, i);
-            let vs = f(kb, types::F32X4, at)?;
-            Ok(lanes.iter().zip(vs).map(|(&l, v)| kb.fadd(l, v)).collect())
+            f(kb, ty, at)
         })?;
-        let heads: Vec<Val> = lanes.iter().map(|&l| kb.lane_sum(l)).collect();
-        let tails = kb.fold_n(&heads, (end4, inner as i64, 1), |kb, i, tails| {
-            let at = kb.add(row, i);
-            let vs = f(kb, types::F32, at)?;
-            Ok(tails.iter().zip(vs).map(|(&t, v)| kb.fadd(t, v)).collect())
-        })?;
-        Ok(tails
+        Ok(sums
             .iter()
             .zip(acc)
             .map(|(&t, &a)| {
@@ -290,13 +279,15 @@ fn gradient_sums(
 }
 
 /// dx = a·dy − b·(x − mean) − c over a channel, with a = γ·istd, b = a·istd·k·Σ x̂·dy,
-/// c = a·k·Σ dy (f64 sums; k = 1/M, M the batch's values per channel).
+/// c = a·k·Σ dy (f64 sums; k = 1/M, M the batch's values per channel); and when the
+/// kernel computes the bias gradient of the layer before as a sibling, Σ dx into `bias`
+/// while each value is stored, in the bias gradient's own order (`bias_sum`).
 #[allow(clippy::too_many_arguments)]
 fn input_gradient(
     kb: &mut Kb,
     dims: (usize, usize, usize),
     ch: Idx,
-    (x, dy, dx): (&Buf, &Buf, &Buf),
+    (x, dy, dx, bias): (&Buf, &Buf, &Buf, Option<&Buf>),
     (mean, istd64): (Val, Val),
     gamma: Val,
     (dbeta, dgamma): (Val, Val),
@@ -313,7 +304,7 @@ fn input_gradient(
     let a = kb.fdemote(a64);
     let bq = kb.fdemote(b64);
     let cc = kb.fdemote(c64);
-    affine_channel(kb, dims, ch, &mut |kb, ty, at| {
+    let mut value = |kb: &mut Kb, ty: types::Type, at: Idx| -> CgResult<Val> {
         let (d, gy) = centered_and_dy(kb, ty, at, (x, dy), mean)?;
         let av = kb.splat(ty, a);
         let bv = kb.splat(ty, bq);
@@ -322,8 +313,26 @@ fn input_gradient(
         let t2 = kb.fmul(bv, d);
         let r = kb.fsub(t1, t2);
         let r = kb.fsub(r, cv);
-        kb.store(r, dx, at)
-    })
+        kb.store(r, dx, at)?;
+        Ok(r)
+    };
+    match bias {
+        None => affine_channel(kb, dims, ch, &mut |kb, ty, at| value(kb, ty, at).map(drop)),
+        Some(db) => {
+            let sum = bias_sum(kb, dims, ch, &mut value)?;
+            kb.store(sum, db, ch)
+        }
+    }
+}
+
+/// The output of the bias gradient a batch-norm gradient's kernel computes as a sibling
+/// (fusion's `bias_grad_with_batchnorm_grad`): after batch norm's own three.
+fn sibling_bias<'a>(cx: &LowerCtx, bufs: &'a KernelBufs) -> CgResult<Option<&'a Buf>> {
+    match cx.kernel.siblings.as_slice() {
+        [] => Ok(None),
+        [s] if matches!(cx.graph.nodes[*s].op, Op::BiasGrad(_)) => Ok(Some(&bufs.outputs[3])),
+        _ => err(format!("kernel `{}`: batch norm's gradient computes only a bias gradient beside it", cx.kernel.name)),
+    }
 }
 
 fn lower_train_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNormTrainGrad) -> CgResult<()> {
@@ -333,6 +342,7 @@ fn lower_train_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNor
     let (x, mean_i, var_i, g, dy) =
         (&bufs.inputs[0], &bufs.inputs[1], &bufs.inputs[2], &bufs.inputs[3], &bufs.inputs[4]);
     let (dx, dg, db) = (&bufs.outputs[0], &bufs.outputs[1], &bufs.outputs[2]);
+    let bias = sibling_bias(cx, bufs)?;
     kb.for_items(c, |kb, ch| {
         let stats = stored_stats(kb, (mean_i, var_i), ch, bn.eps)?;
         let (dbeta, dgamma) = gradient_sums(kb, dims, ch, (x, dy), stats)?;
@@ -341,7 +351,7 @@ fn lower_train_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNor
         kb.store(dg32, dg, ch)?;
         kb.store(db32, db, ch)?;
         let gv = load_c(kb, g, ch)?;
-        input_gradient(kb, dims, ch, (x, dy, dx), stats, gv, (dbeta, dgamma), 1.0 / (n * inner) as f64)
+        input_gradient(kb, dims, ch, (x, dy, dx, bias), stats, gv, (dbeta, dgamma), 1.0 / (n * inner) as f64)
     })
 }
 
@@ -364,6 +374,7 @@ fn lower_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNor
     let dims = batchnorm_layout(&shape);
     let [x, mean_i, var_i, g, dy, sums] = [0, 1, 2, 3, 4, 5].map(|i| &bufs.inputs[i]);
     let (dx, dg, db) = (&bufs.outputs[0], &bufs.outputs[1], &bufs.outputs[2]);
+    let bias = sibling_bias(cx, bufs)?;
     kb.for_items(dims.1, |kb, ch| {
         let stats = stored_stats(kb, (mean_i, var_i), ch, bn.eps)?;
         let (dgamma, dg32) = load_split(kb, sums, (0, dims.1), ch)?;
@@ -371,7 +382,7 @@ fn lower_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNor
         kb.store(dg32, dg, ch)?;
         kb.store(db32, db, ch)?;
         let gv = load_c(kb, g, ch)?;
-        input_gradient(kb, dims, ch, (x, dy, dx), stats, gv, (dbeta, dgamma), 1.0 / bn.count as f64)
+        input_gradient(kb, dims, ch, (x, dy, dx, bias), stats, gv, (dbeta, dgamma), 1.0 / bn.count as f64)
     })
 }
 

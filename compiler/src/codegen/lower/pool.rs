@@ -19,18 +19,30 @@ use crate::ops::{
     MaxoutGrad, MaxoutReduce, PoolGeom,
 };
 
-/// Over candidates (value, offset) in order: the winning value and its offset, as a value
-/// of `off_ty` (i64 for scalar candidates, i32x4 for four lanes at once — without branches
-/// either way). The first maximum wins (strict `>`); NaN wins and stays.
-fn first_max(kb: &mut Kb, cands: &[(Val, i64)], off_ty: Type) -> (Val, Val) {
-    let (mut best, off0) = cands[0];
-    let mut best_off = kb.iconst_of(off_ty, off0);
-    for &(v, off) in &cands[1..] {
+/// The first maximum of `vals` (strict `>`; NaN wins and stays) and, for each value after
+/// the first, the mask of where it took over from the ones before it — without branches,
+/// on scalars or lanes alike. The one statement of max pooling's rule.
+fn running_max(kb: &mut Kb, vals: &[Val]) -> (Val, Vec<Val>) {
+    let mut best = vals[0];
+    let mut takes = vec![];
+    for &v in &vals[1..] {
         // Take v when it is greater or NaN, unless the best so far is NaN.
         let up = kb.fcmp(FloatCC::UnorderedOrGreaterThan, v, best);
         let ordered = kb.fcmp(FloatCC::Ordered, best, best);
         let take = kb.band(up, ordered);
         best = kb.select(take, v, best);
+        takes.push(take);
+    }
+    (best, takes)
+}
+
+/// Over candidates (value, offset) in order: the winning value ([`running_max`]) and its
+/// offset, as a value of `off_ty` (i64 for scalar candidates, i32x4 for four lanes at once).
+fn first_max(kb: &mut Kb, cands: &[(Val, i64)], off_ty: Type) -> (Val, Val) {
+    let vals: Vec<Val> = cands.iter().map(|c| c.0).collect();
+    let (best, takes) = running_max(kb, &vals);
+    let mut best_off = kb.iconst_of(off_ty, cands[0].1);
+    for (&take, &(_, off)) in takes.iter().zip(&cands[1..]) {
         let o = kb.iconst_of(off_ty, off);
         best_off = kb.select(take, o, best_off);
     }
@@ -359,20 +371,6 @@ fn each_quad(
     })
 }
 
-/// A window's maximum (the first maximum winning, NaN winning and staying, as
-/// `first_max`) and, for candidates 1..4, whether it took over from the ones before.
-fn quad_max(kb: &mut Kb, q: &Quad) -> (Val, [Val; 3]) {
-    let mut best = q.x[0];
-    let mut takes = [best; 3];
-    for (k, &v) in q.x[1..].iter().enumerate() {
-        let up = kb.fcmp(FloatCC::UnorderedOrGreaterThan, v, best);
-        let ordered = kb.fcmp(FloatCC::Ordered, best, best);
-        takes[k] = kb.band(up, ordered);
-        best = kb.select(takes[k], v, best);
-    }
-    (best, takes)
-}
-
 /// Whether a gradient's epilogue reads nothing but the pooling input at the winner (the
 /// derivative of the activation before the pooling), which the 2×2 form has in hand.
 fn needs_only_input(epi: &[EpiOp], x: &Buf) -> bool {
@@ -387,7 +385,7 @@ fn lower_maxpool(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &MaxPool) -> 
     let io = Io::of(bufs);
     if tiles_2x2(&p.geom) {
         return each_quad(kb, io.x, cx.in_shape(0), &p.geom, &mut |kb, q| {
-            let (best, _) = quad_max(kb, q);
+            let (best, _) = running_max(kb, &q.x);
             io.put(kb, best, q.yat)
         });
     }
@@ -416,7 +414,7 @@ fn maxpool_2x2_grad(kb: &mut Kb, io: &Io, dy: &Buf, xs: &[usize], geom: &PoolGeo
     let (h, w) = (xs[2], xs[3]);
     let wi = w as i64;
     each_quad(kb, io.x, xs, geom, &mut |kb, q| {
-        let (best, takes) = quad_max(kb, q);
+        let (best, takes) = running_max(kb, &q.x);
         let g = kb.load(q.ty, dy, q.yat)?;
         let e = epilogue::apply_knowing(kb, io.epi, g, At::flat(q.xat), Some((io.x, best)))?;
         let zero = kb.f(q.ty, 0.0);

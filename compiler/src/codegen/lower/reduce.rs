@@ -10,20 +10,53 @@ use crate::ops::{
     mean_count, BceWithLogits, BiasGrad, Mse, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad, SoftmaxGrad,
 };
 
-/// Σ buf[start .. start+len] in f32: four lanes, then the lanes, then the tail.
-pub fn sum_span(kb: &mut Kb, buf: &Buf, start: Idx, len: usize) -> CgResult<Val> {
+/// Values computed at an element index, on lanes of a type.
+pub type ElementValues<'a> = dyn FnMut(&mut Kb, types::Type, Idx) -> CgResult<Vec<Val>> + 'a;
+
+/// Σ f(i) for i in 0..len, for `k` values of `f` at once, in f32 — in the one order every
+/// f32 sum over a run follows: f32x4 lanes over the whole vectors, the lanes added, then
+/// the tail in order. `f(kb, ty, i)` gives the `k` values at offset `i` on lanes of `ty`.
+pub fn lane_sums(kb: &mut Kb, len: usize, k: usize, f: &mut ElementValues) -> CgResult<Vec<Val>> {
     let end4 = (len / 4 * 4) as i64;
     let z = kb.f(types::F32X4, 0.0);
-    let lanes = kb.fold(z, (0, end4, 4), |kb, i, acc| {
-        let at = kb.add(start, i);
-        let v = kb.load(types::F32X4, buf, at)?;
-        Ok(kb.fadd(acc, v))
+    let lanes = kb.fold_n(&vec![z; k], (0, end4, 4), |kb, i, lanes| {
+        let vs = f(kb, types::F32X4, i)?;
+        Ok(lanes.iter().zip(vs).map(|(&l, v)| kb.fadd(l, v)).collect())
     })?;
-    let s = kb.lane_sum(lanes);
-    kb.fold(s, (end4, len as i64, 1), |kb, i, acc| {
+    let heads: Vec<Val> = lanes.iter().map(|&l| kb.lane_sum(l)).collect();
+    kb.fold_n(&heads, (end4, len as i64, 1), |kb, i, tails| {
+        let vs = f(kb, types::F32, i)?;
+        Ok(tails.iter().zip(vs).map(|(&t, v)| kb.fadd(t, v)).collect())
+    })
+}
+
+/// Σ buf[start .. start+len] in f32 ([`lane_sums`]' order).
+pub fn sum_span(kb: &mut Kb, buf: &Buf, start: Idx, len: usize) -> CgResult<Val> {
+    let s = lane_sums(kb, len, 1, &mut |kb, ty, i| {
         let at = kb.add(start, i);
-        let v = kb.load(types::F32, buf, at)?;
-        Ok(kb.fadd(acc, v))
+        Ok(vec![kb.load(ty, buf, at)?])
+    })?;
+    Ok(s[0])
+}
+
+/// A bias gradient's sum over channel `ch` of [n, c, inner] values in f32: each sample's
+/// run of `inner` values in [`lane_sums`]' order, the samples in order. `f(kb, ty, at)`
+/// gives the value at element `at` — a load, or (batch norm's gradient computing the bias
+/// gradient as a sibling) the value being stored there, so both give the same bits.
+pub fn bias_sum(
+    kb: &mut Kb,
+    (n, c, inner): (usize, usize, usize),
+    ch: Idx,
+    f: &mut dyn FnMut(&mut Kb, types::Type, Idx) -> CgResult<Val>,
+) -> CgResult<Val> {
+    let z = kb.f(types::F32, 0.0);
+    kb.fold(z, (0, n as i64, 1), |kb, b, acc| {
+        let row = kb.affine(0, &[(b, (c * inner) as i64), (ch, inner as i64)]);
+        let s = lane_sums(kb, inner, 1, &mut |kb, ty, i| {
+            let at = kb.add(row, i);
+            Ok(vec![f(kb, ty, at)?])
+        })?;
+        Ok(kb.fadd(acc, s[0]))
     })
 }
 
@@ -53,12 +86,7 @@ fn lower_bias_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &BiasGrad) 
     }
     // One channel per work item (each sum in the same order whatever the split).
     kb.for_items(c, |kb, ch| {
-        let z = kb.f(types::F32, 0.0);
-        let sum = kb.fold(z, (0, n as i64, 1), |kb, b, acc| {
-            let row = kb.affine(0, &[(b, (c * inner) as i64), (ch, inner as i64)]);
-            let s = sum_span(kb, dy, row, inner)?;
-            Ok(kb.fadd(acc, s))
-        })?;
+        let sum = bias_sum(kb, (n, c, inner), ch, &mut |kb, ty, at| kb.load(ty, dy, at))?;
         kb.store(sum, db, ch)
     })
 }
