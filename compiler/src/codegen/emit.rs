@@ -437,27 +437,6 @@ impl Clif<'_> {
     }
 }
 
-/// The distinct step-offset tables of the micro-kernel calls in `body`, in order.
-fn step_tables(body: &[Stmt], out: &mut Vec<std::sync::Arc<[i32]>>) {
-    for s in body {
-        match s {
-            Stmt::For { body, .. } | Stmt::Items { body, .. } => step_tables(body, out),
-            Stmt::IfBelow { then, otherwise, .. } => {
-                step_tables(then, out);
-                step_tables(otherwise, out);
-            }
-            Stmt::CallMicro(call) => {
-                if let Some(t) = &call.b_steps {
-                    if !out.contains(t) {
-                        out.push(t.clone());
-                    }
-                }
-            }
-            Stmt::Let(..) | Stmt::Store { .. } | Stmt::Set(..) => {}
-        }
-    }
-}
-
 /// Write `nest` as the body of `func` (a function with the kernel signature). Returns what
 /// each run-time-checked access is (empty without checks).
 pub fn emit(nest: &LoopNest, func: &mut Function, config: TargetFrontendConfig, cx: EmitCx) -> CgResult<Vec<String>> {
@@ -475,9 +454,8 @@ pub fn emit(nest: &LoopNest, func: &mut Function, config: TargetFrontendConfig, 
         fb.ins().iadd_imm_s(a, (start * 4) as i64)
     });
     let vars = nest.vars.iter().map(|&ty| fb.declare_var(ty)).collect();
-    let mut tables = vec![];
-    step_tables(&nest.body, &mut tables);
-    let tables = tables
+    let tables = nest
+        .step_tables()
         .into_iter()
         .map(|t| {
             let data = StackSlotData::new(StackSlotKind::ExplicitSlot, (t.len() * 4) as u32, 2);

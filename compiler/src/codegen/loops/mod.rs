@@ -343,6 +343,33 @@ impl LoopNest {
         &self.bufs[b.0 as usize]
     }
 
+    /// The distinct step-offset tables of its micro-kernel calls, in order of first use:
+    /// what `emit` writes into stack slots at entry and the printer lists once, by name.
+    pub fn step_tables(&self) -> Vec<std::sync::Arc<[i32]>> {
+        fn walk(body: &[Stmt], out: &mut Vec<std::sync::Arc<[i32]>>) {
+            for s in body {
+                match s {
+                    Stmt::For { body, .. } | Stmt::Items { body, .. } => walk(body, out),
+                    Stmt::IfBelow { then, otherwise, .. } => {
+                        walk(then, out);
+                        walk(otherwise, out);
+                    }
+                    Stmt::CallMicro(call) => {
+                        if let Some(t) = &call.b_steps {
+                            if !out.contains(t) {
+                                out.push(t.clone());
+                            }
+                        }
+                    }
+                    Stmt::Let(..) | Stmt::Store { .. } | Stmt::Set(..) => {}
+                }
+            }
+        }
+        let mut out = vec![];
+        walk(&self.body, &mut out);
+        out
+    }
+
     /// Whether the nest calls the micro-kernel (so its function must import it).
     pub fn calls_micro(&self) -> bool {
         fn any(body: &[Stmt]) -> bool {

@@ -89,7 +89,7 @@ impl LoopNest {
         }
     }
 
-    fn block(&self, out: &mut String, body: &[Stmt], depth: usize) {
+    fn block(&self, out: &mut String, body: &[Stmt], depth: usize, tables: &[std::sync::Arc<[i32]>]) {
         let pad = "  ".repeat(depth);
         for s in body {
             match s {
@@ -114,19 +114,19 @@ impl LoopNest {
                 Stmt::For { var, lo, hi, step, body } => {
                     let step = if *step == 1 { String::new() } else { format!(" step {step}") };
                     let _ = writeln!(out, "{pad}for {} in {lo}..{hi}{step} {{", v(*var));
-                    self.block(out, body, depth + 1);
+                    self.block(out, body, depth + 1, tables);
                     let _ = writeln!(out, "{pad}}}");
                 }
                 Stmt::Items { var, extent, body } => {
                     let _ = writeln!(out, "{pad}items {} in 0..{extent} {{", v(*var));
-                    self.block(out, body, depth + 1);
+                    self.block(out, body, depth + 1, tables);
                     let _ = writeln!(out, "{pad}}}");
                 }
                 Stmt::IfBelow { value, limit, then, otherwise } => {
                     let _ = writeln!(out, "{pad}if {} < {limit} {{", v(*value));
-                    self.block(out, then, depth + 1);
+                    self.block(out, then, depth + 1, tables);
                     let _ = writeln!(out, "{pad}}} else {{");
-                    self.block(out, otherwise, depth + 1);
+                    self.block(out, otherwise, depth + 1, tables);
                     let _ = writeln!(out, "{pad}}}");
                 }
                 Stmt::CallMicro(call) => {
@@ -136,8 +136,8 @@ impl LoopNest {
                     let _ = writeln!(out, "{pad}  a = {}  strides {ar}, {ak}", p(&call.a));
                     match &call.b_steps {
                         Some(steps) => {
-                            let list: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
-                            let _ = writeln!(out, "{pad}  b = {}  steps [{}]", p(&call.b), list.join(" "));
+                            let t = tables.iter().position(|t| t == steps).expect("every table is listed");
+                            let _ = writeln!(out, "{pad}  b = {}  steps t{t}", p(&call.b));
                         }
                         None => {
                             let _ = writeln!(out, "{pad}  b = {}  stride {}", p(&call.b), call.b_stride);
@@ -165,8 +165,14 @@ impl fmt::Display for LoopNest {
         for (i, ty) in self.vars.iter().enumerate() {
             writeln!(f, "  var{i}: {ty}")?;
         }
+        // A direct convolution's B offsets, one per step (up to thousands): listed once.
+        let tables = self.step_tables();
+        for (i, t) in tables.iter().enumerate() {
+            let list: Vec<String> = t.iter().map(|s| s.to_string()).collect();
+            writeln!(f, "  steps t{i} = [{}]", list.join(" "))?;
+        }
         let mut out = String::new();
-        self.block(&mut out, &self.body, 1);
+        self.block(&mut out, &self.body, 1, &tables);
         f.write_str(&out)
     }
 }

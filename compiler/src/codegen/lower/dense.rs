@@ -389,20 +389,35 @@ fn padded_image(
     if padded_size(d, g) == 1 {
         return Ok((x.clone(), image, d.w, d.h * d.w));
     }
-    let (ph, pw) = (g.padding[0], g.padding[1]);
-    let (hp, wp) = (d.h + 2 * ph, d.w + 2 * pw);
-    kb.for_range(0, d.c as i64, 1, |kb, c| {
-        kb.for_range(0, d.h as i64, 1, |kb, y| {
-            let s = kb.affine(0, &[(c, (d.h * d.w) as i64), (y, d.w as i64)]);
+    let border = [g.padding[0], g.padding[1]];
+    let (hp, wp) = copy_into_border(kb, [d.c, d.h, d.w], border, image, x, pad)?;
+    Ok((pad.clone(), Idx::constant(0), wp, hp * wp))
+}
+
+/// The image of `x` starting at `image` ([c, h, w]) into the interior of `pad`
+/// [c, h + 2·border[0], w + 2·border[1]], whose border stays zero: each row one
+/// straight-line run (the last vector overlapping). Returns the bordered height and width.
+fn copy_into_border(
+    kb: &mut Kb,
+    [c, h, w]: [usize; 3],
+    border: [usize; 2],
+    image: Idx,
+    x: &Buf,
+    pad: &Buf,
+) -> CgResult<(usize, usize)> {
+    let (hp, wp) = (h + 2 * border[0], w + 2 * border[1]);
+    kb.for_range(0, c as i64, 1, |kb, ch| {
+        kb.for_range(0, h as i64, 1, |kb, y| {
+            let s = kb.affine(0, &[(ch, (h * w) as i64), (y, w as i64)]);
             let s = kb.add(image, s);
-            let t = kb.affine((ph * wp + pw) as i64, &[(c, (hp * wp) as i64), (y, wp as i64)]);
-            for_run(kb, d.w, Run::Overlap, &mut |kb, j, ty| {
+            let t = kb.affine((border[0] * wp + border[1]) as i64, &[(ch, (hp * wp) as i64), (y, wp as i64)]);
+            for_run(kb, w, Run::Overlap, &mut |kb, j, ty| {
                 let v = kb.load(ty, x, s + j)?;
                 kb.store(v, pad, t + j)
             })
         })
     })?;
-    Ok((pad.clone(), Idx::constant(0), wp, hp * wp))
+    Ok((hp, wp))
 }
 
 /// Image `img`'s im2col matrix into `col` [C·kh·kw, Ho·Wo]: row (c, ky, kx), column
@@ -589,24 +604,6 @@ fn direct_plan(d: &ConvDims, g: &ConvGeom, micro: &MicroTile, grad_input: bool) 
 /// stack (4 bytes each), written once per call.
 const MAX_STEPS: usize = 4096;
 
-/// Sample `img` of `x` ([N, src]) into the interior of the zero-bordered buffer `pad`.
-fn copy_interior(kb: &mut Kb, dp: &Direct, img: Idx, x: &Buf, pad: &Buf) -> CgResult<()> {
-    let [c, h, w] = dp.src;
-    let image = kb.mul(img, (c * h * w) as i64);
-    kb.for_range(0, c as i64, 1, |kb, ch| {
-        kb.for_range(0, h as i64, 1, |kb, y| {
-            let s = kb.affine(0, &[(ch, (h * w) as i64), (y, w as i64)]);
-            let s = kb.add(image, s);
-            let t =
-                kb.affine((dp.pad[0] * dp.wp + dp.pad[1]) as i64, &[(ch, (dp.hp * dp.wp) as i64), (y, dp.wp as i64)]);
-            for_run(kb, w, Run::Overlap, &mut |kb, j, ty| {
-                let v = kb.load(ty, x, s + j)?;
-                kb.store(v, pad, t + j)
-            })
-        })
-    })
-}
-
 /// A direct convolution's loop nest: per sample, the bordered copy of `src`; per group, the
 /// GEMM of A (`a`, its group g's rows from `a_base(g)`, `a_rs` apart, taps contiguous) into
 /// the wide result, then its valid columns through `epi` into `out` [N, dp.out].
@@ -627,7 +624,9 @@ fn emit_direct(
     let gsrc_plane = (dp.src[0] / dp.groups * dp.hp * dp.wp) as i64;
     kb.zero(pad, Idx::constant(0), dp.size)?;
     kb.for_items(cx.in_shape(0)[0], |kb, img| {
-        copy_interior(kb, dp, img, src, pad)?;
+        let [c, h, w] = dp.src;
+        let image = kb.mul(img, (c * h * w) as i64);
+        copy_into_border(kb, dp.src, dp.pad, image, src, pad)?;
         kb.for_range(0, dp.groups as i64, 1, |kb, group| {
             let g = Gemm {
                 m: gm,
