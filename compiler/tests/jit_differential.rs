@@ -180,11 +180,11 @@ const OP_CASES: &[(&str, usize)] = &[
         // pooling gradient + activation derivative (disjoint windows), add + activation.
         ("input [2, 6, 6] conv2d(3, kernel: 3, padding: 1) sigmoid avgpool(2) tanh flatten dense(3) loss mse", 3),
         ("input [3, 7, 7] batchnorm elu maxpool(3) leaky_relu flatten dense(2) loss mse", 4),
-    // Batch norm between a convolution and 2x2 max pooling (cnn_bn's block): the
-    // convolution's bias gradient beside batch norm's, the pooling gradient with
-    // derivatives; odd heights and widths leave a row or column no window covers.
-    ("input [2, 9, 10] conv2d(4, kernel: 3, padding: 1) batchnorm relu maxpool(2) flatten dense(3) loss softmax_cross_entropy", 3),
-    ("input [3, 6, 11] conv2d(3, kernel: 3, padding: 1) batchnorm tanh relu maxpool(2) flatten dense(2) loss mse", 2),
+        // Batch norm between a convolution and 2x2 max pooling (cnn_bn's block): the
+        // convolution's bias gradient beside batch norm's, the pooling gradient with
+        // derivatives; odd heights and widths leave a row or column no window covers.
+        ("input [2, 9, 10] conv2d(4, kernel: 3, padding: 1) batchnorm relu maxpool(2) flatten dense(3) loss softmax_cross_entropy", 3),
+        ("input [3, 6, 11] conv2d(3, kernel: 3, padding: 1) batchnorm tanh relu maxpool(2) flatten dense(2) loss mse", 2),
         ("input [2, 6, 6] tanh maxpool(2, stride: 1) relu flatten dense(2) loss mse", 2),
         ("input x: [8] tanh relu add(x) sigmoid dense(2) loss mse", 3),
         // Branches with `from:`: a ResNet downsampling block (1x1 strided shortcut), and a

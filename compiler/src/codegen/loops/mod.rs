@@ -343,23 +343,16 @@ impl LoopNest {
         &self.bufs[b.0 as usize]
     }
 
-    /// The distinct step-offset tables of its micro-kernel calls, in order of first use:
-    /// what `emit` writes into stack slots at entry and the printer lists once, by name.
-    pub fn step_tables(&self) -> Vec<std::sync::Arc<[i32]>> {
-        fn walk(body: &[Stmt], out: &mut Vec<std::sync::Arc<[i32]>>) {
+    /// Its micro-kernel calls, in program order.
+    pub fn micro_calls(&self) -> Vec<&MicroCall> {
+        fn walk<'a>(body: &'a [Stmt], out: &mut Vec<&'a MicroCall>) {
             for s in body {
                 match s {
+                    Stmt::CallMicro(call) => out.push(call),
                     Stmt::For { body, .. } | Stmt::Items { body, .. } => walk(body, out),
                     Stmt::IfBelow { then, otherwise, .. } => {
                         walk(then, out);
                         walk(otherwise, out);
-                    }
-                    Stmt::CallMicro(call) => {
-                        if let Some(t) = &call.b_steps {
-                            if !out.contains(t) {
-                                out.push(t.clone());
-                            }
-                        }
                     }
                     Stmt::Let(..) | Stmt::Store { .. } | Stmt::Set(..) => {}
                 }
@@ -370,17 +363,21 @@ impl LoopNest {
         out
     }
 
+    /// The distinct step-offset tables of its micro-kernel calls, in order of first use:
+    /// what `emit` writes into stack slots at entry and the printer lists once, by name.
+    pub fn step_tables(&self) -> Vec<std::sync::Arc<[i32]>> {
+        let mut out: Vec<std::sync::Arc<[i32]>> = vec![];
+        for t in self.micro_calls().into_iter().filter_map(|c| c.b_steps.as_ref()) {
+            if !out.contains(t) {
+                out.push(t.clone());
+            }
+        }
+        out
+    }
+
     /// Whether the nest calls the micro-kernel (so its function must import it).
     pub fn calls_micro(&self) -> bool {
-        fn any(body: &[Stmt]) -> bool {
-            body.iter().any(|s| match s {
-                Stmt::CallMicro(_) => true,
-                Stmt::For { body, .. } | Stmt::Items { body, .. } => any(body),
-                Stmt::IfBelow { then, otherwise, .. } => any(then) || any(otherwise),
-                _ => false,
-            })
-        }
-        any(&self.body)
+        !self.micro_calls().is_empty()
     }
 }
 
