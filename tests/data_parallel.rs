@@ -167,19 +167,15 @@ fn lenet5_with_two_and_three_processes_trains_the_single_process_model_for_20_st
 #[test]
 fn cnn_bn_with_three_processes_trains_the_single_process_model_for_20_steps() {
     // Batch norm over the global batch: with each shard's own statistics the runs would
-    // differ by about 1e-2 after one step. Over 20 steps the rounding gap (2e-7 after 12)
-    // stays below this bound only while no max-pooling near-tie trades places; since the
-    // four-accumulator sums (docs/BENCHMARKS.md) one does between steps 15 and 20 with
-    // three processes (1e-4 after 20). The rounding-only bound is checked over 5 steps
-    // below, for two and three processes.
-    k_processes_train_the_single_process_model("cnn_bn", &[3], 20, 1e-3);
+    // differ by about 1e-2 after one step.
+    k_processes_train_the_single_process_model("cnn_bn", &[3], 20, 1e-5);
 }
 
 #[test]
-fn cnn_bn_with_two_and_three_processes_agree_to_rounding_for_5_steps() {
-    // 6e-8 after 5 steps for both; a near-tie flip shows as 1e-5 or more (recorded in
-    // docs/ARCHITECTURE.md, "Data parallelism", and printed by `measure_distance_by_steps`).
-    k_processes_train_the_single_process_model("cnn_bn", &[2, 3], 5, 1e-6);
+fn cnn_bn_with_two_processes_agrees_to_rounding_for_5_steps() {
+    // With two processes a max-pooling near-tie flips between steps 5 and 10 on this data
+    // (4e-5 after 10 steps): the issue-13 gap, recorded in docs/ARCHITECTURE.md.
+    k_processes_train_the_single_process_model("cnn_bn", &[2], 5, 1e-6);
 }
 
 #[test]
@@ -296,7 +292,7 @@ fn evaluation_split_across_processes_counts_exactly_what_one_process_counts() {
 fn measure_distance_by_steps() {
     let splits = [mnist()];
     for model in ["lenet5", "cnn_bn"] {
-        for steps in [1, 2, 5, 10, 12, 15, 20] {
+        for steps in [1, 2, 5, 10, 20] {
             let one = train(model, 1, steps, Backend::Jit, None, None, &splits);
             for k in [2, 3] {
                 let run = train(model, k, steps, Backend::Jit, None, None, &splits);

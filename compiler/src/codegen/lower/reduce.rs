@@ -13,34 +13,13 @@ use crate::ops::{
 /// Values computed at an element index, on lanes of a type.
 pub type ElementValues<'a> = dyn FnMut(&mut Kb, types::Type, Idx) -> CgResult<Vec<Val>> + 'a;
 
-/// Independent f32x4 accumulators per value in [`lane_sums`]: with one, a sum runs at the
-/// latency of one vector add per four floats; with four, at the rate of its loads.
-const CHAINS: usize = 4;
-
 /// Σ f(i) for i in 0..len, for `k` values of `f` at once, in f32 — in the one order every
-/// f32 sum over a run follows, fixed by `len` alone: [`CHAINS`] f32x4 accumulators over
-/// the whole groups of 16 (accumulator c takes the vectors at 16·g + 4·c), added
-/// pairwise, (a0 + a1) + (a2 + a3); then the remaining whole vectors; the lanes added; then the
-/// tail in order. `f(kb, ty, i)` gives the `k` values at offset `i` on lanes of `ty`.
+/// f32 sum over a run follows: f32x4 lanes over the whole vectors, the lanes added, then
+/// the tail in order. `f(kb, ty, i)` gives the `k` values at offset `i` on lanes of `ty`.
 pub fn lane_sums(kb: &mut Kb, len: usize, k: usize, f: &mut ElementValues) -> CgResult<Vec<Val>> {
-    let group = 4 * CHAINS;
-    let (end_groups, end4) = ((len / group * group) as i64, (len / 4 * 4) as i64);
+    let end4 = (len / 4 * 4) as i64;
     let z = kb.f(types::F32X4, 0.0);
-    let mut lanes = vec![z; k];
-    if end_groups > 0 {
-        let chains = kb.fold_n(&vec![z; k * CHAINS], (0, end_groups, group as i64), |kb, i, acc| {
-            let mut next = acc.to_vec();
-            for c in 0..CHAINS {
-                let vs = f(kb, types::F32X4, i.plus(4 * c as i64))?;
-                for (j, v) in vs.into_iter().enumerate() {
-                    next[j * CHAINS + c] = kb.fadd(acc[j * CHAINS + c], v);
-                }
-            }
-            Ok(next)
-        })?;
-        lanes = chains.chunks(CHAINS).map(|a| pairwise_sum(kb, a)).collect();
-    }
-    let lanes = kb.fold_n(&lanes, (end_groups, end4, 4), |kb, i, lanes| {
+    let lanes = kb.fold_n(&vec![z; k], (0, end4, 4), |kb, i, lanes| {
         let vs = f(kb, types::F32X4, i)?;
         Ok(lanes.iter().zip(vs).map(|(&l, v)| kb.fadd(l, v)).collect())
     })?;
@@ -49,16 +28,6 @@ pub fn lane_sums(kb: &mut Kb, len: usize, k: usize, f: &mut ElementValues) -> Cg
         let vs = f(kb, types::F32, i)?;
         Ok(tails.iter().zip(vs).map(|(&t, v)| kb.fadd(t, v)).collect())
     })
-}
-
-/// (a0 + a1) + (a2 + a3), and so on: the sum of a few accumulators, halves first.
-fn pairwise_sum(kb: &mut Kb, vals: &[Val]) -> Val {
-    if vals.len() == 1 {
-        return vals[0];
-    }
-    let (lo, hi) = vals.split_at(vals.len() / 2);
-    let (lo, hi) = (pairwise_sum(kb, lo), pairwise_sum(kb, hi));
-    kb.fadd(lo, hi)
 }
 
 /// Σ buf[start .. start+len] in f32 ([`lane_sums`]' order).
