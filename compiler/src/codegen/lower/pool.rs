@@ -364,8 +364,8 @@ fn each_quad(
             // The rest of the row as four windows ending at its last one, overlapping
             // windows already done: `f` writes each of its outputs from its own window
             // alone, and a kernel's outputs never share memory with its inputs (`plan`:
-            // lifetimes include the kernel), so the overlap is written again with the same
-            // bits. Scalar windows cost about four times as much: on a 14×14 plane they
+            // lifetimes include the kernel, and `plan::verify` rejects live allocations
+            // that overlap), so the overlap is written again with the same bits. Scalar windows cost about four times as much: on a 14×14 plane they
             // were three of every seven.
             return four(kb, Idx::constant(wo as i64 - 4));
         }
