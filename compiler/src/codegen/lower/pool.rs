@@ -365,8 +365,9 @@ fn each_quad(
             // windows already done: `f` writes each of its outputs from its own window
             // alone, and a kernel's outputs never share memory with its inputs (`plan`:
             // lifetimes include the kernel, and `plan::verify` rejects live allocations
-            // that overlap), so the overlap is written again with the same bits. Scalar windows cost about four times as much: on a 14×14 plane they
-            // were three of every seven.
+            // that overlap), so the overlap is written again with the same bits. Scalar
+            // windows cost about four times as much: on a 14×14 plane they were three of
+            // every seven.
             return four(kb, Idx::constant(wo as i64 - 4));
         }
         kb.for_range(vec_end, wo as i64, 1, |kb, ox| {
