@@ -180,7 +180,7 @@ fn offsets_past_two_gigabytes_are_64_bit() {
     let sig = kernel_signature(jit.call_conv());
     let id = jit.declare("far", &sig, cranelift_module::Linkage::Local).unwrap();
     let mut func = jit.new_function(id, sig);
-    let cx = EmitCx { fma: false, micro: None, checks: None, access_base: 0 };
+    let cx = EmitCx { fma: false, micro: None, narrow: None, checks: None, access_base: 0 };
     emit(&nest, &mut func, jit.frontend_config(), cx).unwrap();
     let text = jit.define(id, func, OptLevel::Speed).unwrap();
     // 12 GiB = 0x3_0000_0000 bytes, as Cranelift prints it.

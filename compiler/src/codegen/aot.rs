@@ -142,7 +142,8 @@ pub fn build(
     let options = CodegenOptions { threads: 1, checks: false, poison: false, ..options };
     let allowed: Vec<&str> = native.iter().map(|n| n.symbol).collect();
     let mut obj = ObjModule::new(prefix, &allowed)?;
-    let (micro, _) = micro::declare(&mut obj, native.as_ref(), features)?;
+    // One tile: a library is inference, whose GEMMs never choose the narrow one.
+    let (micro, _) = micro::declare(&mut obj, native.as_ref(), None, features)?;
     let avx512 = native.is_some_and(|n| n.symbol.contains("avx512"));
     let lowered = lower_program(graph, layout, options, &micro.tile)?;
     let plan = &lowered.plan;

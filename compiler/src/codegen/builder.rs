@@ -13,6 +13,7 @@ use super::loops::{
     range, types, width, Binary, BufId, Convert, Expr, FloatCC, Idx, ImmOp, IntCC, LoopNest, MathFn, MicroCall, Ptr,
     Stmt, Type, Unary, Val, Var,
 };
+use super::micro::MicroTile;
 
 /// Where a buffer lives: the per-program arena, the model's state, or the calling
 /// thread's own scratch space (packed panels, im2col matrices) at the end of the arena.
@@ -90,6 +91,7 @@ pub struct Kb {
     blocks: Vec<Vec<Stmt>>,
     scratch: Option<(usize, usize)>,
     micro: Option<(String, usize, usize)>,
+    narrow: Option<(String, usize, usize)>,
 }
 
 fn lane_type_of_compare(ty: Type) -> Type {
@@ -102,8 +104,10 @@ fn lane_type_of_compare(ty: Type) -> Type {
 
 impl Kb {
     /// Start pass `pass` of kernel `name`. `scratch`: (start, size per thread) of the
-    /// scratch region, in floats; `micro`: the micro-kernel its GEMMs call (name, MR, NR).
-    pub fn new(name: &str, pass: usize, scratch: Option<(usize, usize)>, micro: Option<(String, usize, usize)>) -> Kb {
+    /// scratch region, in floats; `micro`: the micro-kernel its GEMMs call (and its narrow
+    /// one, which a GEMM may call instead).
+    pub fn new(name: &str, pass: usize, scratch: Option<(usize, usize)>, micro: Option<&MicroTile>) -> Kb {
+        let shape = |t: &MicroTile| (t.name.clone(), t.mr, t.nr);
         Kb {
             name: name.to_string(),
             pass,
@@ -113,7 +117,8 @@ impl Kb {
             vars: vec![],
             blocks: vec![vec![]],
             scratch,
-            micro,
+            micro: micro.map(shape),
+            narrow: micro.and_then(|t| t.narrow.as_deref()).map(shape),
         }
     }
 
@@ -130,6 +135,7 @@ impl Kb {
             vars: self.vars,
             scratch: self.scratch,
             micro: self.micro,
+            narrow: self.narrow,
             body,
         }
     }
@@ -194,24 +200,47 @@ impl Kb {
         Ok(())
     }
 
-    /// `tile = A·B` over `kc` steps: each operand is (buffer, start, floats it covers).
     /// `tile = A·B` over `kc` steps (see [`MicroCall`]); each pointer with the floats the
-    /// micro-kernel reads or writes from it.
+    /// micro-kernel reads or writes from it, and A's row offsets and B's step offsets if
+    /// they are tables.
+    #[allow(clippy::too_many_arguments)]
     pub fn call_micro(
         &mut self,
+        tile: &MicroTile,
         kc: usize,
         (a_buf, a_at, a_len, a_strides): (&Buf, Idx, usize, (usize, usize)),
+        a_rows: Option<std::sync::Arc<[i32]>>,
         (b_buf, b_at, b_len, b_stride): (&Buf, Idx, usize, usize),
         b_steps: Option<std::sync::Arc<[i32]>>,
-        tile: (&Buf, Idx, usize),
+        tile_at: (&Buf, Idx, usize),
     ) -> CgResult<()> {
         let ptr = |kb: &mut Kb, (buf, at, len): (&Buf, Idx, usize)| -> CgResult<Ptr> {
             kb.check(buf, at, len, "pointer")?;
             Ok(Ptr { buf: kb.buf_id(buf), at, len })
         };
         let (a, b) = (ptr(self, (a_buf, a_at, a_len))?, ptr(self, (b_buf, b_at, b_len))?);
-        let tile = ptr(self, tile)?;
-        self.push(Stmt::CallMicro(Box::new(MicroCall { kc, a, a_strides, b, b_stride, b_steps, tile })));
+        let narrow = match (&self.micro, &self.narrow) {
+            (Some(m), _) if m.0 == tile.name => false,
+            (_, Some(m)) if m.0 == tile.name => true,
+            _ => {
+                return Err(crate::Error::Codegen(format!(
+                    "kernel `{}`: a GEMM calls micro-kernel {}, which the kernel does not have",
+                    self.name, tile.name
+                )))
+            }
+        };
+        let tile_ptr = ptr(self, tile_at)?;
+        self.push(Stmt::CallMicro(Box::new(MicroCall {
+            narrow,
+            kc,
+            a,
+            a_strides,
+            a_rows,
+            b,
+            b_stride,
+            b_steps,
+            tile: tile_ptr,
+        })));
         Ok(())
     }
 

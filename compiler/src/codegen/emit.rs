@@ -27,6 +27,8 @@ pub struct EmitCx {
     pub fma: bool,
     /// The micro-kernel, imported into the function (if the nest calls it).
     pub micro: Option<FuncRef>,
+    /// The narrow micro-kernel, imported (if the nest calls it).
+    pub narrow: Option<FuncRef>,
     /// (reporter, kernel id) when every access is also checked at run time.
     pub checks: Option<(FuncRef, u32)>,
     /// Id of the first checked access (ids count across a kernel's passes).
@@ -53,6 +55,7 @@ pub struct Clif<'f> {
     scratch: Option<Value>,
     checks: Option<(FuncRef, u32, Block)>,
     micro: Option<FuncRef>,
+    narrow: Option<FuncRef>,
     /// What each checked access is, by id (from `access_base`).
     accesses: Vec<String>,
     access_base: usize,
@@ -405,10 +408,11 @@ impl Clif<'_> {
                 self.fb.seal_block(join);
             }
             Stmt::CallMicro(call) => {
-                let Some(micro) = self.micro else {
+                let Some(micro) = (if call.narrow { self.narrow } else { self.micro }) else {
                     return err(format!("kernel `{}` calls the micro-kernel but does not import it", nest.name));
                 };
-                // (kc, a, a's row stride, a's step stride, b, b's step stride, tile)
+                // (kc, a, a's row stride, a's step stride, a's row offsets, b, b's step
+                // stride, b's step offsets, tile)
                 let ptr = |s: &mut Self, p: &super::loops::Ptr, what: &str| -> CgResult<Value> {
                     let (addr, imm) = s.addr(nest, p.buf, &p.at, p.len, what)?;
                     Ok(s.fb.ins().iadd_imm_s(addr, imm as i64))
@@ -418,18 +422,21 @@ impl Clif<'_> {
                     ptr(self, &call.b, "pointer B")?,
                     ptr(self, &call.tile, "pointer tile")?,
                 );
-                let steps = match &call.b_steps {
-                    Some(t) => {
-                        let Some(&(_, slot)) = self.tables.iter().find(|(u, _)| u == t) else {
-                            return err(format!("kernel `{}`: a step table that was not written", nest.name));
-                        };
-                        self.fb.ins().stack_addr(types::I64, slot, 0)
+                let table = |s: &mut Self, t: &Option<std::sync::Arc<[i32]>>| -> CgResult<Value> {
+                    match t {
+                        Some(t) => {
+                            let Some(&(_, slot)) = s.tables.iter().find(|(u, _)| u == t) else {
+                                return err(format!("kernel `{}`: an offset table that was not written", nest.name));
+                            };
+                            Ok(s.fb.ins().stack_addr(types::I64, slot, 0))
+                        }
+                        None => Ok(s.fb.ins().iconst(types::I64, 0)),
                     }
-                    None => self.fb.ins().iconst(types::I64, 0),
                 };
+                let (rows, steps) = (table(self, &call.a_rows)?, table(self, &call.b_steps)?);
                 let mut int = |c: usize| self.fb.ins().iconst(types::I64, c as i64);
                 let (kc, (ar, ak), bk) = (int(call.kc), call.a_strides, call.b_stride);
-                let args = [kc, a, int(ar), int(ak), b, int(bk), steps, tile];
+                let args = [kc, a, int(ar), int(ak), rows, b, int(bk), steps, tile];
                 self.fb.ins().call(micro, &args);
             }
         }
@@ -480,6 +487,7 @@ pub fn emit(nest: &LoopNest, func: &mut Function, config: TargetFrontendConfig, 
         scratch,
         checks: cx.checks.map(|(f, id)| (f, id, exit)),
         micro: cx.micro,
+        narrow: cx.narrow,
         accesses: vec![],
         access_base: cx.access_base,
         sums: vec![],

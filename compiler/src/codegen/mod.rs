@@ -159,12 +159,13 @@ pub struct JitProgram {
 fn start_module(options: CodegenOptions, features: HostFeatures) -> CgResult<(JitModule, MicroKernel, FunctionText)> {
     let report = executable::bounds_report as extern "C" fn(i32, i64, i64);
     let native = micro::native_for(options.micro, features);
+    let narrow = micro::narrow_for(options.micro, features);
     let mut symbols = vec![(executable::BOUNDS_REPORT, report as *const u8)];
-    if let Some(n) = &native {
+    for n in native.iter().chain(&narrow) {
         symbols.push((n.symbol, n.address));
     }
     let mut jit = JitModule::new(&symbols, cfg!(debug_assertions))?;
-    let (micro, text) = micro::declare(&mut jit, native.as_ref(), features)?;
+    let (micro, text) = micro::declare(&mut jit, native.as_ref(), narrow.as_ref(), features)?;
     Ok((jit, micro, text))
 }
 
@@ -202,9 +203,25 @@ fn define_kernels<M: cranelift_module::Module>(
             let sym = format!("k{k}p{}_{}", nest.pass, kernel.name.replace(['.', '#', '+'], "_"));
             let id = jit.declare(&sym, &sig, cranelift_module::Linkage::Local)?;
             let mut func = jit.new_function(id, sig);
-            let micro_call = nest.calls_micro().then(|| jit.import(micro.id, &mut func));
+            let micro_call = nest.calls_tile(false).then(|| jit.import(micro.id, &mut func));
+            let narrow_call = match (nest.calls_tile(true), micro.narrow) {
+                (true, Some(id)) => Some(jit.import(id, &mut func)),
+                (true, None) => {
+                    return Err(Error::Codegen(format!(
+                        "kernel `{}` calls a narrow tile the module lacks",
+                        kernel.name
+                    )))
+                }
+                (false, _) => None,
+            };
             let checks = report_id.map(|r| (jit.import(r, &mut func), k as u32));
-            let ecx = emit::EmitCx { fma: features.fma, micro: micro_call, checks, access_base: accesses[k].len() };
+            let ecx = emit::EmitCx {
+                fma: features.fma,
+                micro: micro_call,
+                narrow: narrow_call,
+                checks,
+                access_base: accesses[k].len(),
+            };
             accesses[k].extend(emit::emit(nest, &mut func, jit.frontend_config(), ecx)?);
             funcs.push((k, id, func));
         }
@@ -264,7 +281,16 @@ fn describe(
         output_shapes: outs,
         inputs: reads.iter().map(|&v| buf(v)).collect::<CgResult<_>>()?,
         outputs: stored.iter().map(|&v| buf(v)).collect::<CgResult<_>>()?,
-        micro: loops.iter().any(|n| n.calls_micro()).then(|| micro.name.clone()),
+        micro: {
+            let used: Vec<&str> = micro
+                .choices()
+                .into_iter()
+                .enumerate()
+                .filter(|&(i, _)| loops.iter().any(|n| n.calls_tile(i > 0)))
+                .map(|(_, t)| t.name.as_str())
+                .collect();
+            (!used.is_empty()).then(|| used.join(" + "))
+        },
         text: code.text,
         loops,
         accesses: code.accesses,

@@ -284,16 +284,21 @@ pub enum Stmt {
 }
 
 /// `tile = A·B` over `kc` steps: A(i, p) = `a[i·a_strides.0 + p·a_strides.1]` for the
-/// tile's MR rows i ((1, MR) when A is packed; A's own strides when it is read in place),
+/// tile's MR rows i ((1, MR) when A is packed; A's own strides when it is read in place)
+/// — or, with `a_rows`, `a[a_rows[i] + p·a_strides.1]` (a direct weight gradient's taps
+/// in a bordered image; MR constants of the nest) —,
 /// B's step p the NR floats at `b + p·b_stride` (NR when B is packed; a row of B itself
 /// when read in place) — or, with `b_steps`, at `b + b_steps[p]` (a direct convolution's
 /// taps in a padded image; the offsets are constants of the nest, so the bounds proof
 /// sees them) —, the tile MR·NR floats.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MicroCall {
+    /// Whether it calls the nest's narrow micro-kernel (`LoopNest::narrow`).
+    pub narrow: bool,
     pub kc: usize,
     pub a: Ptr,
     pub a_strides: (usize, usize),
+    pub a_rows: Option<std::sync::Arc<[i32]>>,
     pub b: Ptr,
     pub b_stride: usize,
     pub b_steps: Option<std::sync::Arc<[i32]>>,
@@ -306,7 +311,11 @@ impl MicroCall {
     /// tile it writes.
     pub fn extents(&self, (mr, nr): (usize, usize)) -> [usize; 3] {
         let (ar, ak) = self.a_strides;
-        let a = (mr - 1) * ar + (self.kc - 1) * ak + 1;
+        let last_row = match &self.a_rows {
+            Some(rows) => rows.iter().map(|&r| r.max(0) as usize).max().unwrap_or(0),
+            None => (mr - 1) * ar,
+        };
+        let a = last_row + (self.kc - 1) * ak + 1;
         let last_step = match &self.b_steps {
             Some(steps) => steps.iter().map(|&s| s.max(0) as usize).max().unwrap_or(0),
             None => (self.kc - 1) * self.b_stride,
@@ -331,6 +340,8 @@ pub struct LoopNest {
     pub scratch: Option<(usize, usize)>,
     /// The micro-kernel `CallMicro` calls: (name, MR, NR).
     pub micro: Option<(String, usize, usize)>,
+    /// The narrow one a call may choose instead (`MicroCall::narrow`).
+    pub narrow: Option<(String, usize, usize)>,
     pub body: Vec<Stmt>,
 }
 
@@ -363,11 +374,13 @@ impl LoopNest {
         out
     }
 
-    /// The distinct step-offset tables of its micro-kernel calls, in order of first use:
-    /// what `emit` writes into stack slots at entry and the printer lists once, by name.
+    /// The distinct offset tables (A's rows, B's steps) of its micro-kernel calls, in order
+    /// of first use: what `emit` writes into stack slots at entry and the printer lists
+    /// once, by name.
     pub fn step_tables(&self) -> Vec<std::sync::Arc<[i32]>> {
         let mut out: Vec<std::sync::Arc<[i32]>> = vec![];
-        for t in self.micro_calls().into_iter().filter_map(|c| c.b_steps.as_ref()) {
+        let calls = self.micro_calls();
+        for t in calls.into_iter().flat_map(|c| [c.a_rows.as_ref(), c.b_steps.as_ref()]).flatten() {
             if !out.contains(t) {
                 out.push(t.clone());
             }
@@ -378,6 +391,20 @@ impl LoopNest {
     /// Whether the nest calls the micro-kernel (so its function must import it).
     pub fn calls_micro(&self) -> bool {
         !self.micro_calls().is_empty()
+    }
+
+    /// Whether the nest calls its narrow micro-kernel (`narrow`) or its main one.
+    pub fn calls_tile(&self, narrow: bool) -> bool {
+        self.micro_calls().iter().any(|c| c.narrow == narrow)
+    }
+
+    /// The (name, MR, NR) of the micro-kernel `call` calls.
+    pub fn tile_of(&self, call: &MicroCall) -> Option<&(String, usize, usize)> {
+        if call.narrow {
+            self.narrow.as_ref()
+        } else {
+            self.micro.as_ref()
+        }
     }
 }
 

@@ -131,9 +131,18 @@ impl LoopNest {
                 }
                 Stmt::CallMicro(call) => {
                     let p = |p: &super::Ptr| format!("b{}[{}]+{}  ; {}", p.buf.0, idx(&p.at), p.len, range(&p.at));
-                    let _ = writeln!(out, "{pad}call micro kc={}", call.kc);
+                    let which = if call.narrow { "narrow micro" } else { "micro" };
+                    let _ = writeln!(out, "{pad}call {which} kc={}", call.kc);
                     let (ar, ak) = call.a_strides;
-                    let _ = writeln!(out, "{pad}  a = {}  strides {ar}, {ak}", p(&call.a));
+                    match &call.a_rows {
+                        Some(rows) => {
+                            let t = tables.iter().position(|t| t == rows).expect("every table is listed");
+                            let _ = writeln!(out, "{pad}  a = {}  rows t{t}, stride {ak}", p(&call.a));
+                        }
+                        None => {
+                            let _ = writeln!(out, "{pad}  a = {}  strides {ar}, {ak}", p(&call.a));
+                        }
+                    }
                     match &call.b_steps {
                         Some(steps) => {
                             let t = tables.iter().position(|t| t == steps).expect("every table is listed");
@@ -159,13 +168,17 @@ impl fmt::Display for LoopNest {
         if let Some((start, per)) = self.scratch {
             writeln!(f, "  scratch arena@{}+{} per thread", start * 4, per * 4)?;
         }
-        if let (Some((name, mr, nr)), true) = (&self.micro, self.calls_micro()) {
+        if let (Some((name, mr, nr)), true) = (&self.micro, self.calls_tile(false)) {
             writeln!(f, "  micro {name} ({mr}x{nr})")?;
+        }
+        if let (Some((name, mr, nr)), true) = (&self.narrow, self.calls_tile(true)) {
+            writeln!(f, "  narrow micro {name} ({mr}x{nr})")?;
         }
         for (i, ty) in self.vars.iter().enumerate() {
             writeln!(f, "  var{i}: {ty}")?;
         }
-        // A direct convolution's B offsets, one per step (up to thousands): listed once.
+        // A direct convolution's B offsets, one per step (up to thousands), and a direct
+        // weight gradient's A rows: listed once.
         let tables = self.step_tables();
         for (i, t) in tables.iter().enumerate() {
             let list: Vec<String> = t.iter().map(|s| s.to_string()).collect();

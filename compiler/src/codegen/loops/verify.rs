@@ -123,7 +123,7 @@ impl Walk<'_> {
                     self.ranges[value.0 as usize] = saved;
                 }
                 Stmt::CallMicro(call) => {
-                    let Some((_, mr, nr)) = &self.nest.micro else {
+                    let Some((_, mr, nr)) = self.nest.tile_of(call) else {
                         return err(format!("kernel `{}`: a micro-kernel call without a micro-kernel", self.nest.name));
                     };
                     // What the micro-kernel touches follows from the call itself, not from
@@ -138,6 +138,12 @@ impl Walk<'_> {
                             ));
                         }
                         self.access(p.buf, &p.at, p.len, what)?;
+                    }
+                    if call.a_rows.as_ref().is_some_and(|r| r.len() != *mr || r.iter().any(|&o| o < 0)) {
+                        return err(format!(
+                            "kernel `{}`: a micro-kernel call whose row offsets are not {mr} non-negative offsets",
+                            self.nest.name
+                        ));
                     }
                     if call.b_steps.as_ref().is_some_and(|s| s.len() != call.kc || s.iter().any(|&o| o < 0)) {
                         return err(format!(

@@ -128,6 +128,8 @@ fn lower_matmul(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, mm: &MatMul) -> C
             b: b_blk,
             c,
             b_rows: None,
+            a_rows: None,
+            b_padded: false,
             accumulate: false,
             scratch: &scratch,
             micro: cx.micro,
@@ -636,6 +638,8 @@ fn emit_direct(
                 b: Mat { buf: pad.clone(), base: kb.mul(group, gsrc_plane), rs: 0, cs: 1 },
                 c: Mat { buf: wide_c.clone(), base: Idx::constant(0), rs: dp.wide as i64, cs: 1 },
                 b_rows: Some(dp.steps.clone()),
+                a_rows: None,
+                b_padded: false,
                 accumulate: false,
                 scratch: &scratch,
                 micro: cx.micro,
@@ -726,16 +730,118 @@ fn grad_weight_mkn(d: &ConvDims, micro: &MicroTile) -> (usize, usize, usize) {
     }
 }
 
+/// The direct form of a stride-1 weight gradient: dWᵀ += X·dyᵀ over the *wide* pixels
+/// (Ho − 1)·Wp + Wo of the zero-bordered image (Wp its bordered width) — X's row
+/// (c, ky, kx) is the bordered image itself read from that tap's offset (the micro-kernel's
+/// A row offsets), so no im2col matrix is written; dyᵀ is packed per image and group into
+/// [wide, F/G rounded up to whole panels], zero at the wide columns (x ≥ Wo of each row)
+/// and past the last filter, which a call zeroes once. A wide column multiplies an image
+/// float by that zero, so every sum is the im2col form's plus exact zeros.
+struct DirectDw {
+    /// The bordered image's height and width.
+    hp: usize,
+    wp: usize,
+    /// The GEMM's K: the wide pixels. The last row needs no wide columns, so A's last tap
+    /// ends at the bordered image's last float.
+    wide: usize,
+    /// Columns of the packed dyᵀ.
+    cols: usize,
+    /// The offset of each tap of a group's M (channel, ky, kx), from the group's first
+    /// channel.
+    rows: Arc<[i32]>,
+}
+
+/// Most taps per group the direct weight gradient takes: its row tiles are unrolled (each
+/// call gets its offsets as constants), so this bounds the kernel's code.
+const MAX_DW_ROWS: usize = 1152;
+
+/// How a weight gradient is computed (`grad_weight_form`).
+enum DwForm {
+    /// im2col, then dW += dy·colᵀ (M = filters).
+    Plain,
+    /// im2col, then dWᵀ += col·dyᵀ (M = taps).
+    Transposed,
+    /// The bordered image in place: dWᵀ += X·dyᵀ over the wide pixels.
+    Direct(DirectDw),
+}
+
+/// A weight gradient's form and the micro-kernel tile its GEMMs call.
+struct DwPlan {
+    form: DwForm,
+    tile: MicroTile,
+}
+
+/// The cheapest form and tile (the program's, or its narrow one) by a cycle estimate: a
+/// tile step is MR·NR multiply-adds at 16 a cycle; a float of the im2col matrix costs one
+/// (written, then read by the GEMM), a packed or bordered-copy float half. The direct form
+/// needs stride 1 and costs Wp / Wo more tile steps (the wide columns). residual's and
+/// cnn_bn's 3×3 layers and both of LeNet-5's take it, on the narrow 6×16 tile where the
+/// host also has AVX-512's 8×32 (16 or fewer filters fill half of its 32 columns).
+fn grad_weight_form(d: &ConvDims, g: &ConvGeom, micro: &MicroTile) -> DwPlan {
+    let mut best: Option<(f64, DwPlan)> = None;
+    for tile in micro.choices() {
+        for (cost, form) in grad_weight_forms(d, g, tile) {
+            if best.as_ref().is_none_or(|(c, _)| cost < *c) {
+                best = Some((cost, DwPlan { form, tile: MicroTile { narrow: None, ..tile.clone() } }));
+            }
+        }
+    }
+    best.expect("a weight gradient has a form").1
+}
+
+/// The forms a weight gradient can take with `tile`, each with its estimated cycles per
+/// image: im2col in its cheaper orientation (`grad_weight_transposed`), and the direct
+/// form where it applies.
+fn grad_weight_forms(d: &ConvDims, g: &ConvGeom, tile: &MicroTile) -> Vec<(f64, DwForm)> {
+    let (gk, gf, p, gc) = (d.group_k(), d.group_f(), d.p(), d.c / d.groups);
+    let step = (tile.mr * tile.nr) as f64 / 16.0;
+    let tiles = |m: usize, n: usize, k: usize| (m.div_ceil(tile.mr) * n.div_ceil(tile.nr) * k) as f64 * step;
+    let groups = d.groups as f64;
+    let copy = if d.identity { 0.0 } else { (gk * p) as f64 };
+    let mut forms = vec![if grad_weight_transposed(d, tile) {
+        ((tiles(gk, gf, p) + (gf * p) as f64 * 0.5 + copy) * groups, DwForm::Transposed)
+    } else {
+        ((tiles(gf, gk, p) + (gk * p) as f64 * 0.5 + copy) * groups, DwForm::Plain)
+    }];
+    if d.identity || g.stride != [1, 1] || gk > MAX_DW_ROWS {
+        return forms;
+    }
+    let (hp, wp) = (d.h + 2 * g.padding[0], d.w + 2 * g.padding[1]);
+    let wide = (d.ho - 1) * wp + d.wo;
+    let bordered = if padded_size(d, g) == 1 { 0.0 } else { (d.c * hp * wp) as f64 * 0.5 };
+    let direct = (tiles(gk, gf, wide) + (gf * p) as f64 * 0.5) * groups + bordered;
+    let plane = hp * wp;
+    let mut rows = Vec::with_capacity(gk);
+    for c in 0..gc {
+        for ky in 0..d.kh {
+            for kx in 0..d.kw {
+                rows.push((c * plane + ky * g.dilation[0] * wp + kx * g.dilation[1]) as i32);
+            }
+        }
+    }
+    let cols = gf.div_ceil(tile.nr) * tile.nr;
+    forms.push((direct, DwForm::Direct(DirectDw { hp, wp, wide, cols, rows: rows.into() })));
+    forms
+}
+
 /// Pass 0: one chunk of DW_CHUNK images per item, each summed into its own partial;
 /// pass 1: the partials added in chunk order.
 fn grad_weight_work(conv: &Conv2dGradWeight, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
     let d = grad_weight_dims(cx, &conv.geom);
     let chunks = d.n.div_ceil(DW_CHUNK);
-    Work {
-        scratch: d.scratch(grad_weight_mkn(&d, micro), micro, padded_size(&d, &conv.geom)),
-        shared: vec![chunks * d.f * d.group_k()],
-        passes: vec![chunks, 1],
-    }
+    let padded = padded_size(&d, &conv.geom);
+    let plan = grad_weight_form(&d, &conv.geom, micro);
+    let scratch = match &plan.form {
+        DwForm::Direct(dd) => {
+            // The packed dyᵀ where im2col's matrix would be, a GEMM's, the bordered image.
+            let mut scratch = vec![dd.wide * dd.cols];
+            scratch.extend(super::gemm::scratch((d.group_k(), dd.wide, d.group_f()), &plan.tile));
+            scratch.push(padded);
+            scratch
+        }
+        _ => d.scratch(grad_weight_mkn(&d, &plan.tile), &plan.tile, padded),
+    };
+    Work { scratch, shared: vec![chunks * d.f * d.group_k()], passes: vec![chunks, 1] }
 }
 
 fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2d) -> CgResult<()> {
@@ -768,6 +874,8 @@ fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2d) ->
                 b: Mat { buf: col.clone(), base: at_group(kb, col0, group, gk * p), rs: p as i64, cs: 1 },
                 c,
                 b_rows: None,
+                a_rows: None,
+                b_padded: false,
                 accumulate: false,
                 scratch: &scratch,
                 micro: cx.micro,
@@ -811,6 +919,8 @@ fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: 
                 b: Mat { buf: dy.clone(), base: dy_base, rs: p as i64, cs: 1 },
                 c: Mat { buf: dcol.clone(), base: at_group(kb, dcol0, group, gk * p), rs: p as i64, cs: 1 },
                 b_rows: None,
+                a_rows: None,
+                b_padded: false,
                 accumulate: false,
                 scratch: &scratch,
                 micro: cx.micro,
@@ -862,12 +972,17 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
     let col = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);
     let pad = &bufs.scratch[4];
-    let transposed = grad_weight_transposed(&d, cx.micro);
+    let DwPlan { form, tile } = grad_weight_form(&d, &conv.geom, cx.micro);
+    let transposed = matches!(form, DwForm::Transposed);
     let last = d.n - (chunks - 1) * DW_CHUNK;
     let chunk = |kb: &mut Kb, first: Idx, base: Idx, count: usize| -> CgResult<()> {
         kb.zero(partial, base, size)?;
         kb.for_range(0, count as i64, 1, |kb, i| {
             let img = kb.add(first, i);
+            if let DwForm::Direct(dd) = &form {
+                let bufs = (x, dy, pad, col);
+                return direct_grad_weight(kb, (&d, &conv.geom, dd), img, bufs, (partial, base), (&scratch, &tile));
+            }
             if !d.identity {
                 im2col(kb, &d, &conv.geom, img, (x, pad), col)?;
             }
@@ -888,13 +1003,29 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
                     let b = Mat { buf: col.clone(), base: col_base, rs: 1, cs: p as i64 };
                     (gf, gk, a, b, Mat { buf: partial.clone(), base: c_base, rs: gk as i64, cs: 1 })
                 };
-                let g =
-                    Gemm { m, n, k: p, a, b, c, b_rows: None, accumulate: true, scratch: &scratch, micro: cx.micro };
+                let g = Gemm {
+                    m,
+                    n,
+                    k: p,
+                    a,
+                    b,
+                    c,
+                    b_rows: None,
+                    a_rows: None,
+                    b_padded: false,
+                    accumulate: true,
+                    scratch: &scratch,
+                    micro: &tile,
+                };
                 emit_gemm(kb, &g, None)
             })
         })
     };
     zero_padded(kb, &d, &conv.geom, pad)?;
+    if let DwForm::Direct(dd) = &form {
+        // The packed dyᵀ's wide columns and its columns past the last filter stay zero.
+        kb.zero(col, Idx::constant(0), dd.wide * dd.cols)?;
+    }
     kb.for_items(chunks, |kb, item| {
         if last == DW_CHUNK || chunks == 1 {
             let first = kb.mul(item, DW_CHUNK as i64);
@@ -911,6 +1042,51 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
                 chunk(kb, first, Idx::constant(((chunks - 1) * size) as i64), last)
             }
         })
+    })
+}
+
+/// Image `img`'s weight gradient in the direct form (`DirectDw`), added into the partial
+/// sum at `base` ([F, C/G·kh·kw], written transposed): per group, dyᵀ packed into `packed`
+/// [wide, cols] (each output row's Wo pixels at its wide position), then one GEMM with the
+/// bordered image as A at the taps' offsets.
+fn direct_grad_weight(
+    kb: &mut Kb,
+    (d, geom, dd): (&ConvDims, &ConvGeom, &DirectDw),
+    img: Idx,
+    (x, dy, pad, packed): (&Buf, &Buf, &Buf, &Buf),
+    (partial, base): (&Buf, Idx),
+    (scratch, micro): (&GemmScratch, &MicroTile),
+) -> CgResult<()> {
+    let (gk, gf, p) = (d.group_k(), d.group_f(), d.p());
+    let (src, image, wp, plane) = padded_image(kb, d, geom, img, x, pad)?;
+    if (wp, plane) != (dd.wp, dd.hp * dd.wp) {
+        return Err(crate::Error::Codegen("a direct weight gradient's bordered image has another shape".into()));
+    }
+    for_groups(kb, d, |kb, group| {
+        let dy_base = group_base(kb, img, group, d);
+        kb.for_range(0, d.ho as i64, 1, |kb, oy| {
+            let from = kb.affine(0, &[(oy, d.wo as i64)]);
+            let from = kb.add(dy_base, from);
+            let to = kb.affine(0, &[(oy, (dd.wp * dd.cols) as i64)]);
+            super::gemm::pack(kb, (dy, from, 1, p as i64), d.wo, (dd.cols, gf), (packed, to))
+        })?;
+        let a_base = at_group(kb, image, group, d.c / d.groups * plane);
+        let c_base = kb.mul(group, (gf * gk) as i64);
+        let g = Gemm {
+            m: gk,
+            n: gf,
+            k: dd.wide,
+            a: Mat { buf: src.clone(), base: a_base, rs: 0, cs: 1 },
+            b: Mat { buf: packed.clone(), base: Idx::constant(0), rs: dd.cols as i64, cs: 1 },
+            c: Mat { buf: partial.clone(), base: kb.add(base, c_base), rs: 1, cs: gk as i64 },
+            b_rows: None,
+            a_rows: Some(dd.rows.clone()),
+            b_padded: true,
+            accumulate: true,
+            scratch,
+            micro,
+        };
+        emit_gemm(kb, &g, None)
     })
 }
 
@@ -942,7 +1118,7 @@ mod tests {
     /// grouped; two K blocks both ways).
     #[test]
     fn the_direct_form_is_taken_where_it_costs_less() {
-        let avx2 = MicroTile { mr: 6, nr: 16, name: "native-avx2-6x16".into() };
+        let avx2 = MicroTile { mr: 6, nr: 16, name: "native-avx2-6x16".into(), narrow: None };
         let direct = |(d, g): (ConvDims, ConvGeom), grad_input: bool| direct_plan(&d, &g, &avx2, grad_input).is_some();
         // LeNet-5: both forward layers; not the unpadded second layer's input gradient.
         assert!(direct(conv(1, 6, 5, (28, 28), 2, 1, 1), false));
@@ -965,6 +1141,35 @@ mod tests {
         assert!(direct_plan(&d, &g, &avx2, false).is_none());
     }
 
+    /// Which weight gradients are direct, on which tile: with AVX-512's 8×32 and its
+    /// narrow AVX2 6×16 beside it, the examples' stride-1 layers are direct, those with 16
+    /// or fewer filters on the narrow tile; cnn_bn's 64-filter layer keeps the wide one.
+    /// Strided and 1×1 layers keep im2col (a 1×1 one needs no copy).
+    #[test]
+    fn weight_gradients_are_direct_on_the_tile_that_costs_least() {
+        let avx2 = MicroTile { mr: 6, nr: 16, name: "native-avx2-6x16".into(), narrow: None };
+        let avx512 =
+            MicroTile { mr: 8, nr: 32, name: "native-avx512-8x32".into(), narrow: Some(Box::new(avx2.clone())) };
+        let form = |(d, g): (ConvDims, ConvGeom), micro: &MicroTile| {
+            let plan = grad_weight_form(&d, &g, micro);
+            (matches!(plan.form, DwForm::Direct(_)), plan.tile.name)
+        };
+        let (narrow, wide) = ("native-avx2-6x16".to_string(), "native-avx512-8x32".to_string());
+        assert_eq!(form(conv(16, 16, 3, (28, 28), 1, 1, 1), &avx512), (true, narrow.clone()));
+        assert_eq!(form(conv(1, 16, 3, (28, 28), 1, 1, 1), &avx512), (true, narrow.clone()));
+        assert_eq!(form(conv(1, 6, 5, (28, 28), 2, 1, 1), &avx512), (true, narrow.clone()));
+        assert_eq!(form(conv(6, 16, 5, (14, 14), 0, 1, 1), &avx512), (true, narrow.clone()));
+        assert_eq!(form(conv(32, 64, 3, (14, 14), 1, 1, 1), &avx512), (true, wide.clone()));
+        assert_eq!(form(conv(16, 16, 3, (28, 28), 1, 1, 1), &avx2), (true, narrow.clone()));
+        let (mut d, mut g) = conv(16, 16, 3, (28, 28), 1, 1, 1);
+        g.stride = [2, 2];
+        (d.ho, d.wo) = (14, 14);
+        assert!(!form((d, g), &avx512).0);
+        let (mut d, g) = conv(16, 8, 1, (28, 28), 0, 1, 1);
+        d.identity = true;
+        assert!(!form((d, g), &avx512).0);
+    }
+
     /// The weight-gradient orientations the differential suite's models rely on: LeNet-5's
     /// first layer (6 filters, 25 taps) stays plain with the 16-wide AVX2 tile (6 of its 16
     /// columns) and is transposed with the 8-wide Cranelift one; its second layer (16
@@ -972,8 +1177,8 @@ mod tests {
     /// both.
     #[test]
     fn weight_gradients_are_transposed_where_filters_fill_a_tile() {
-        let avx2 = MicroTile { mr: 6, nr: 16, name: "native-avx2-6x16".into() };
-        let clif = MicroTile { mr: 6, nr: 8, name: "cranelift-6x8".into() };
+        let avx2 = MicroTile { mr: 6, nr: 16, name: "native-avx2-6x16".into(), narrow: None };
+        let clif = MicroTile { mr: 6, nr: 8, name: "cranelift-6x8".into(), narrow: None };
         assert!(!grad_weight_transposed(&dims(1, 6, 5, 28, 1), &avx2));
         assert!(grad_weight_transposed(&dims(1, 6, 5, 28, 1), &clif));
         for micro in [&avx2, &clif] {

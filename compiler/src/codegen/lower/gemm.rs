@@ -93,6 +93,14 @@ pub struct Gemm<'a> {
     /// convolution's taps in a zero-bordered image (then `b.cs` is 1 and N a whole number
     /// of panels, so B is always read in place).
     pub b_rows: Option<Arc<[i32]>>,
+    /// A's row i starts at `a.base + a_rows[i]` instead of `a.base + i·a.rs`: a direct
+    /// weight gradient's taps in a zero-bordered image (then `a.cs` is the step; A is
+    /// read in place, its row tiles unrolled so each call gets its MR offsets as
+    /// constants, a partial last tile padded with offset 0 and its extra rows dropped).
+    pub a_rows: Option<Arc<[i32]>>,
+    /// B's rows (contiguous) hold zeros up to a whole panel past column `n`, so its partial
+    /// last panel is read in place too.
+    pub b_padded: bool,
     /// C += op(A)·op(B) instead of C = ….
     pub accumulate: bool,
     pub scratch: &'a GemmScratch,
@@ -188,7 +196,7 @@ fn block(
         None => None,
     };
     if in_place {
-        if q_rem > 0 {
+        if q_rem > 0 && !g.b_padded {
             let last = kb.add(jc, Idx::constant((q_full * nr) as i64));
             pack_b(kb, &g.b, pc, kc, last, q_rem, nr, &s.pack_b)?;
         }
@@ -199,12 +207,22 @@ fn block(
     // partial last tile is packed, zero-padded.
     let (r_full, r_rem) = blocks(g.m, mr);
     let (ars, acs) = (g.a.rs as usize, g.a.cs as usize);
-    if r_rem > 0 {
+    if r_rem > 0 && g.a_rows.is_none() {
         pack_a(kb, &g.a, g.m, pc, kc, mr, &s.pack_a, r_full)?;
     }
+    // A row tile's offsets, when A's rows are a table: MR of them, padded with 0.
+    let row_table = |r: usize| -> Option<Arc<[i32]>> {
+        let rows = g.a_rows.as_ref()?;
+        Some((0..mr).map(|i| rows.get(r * mr + i).copied().unwrap_or(0)).collect())
+    };
     let mut tiles = |kb: &mut Kb, q: Idx, cols: usize| -> CgResult<()> {
         let mut tile = |kb: &mut Kb, r: Idx, rows: usize| -> CgResult<()> {
-            let a = if rows == mr {
+            let a_rows = row_table(r.off as usize);
+            let a = if let Some(table) = &a_rows {
+                let at = g.a.at(kb, Idx::constant(0), pc);
+                let last = table.iter().map(|&o| o.max(0) as usize).max().unwrap_or(0);
+                (&g.a.buf, at, last + (kc - 1) * acs + 1, (0, acs))
+            } else if rows == mr {
                 let row0 = kb.mul(r, mr as i64);
                 let at = g.a.at(kb, row0, pc);
                 (&g.a.buf, at, (mr - 1) * ars + (kc - 1) * acs + 1, (ars, acs))
@@ -217,7 +235,7 @@ fn block(
                 let at = kb.add(g.b.base, col0);
                 let last = steps.iter().map(|&s| s.max(0) as usize).max().unwrap_or(0);
                 (&g.b.buf, at, last + nr, 0)
-            } else if in_place && cols == nr {
+            } else if in_place && (cols == nr || g.b_padded) {
                 let col0 = kb.affine(0, &[(q, nr as i64)]);
                 let col0 = kb.add(col0, jc);
                 let at = g.b.at(kb, pc, col0);
@@ -228,10 +246,16 @@ fn block(
                 let b_off = kb.mul(q, (kc * nr) as i64);
                 (&s.pack_b, b_off, kc * nr, nr)
             };
-            kb.call_micro(kc, a, b, steps.clone(), (&s.tile, Idx::constant(0), mr * nr))?;
+            kb.call_micro(g.micro, kc, a, a_rows, b, steps.clone(), (&s.tile, Idx::constant(0), mr * nr))?;
             store_tile(kb, g, r, rows, jc, q, cols, store, epi)
         };
-        kb.for_range(0, r_full as i64, 1, |kb, r| tile(kb, r, mr))?;
+        if g.a_rows.is_some() {
+            for r in 0..r_full {
+                tile(kb, Idx::constant(r as i64), mr)?;
+            }
+        } else {
+            kb.for_range(0, r_full as i64, 1, |kb, r| tile(kb, r, mr))?;
+        }
         if r_rem > 0 {
             tile(kb, Idx::constant(r_full as i64), r_rem)?;
         }
@@ -253,11 +277,20 @@ struct PanelSrc<'a> {
     js: i64,
 }
 
-/// One packed panel: dst[base + p·w + j] = src(p, j) for p < kc and j < valid, zero for
-/// valid ≤ j < w. Contiguous along the panel: vector copies. Contiguous along K (a
+/// One packed panel: dst[base + p·w + j] = src(p, j) for p < kc and j < valid, and (with
+/// `zeros`; else they are left as they are) zero for valid ≤ j < w. Contiguous along the panel: vector copies. Contiguous along K (a
 /// dense layer's weights [out, in], a row-major A): four steps of four positions at a
 /// time are loaded as vectors and transposed in registers. Otherwise scalar.
-fn pack_panel(kb: &mut Kb, src: &PanelSrc, kc: usize, w: usize, valid: usize, dst: &Buf, base: Idx) -> CgResult<()> {
+#[allow(clippy::too_many_arguments)]
+fn pack_panel(
+    kb: &mut Kb,
+    src: &PanelSrc,
+    kc: usize,
+    (w, valid, zeros): (usize, usize, bool),
+    dst: &Buf,
+    base: Idx,
+) -> CgResult<()> {
+    let fill = if zeros { w } else { valid };
     let by_4x4 = src.ks == 1 && src.js != 1;
     let k_vec = if by_4x4 { kc / 4 * 4 } else { 0 };
     let element = |kb: &mut Kb, at: Idx, j: usize| -> CgResult<Val> {
@@ -287,7 +320,7 @@ fn pack_panel(kb: &mut Kb, src: &PanelSrc, kc: usize, w: usize, valid: usize, ds
             j += 4;
         }
         for step in 0..4 {
-            for jj in j..w {
+            for jj in j..fill {
                 let v = element(kb, at.plus(step as i64), jj)?;
                 kb.store(v, dst, d.plus((step * w + jj) as i64))?;
             }
@@ -300,7 +333,7 @@ fn pack_panel(kb: &mut Kb, src: &PanelSrc, kc: usize, w: usize, valid: usize, ds
         let d = kb.affine(0, &[(p, w as i64)]);
         let d = kb.add(base, d);
         let mut j = 0;
-        while j < w {
+        while j < fill {
             if src.js == 1 && j + 4 <= valid {
                 let v = kb.load(types::F32X4, src.buf, at.plus(j as i64))?;
                 kb.store(v, dst, d.plus(j as i64))?;
@@ -315,6 +348,19 @@ fn pack_panel(kb: &mut Kb, src: &PanelSrc, kc: usize, w: usize, valid: usize, ds
     })
 }
 
+/// dst[base + p·w + j] = src[at0 + p·ks + j·js] for p < kc and j < valid (the columns
+/// from valid to w left as they are): one panel's packing, for a lowering that lays out
+/// an operand itself.
+pub fn pack(
+    kb: &mut Kb,
+    (buf, at0, ks, js): (&Buf, Idx, i64, i64),
+    kc: usize,
+    (w, valid): (usize, usize),
+    (dst, base): (&Buf, Idx),
+) -> CgResult<()> {
+    pack_panel(kb, &PanelSrc { buf, at0, ks, js }, kc, (w, valid, false), dst, base)
+}
+
 /// packed_b[q][p][j] = B(pc + p, jc + q·NR + j), zero past the valid columns.
 #[allow(clippy::too_many_arguments)]
 fn pack_b(kb: &mut Kb, b: &Mat, pc: Idx, kc: usize, jc: Idx, nc: usize, nr: usize, dst: &Buf) -> CgResult<()> {
@@ -324,7 +370,7 @@ fn pack_b(kb: &mut Kb, b: &Mat, pc: Idx, kc: usize, jc: Idx, nc: usize, nr: usiz
         let col0 = kb.add(col0, jc);
         let at0 = b.at(kb, pc, col0);
         let base = kb.mul(q, (kc * nr) as i64);
-        pack_panel(kb, &PanelSrc { buf: &b.buf, at0, ks: b.rs, js: b.cs }, kc, nr, cols, dst, base)
+        pack_panel(kb, &PanelSrc { buf: &b.buf, at0, ks: b.rs, js: b.cs }, kc, (nr, cols, true), dst, base)
     };
     kb.for_range(0, q_full as i64, 1, |kb, q| panel(kb, q, nr))?;
     if q_rem > 0 {
@@ -340,7 +386,7 @@ fn pack_a(kb: &mut Kb, a: &Mat, m: usize, pc: Idx, kc: usize, mr: usize, dst: &B
     let row0 = Idx::constant((r * mr) as i64);
     let at0 = a.at(kb, row0, pc);
     let src = PanelSrc { buf: &a.buf, at0, ks: a.cs, js: a.rs };
-    pack_panel(kb, &src, kc, mr, m - r * mr, dst, Idx::constant(0))
+    pack_panel(kb, &src, kc, (mr, m - r * mr, true), dst, Idx::constant(0))
 }
 
 #[allow(clippy::too_many_arguments)]

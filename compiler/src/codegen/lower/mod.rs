@@ -327,7 +327,7 @@ pub fn lower_kernel(
     }
     (0..k.work.passes.len())
         .map(|pass| {
-            let mut kb = Kb::new(&k.name, pass, scratch, Some((micro.name.clone(), micro.mr, micro.nr)));
+            let mut kb = Kb::new(&k.name, pass, scratch, Some(micro));
             let cx = LowerCtx { graph: g, node, kernel: k, micro, threads, pass };
             node.op.lowering().lower(&mut kb, &cx, &bufs)?;
             let nest = kb.finish();

@@ -7,7 +7,7 @@ use super::{signature, MicroKernel, MicroTile};
 use crate::codegen::jit::CodeModule;
 use crate::codegen::jit::{CgResult, FunctionBuilder, FunctionBuilderContext, FunctionText, OptLevel};
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::{types, BlockArg, InstBuilder, MemFlagsData, Value};
 use cranelift_module::Linkage;
 use cranelift_module::Module;
 
@@ -16,7 +16,7 @@ pub const MR: usize = 6;
 pub const NR: usize = 8;
 
 pub fn tile() -> MicroTile {
-    MicroTile { mr: MR, nr: NR, name: "cranelift-6x8".into() }
+    MicroTile { mr: MR, nr: NR, name: "cranelift-6x8".into(), narrow: None }
 }
 
 /// The pure-Cranelift micro-kernel: a 6×8 tile in twelve f32x4 accumulators; per step one
@@ -35,14 +35,39 @@ pub fn define<M: Module>(jit: &mut CodeModule<M>, fma: bool) -> CgResult<(MicroK
     fb.switch_to_block(entry);
     fb.seal_block(entry);
     let p = fb.block_params(entry).to_vec();
-    let (kc, a0, b0, b_steps, tile) = (p[0], p[1], p[4], p[6], p[7]);
-    // In bytes: from one step's B row to the next, from one step's A column to the next,
-    // and from A's first row to row i.
-    let b_step = fb.ins().ishl_imm_u(p[5], 2);
+    let (kc, b0, b_steps, tile) = (p[0], p[5], p[7], p[8]);
+    // In bytes: from one step's B row to the next, from one step's A column to the next.
+    let b_step = fb.ins().ishl_imm_u(p[6], 2);
     let a_step = fb.ins().ishl_imm_u(p[3], 2);
-    let a_row = fb.ins().ishl_imm_u(p[2], 2);
-    let a_rows: Vec<Value> = (0..mr as i64).map(|i| fb.ins().imul_imm_s(a_row, i)).collect();
     let flags = MemFlagsData::new().with_notrap();
+    // A's first row and, in bytes, from it to row i: at one stride, or at the offsets of a
+    // table (a direct weight gradient's taps), read once here.
+    let (a0, a_rows) = {
+        let (strided, table, rows) = (fb.create_block(), fb.create_block(), fb.create_block());
+        let params: Vec<Value> = (0..mr).map(|_| fb.append_block_param(rows, types::I64)).collect();
+        let no_table = fb.ins().icmp_imm_s(IntCC::Equal, p[4], 0);
+        fb.ins().brif(no_table, strided, &[], table, &[]);
+        fb.switch_to_block(strided);
+        fb.seal_block(strided);
+        let a_row = fb.ins().ishl_imm_u(p[2], 2);
+        let mut args = vec![p[1]];
+        args.extend((1..mr as i64).map(|i| fb.ins().imul_imm_s(a_row, i)));
+        fb.ins().jump(rows, &args.into_iter().map(BlockArg::Value).collect::<Vec<_>>());
+        fb.switch_to_block(table);
+        fb.seal_block(table);
+        let offsets: Vec<Value> = (0..mr)
+            .map(|i| {
+                let o = fb.ins().sload32(flags, p[4], (4 * i) as i32);
+                fb.ins().ishl_imm_u(o, 2)
+            })
+            .collect();
+        let mut args = vec![fb.ins().iadd(p[1], offsets[0])];
+        args.extend(offsets[1..].iter().map(|&o| fb.ins().isub(o, offsets[0])));
+        fb.ins().jump(rows, &args.into_iter().map(BlockArg::Value).collect::<Vec<_>>());
+        fb.switch_to_block(rows);
+        fb.seal_block(rows);
+        (params[0], params)
+    };
     let zero = fb.ins().f32const(0.0);
     let zero = fb.ins().splat(types::F32X4, zero);
     let accs: Vec<_> = (0..mr * nr / 4).map(|_| fb.declare_var(types::F32X4)).collect();
@@ -161,5 +186,5 @@ pub fn define<M: Module>(jit: &mut CodeModule<M>, fma: bool) -> CgResult<(MicroK
     fb.ins().return_(&[]);
     fb.finalize(jit.frontend_config());
     let text = jit.define(id, func, OptLevel::None)?;
-    Ok((MicroKernel { id, tile: self::tile() }, text))
+    Ok((MicroKernel { id, narrow: None, tile: self::tile() }, text))
 }

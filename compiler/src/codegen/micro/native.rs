@@ -23,7 +23,7 @@ pub struct NativeMicro {
     pub address: *const u8,
 }
 
-type TileFn = unsafe extern "C" fn(i64, *const f32, i64, i64, *const f32, i64, *const i32, *mut f32);
+type TileFn = unsafe extern "C" fn(i64, *const f32, i64, i64, *const i32, *const f32, i64, *const i32, *mut f32);
 
 #[cfg(target_arch = "x86_64")]
 fn native(name: &'static str, symbol: &'static str, (mr, nr): (usize, usize), k: TileFn) -> NativeMicro {

@@ -14,7 +14,8 @@ macro_rules! tile_kernel {
         $(#[$doc])*
         /// # Safety
         #[doc = concat!("The host must have ", $features, "; `a` must hold the floats `a + i·a_row + p·a_step`")]
-        #[doc = concat!(" for i < ", $mr, " and p < `kc`, `b` ", $nr, " floats at each `b + p·b_step` (or, when `b_steps`")]
+        #[doc = concat!(" for i < ", $mr, " and p < `kc` (or, when `a_rows` is not null, `a + a_rows[i] + p·a_step`,")]
+        #[doc = concat!(" `a_rows` holding ", $mr, " non-negative offsets), `b` ", $nr, " floats at each `b + p·b_step` (or, when `b_steps`")]
         #[doc = " is not null, at each `b + b_steps[p]`, `b_steps` holding `kc` non-negative offsets), and `tile` "]
         #[doc = concat!($mr, "·", $nr, " floats (what the JIT loop nest proves before it calls).")]
         #[cfg(target_arch = "x86_64")]
@@ -24,6 +25,7 @@ macro_rules! tile_kernel {
             a: *const f32,
             a_row: i64,
             a_step: i64,
+            a_rows: *const i32,
             b: *const f32,
             b_step: i64,
             b_steps: *const i32,
@@ -31,19 +33,28 @@ macro_rules! tile_kernel {
         ) {
             let u = |x: i64| x.max(0) as usize;
             // SAFETY: the caller upholds this function's contract.
-            unsafe { $inner(u(kc), a, (u(a_row), u(a_step)), (b, u(b_step), b_steps), tile) }
+            unsafe { $inner(u(kc), (a, u(a_row), u(a_step), a_rows), (b, u(b_step), b_steps), tile) }
         }
 
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
         unsafe fn $inner(
             kc: usize,
-            a: *const f32,
-            (a_row, a_step): (usize, usize),
+            (a, a_row, a_step, a_rows): (*const f32, usize, usize, *const i32),
             (b, b_step, b_steps): (*const f32, usize, *const i32),
             tile: *mut f32,
         ) {
             use core::arch::x86_64::*;
+            // A's rows: at one stride, or (a direct weight gradient's taps in a bordered
+            // image) at the offsets of a table, read once per call.
+            let mut rows = [a; $mr];
+            for (i, row) in rows.iter_mut().enumerate() {
+                // SAFETY: the caller's bounds proof covers every row's first float.
+                unsafe {
+                    let at = if a_rows.is_null() { i * a_row } else { (*a_rows.add(i)).max(0) as usize };
+                    *row = a.add(at);
+                }
+            }
             let mut c: [[$ty; 2]; $mr] = [[$zero(); 2]; $mr];
             for p in 0..kc {
                 // SAFETY: A's MR rows and B's NR columns are in bounds at every step's
@@ -56,9 +67,9 @@ macro_rules! tile_kernel {
                     let bp = b.add(at);
                     let b0 = $load(bp);
                     let b1 = $load(bp.add($lanes));
-                    let ap = a.add(p * a_step);
-                    for (i, row) in c.iter_mut().enumerate() {
-                        let $p = ap.add(i * a_row);
+                    let ap = p * a_step;
+                    for (row, &a_i) in c.iter_mut().zip(&rows) {
+                        let $p = a_i.add(ap);
                         let ai = $broadcast;
                         row[0] = $fma(ai, b0, row[0]);
                         row[1] = $fma(ai, b1, row[1]);
