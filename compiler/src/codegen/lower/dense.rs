@@ -3,7 +3,7 @@
 //! A stride-1 convolution, and its input gradient, may be *direct* (`Direct`): the GEMM
 //! multiplies the zero-bordered image in place, stepping through it at the taps' offsets,
 //! into a wide result whose valid columns are copied out; a cycle estimate chooses it per
-//! layer (`direct_plan`). Otherwise, and for every weight gradient, convolutions use
+//! layer (`conv_plan`). Otherwise, and for every weight gradient, convolutions use
 //! im2col: each image's receptive fields are copied into a
 //! [C·kh·kw, Ho·Wo] matrix (zeros where the window covers padding), then one GEMM per
 //! image and group: y = W·col (forward), dcol = Wᵀ·dy then col2im (input gradient),
@@ -539,24 +539,58 @@ impl Direct {
     }
 }
 
-/// The direct form of y = conv2d(x, w) (`grad_input`: of dx from dy), when the convolution
-/// has stride 1 and the form costs less than im2col by the estimate below — in cycles: a
+/// The form of y = conv2d(x, w) (`grad_input`: of dx from dy) and its tile (the program's,
+/// or its narrow one): direct when the convolution has stride 1 and the form costs less
+/// than im2col, the tile that costs least, by the estimate below — in cycles: a
 /// tile step is MR·NR multiply-adds at 16 a cycle; a float of the im2col matrix costs one
 /// (written, then read by the GEMM; or read and added by col2im), of the bordered image and
 /// of the result's copy half, and each K block after the first a pass over the wide result.
 /// The wide columns cost Wp / Wo more tile steps; im2col costs its K·Ho·Wo floats and a
 /// packed partial panel. LeNet-5's forward layers and the 3×3 layers on 28×28 images
 /// (both ways) take the direct form; an unpadded input gradient, which would multiply
-/// a border of zeros, does not.
-fn direct_plan(d: &ConvDims, g: &ConvGeom, micro: &MicroTile, grad_input: bool) -> Option<Direct> {
+/// a border of zeros, does not. LeNet-5's first layer (six filters) takes the narrow tile.
+fn conv_plan(d: &ConvDims, g: &ConvGeom, micro: &MicroTile, grad_input: bool) -> ConvPlan {
+    let mut best: Option<(f64, ConvPlan)> = None;
+    for tile in micro.choices() {
+        let (im2col, direct) = conv_forms(d, g, tile, grad_input);
+        let forms = std::iter::once((im2col, None)).chain(direct.map(|(cost, dp)| (cost, Some(dp))));
+        for (cost, direct) in forms {
+            if best.as_ref().is_none_or(|(c, _)| cost < *c) {
+                best = Some((cost, ConvPlan { direct, tile: MicroTile { narrow: None, ..tile.clone() } }));
+            }
+        }
+    }
+    best.expect("a convolution has a form").1
+}
+
+/// A convolution's (or input gradient's) form and the micro-kernel tile its GEMMs call.
+struct ConvPlan {
+    direct: Option<Direct>,
+    tile: MicroTile,
+}
+
+/// The estimated cycles per image of the im2col form with `micro`'s tile, and of the
+/// direct form with the plan for it where it applies (see `conv_plan`).
+fn conv_forms(d: &ConvDims, g: &ConvGeom, micro: &MicroTile, grad_input: bool) -> (f64, Option<(f64, Direct)>) {
+    let step = (micro.mr * micro.nr) as f64 / 16.0;
+    let tiles = |m: usize, n: usize, k: usize| (m.div_ceil(micro.mr) * n.div_ceil(micro.nr) * k) as f64 * step;
+    let (q, copy) = (d.p(), if d.identity { 0.0 } else { (d.group_k() * d.p()) as f64 });
+    let im2col = d.groups as f64
+        * if grad_input {
+            // dcol = Wᵀ·dy ([C·kh·kw, Ho·Wo] over F), then col2im.
+            tiles(d.group_k(), q, d.group_f()) + copy
+        } else {
+            let partial = if q % micro.nr != 0 { (d.group_k() * micro.nr) as f64 * 0.5 } else { 0.0 };
+            tiles(d.group_f(), q, d.group_k()) + copy + partial
+        };
     if d.identity || g.stride != [1, 1] {
-        return None;
+        return (im2col, None);
     }
     let (kh, kw) = (d.kh, d.kw);
     let reach = [(kh - 1) * g.dilation[0], (kw - 1) * g.dilation[1]];
     let (src, pad, out) = if grad_input {
         if g.padding[0] > reach[0] || g.padding[1] > reach[1] {
-            return None;
+            return (im2col, None);
         }
         ([d.f, d.ho, d.wo], [reach[0] - g.padding[0], reach[1] - g.padding[1]], [d.c, d.h, d.w])
     } else {
@@ -567,25 +601,13 @@ fn direct_plan(d: &ConvDims, g: &ConvGeom, micro: &MicroTile, grad_input: bool) 
     let (gsrc, gout, taps) = (src[0] / d.groups, out[0] / d.groups, kh * kw);
     let (p, gk) = (out[1] * out[2], gsrc * taps);
     if gk > MAX_STEPS {
-        return None;
+        return (im2col, None);
     }
-    let step = (micro.mr * micro.nr) as f64 / 16.0;
-    let tiles = |m: usize, n: usize, k: usize| (m.div_ceil(micro.mr) * n.div_ceil(micro.nr) * k) as f64 * step;
-    let im2col = if grad_input {
-        // dcol = Wᵀ·dy ([C·kh·kw, Ho·Wo] over F), then col2im.
-        let q = d.p();
-        tiles(d.group_k(), q, d.group_f()) + (d.group_k() * q) as f64
-    } else {
-        let partial = if p % micro.nr != 0 { (gk * micro.nr) as f64 * 0.5 } else { 0.0 };
-        tiles(gout, p, gk) + (gk * p) as f64 + partial
-    };
     let k_blocks = gk.div_ceil(super::gemm::KC);
-    let direct = tiles(gout, wide, gk)
-        + ((gout * p) as f64 + (gsrc * hp * wp) as f64) * 0.5
-        + ((k_blocks - 1) * gout * wide) as f64;
-    if direct >= im2col {
-        return None;
-    }
+    let direct = d.groups as f64
+        * (tiles(gout, wide, gk)
+            + ((gout * p) as f64 + (gsrc * hp * wp) as f64) * 0.5
+            + ((k_blocks - 1) * gout * wide) as f64);
     let plane = hp * wp;
     let mut steps = Vec::with_capacity(gk);
     for c in 0..gsrc {
@@ -599,7 +621,7 @@ fn direct_plan(d: &ConvDims, g: &ConvGeom, micro: &MicroTile, grad_input: bool) 
     }
     let last = *steps.iter().max().expect("a kernel has taps") as usize;
     let size = (src[0] * plane).max((d.groups - 1) * gsrc * plane + last + wide);
-    Some(Direct { src, pad, out, groups: d.groups, hp, wp, wide, size, steps: steps.into() })
+    (im2col, Some((direct, Direct { src, pad, out, groups: d.groups, hp, wp, wide, size, steps: steps.into() })))
 }
 
 /// Most taps per group a direct convolution takes: its step offsets live on the kernel's
@@ -612,7 +634,7 @@ const MAX_STEPS: usize = 4096;
 #[allow(clippy::too_many_arguments)]
 fn emit_direct(
     kb: &mut Kb,
-    cx: &LowerCtx,
+    (cx, tile): (&LowerCtx, &MicroTile),
     bufs: &KernelBufs,
     dp: &Direct,
     (src, a, a_rs): (&Buf, &Buf, usize),
@@ -642,7 +664,7 @@ fn emit_direct(
                 b_padded: false,
                 accumulate: false,
                 scratch: &scratch,
-                micro: cx.micro,
+                micro: tile,
             };
             emit_gemm(kb, &g, None)?;
             let first_row = kb.mul(group, gm as i64);
@@ -688,20 +710,22 @@ fn swap_filters_channels(kb: &mut Kb, d: &ConvDims, w: &Buf, wt: &Buf) -> CgResu
 /// One image per work item.
 fn conv2d_work(conv: &Conv2d, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
     let d = conv2d_dims(cx, &conv.geom);
-    if let Some(dp) = direct_plan(&d, &conv.geom, micro, false) {
-        return Work { scratch: dp.scratch(micro, 1), shared: vec![], passes: vec![d.n] };
+    let ConvPlan { direct, tile } = conv_plan(&d, &conv.geom, micro, false);
+    if let Some(dp) = direct {
+        return Work { scratch: dp.scratch(&tile, 1), shared: vec![], passes: vec![d.n] };
     }
     let padded = padded_size(&d, &conv.geom);
-    Work { scratch: d.scratch((d.group_f(), d.group_k(), d.p()), micro, padded), shared: vec![], passes: vec![d.n] }
+    Work { scratch: d.scratch((d.group_f(), d.group_k(), d.p()), &tile, padded), shared: vec![], passes: vec![d.n] }
 }
 
 /// One image per work item.
 fn grad_input_work(conv: &Conv2dGradInput, cx: &NodeCx, micro: &MicroTile, _: usize) -> Work {
     let d = grad_input_dims(cx, &conv.geom);
-    if let Some(dp) = direct_plan(&d, &conv.geom, micro, true) {
-        return Work { scratch: dp.scratch(micro, d.f * d.group_k()), shared: vec![], passes: vec![d.n] };
+    let ConvPlan { direct, tile } = conv_plan(&d, &conv.geom, micro, true);
+    if let Some(dp) = direct {
+        return Work { scratch: dp.scratch(&tile, d.f * d.group_k()), shared: vec![], passes: vec![d.n] };
     }
-    Work { scratch: d.scratch((d.group_k(), d.group_f(), d.p()), micro, 1), shared: vec![], passes: vec![d.n] }
+    Work { scratch: d.scratch((d.group_k(), d.group_f(), d.p()), &tile, 1), shared: vec![], passes: vec![d.n] }
 }
 
 /// Whether a weight gradient is computed transposed, dWᵀ = col·dyᵀ (M = taps, N =
@@ -847,9 +871,10 @@ fn grad_weight_work(conv: &Conv2dGradWeight, cx: &NodeCx, micro: &MicroTile, _: 
 fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2d) -> CgResult<()> {
     let epi = &bufs.epilogue;
     let d = conv2d_dims(&cx.node_cx(), &conv.geom);
-    if let Some(dp) = direct_plan(&d, &conv.geom, cx.micro, false) {
+    let ConvPlan { direct, tile } = conv_plan(&d, &conv.geom, cx.micro, false);
+    if let Some(dp) = direct {
         let (x, w, y) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
-        return emit_direct(kb, cx, bufs, &dp, (x, w, d.group_k()), y, epi);
+        return emit_direct(kb, (cx, &tile), bufs, &dp, (x, w, d.group_k()), y, epi);
     }
     let (x, w, y) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
     let col = &bufs.scratch[0];
@@ -878,7 +903,7 @@ fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2d) ->
                 b_padded: false,
                 accumulate: false,
                 scratch: &scratch,
-                micro: cx.micro,
+                micro: &tile,
             };
             if epi.is_empty() {
                 return emit_gemm(kb, &g, None);
@@ -897,10 +922,11 @@ fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2d) ->
 fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2dGradInput) -> CgResult<()> {
     let d = grad_input_dims(&cx.node_cx(), &conv.geom);
     let (dy, w, dx) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
-    if let Some(dp) = direct_plan(&d, &conv.geom, cx.micro, true) {
+    let ConvPlan { direct, tile } = conv_plan(&d, &conv.geom, cx.micro, true);
+    if let Some(dp) = direct {
         let wt = &bufs.scratch[5];
         swap_filters_channels(kb, &d, w, wt)?;
-        return emit_direct(kb, cx, bufs, &dp, (dy, wt, d.group_f() * d.kh * d.kw), dx, &bufs.epilogue);
+        return emit_direct(kb, (cx, &tile), bufs, &dp, (dy, wt, d.group_f() * d.kh * d.kw), dx, &bufs.epilogue);
     }
     let dcol = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);
@@ -923,7 +949,7 @@ fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: 
                 b_padded: false,
                 accumulate: false,
                 scratch: &scratch,
-                micro: cx.micro,
+                micro: &tile,
             };
             emit_gemm(kb, &g, None)
         })?;
@@ -1119,7 +1145,8 @@ mod tests {
     #[test]
     fn the_direct_form_is_taken_where_it_costs_less() {
         let avx2 = MicroTile { mr: 6, nr: 16, name: "native-avx2-6x16".into(), narrow: None };
-        let direct = |(d, g): (ConvDims, ConvGeom), grad_input: bool| direct_plan(&d, &g, &avx2, grad_input).is_some();
+        let direct =
+            |(d, g): (ConvDims, ConvGeom), grad_input: bool| conv_plan(&d, &g, &avx2, grad_input).direct.is_some();
         // LeNet-5: both forward layers; not the unpadded second layer's input gradient.
         assert!(direct(conv(1, 6, 5, (28, 28), 2, 1, 1), false));
         assert!(direct(conv(6, 16, 5, (14, 14), 0, 1, 1), false));
@@ -1135,10 +1162,18 @@ mod tests {
         assert!(direct(conv(8, 6, 3, (20, 18), 1, 1, 1), true));
         assert!(direct(conv(48, 5, 3, (10, 12), 1, 1, 1), false));
         assert!(direct(conv(48, 5, 3, (10, 12), 1, 1, 1), true));
+        // Beside AVX-512's 8×32, LeNet-5's first layer (six filters: M = 6) takes the narrow
+        // 6×16 tile; residual's (16 filters) keeps the wide one.
+        let avx512 =
+            MicroTile { mr: 8, nr: 32, name: "native-avx512-8x32".into(), narrow: Some(Box::new(avx2.clone())) };
+        let (d, g) = conv(1, 6, 5, (28, 28), 2, 1, 1);
+        assert_eq!(conv_plan(&d, &g, &avx512, false).tile.name, "native-avx2-6x16");
+        let (d, g) = conv(16, 16, 3, (28, 28), 1, 1, 1);
+        assert_eq!(conv_plan(&d, &g, &avx512, false).tile.name, "native-avx512-8x32");
         // Stride 2 never.
         let (d, mut g) = conv(16, 16, 3, (28, 28), 1, 1, 1);
         g.stride = [2, 2];
-        assert!(direct_plan(&d, &g, &avx2, false).is_none());
+        assert!(conv_plan(&d, &g, &avx2, false).direct.is_none());
     }
 
     /// Which weight gradients are direct, on which tile: with AVX-512's 8×32 and its
