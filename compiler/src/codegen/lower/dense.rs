@@ -983,7 +983,26 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
     let size = d.f * gk;
     let partial = &bufs.shared[0];
     let chunks = d.n.div_ceil(DW_CHUNK);
+    let DwPlan { form, tile } = grad_weight_form(&d, &conv.geom, cx.micro);
     if cx.pass == 1 {
+        if matches!(form, DwForm::Direct(_)) {
+            // dW = Σ partial sums, in chunk order; a direct form's partials are dWᵀ per
+            // group ([taps, filters], so its tiles store whole vectors).
+            return kb.for_range(0, d.groups as i64, 1, |kb, group| {
+                kb.for_range(0, gf as i64, 1, |kb, f| {
+                    kb.for_range(0, gk as i64, 1, |kb, t| {
+                        let from = kb.affine(0, &[(group, (gf * gk) as i64), (t, gf as i64), (f, 1)]);
+                        let mut acc = kb.load(types::F32, partial, from)?;
+                        for ch in 1..chunks {
+                            let v = kb.load(types::F32, partial, from.plus((ch * size) as i64))?;
+                            acc = kb.fadd(acc, v);
+                        }
+                        let to = kb.affine(0, &[(group, (gf * gk) as i64), (f, gk as i64), (t, 1)]);
+                        kb.store(acc, dw, to)
+                    })
+                })
+            });
+        }
         // dW = Σ partial sums, in chunk order.
         return kb.for_lanes(0, size as i64, |kb, j, ty| {
             let mut acc = kb.load(ty, partial, j)?;
@@ -998,7 +1017,6 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
     let col = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);
     let pad = &bufs.scratch[4];
-    let DwPlan { form, tile } = grad_weight_form(&d, &conv.geom, cx.micro);
     let transposed = matches!(form, DwForm::Transposed);
     let last = d.n - (chunks - 1) * DW_CHUNK;
     let chunk = |kb: &mut Kb, first: Idx, base: Idx, count: usize| -> CgResult<()> {
@@ -1072,7 +1090,7 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
 }
 
 /// Image `img`'s weight gradient in the direct form (`DirectDw`), added into the partial
-/// sum at `base` ([F, C/G·kh·kw], written transposed): per group, dyᵀ packed into `packed`
+/// sum at `base` (per group dWᵀ, [C/G·kh·kw, F/G], which pass 1 transposes): per group, dyᵀ packed into `packed`
 /// [wide, cols] (each output row's Wo pixels at its wide position), then one GEMM with the
 /// bordered image as A at the taps' offsets.
 fn direct_grad_weight(
@@ -1104,7 +1122,7 @@ fn direct_grad_weight(
             k: dd.wide,
             a: Mat { buf: src.clone(), base: a_base, rs: 0, cs: 1 },
             b: Mat { buf: packed.clone(), base: Idx::constant(0), rs: dd.cols as i64, cs: 1 },
-            c: Mat { buf: partial.clone(), base: kb.add(base, c_base), rs: 1, cs: gk as i64 },
+            c: Mat { buf: partial.clone(), base: kb.add(base, c_base), rs: gf as i64, cs: 1 },
             b_rows: None,
             a_rows: Some(dd.rows.clone()),
             b_padded: true,
