@@ -985,9 +985,9 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
     let chunks = d.n.div_ceil(DW_CHUNK);
     let DwPlan { form, tile } = grad_weight_form(&d, &conv.geom, cx.micro);
     if cx.pass == 1 {
-        if matches!(form, DwForm::Direct(_)) {
-            // dW = Σ partial sums, in chunk order; a direct form's partials are dWᵀ per
-            // group ([taps, filters], so its tiles store whole vectors).
+        if !matches!(form, DwForm::Plain) {
+            // dW = Σ partial sums, in chunk order; a transposed or direct form's partials
+            // are dWᵀ per group ([taps, filters], so its tiles store whole vectors).
             return kb.for_range(0, d.groups as i64, 1, |kb, group| {
                 kb.for_range(0, gf as i64, 1, |kb, f| {
                     kb.for_range(0, gk as i64, 1, |kb, t| {
@@ -1032,7 +1032,7 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
             }
             let (col, col0) = col_of(kb, &d, img, x, col);
             // Group g: filters g·gf.. of dW += (channels g·gf.. of dy) · (rows g·gk.. of col)ᵀ,
-            // or the same transposed: dWᵀ += col · dyᵀ.
+            // or the same transposed: dWᵀ += col · dyᵀ (partials stored as dWᵀ, see pass 1).
             for_groups(kb, &d, |kb, group| {
                 let dy_base = group_base(kb, img, group, &d);
                 let c_base = kb.mul(group, (gf * gk) as i64);
@@ -1041,7 +1041,7 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
                 let (m, n, a, b, c) = if transposed {
                     let a = Mat { buf: col.clone(), base: col_base, rs: p as i64, cs: 1 };
                     let b = Mat { buf: dy.clone(), base: dy_base, rs: 1, cs: p as i64 };
-                    (gk, gf, a, b, Mat { buf: partial.clone(), base: c_base, rs: 1, cs: gk as i64 })
+                    (gk, gf, a, b, Mat { buf: partial.clone(), base: c_base, rs: gf as i64, cs: 1 })
                 } else {
                     let a = Mat { buf: dy.clone(), base: dy_base, rs: p as i64, cs: 1 };
                     let b = Mat { buf: col.clone(), base: col_base, rs: 1, cs: p as i64 };
