@@ -3,8 +3,9 @@
 //! A stride-1 convolution, and its input gradient, may be *direct* (`Direct`): the GEMM
 //! multiplies the zero-bordered image in place, stepping through it at the taps' offsets,
 //! into a wide result whose valid columns are copied out; a cycle estimate chooses it per
-//! layer (`conv_plan`). Otherwise, and for every weight gradient, convolutions use
-//! im2col: each image's receptive fields are copied into a
+//! layer (`conv_plan`), with the micro-kernel tile. A stride-1 weight gradient may be
+//! direct too (`DirectDw`: the image as A at the taps' row offsets; `grad_weight_form`).
+//! Otherwise convolutions use im2col: each image's receptive fields are copied into a
 //! [C·kh·kw, Ho·Wo] matrix (zeros where the window covers padding), then one GEMM per
 //! image and group: y = W·col (forward), dcol = Wᵀ·dy then col2im (input gradient),
 //! dW += dy·colᵀ (weight gradient). The matrix's rows are ordered (channel, ky, kx), so
@@ -799,8 +800,9 @@ struct DwPlan {
 /// tile step is MR·NR multiply-adds at 16 a cycle; a float of the im2col matrix costs one
 /// (written, then read by the GEMM), a packed or bordered-copy float half. The direct form
 /// needs stride 1 and costs Wp / Wo more tile steps (the wide columns). residual's and
-/// cnn_bn's 3×3 layers and both of LeNet-5's take it, on the narrow 6×16 tile where the
-/// host also has AVX-512's 8×32 (16 or fewer filters fill half of its 32 columns).
+/// cnn_bn's 3×3 layers and both of LeNet-5's take it; where the host has AVX-512's 8×32
+/// beside AVX2's 6×16, layers with 16 or fewer filters (half of 32 columns) take the
+/// narrow one, cnn_bn's 64-filter layer the wide one.
 fn grad_weight_form(d: &ConvDims, g: &ConvGeom, micro: &MicroTile) -> DwPlan {
     let mut best: Option<(f64, DwPlan)> = None;
     for tile in micro.choices() {
