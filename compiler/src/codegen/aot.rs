@@ -142,7 +142,8 @@ pub fn build(
     let options = CodegenOptions { threads: 1, checks: false, poison: false, ..options };
     let allowed: Vec<&str> = native.iter().map(|n| n.symbol).collect();
     let mut obj = ObjModule::new(prefix, &allowed)?;
-    // One tile: a library is inference, whose GEMMs never choose the narrow one.
+    // One tile: the archive carries the program's native tile only, so its convolutions
+    // choose no narrow one (the JIT's do; not done for libraries).
     let (micro, _) = micro::declare(&mut obj, native.as_ref(), None, features)?;
     let avx512 = native.is_some_and(|n| n.symbol.contains("avx512"));
     let lowered = lower_program(graph, layout, options, &micro.tile)?;

@@ -551,17 +551,33 @@ impl Direct {
 /// (both ways) take the direct form; an unpadded input gradient, which would multiply
 /// a border of zeros, does not. LeNet-5's first layer (six filters) takes the narrow tile.
 fn conv_plan(d: &ConvDims, g: &ConvGeom, micro: &MicroTile, grad_input: bool) -> ConvPlan {
-    let mut best: Option<(f64, ConvPlan)> = None;
-    for tile in micro.choices() {
+    let (direct, tile) = cheapest(micro, |tile| {
         let (im2col, direct) = conv_forms(d, g, tile, grad_input);
-        let forms = std::iter::once((im2col, None)).chain(direct.map(|(cost, dp)| (cost, Some(dp))));
-        for (cost, direct) in forms {
-            if best.as_ref().is_none_or(|(c, _)| cost < *c) {
-                best = Some((cost, ConvPlan { direct, tile: MicroTile { narrow: None, ..tile.clone() } }));
+        std::iter::once((im2col, None)).chain(direct.map(|(cost, dp)| (cost, Some(dp)))).collect()
+    });
+    ConvPlan { direct, tile }
+}
+
+/// The cheapest of the forms `forms(tile)` lists with their estimated cycles, over the
+/// tiles a GEMM may call (`MicroTile::choices`; the program's own first, so it wins ties),
+/// with the tile that computes it.
+fn cheapest<F>(micro: &MicroTile, forms: impl Fn(&MicroTile) -> Vec<(f64, F)>) -> (F, MicroTile) {
+    let mut best: Option<(f64, F, &MicroTile)> = None;
+    for tile in micro.choices() {
+        for (cost, form) in forms(tile) {
+            if best.as_ref().is_none_or(|(c, ..)| cost < *c) {
+                best = Some((cost, form, tile));
             }
         }
     }
-    best.expect("a convolution has a form").1
+    let (_, form, tile) = best.expect("a GEMM has a form");
+    (form, MicroTile { narrow: None, ..tile.clone() })
+}
+
+/// Cycles of the MR×NR tile steps an m×n product over k takes with `tile`: a step is MR·NR
+/// multiply-adds at 16 a cycle, partial tiles cost whole ones.
+fn tile_cycles(tile: &MicroTile, m: usize, n: usize, k: usize) -> f64 {
+    (m.div_ceil(tile.mr) * n.div_ceil(tile.nr) * k * tile.mr * tile.nr) as f64 / 16.0
 }
 
 /// A convolution's (or input gradient's) form and the micro-kernel tile its GEMMs call.
@@ -573,8 +589,7 @@ struct ConvPlan {
 /// The estimated cycles per image of the im2col form with `micro`'s tile, and of the
 /// direct form with the plan for it where it applies (see `conv_plan`).
 fn conv_forms(d: &ConvDims, g: &ConvGeom, micro: &MicroTile, grad_input: bool) -> (f64, Option<(f64, Direct)>) {
-    let step = (micro.mr * micro.nr) as f64 / 16.0;
-    let tiles = |m: usize, n: usize, k: usize| (m.div_ceil(micro.mr) * n.div_ceil(micro.nr) * k) as f64 * step;
+    let tiles = |m: usize, n: usize, k: usize| tile_cycles(micro, m, n, k);
     let (q, copy) = (d.p(), if d.identity { 0.0 } else { (d.group_k() * d.p()) as f64 });
     let im2col = d.groups as f64
         * if grad_input {
@@ -738,10 +753,7 @@ fn grad_input_work(conv: &Conv2dGradInput, cx: &NodeCx, micro: &MicroTile, _: us
 /// in cycles: a tile step is MR·NR multiply-adds at 16 a cycle, a packed float half a cycle.
 fn grad_weight_transposed(d: &ConvDims, micro: &MicroTile) -> bool {
     let (gk, gf, p) = (d.group_k(), d.group_f(), d.p());
-    let step = (micro.mr * micro.nr) as f64 / 16.0;
-    let cost = |m: usize, n: usize, packed: usize| {
-        (m.div_ceil(micro.mr) * n.div_ceil(micro.nr) * p) as f64 * step + (packed * p) as f64 * 0.5
-    };
+    let cost = |m: usize, n: usize, packed: usize| tile_cycles(micro, m, n, p) + (packed * p) as f64 * 0.5;
     cost(gk, gf, gf) < cost(gf, gk, gk)
 }
 
@@ -804,15 +816,8 @@ struct DwPlan {
 /// beside AVX2's 6×16, layers with 16 or fewer filters (half of 32 columns) take the
 /// narrow one, cnn_bn's 64-filter layer the wide one.
 fn grad_weight_form(d: &ConvDims, g: &ConvGeom, micro: &MicroTile) -> DwPlan {
-    let mut best: Option<(f64, DwPlan)> = None;
-    for tile in micro.choices() {
-        for (cost, form) in grad_weight_forms(d, g, tile) {
-            if best.as_ref().is_none_or(|(c, _)| cost < *c) {
-                best = Some((cost, DwPlan { form, tile: MicroTile { narrow: None, ..tile.clone() } }));
-            }
-        }
-    }
-    best.expect("a weight gradient has a form").1
+    let (form, tile) = cheapest(micro, |tile| grad_weight_forms(d, g, tile));
+    DwPlan { form, tile }
 }
 
 /// The forms a weight gradient can take with `tile`, each with its estimated cycles per
@@ -820,8 +825,7 @@ fn grad_weight_form(d: &ConvDims, g: &ConvGeom, micro: &MicroTile) -> DwPlan {
 /// form where it applies.
 fn grad_weight_forms(d: &ConvDims, g: &ConvGeom, tile: &MicroTile) -> Vec<(f64, DwForm)> {
     let (gk, gf, p, gc) = (d.group_k(), d.group_f(), d.p(), d.c / d.groups);
-    let step = (tile.mr * tile.nr) as f64 / 16.0;
-    let tiles = |m: usize, n: usize, k: usize| (m.div_ceil(tile.mr) * n.div_ceil(tile.nr) * k) as f64 * step;
+    let tiles = |m: usize, n: usize, k: usize| tile_cycles(tile, m, n, k);
     let groups = d.groups as f64;
     let copy = if d.identity { 0.0 } else { (gk * p) as f64 };
     let mut forms = vec![if grad_weight_transposed(d, tile) {

@@ -278,9 +278,10 @@ struct PanelSrc<'a> {
 }
 
 /// One packed panel: dst[base + p·w + j] = src(p, j) for p < kc and j < valid, and (with
-/// `zeros`; else they are left as they are) zero for valid ≤ j < w. Contiguous along the panel: vector copies. Contiguous along K (a
-/// dense layer's weights [out, in], a row-major A): four steps of four positions at a
-/// time are loaded as vectors and transposed in registers. Otherwise scalar.
+/// `zeros`; else they are left as they are) zero for valid ≤ j < w. Contiguous along the
+/// panel: vector copies. Contiguous along K (a dense layer's weights [out, in], a
+/// row-major A): four steps of four positions at a time are loaded as vectors and
+/// transposed in registers. Otherwise scalar.
 #[allow(clippy::too_many_arguments)]
 fn pack_panel(
     kb: &mut Kb,
