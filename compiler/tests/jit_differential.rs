@@ -217,6 +217,10 @@ const OP_CASES: &[(&str, usize)] = &[
         // rows of input gradient.
         ("input [4, 20, 18] conv2d(8, kernel: 3, padding: 2, dilation: 2, groups: 2) relu conv2d(6, kernel: 3, padding: 1) relu flatten dense(3) loss softmax_cross_entropy", 2),
         ("input [6, 10, 12] conv2d(48, kernel: 3, padding: 1) relu conv2d(5, kernel: 3, padding: 1) tanh flatten dense(2) loss mse", 3),
+        // Weight gradients in the panel form (colᵀ written from the image as GEMM-ready
+        // rows; few filters on the tile's rows): strided, dilated, grouped with a partial
+        // row tile (3 filters a group), then a 4-wide kernel's single vector runs.
+        ("input [4, 19, 23] conv2d(6, kernel: 5, stride: [2, 1], padding: 2, dilation: [1, 2], groups: 2) relu conv2d(6, kernel: 4, padding: [2, 1]) tanh flatten dense(3) loss softmax_cross_entropy", 3),
         // Rows wider than im2col's straight-line runs (70 and 72 floats: a loop, then an
         // overlapping or scalar tail), a padded stride-2 row, a padding wider than the kernel.
         ("input [2, 3, 70] conv2d(3, kernel: 3, padding: 1) relu conv2d(2, kernel: [1, 3], stride: [1, 2], padding: [0, 2]) relu conv2d(2, kernel: 1, padding: 2) flatten dense(2) loss mse", 2),

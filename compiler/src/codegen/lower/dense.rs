@@ -4,7 +4,9 @@
 //! multiplies the zero-bordered image in place, stepping through it at the taps' offsets,
 //! into a wide result whose valid columns are copied out; a cycle estimate chooses it per
 //! layer (`conv_plan`), with the micro-kernel tile. A stride-1 weight gradient may be
-//! direct too (`DirectDw`: the image as A at the taps' row offsets; `grad_weight_form`).
+//! direct too (`DirectDw`: the image as A at the taps' row offsets; `grad_weight_form`),
+//! and any but a 1×1 one may take the panel form (`PanelsDw`: colᵀ written straight from
+//! the image as the GEMM's B rows).
 //! Otherwise convolutions use im2col: each image's receptive fields are copied into a
 //! [C·kh·kw, Ho·Wo] matrix (zeros where the window covers padding), then one GEMM per
 //! image and group: y = W·col (forward), dcol = Wᵀ·dy then col2im (input gradient),
@@ -788,6 +790,25 @@ struct DirectDw {
     rows: Arc<[i32]>,
 }
 
+/// The panel form of a weight gradient: dW += dy·colᵀ, with colᵀ [Ho·Wo, C/G·kh·kw]
+/// written straight from the (bordered) image into GEMM-ready rows of `cols` floats — the
+/// taps rounded up to whole panels, the rest zero from one zeroing per call — so there is
+/// no im2col matrix and no transposing pack. Any stride or dilation. It puts the filters
+/// on the tile's rows and the taps on its columns, the opposite of the direct form: for
+/// few filters and few taps (LeNet-5's first layer: six filters fill AVX2's 6-row tile,
+/// 25 taps two 16-wide panels) it wastes less of each tile.
+struct PanelsDw {
+    /// Floats per row of the written colᵀ.
+    cols: usize,
+}
+
+/// Most floats the panel form's colᵀ may take: the GEMM's own bound on a packed B block
+/// (KC × NC, 768 KB), which stays in L2.
+const MAX_PANELS: usize = 384 * 512;
+
+/// Cycles to run one of the panel form's `pack` loops, besides its stores (an estimate).
+const PACK_LOOP: usize = 20;
+
 /// Most taps per group the direct weight gradient takes: its row tiles are unrolled (each
 /// call gets its offsets as constants), so this bounds the kernel's code.
 const MAX_DW_ROWS: usize = 1152;
@@ -800,6 +821,16 @@ enum DwForm {
     Transposed,
     /// The bordered image in place: dWᵀ += X·dyᵀ over the wide pixels.
     Direct(DirectDw),
+    /// colᵀ written from the image as GEMM-ready rows, then dW += dy·colᵀ (M = filters).
+    Panels(PanelsDw),
+}
+
+impl DwForm {
+    /// Whether its partial sums are dWᵀ per group (its tiles have the taps on their rows),
+    /// which pass 1 transposes.
+    fn partials_transposed(&self) -> bool {
+        matches!(self, DwForm::Transposed | DwForm::Direct(_))
+    }
 }
 
 /// A weight gradient's form and the micro-kernel tile its GEMMs call.
@@ -811,18 +842,19 @@ struct DwPlan {
 /// The cheapest form and tile (the program's, or its narrow one) by a cycle estimate: a
 /// tile step is MR·NR multiply-adds at 16 a cycle; a float of the im2col matrix costs one
 /// (written, then read by the GEMM), a packed or bordered-copy float half. The direct form
-/// needs stride 1 and costs Wp / Wo more tile steps (the wide columns). residual's and
-/// cnn_bn's 3×3 layers and both of LeNet-5's take it; where the host has AVX-512's 8×32
-/// beside AVX2's 6×16, layers with 16 or fewer filters (half of 32 columns) take the
-/// narrow one, cnn_bn's 64-filter layer the wide one.
+/// needs stride 1 and costs Wp / Wo more tile steps (the wide columns); the panel form's
+/// writes are counted store by store (`grad_weight_forms`). residual's and cnn_bn's 3×3
+/// layers and LeNet-5's second take the direct form, LeNet-5's first the panel form;
+/// where the host has AVX-512's 8×32 beside AVX2's 6×16, layers with 16 or fewer filters
+/// (half of 32 columns) take the narrow one, cnn_bn's 64-filter layer the wide one.
 fn grad_weight_form(d: &ConvDims, g: &ConvGeom, micro: &MicroTile) -> DwPlan {
     let (form, tile) = cheapest(micro, |tile| grad_weight_forms(d, g, tile));
     DwPlan { form, tile }
 }
 
 /// The forms a weight gradient can take with `tile`, each with its estimated cycles per
-/// image: im2col in its cheaper orientation (`grad_weight_transposed`), and the direct
-/// form where it applies.
+/// image: im2col in its cheaper orientation (`grad_weight_transposed`), and the panel
+/// and direct forms where they apply.
 fn grad_weight_forms(d: &ConvDims, g: &ConvGeom, tile: &MicroTile) -> Vec<(f64, DwForm)> {
     let (gk, gf, p, gc) = (d.group_k(), d.group_f(), d.p(), d.c / d.groups);
     let tiles = |m: usize, n: usize, k: usize| tile_cycles(tile, m, n, k);
@@ -833,12 +865,26 @@ fn grad_weight_forms(d: &ConvDims, g: &ConvGeom, tile: &MicroTile) -> Vec<(f64, 
     } else {
         ((tiles(gf, gk, p) + (gk * p) as f64 * 0.5 + copy) * groups, DwForm::Plain)
     }];
-    if d.identity || g.stride != [1, 1] || gk > MAX_DW_ROWS {
+    if d.identity {
         return forms;
     }
     let (hp, wp) = (d.h + 2 * g.padding[0], d.w + 2 * g.padding[1]);
-    let wide = (d.ho - 1) * wp + d.wo;
     let bordered = if padded_size(d, g) == 1 { 0.0 } else { (d.c * hp * wp) as f64 * 0.5 };
+    let taps_cols = gk.div_ceil(tile.nr) * tile.nr;
+    if p * taps_cols <= MAX_PANELS {
+        // colᵀ's writes, a cycle a store: each (pixel, channel, ky) run of kw taps is
+        // ⌊kw/4⌋ vector and kw mod 4 single stores (kw singles when dilated), and each
+        // `pack` of Wo pixels a loop that costs PACK_LOOP to run. Measured: 3-wide kernels
+        // (cnn_bn's, strided's) and short rows (strided's 7 pixels) lose to the other forms.
+        let run = if g.dilation[1] == 1 { d.kw / 4 + d.kw % 4 } else { d.kw };
+        let writes = (p * run + d.ho * PACK_LOOP) * gc * d.kh;
+        let panels = (tiles(gf, gk, p) + writes as f64) * groups + bordered;
+        forms.push((panels, DwForm::Panels(PanelsDw { cols: taps_cols })));
+    }
+    if g.stride != [1, 1] || gk > MAX_DW_ROWS {
+        return forms;
+    }
+    let wide = (d.ho - 1) * wp + d.wo;
     let direct = (tiles(gk, gf, wide) + (gf * p) as f64 * 0.5) * groups + bordered;
     let plane = hp * wp;
     let mut rows = Vec::with_capacity(gk);
@@ -866,6 +912,12 @@ fn grad_weight_work(conv: &Conv2dGradWeight, cx: &NodeCx, micro: &MicroTile, _: 
             // The packed dyᵀ where im2col's matrix would be, a GEMM's, the bordered image.
             let mut scratch = vec![dd.wide * dd.cols];
             scratch.extend(super::gemm::scratch((d.group_k(), dd.wide, d.group_f()), &plan.tile));
+            scratch.push(padded);
+            scratch
+        }
+        DwForm::Panels(pd) => {
+            let mut scratch = vec![d.p() * pd.cols];
+            scratch.extend(super::gemm::scratch((d.group_f(), d.p(), d.group_k()), &plan.tile));
             scratch.push(padded);
             scratch
         }
@@ -991,7 +1043,7 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
     let chunks = d.n.div_ceil(DW_CHUNK);
     let DwPlan { form, tile } = grad_weight_form(&d, &conv.geom, cx.micro);
     if cx.pass == 1 {
-        if !matches!(form, DwForm::Plain) {
+        if form.partials_transposed() {
             // dW = Σ partial sums, in chunk order; a transposed or direct form's partials
             // are dWᵀ per group ([taps, filters], so its tiles store whole vectors).
             return kb.for_range(0, d.groups as i64, 1, |kb, group| {
@@ -1033,6 +1085,10 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
                 let bufs = (x, dy, pad, col);
                 return direct_grad_weight(kb, (&d, &conv.geom, dd), img, bufs, (partial, base), (&scratch, &tile));
             }
+            if let DwForm::Panels(pd) = &form {
+                let bufs = (x, dy, pad, col);
+                return panels_grad_weight(kb, (&d, &conv.geom, pd), img, bufs, (partial, base), (&scratch, &tile));
+            }
             if !d.identity {
                 im2col(kb, &d, &conv.geom, img, (x, pad), col)?;
             }
@@ -1072,9 +1128,12 @@ fn lower_conv2d_grad_weight(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv:
         })
     };
     zero_padded(kb, &d, &conv.geom, pad)?;
-    if let DwForm::Direct(dd) = &form {
+    match &form {
         // The packed dyᵀ's wide columns and its columns past the last filter stay zero.
-        kb.zero(col, Idx::constant(0), dd.wide * dd.cols)?;
+        DwForm::Direct(dd) => kb.zero(col, Idx::constant(0), dd.wide * dd.cols)?,
+        // colᵀ's columns past the last tap stay zero.
+        DwForm::Panels(pd) => kb.zero(col, Idx::constant(0), p * pd.cols)?,
+        _ => {}
     }
     kb.for_items(chunks, |kb, item| {
         if last == DW_CHUNK || chunks == 1 {
@@ -1131,6 +1190,53 @@ fn direct_grad_weight(
             c: Mat { buf: partial.clone(), base: kb.add(base, c_base), rs: gf as i64, cs: 1 },
             b_rows: None,
             a_rows: Some(dd.rows.clone()),
+            b_padded: true,
+            accumulate: true,
+            scratch,
+            micro,
+        };
+        emit_gemm(kb, &g, None)
+    })
+}
+
+/// Image `img`'s weight gradient in the panel form (`PanelsDw`), added into the partial
+/// sum at `base` (per group dW, [F/G, C/G·kh·kw]): per group, colᵀ written into `packed`
+/// — row (oy, ox), columns (c, ky, 0..kw) one `pack` of Wo rows by kw taps — then one
+/// GEMM with dy as A, read in place.
+fn panels_grad_weight(
+    kb: &mut Kb,
+    (d, geom, pd): (&ConvDims, &ConvGeom, &PanelsDw),
+    img: Idx,
+    (x, dy, pad, packed): (&Buf, &Buf, &Buf, &Buf),
+    (partial, base): (&Buf, Idx),
+    (scratch, micro): (&GemmScratch, &MicroTile),
+) -> CgResult<()> {
+    let (gk, gf, p, gc) = (d.group_k(), d.group_f(), d.p(), d.c / d.groups);
+    let (src, image, wp, plane) = padded_image(kb, d, geom, img, x, pad)?;
+    let ([sh, sw], [dh, dw]) = (geom.stride, geom.dilation);
+    for_groups(kb, d, |kb, group| {
+        let first = at_group(kb, image, group, gc * plane);
+        kb.for_range(0, gc as i64, 1, |kb, c| {
+            kb.for_range(0, d.kh as i64, 1, |kb, ky| {
+                kb.for_range(0, d.ho as i64, 1, |kb, oy| {
+                    let from = kb.affine(0, &[(c, plane as i64), (ky, (dh * wp) as i64), (oy, (sh * wp) as i64)]);
+                    let from = kb.add(first, from);
+                    let taps = [(c, (d.kh * d.kw) as i64), (ky, d.kw as i64), (oy, (d.wo * pd.cols) as i64)];
+                    let to = kb.affine(0, &taps);
+                    super::gemm::pack(kb, (&src, from, sw as i64, dw as i64), d.wo, (pd.cols, d.kw), (packed, to))
+                })
+            })
+        })?;
+        let c_base = kb.mul(group, (gf * gk) as i64);
+        let g = Gemm {
+            m: gf,
+            n: gk,
+            k: p,
+            a: Mat { buf: dy.clone(), base: group_base(kb, img, group, d), rs: p as i64, cs: 1 },
+            b: Mat { buf: packed.clone(), base: Idx::constant(0), rs: pd.cols as i64, cs: 1 },
+            c: Mat { buf: partial.clone(), base: kb.add(base, c_base), rs: gk as i64, cs: 1 },
+            b_rows: None,
+            a_rows: None,
             b_padded: true,
             accumulate: true,
             scratch,
@@ -1200,10 +1306,11 @@ mod tests {
         assert!(conv_plan(&d, &g, &avx2, false).direct.is_none());
     }
 
-    /// Which weight gradients are direct, on which tile: with AVX-512's 8×32 and its
+    /// Which form each weight gradient takes, on which tile: with AVX-512's 8×32 and its
     /// narrow AVX2 6×16 beside it, the examples' stride-1 layers are direct, those with 16
     /// or fewer filters on the narrow tile; cnn_bn's 64-filter layer keeps the wide one.
-    /// Strided and 1×1 layers keep im2col (a 1×1 one needs no copy).
+    /// LeNet-5's first layer takes the panel form; strided and 1×1 layers keep im2col
+    /// (for a 1×1 one that is the image, no copy).
     #[test]
     fn weight_gradients_are_direct_on_the_tile_that_costs_least() {
         let avx2 = MicroTile { mr: 6, nr: 16, name: "native-avx2-6x16".into(), narrow: None };
@@ -1211,22 +1318,45 @@ mod tests {
             MicroTile { mr: 8, nr: 32, name: "native-avx512-8x32".into(), narrow: Some(Box::new(avx2.clone())) };
         let form = |(d, g): (ConvDims, ConvGeom), micro: &MicroTile| {
             let plan = grad_weight_form(&d, &g, micro);
-            (matches!(plan.form, DwForm::Direct(_)), plan.tile.name)
+            let form = match plan.form {
+                DwForm::Plain => "plain",
+                DwForm::Transposed => "transposed",
+                DwForm::Direct(_) => "direct",
+                DwForm::Panels(_) => "panels",
+            };
+            (form, plan.tile.name)
         };
         let (narrow, wide) = ("native-avx2-6x16".to_string(), "native-avx512-8x32".to_string());
-        assert_eq!(form(conv(16, 16, 3, (28, 28), 1, 1, 1), &avx512), (true, narrow.clone()));
-        assert_eq!(form(conv(1, 16, 3, (28, 28), 1, 1, 1), &avx512), (true, narrow.clone()));
-        assert_eq!(form(conv(1, 6, 5, (28, 28), 2, 1, 1), &avx512), (true, narrow.clone()));
-        assert_eq!(form(conv(6, 16, 5, (14, 14), 0, 1, 1), &avx512), (true, narrow.clone()));
-        assert_eq!(form(conv(32, 64, 3, (14, 14), 1, 1, 1), &avx512), (true, wide.clone()));
-        assert_eq!(form(conv(16, 16, 3, (28, 28), 1, 1, 1), &avx2), (true, narrow.clone()));
-        let (mut d, mut g) = conv(16, 16, 3, (28, 28), 1, 1, 1);
-        g.stride = [2, 2];
-        (d.ho, d.wo) = (14, 14);
-        assert!(!form((d, g), &avx512).0);
+        assert_eq!(form(conv(16, 16, 3, (28, 28), 1, 1, 1), &avx512), ("direct", narrow.clone()));
+        assert_eq!(form(conv(1, 16, 3, (28, 28), 1, 1, 1), &avx512), ("direct", narrow.clone()));
+        assert_eq!(form(conv(6, 16, 5, (14, 14), 0, 1, 1), &avx512), ("direct", narrow.clone()));
+        assert_eq!(form(conv(32, 64, 3, (14, 14), 1, 1, 1), &avx512), ("direct", wide.clone()));
+        assert_eq!(form(conv(16, 16, 3, (28, 28), 1, 1, 1), &avx2), ("direct", narrow.clone()));
+        // LeNet-5's first layer: six filters fill the 6-row tile, 25 taps two panels.
+        assert_eq!(form(conv(1, 6, 5, (28, 28), 2, 1, 1), &avx512), ("panels", narrow.clone()));
+        assert_eq!(form(conv(1, 6, 5, (28, 28), 2, 1, 1), &avx2), ("panels", narrow.clone()));
+        // cnn_bn's first layer (32 filters, 9 taps) stays direct: 3-wide runs of taps
+        // are single stores.
+        assert_eq!(form(conv(1, 32, 3, (28, 28), 1, 1, 1), &avx512), ("direct", narrow.clone()));
+        // strided's layers keep im2col: their rows are short (7 pixels), their taps 3 or 5.
+        let strided =
+            |c: usize, f: usize, (kh, kw): (usize, usize), (h, w): (usize, usize), s: [usize; 2], pad: [usize; 2]| {
+                let (ho, wo) = ((h + 2 * pad[0] - kh) / s[0] + 1, (w + 2 * pad[1] - kw) / s[1] + 1);
+                let d = ConvDims { n: 1, c, h, w, f, kh, kw, ho, wo, groups: 1, identity: false };
+                (d, ConvGeom { stride: s, padding: pad, dilation: [1, 1], groups: 1 })
+            };
+        assert_eq!(form(strided(8, 16, (3, 3), (14, 14), [2, 2], [1, 1]), &avx512).0, "transposed");
+        assert_eq!(form(strided(16, 32, (3, 5), (7, 7), [2, 1], [1, 2]), &avx512).0, "transposed");
+        // The differential suite's panel-form cases, on AVX2's tile.
+        let (mut d, mut g) = strided(4, 6, (5, 5), (19, 23), [2, 1], [2, 2]);
+        (g.dilation, g.groups, d.groups, d.wo) = ([1, 2], 2, 2, 19);
+        assert_eq!(form((d, g), &avx2), ("panels", narrow.clone()));
+        let (d, g) = strided(6, 6, (4, 4), (10, 19), [1, 1], [2, 1]);
+        assert_eq!(form((d, g), &avx2), ("panels", narrow.clone()));
+        // 1×1: im2col is the image itself, read in place.
         let (mut d, g) = conv(16, 8, 1, (28, 28), 0, 1, 1);
         d.identity = true;
-        assert!(!form((d, g), &avx512).0);
+        assert!(["plain", "transposed"].contains(&form((d, g), &avx512).0));
     }
 
     /// The weight-gradient orientations the differential suite's models rely on: LeNet-5's
