@@ -873,7 +873,7 @@ fn grad_weight_forms(d: &ConvDims, g: &ConvGeom, tile: &MicroTile) -> Vec<(f64, 
     let taps_cols = gk.div_ceil(tile.nr) * tile.nr;
     if p * taps_cols <= MAX_PANELS {
         // colᵀ's writes, a cycle a store: each (pixel, channel, ky) run of kw taps is
-        // ⌊kw/4⌋ vector and kw mod 4 single stores (kw singles when dilated), and each
+        // ⌊kw/4⌋ vector and kw mod 4 single stores (counted as kw when dilated), and each
         // `pack` of Wo pixels a loop that costs PACK_LOOP to run. Measured: 3-wide kernels
         // (cnn_bn's, strided's) and short rows (strided's 7 pixels) lose to the other forms.
         let run = if g.dilation[1] == 1 { d.kw / 4 + d.kw % 4 } else { d.kw };
@@ -1312,7 +1312,7 @@ mod tests {
     /// LeNet-5's first layer takes the panel form; strided and 1×1 layers keep im2col
     /// (for a 1×1 one that is the image, no copy).
     #[test]
-    fn weight_gradients_are_direct_on_the_tile_that_costs_least() {
+    fn each_weight_gradient_takes_the_form_and_tile_that_cost_least() {
         let avx2 = MicroTile { mr: 6, nr: 16, name: "native-avx2-6x16".into(), narrow: None };
         let avx512 =
             MicroTile { mr: 8, nr: 32, name: "native-avx512-8x32".into(), narrow: Some(Box::new(avx2.clone())) };
