@@ -79,10 +79,13 @@ fn a_broken_model_is_a_pointed_error_with_exit_code_1() {
 
 #[test]
 fn a_missing_file_is_a_one_line_error() {
-    let o = percept(&["check", "no/such/model.nn"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
-    assert!(stderr(&o).contains("cannot read no/such/model.nn"));
+    for command in ["check", "bench"] {
+        let o = percept(&[command, "no/such/model.nn"]);
+        assert_eq!(o.status.code(), Some(1), "{command}");
+        // bench says nothing of measuring a model it cannot read.
+        assert_eq!(stderr(&o).lines().count(), 1, "{command}: {}", stderr(&o));
+        assert!(stderr(&o).contains("cannot read no/such/model.nn"), "{command}");
+    }
 }
 
 #[test]

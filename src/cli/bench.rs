@@ -336,6 +336,8 @@ pub fn run(a: Args) -> CliResult {
     if a.batch == 0 {
         return Err(UserError("--batch must be at least 1".into()));
     }
+    // A missing or malformed model is reported before anything says it is being measured.
+    super::load_model(&a.model)?;
     let backend: Backend = a.backend.into();
     if a.mpi {
         return super::bench_mpi::run(&a, backend);
