@@ -208,7 +208,8 @@ impl LayerBuilder<'_> {
                             .with_label("this batchnorm")
                             .with_help("train with a batch of 2 or more (`--drop-last` skips a last batch of 1)"));
                         }
-                        let r = self.op(ops::BatchNormTrain { eps: *eps }, &[x, gamma, beta])?;
+                        let partials = self.op1(ops::BatchNormStats, &[x])?;
+                        let r = self.op(ops::BatchNormTrain { eps: *eps }, &[x, partials, gamma, beta])?;
                         let corr = count as f64 / (count as f64 - 1.0);
                         let m = *momentum;
                         let new_rm = self.op1(ops::RunningUpdate { momentum: m, correction: 1.0 }, &[rm, r[1]])?;

@@ -185,6 +185,9 @@ const OP_CASES: &[(&str, usize)] = &[
         // derivatives; odd heights and widths leave a row or column no window covers.
         ("input [2, 9, 10] conv2d(4, kernel: 3, padding: 1) batchnorm relu maxpool(2) flatten dense(3) loss softmax_cross_entropy", 3),
         ("input [3, 6, 11] conv2d(3, kernel: 3, padding: 1) batchnorm tanh relu maxpool(2) flatten dense(2) loss mse", 2),
+        // Batch norm's partials computed by the convolution that stores each image: a direct
+        // convolution without a bias (its kernel has no epilogue), then im2col with one.
+        ("input [1, 28, 28] conv2d(6, kernel: 5, padding: 2, bias: false) batchnorm relu maxpool(2) conv2d(5, kernel: 3, stride: 2) batchnorm flatten dense(3) loss softmax_cross_entropy", 3),
         ("input [2, 6, 6] tanh maxpool(2, stride: 1) relu flatten dense(2) loss mse", 2),
         ("input x: [8] tanh relu add(x) sigmoid dense(2) loss mse", 3),
         // Branches with `from:`: a ResNet downsampling block (1x1 strided shortcut), and a

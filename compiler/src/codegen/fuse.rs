@@ -104,7 +104,7 @@ pub fn kernel_name(g: &Graph, nodes: &[usize]) -> String {
     let mut tags: Vec<&str> = vec![];
     for &n in nodes {
         let tag = g.nodes[n].origin.tag.as_str();
-        if tags.last() != Some(&tag) {
+        if !tags.contains(&tag) {
             tags.push(tag);
         }
     }
@@ -175,6 +175,15 @@ pub const RULES: &[Rule] = &[
         apply: bias_grad_with_batchnorm_grad,
     },
     Rule {
+        name: "conv_with_batchnorm_stats",
+        removes: "a pass over a convolution's output before batch norm: each image's partial statistics \
+                  (its sum, then its squared deviations about its own mean, per channel) are computed \
+                  by the convolution's kernel right after it stores the image, from cache, as \
+                  `batchnorm_stats` computes them (the same bits); the convolution takes its \
+                  epilogue as gemm_epilogue gives it",
+        apply: conv_with_batchnorm_stats,
+    },
+    Rule {
         name: "gemm_epilogue",
         removes: "a pass over C per link: bias, batch norm in evaluation mode, activation, activation \
                   derivative and residual add are applied to each GEMM tile while it is hot",
@@ -221,6 +230,19 @@ fn bias_grad_with_batchnorm_grad(cx: &FuseCx, i: usize) -> Option<Match> {
     let bias = (i + 1..g.nodes.len())
         .find(|&c| matches!(g.nodes[c].op, Op::BiasGrad(_)) && g.nodes[c].inputs == [dx] && !cx.taken[c])?;
     Some(Match { siblings: vec![bias], epilogue: vec![] })
+}
+
+fn conv_with_batchnorm_stats(cx: &FuseCx, i: usize) -> Option<Match> {
+    let g = cx.graph;
+    if !matches!(g.nodes[i].op, Op::Conv2d(_)) {
+        return None;
+    }
+    let mut m = chain(cx, i, |_| true).unwrap_or(Match { siblings: vec![], epilogue: vec![] });
+    let stored = m.epilogue.last().map_or(g.nodes[i].outputs[0], |l| g.nodes[l.node].outputs[0]);
+    let stats = (i + 1..g.nodes.len())
+        .find(|&c| matches!(g.nodes[c].op, Op::BatchNormStats(_)) && g.nodes[c].inputs == [stored] && !cx.taken[c])?;
+    m.siblings.push(stats);
+    Some(m)
 }
 
 /// Grow the chain of links after node `i`'s first output, taking what `accepts` allows.

@@ -2,10 +2,12 @@
 //! at collective points so that it normalizes with the global batch's statistics and its
 //! gradient uses the global batch's sums, as PyTorch's `SyncBatchNorm` does.
 //!
-//! `batchnorm_train` becomes its two passes, each ending in per-channel sums that a
-//! collective point adds up across processes (in the state's exchange slots):
-//! `batchnorm_sum` (Σ x), `batchnorm_sqdev` (Σ (x − mean)² about the global mean), then
-//! `batchnorm_apply` (the normalization, computed as `batchnorm_train` computes it);
+//! `batchnorm_train` becomes its merge of the per-sample partials (`batchnorm_stats`, which
+//! each shard computes for its own samples) in two steps, each ending in per-channel sums
+//! that a collective point adds up across processes (in the state's exchange slots):
+//! `batchnorm_sum` (Σ x), `batchnorm_sqdev` (Σ (x − mean)² about the global mean, each
+//! sample's moved from its own centre), then `batchnorm_apply` (the normalization,
+//! computed as `batchnorm_train` computes it);
 //! `batchnorm_train_grad` becomes `batchnorm_grad_sums` (Σ dy·x̂ and Σ dy; a point adds
 //! them up) and `batchnorm_grad_input`. So a shard computes, up to the order of f64
 //! additions, the statistics one process computes for the whole batch. The running
@@ -47,15 +49,17 @@ pub fn shard_batchnorm(g: &Graph, local: usize, global: usize) -> Result<Graph, 
         let ins: Vec<ValueId> = n.inputs.iter().map(|v| m(&map, v)).collect();
         let results = match &n.op {
             Op::BatchNormTrain(bn) => {
-                let prefix = prefix_of(g, n.inputs[1])?;
+                let prefix = prefix_of(g, n.inputs[2])?;
                 let (_, _, inner) = batchnorm_layout(g.shape(n.inputs[0]));
                 let count = inner * global;
-                let sum = out.push(ops::BatchNormSum.into(), &[ins[0]], n.origin.clone())?[0];
+                let (x, partials) = (ins[0], ins[1]);
+                let sum = out.push(ops::BatchNormSum.into(), &[partials], n.origin.clone())?[0];
                 out.outputs.push((OutputRole::Exchange(format!("{prefix}.batch_sum")), sum));
-                let sq = out.push(ops::BatchNormSqDev { count }.into(), &[ins[0], sum], n.origin.clone())?[0];
+                let sq_op = ops::BatchNormSqDev { count, inner };
+                let sq = out.push(sq_op.into(), &[partials, sum], n.origin.clone())?[0];
                 out.outputs.push((OutputRole::Exchange(format!("{prefix}.batch_sqdev")), sq));
                 let apply = ops::BatchNormApply { eps: bn.eps, count };
-                let r = out.push(apply.into(), &[ins[0], sum, sq, ins[1], ins[2]], n.origin.clone())?;
+                let r = out.push(apply.into(), &[x, sum, sq, ins[2], ins[3]], n.origin.clone())?;
                 var_count.push((r[2], count));
                 r
             }

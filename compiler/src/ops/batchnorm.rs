@@ -1,8 +1,11 @@
 //! Batch normalization: training form (batch statistics), its gradient, evaluation form
 //! (running statistics), and the running-statistics update.
 //!
-//! Statistics are per feature of [N, F] or per channel of [N, C, H, W], computed two-pass
-//! in f64: mean, then the biased variance. The running variance uses the unbiased one.
+//! Statistics are per feature of [N, F] or per channel of [N, C, H, W]: `batchnorm_stats`
+//! gives each sample's partials — its sum and its squared deviations about its own mean
+//! (two-pass over the sample's run of values) — and `batchnorm_train` merges them in f64,
+//! in sample order, into the mean and the biased variance (never a one-pass sum of
+//! squares). The running variance uses the unbiased one.
 
 use super::{arity, Grads, OpRule, Shapes, StepCtx, TextOp, VjpCtx};
 use crate::ir::ValueId;
@@ -42,25 +45,107 @@ fn with_channel_vectors<T: Real>(y: Tensor<T>, a: &[f64], b: &[f64]) -> Vec<Tens
     vec![y, to_t(a), to_t(b)]
 }
 
-/// The values of channel `ch` of every sample, in f64, in sample order.
-fn channel_values<T: Real>(x: &Tensor<T>, ch: usize) -> impl Iterator<Item = f64> + '_ {
-    let (n, c, inner) = channel_layout(&x.shape);
-    (0..n).flat_map(move |b| x.data[(b * c + ch) * inner..(b * c + ch + 1) * inner].iter().map(|v| v.as_f64()))
+/// The centre of a sample's run of `n` values whose sum (rounded to T) is `sum`: its mean,
+/// rounded to T. `batchnorm_stats` takes squared deviations about it and `batchnorm_train`
+/// recomputes it from the stored sum, so both use the same value.
+fn chunk_centre<T: Real>(sum: f64, n: usize) -> f64 {
+    T::from_f64(sum / n as f64).as_f64()
 }
 
-/// Per-channel mean and biased variance, two-pass in f64.
-pub fn channel_stats<T: Real>(x: &Tensor<T>) -> (Vec<f64>, Vec<f64>) {
+/// Per-sample partial statistics [N, 2, C] of x: row 0 of sample b holds each channel's
+/// Σ x over the sample's values, row 1 Σ (x − c)² about c = [`chunk_centre`] (f64, then
+/// rounded to T).
+fn sample_partials<T: Real>(x: &Tensor<T>) -> Tensor<T> {
     let (n, c, inner) = channel_layout(&x.shape);
-    let count = (n * inner) as f64;
-    let mut mean = vec![0.0; c];
-    let mut var = vec![0.0; c];
-    for ch in 0..c {
-        let vals = || channel_values(x, ch);
-        let m = vals().sum::<f64>() / count;
-        mean[ch] = m;
-        var[ch] = vals().map(|v| (v - m) * (v - m)).sum::<f64>() / count;
+    let mut out = vec![T::zero(); n * 2 * c];
+    for b in 0..n {
+        for ch in 0..c {
+            let run = &x.data[(b * c + ch) * inner..(b * c + ch + 1) * inner];
+            let sum = T::from_f64(run.iter().map(|v| v.as_f64()).sum());
+            let centre = chunk_centre::<T>(sum.as_f64(), inner);
+            let sq = run.iter().map(|v| (v.as_f64() - centre).powi(2)).sum();
+            out[b * 2 * c + ch] = sum;
+            out[b * 2 * c + c + ch] = T::from_f64(sq);
+        }
     }
+    Tensor::new(vec![n, 2, c], out)
+}
+
+/// Per-channel mean and biased variance from per-sample partials [N, 2, C] of runs of
+/// `inner` values, merged in f64 in sample order: the sum of Σ x gives the mean μ, and
+/// each sample adds its squared deviations moved from its centre c to μ — Q + 2(c − μ)(S −
+/// n·c) + n(c − μ)², exact in real arithmetic (Chan, Golub and LeVeque's update for
+/// shifted data) — so the variance never comes from a sum of squares.
+pub fn merged_stats<T: Real>(partials: &Tensor<T>, inner: usize) -> (Vec<f64>, Vec<f64>) {
+    let count = (partials.shape[0] * inner) as f64;
+    let mean: Vec<f64> = partial_sums(partials).iter().map(|s| s / count).collect();
+    let var = (0..mean.len()).map(|ch| moved_sqdev(partials, ch, inner, mean[ch]) / count).collect();
     (mean, var)
+}
+
+/// Σ x per channel from partials [N, 2, C], in f64, in sample order.
+fn partial_sums<T: Real>(partials: &Tensor<T>) -> Vec<f64> {
+    let (n, c) = (partials.shape[0], partials.shape[2]);
+    (0..c).map(|ch| (0..n).map(|b| partials.data[b * 2 * c + ch].as_f64()).sum()).collect()
+}
+
+/// Σ (x − μ)² of channel `ch` from partials [N, 2, C] of runs of `inner` values: each
+/// sample's Q about its centre c moved to μ, Q + (c − μ)·(2·(S − inner·c) + inner·(c − μ)),
+/// added in f64 in sample order.
+fn moved_sqdev<T: Real>(partials: &Tensor<T>, ch: usize, inner: usize, mu: f64) -> f64 {
+    let (n, c) = (partials.shape[0], partials.shape[2]);
+    let size = inner as f64;
+    (0..n)
+        .map(|b| {
+            let (s, q) = (partials.data[b * 2 * c + ch].as_f64(), partials.data[b * 2 * c + c + ch].as_f64());
+            let centre = chunk_centre::<T>(s, inner);
+            let d = centre - mu;
+            q + d * (2.0 * (s - size * centre) + size * d)
+        })
+        .sum()
+}
+
+fn check_partials(s: &[usize], what: &str) -> Result<usize, String> {
+    match s {
+        [_, 2, c] => Ok(*c),
+        _ => Err(format!("{what} must be per-sample partial statistics [N, 2, C], found {s:?}")),
+    }
+}
+
+/// x → [N, 2, C]: each sample's partial statistics per channel, Σ x and Σ (x − c)² about
+/// the sample's own mean c, which `batchnorm_train` merges. A sample's partials depend on
+/// that sample alone, so the kernel that has just stored it can compute them (fusion's
+/// `conv_with_batchnorm_stats`) while it is in cache.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormStats;
+
+impl OpRule for BatchNormStats {
+    fn name(&self) -> &'static str {
+        "batchnorm_stats"
+    }
+
+    fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
+        t.named("batchnorm_stats", || BatchNormStats)
+    }
+
+    fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
+        let c = check_inputs(ins, 1, &[])?;
+        Ok(vec![vec![ins[0][0], 2, c]])
+    }
+
+    /// The statistics are x's own, and `batchnorm_train`'s gradient with respect to x is
+    /// batch norm's whole one (through the statistics too), so nothing flows back here.
+    fn vjp(&self, _: &mut VjpCtx, _: &[Option<ValueId>]) -> Result<Grads, Error> {
+        Ok(vec![None])
+    }
+
+    fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
+        Ok(vec![sample_partials(ins[0])])
+    }
+
+    fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
+        4 * super::numel(ins[0])
+    }
 }
 
 /// y = (x − mean)·istd·γ + β per channel, and the two statistics: batch norm in training
@@ -125,7 +210,8 @@ fn input_gradient<T: Real>(
     Tensor::new(x.shape.clone(), dx)
 }
 
-/// (x, γ, β) → (y, batch mean, biased batch variance).
+/// (x, partials [N, 2, C] = `batchnorm_stats`(x), γ, β) → (y, batch mean, biased batch
+/// variance).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchNormTrain {
     pub eps: f64,
@@ -145,8 +231,17 @@ impl OpRule for BatchNormTrain {
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
-        let c = check_inputs(ins, 3, &["γ", "β"])?;
-        let (n, _, inner) = channel_layout(ins[0]);
+        arity(ins, 4)?;
+        check_x(ins[0])?;
+        let (n, c, inner) = channel_layout(ins[0]);
+        if ins[1] != [n, 2, c] {
+            return Err(format!("the partial statistics must be [{n}, 2, {c}], found {:?}", ins[1]));
+        }
+        for (v, what) in [(ins[2], "γ"), (ins[3], "β")] {
+            if v != [c] {
+                return Err(format!("{what} must be [{c}], found {v:?}"));
+            }
+        }
         if n * inner < 2 {
             return Err(format!(
                 "batch norm in training needs more than one value per channel, found {} (batch {n})",
@@ -157,16 +252,17 @@ impl OpRule for BatchNormTrain {
     }
 
     fn vjp(&self, cx: &mut VjpCtx, dys: &[Option<ValueId>]) -> Result<Grads, Error> {
-        let Some(dy) = dys[0] else { return Ok(vec![None, None, None]) };
-        let (x, gamma) = (cx.inputs[0], cx.inputs[1]);
+        let Some(dy) = dys[0] else { return Ok(vec![None, None, None, None]) };
+        let (x, gamma) = (cx.inputs[0], cx.inputs[2]);
         let (mean, var) = (cx.outputs[1], cx.outputs[2]);
+        // The partials are x's statistics: dx is the gradient through them as well.
         let g = cx.emit(BatchNormTrainGrad { eps: self.eps }, &[x, mean, var, gamma, dy])?;
-        Ok(vec![Some(g[0]), Some(g[1]), Some(g[2])])
+        Ok(vec![Some(g[0]), None, Some(g[1]), Some(g[2])])
     }
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
-        let (mean, var) = channel_stats(ins[0]);
-        Ok(normalize_with(ins[0], (&mean, &var), &ins[1].data, &ins[2].data, self.eps))
+        let (mean, var) = merged_stats(ins[1], channel_layout(&ins[0].shape).2);
+        Ok(normalize_with(ins[0], (&mean, &var), &ins[2].data, &ins[3].data, self.eps))
     }
 
     fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
@@ -359,7 +455,7 @@ fn mean_of<T: Real>(sum: f64, count: usize) -> f64 {
     T::from_f64(sum / count as f64).as_f64()
 }
 
-/// x → [2, C]: the shard's Σ x per channel, in f64.
+/// partials [N, 2, C] (`batchnorm_stats`) → [2, C]: the shard's Σ x per channel, in f64.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchNormSum;
 
@@ -373,26 +469,28 @@ impl OpRule for BatchNormSum {
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
-        let c = check_inputs(ins, 1, &[])?;
+        arity(ins, 1)?;
+        let c = check_partials(ins[0], "the input")?;
         Ok(vec![vec![2, c]])
     }
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
-        let x = ins[0];
-        let sums: Vec<f64> = (0..channel_layout(&x.shape).1).map(|ch| channel_values(x, ch).sum()).collect();
-        Ok(vec![exchange_tensor(&[&sums])])
+        Ok(vec![exchange_tensor(&[&partial_sums(ins[0])])])
     }
 
     fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
-        super::numel(ins[0])
+        super::numel(ins[0]) / 2
     }
 }
 
-/// (x, Σ x [2, C] of the global batch of `count` values per channel) → [2, C]: the
-/// shard's Σ (x − mean)² per channel in f64, about the global mean rounded to f32.
+/// (partials [N, 2, C] of runs of `inner` values, Σ x [2, C] of the global batch of
+/// `count` values per channel) → [2, C]: the shard's Σ (x − mean)² per channel in f64,
+/// about the global mean rounded to f32, each sample's moved from its own centre as
+/// `batchnorm_train` moves it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchNormSqDev {
     pub count: usize,
+    pub inner: usize,
 }
 
 impl OpRule for BatchNormSqDev {
@@ -401,36 +499,35 @@ impl OpRule for BatchNormSqDev {
     }
 
     fn from_text(t: &TextOp) -> Option<Result<Self, String>> {
-        (t.name == "batchnorm_sqdev").then(|| Ok(BatchNormSqDev { count: t.usize("count")? }))
+        (t.name == "batchnorm_sqdev").then(|| Ok(BatchNormSqDev { count: t.usize("count")?, inner: t.usize("inner")? }))
     }
 
     fn attrs(&self) -> String {
-        format!("count={}", self.count)
+        format!("count={} inner={}", self.count, self.inner)
     }
 
     fn infer(&self, ins: &Shapes) -> Result<Vec<Vec<usize>>, String> {
         arity(ins, 2)?;
-        check_x(ins[0])?;
-        let (_, c, _) = channel_layout(ins[0]);
+        let c = check_partials(ins[0], "the first input")?;
         check_exchange(ins[1], 2, c, "Σ x")?;
+        if self.inner == 0 {
+            return Err("batch norm's runs must have at least one value".into());
+        }
         Ok(vec![vec![2, c]])
     }
 
     fn eval<T: Real>(&self, ins: &[&Tensor<T>], _: &StepCtx) -> Result<Vec<Tensor<T>>, String> {
-        let (x, sum) = (ins[0], ins[1]);
+        let (partials, sum) = (ins[0], ins[1]);
         let sq: Vec<f64> = joined(sum, 0)
             .into_iter()
             .enumerate()
-            .map(|(ch, s)| {
-                let m = mean_of::<T>(s, self.count);
-                channel_values(x, ch).map(|v| (v - m).powi(2)).sum()
-            })
+            .map(|(ch, s)| moved_sqdev(partials, ch, self.inner, mean_of::<T>(s, self.count)))
             .collect();
         Ok(vec![exchange_tensor(&[&sq])])
     }
 
     fn flops(&self, ins: &Shapes, _: &Shapes) -> u64 {
-        3 * super::numel(ins[0])
+        4 * super::numel(ins[0])
     }
 }
 

@@ -21,8 +21,8 @@ mod source;
 
 pub use activation::{Act, ActGrad, Softmax, SoftmaxGrad};
 pub use batchnorm::{
-    channel_layout as batchnorm_layout, channel_stats, exchange_data, exchange_values, split_f64, BatchNormApply,
-    BatchNormEval, BatchNormGradInput, BatchNormGradSums, BatchNormSqDev, BatchNormSum, BatchNormTrain,
+    channel_layout as batchnorm_layout, exchange_data, exchange_values, split_f64, BatchNormApply, BatchNormEval,
+    BatchNormGradInput, BatchNormGradSums, BatchNormSqDev, BatchNormStats, BatchNormSum, BatchNormTrain,
     BatchNormTrainGrad, RunningUpdate,
 };
 pub use concat::{Concat, SliceChannels};
@@ -303,6 +303,7 @@ op_table! {
     Concat(Concat),
     SliceChannels(SliceChannels),
     Dropout(Dropout),
+    BatchNormStats(BatchNormStats),
     BatchNormTrain(BatchNormTrain),
     BatchNormTrainGrad(BatchNormTrainGrad),
     BatchNormEval(BatchNormEval),

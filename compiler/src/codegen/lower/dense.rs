@@ -22,11 +22,11 @@
 
 use super::epilogue::{self, At};
 use super::gemm::{emit_gemm, Gemm, GemmScratch, Mat, MicroTile};
-use super::{lower_rules, no_element, ChannelAxis, KernelBufs, LowerCtx, NodeCx, Storage, Work};
+use super::{lower_rules, no_element, norm, ChannelAxis, KernelBufs, LowerCtx, NodeCx, Storage, Work};
 use crate::codegen::builder::{Buf, Kb};
-use crate::codegen::jit::CgResult;
+use crate::codegen::jit::{err, CgResult};
 use crate::codegen::loops::{types, Idx, Val};
-use crate::ops::{Conv2d, Conv2dGradInput, Conv2dGradWeight, ConvGeom, MatMul};
+use crate::ops::{batchnorm_layout, Conv2d, Conv2dGradInput, Conv2dGradWeight, ConvGeom, MatMul, Op};
 use std::sync::Arc;
 
 fn gemm_scratch(bufs: &KernelBufs, first: usize) -> GemmScratch {
@@ -648,7 +648,8 @@ const MAX_STEPS: usize = 4096;
 
 /// A direct convolution's loop nest: per sample, the bordered copy of `src`; per group, the
 /// GEMM of A (`a`, its group g's rows from `a_base(g)`, `a_rs` apart, taps contiguous) into
-/// the wide result, then its valid columns through `epi` into `out` [N, dp.out].
+/// the wide result, then its valid columns through `epi` into `out` [N, dp.out]; then the
+/// sample's batch-norm partials when the kernel computes them (`stats`).
 #[allow(clippy::too_many_arguments)]
 fn emit_direct(
     kb: &mut Kb,
@@ -658,6 +659,7 @@ fn emit_direct(
     (src, a, a_rs): (&Buf, &Buf, usize),
     out: &Buf,
     epi: &[super::EpiOp],
+    stats: Option<&Buf>,
 ) -> CgResult<()> {
     let (wide_c, pad) = (&bufs.scratch[0], &bufs.scratch[4]);
     let scratch = gemm_scratch(bufs, 1);
@@ -702,8 +704,23 @@ fn emit_direct(
                     })
                 })
             })
-        })
+        })?;
+        match stats {
+            Some(partials) => norm::sample_stats(kb, (0, oc, oh * ow), img, out, partials),
+            None => Ok(()),
+        }
     })
+}
+
+/// The buffer of the batch-norm partials a convolution's kernel computes beside it
+/// (fusion's `conv_with_batchnorm_stats`): each image's, once the image is stored and
+/// while it is in cache.
+fn sibling_stats<'a>(cx: &LowerCtx, bufs: &'a KernelBufs) -> CgResult<Option<&'a Buf>> {
+    match cx.kernel.siblings.as_slice() {
+        [] => Ok(None),
+        [s] if matches!(cx.graph.nodes[*s].op, Op::BatchNormStats(_)) => Ok(Some(&bufs.outputs[1])),
+        _ => err(format!("kernel `{}`: a convolution computes only batch norm's partials beside it", cx.kernel.name)),
+    }
 }
 
 /// An input gradient's A: wt[g][c][f][tap] = w[g·F/G + f][c][tap] for each group g, its
@@ -930,9 +947,10 @@ fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2d) ->
     let epi = &bufs.epilogue;
     let d = conv2d_dims(&cx.node_cx(), &conv.geom);
     let ConvPlan { direct, tile } = conv_plan(&d, &conv.geom, cx.micro, false);
+    let stats = sibling_stats(cx, bufs)?;
     if let Some(dp) = direct {
         let (x, w, y) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
-        return emit_direct(kb, (cx, &tile), bufs, &dp, (x, w, d.group_k()), y, epi);
+        return emit_direct(kb, (cx, &tile), bufs, &dp, (x, w, d.group_k()), y, epi, stats);
     }
     let (x, w, y) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
     let col = &bufs.scratch[0];
@@ -973,7 +991,13 @@ fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2d) ->
                 epilogue::apply(kb, epi, v, At { row, ..pos })
             };
             emit_gemm(kb, &g, Some(&mut f))
-        })
+        })?;
+        match stats {
+            Some(partials) => {
+                norm::sample_stats(kb, batchnorm_layout(cx.graph.shape(cx.node.outputs[0])), img, y, partials)
+            }
+            None => Ok(()),
+        }
     })
 }
 
@@ -984,7 +1008,7 @@ fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: 
     if let Some(dp) = direct {
         let wt = &bufs.scratch[5];
         swap_filters_channels(kb, &d, w, wt)?;
-        return emit_direct(kb, (cx, &tile), bufs, &dp, (dy, wt, d.group_f() * d.kh * d.kw), dx, &bufs.epilogue);
+        return emit_direct(kb, (cx, &tile), bufs, &dp, (dy, wt, d.group_f() * d.kh * d.kw), dx, &bufs.epilogue, None);
     }
     let dcol = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);

@@ -1,7 +1,10 @@
-//! Batch normalization. Statistics are two-pass per channel (the mean, then the squared
-//! deviations from it; the gradient's two sums share one pass): each sample's run of
-//! values is summed on f32x4 lanes (a fixed chunk), and the chunks are added in f64, in
-//! sample order — so the sums do not depend on how work is split.
+//! Batch normalization. Each sample's run of a channel's values is a fixed chunk, summed
+//! on f32x4 lanes; the chunks are added in f64, in sample order, so no sum depends on how
+//! work is split. In training the statistics come from per-sample partials
+//! (`batchnorm_stats`: a chunk's sum, then its squared deviations about its own mean,
+//! while the chunk is in cache — computed by the convolution that stored the sample when
+//! fusion puts it there), merged per channel by `batchnorm_train`; the gradient's two sums
+//! share one pass over x and dy.
 
 use super::element::{eval_scale, inv_std};
 use super::epilogue::{self, At, EpiOp};
@@ -14,7 +17,7 @@ use crate::codegen::jit::{err, CgResult};
 use crate::codegen::loops::{types, Idx, Val};
 use crate::ops::{
     batchnorm_layout, BatchNormApply, BatchNormEval, BatchNormGradInput, BatchNormGradSums, BatchNormSqDev,
-    BatchNormSum, BatchNormTrain, BatchNormTrainGrad, Op,
+    BatchNormStats, BatchNormSum, BatchNormTrain, BatchNormTrainGrad, Op,
 };
 
 /// `k` sums over the batch for one channel, in f64, in one pass: `f` gives `k` values per
@@ -43,15 +46,6 @@ fn channel_sums(
             })
             .collect())
     })
-}
-
-fn channel_sum(
-    kb: &mut Kb,
-    dims: (usize, usize, usize),
-    ch: Idx,
-    f: &mut dyn FnMut(&mut Kb, types::Type, Idx) -> CgResult<Val>,
-) -> CgResult<Val> {
-    Ok(channel_sums(kb, dims, ch, 1, &mut |kb, ty, at| Ok(vec![f(kb, ty, at)?]))?[0])
 }
 
 /// out[x] = x·scale + shift over one channel of every sample.
@@ -103,13 +97,14 @@ fn load_c(kb: &mut Kb, buf: &Buf, ch: Idx) -> CgResult<Val> {
 }
 
 lower_rules! {
+    BatchNormStats => opaque, no_element, per_sample, lower_stats;
     BatchNormTrain => pointwise, no_element, per_channel, lower_train;
     BatchNormTrainGrad => opaque, no_element, per_channel, lower_train_grad;
     // One item per sample: the statistics are given.
     BatchNormEval => pointwise, |b: &BatchNormEval| Some(Element::BatchNormEval { eps: b.eps }), per_sample, lower_eval;
     // The split forms of data-parallel training (`exec::shard_batchnorm`).
-    BatchNormSum => opaque, no_element, per_channel, lower_sum;
-    BatchNormSqDev => opaque, no_element, per_channel, lower_sqdev;
+    BatchNormSum => opaque, no_element, per_partial_channel, lower_sum;
+    BatchNormSqDev => opaque, no_element, per_partial_channel, lower_sqdev;
     BatchNormApply => pointwise, no_element, per_channel, lower_apply;
     BatchNormGradSums => opaque, no_element, per_channel, lower_grad_sums;
     BatchNormGradInput => opaque, no_element, per_channel, lower_grad_input;
@@ -120,31 +115,120 @@ fn per_channel<T>(_: &T, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
     Work::items(batchnorm_layout(cx.in_shape(0)).1)
 }
 
-/// A channel's mean (f64 and rounded to f32) and biased variance about the rounded mean
-/// (f64), two-pass.
-fn channel_stats(kb: &mut Kb, dims: (usize, usize, usize), ch: Idx, x: &Buf) -> CgResult<(Val, Val)> {
-    let (n, _, inner) = dims;
-    let s = channel_sum(kb, dims, ch, &mut |kb, ty, at| kb.load(ty, x, at))?;
+/// One work item per channel of partials [N, 2, C].
+fn per_partial_channel<T>(_: &T, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
+    Work::items(cx.in_shape(0)[2])
+}
+
+/// Sample `img`'s partial statistics, row `img` of `partials` [N, 2, C]: per channel, the
+/// sum S of its chunk (`lane_sums`, the f32 value `channel_sums` would add) and Q = Σ
+/// (x − c)² about the chunk's mean c = S/inner rounded to f32 (`chunk_centre`), both f32.
+/// Two passes over a chunk of `inner` values, which are in cache when the kernel that
+/// has just stored the sample computes them.
+pub fn sample_stats(
+    kb: &mut Kb,
+    (_, c, inner): (usize, usize, usize),
+    img: Idx,
+    x: &Buf,
+    partials: &Buf,
+) -> CgResult<()> {
+    kb.for_range(0, c as i64, 1, |kb, ch| {
+        let row = kb.affine(0, &[(img, (c * inner) as i64), (ch, inner as i64)]);
+        let s = lane_sums(kb, inner, 1, &mut |kb, ty, i| {
+            let at = kb.add(row, i);
+            Ok(vec![kb.load(ty, x, at)?])
+        })?[0];
+        let centre = chunk_centre(kb, s, inner);
+        let q = lane_sums(kb, inner, 1, &mut |kb, ty, i| {
+            let at = kb.add(row, i);
+            let v = kb.load(ty, x, at)?;
+            let mu = kb.splat(ty, centre);
+            let d = kb.fsub(v, mu);
+            Ok(vec![kb.fmul(d, d)])
+        })?[0];
+        let at = kb.affine(0, &[(img, (2 * c) as i64), (ch, 1)]);
+        kb.store(s, partials, at)?;
+        let at = kb.affine(c as i64, &[(img, (2 * c) as i64), (ch, 1)]);
+        kb.store(q, partials, at)
+    })
+}
+
+/// The centre of a chunk of `inner` values whose f32 sum is `s`: S/inner, rounded to f32.
+fn chunk_centre(kb: &mut Kb, s: Val, inner: usize) -> Val {
+    let s = kb.fpromote(s);
+    let inv = kb.f64const(1.0 / inner as f64);
+    mean_from_sum(kb, s, inv)
+}
+
+/// A channel's mean (rounded to f32) and biased variance about it (f64) from the
+/// per-sample partials [N, 2, C], merged in sample order in f64 (`partial_sum`,
+/// `moved_sqdev`).
+fn merged_stats(kb: &mut Kb, (n, c, inner): (usize, usize, usize), ch: Idx, partials: &Buf) -> CgResult<(Val, Val)> {
+    let s = partial_sum(kb, (n, c), ch, partials)?;
     let inv_m = kb.f64const(1.0 / (n * inner) as f64);
     let mean32 = mean_from_sum(kb, s, inv_m);
-    let ss = squared_deviations(kb, dims, ch, x, mean32)?;
-    Ok((mean32, kb.fmul(ss, inv_m)))
+    let m2 = moved_sqdev(kb, (n, c, inner), ch, partials, mean32)?;
+    Ok((mean32, kb.fmul(m2, inv_m)))
+}
+
+/// Where value `r` (0: S, 1: Q) of sample `b` and channel `ch` is in partials [N, 2, C].
+fn partial_at(kb: &mut Kb, c: usize, b: Idx, r: usize, ch: Idx) -> Idx {
+    kb.affine((r * c) as i64, &[(b, (2 * c) as i64), (ch, 1)])
+}
+
+/// Σ S of a channel over the samples of partials [N, 2, C], in f64, in sample order: the
+/// bits of adding the chunks' sums directly (`channel_sums`).
+fn partial_sum(kb: &mut Kb, (n, c): (usize, usize), ch: Idx, partials: &Buf) -> CgResult<Val> {
+    let z = kb.f64const(0.0);
+    Ok(kb.fold_n(&[z], (0, n as i64, 1), |kb, b, acc| {
+        let i = partial_at(kb, c, b, 0, ch);
+        let v = kb.load(types::F32, partials, i)?;
+        let v = kb.fpromote(v);
+        Ok(vec![kb.fadd(acc[0], v)])
+    })?[0])
+}
+
+/// Σ (x − μ)² of a channel (f64) from partials [N, 2, C] of runs of n = `inner` values,
+/// μ = `mean32`: each sample's Q about its centre c moved to μ, as
+/// Q + (c − μ)·(2·(S − n·c) + n·(c − μ)), exact in real arithmetic (Chan, Golub and
+/// LeVeque's update for shifted data), added in f64 in sample order. No sum of squares
+/// of raw values.
+fn moved_sqdev(
+    kb: &mut Kb,
+    (n, c, inner): (usize, usize, usize),
+    ch: Idx,
+    partials: &Buf,
+    mean32: Val,
+) -> CgResult<Val> {
+    let z = kb.f64const(0.0);
+    let mu = kb.fpromote(mean32);
+    let size = kb.f64const(inner as f64);
+    let two = kb.f64const(2.0);
+    Ok(kb.fold_n(&[z], (0, n as i64, 1), |kb, b, acc| {
+        let i = partial_at(kb, c, b, 0, ch);
+        let s32 = kb.load(types::F32, partials, i)?;
+        let i = partial_at(kb, c, b, 1, ch);
+        let q = kb.load(types::F32, partials, i)?;
+        let centre = chunk_centre(kb, s32, inner);
+        let centre = kb.fpromote(centre);
+        let s = kb.fpromote(s32);
+        let q = kb.fpromote(q);
+        let d = kb.fsub(centre, mu);
+        let off = kb.fmul(size, centre);
+        let off = kb.fsub(s, off);
+        let off = kb.fmul(two, off);
+        let nd = kb.fmul(size, d);
+        let t = kb.fadd(off, nd);
+        let t = kb.fmul(d, t);
+        let t = kb.fadd(q, t);
+        Ok(vec![kb.fadd(acc[0], t)])
+    })?[0])
 }
 
 /// Σ x·(1/M), rounded to f32: the mean batch norm centres with.
 fn mean_from_sum(kb: &mut Kb, s: Val, inv_m: Val) -> Val {
     let mean = kb.fmul(s, inv_m);
     kb.fdemote(mean)
-}
-
-/// Σ (x − mean)² of a channel (f64), the deviations squared on f32 lanes.
-fn squared_deviations(kb: &mut Kb, dims: (usize, usize, usize), ch: Idx, x: &Buf, mean32: Val) -> CgResult<Val> {
-    channel_sum(kb, dims, ch, &mut |kb, ty, at| {
-        let v = kb.load(ty, x, at)?;
-        let mu = kb.splat(ty, mean32);
-        let d = kb.fsub(v, mu);
-        Ok(kb.fmul(d, d))
-    })
 }
 
 /// The normalization of batch norm in training from a channel's mean (f32) and biased
@@ -194,13 +278,21 @@ fn load_split(kb: &mut Kb, buf: &Buf, (r, c): (usize, usize), ch: Idx) -> CgResu
     Ok((kb.fadd(h, l), hi))
 }
 
+/// One sample per item, its partial statistics.
+fn lower_stats(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &BatchNormStats) -> CgResult<()> {
+    let shape = cx.in_shape(0).to_vec();
+    let dims = batchnorm_layout(&shape);
+    let (x, partials) = (&bufs.inputs[0], &bufs.outputs[0]);
+    kb.for_items(dims.0, |kb, img| sample_stats(kb, dims, img, x, partials))
+}
+
 fn lower_train(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNormTrain) -> CgResult<()> {
     let shape = cx.in_shape(0).to_vec();
     let dims = batchnorm_layout(&shape);
-    let (x, g, b) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.inputs[2]);
+    let (x, partials, g, b) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.inputs[2], &bufs.inputs[3]);
     let (y, mean_o, var_o) = (&bufs.outputs[0], &bufs.outputs[1], &bufs.outputs[2]);
     kb.for_items(dims.1, |kb, ch| {
-        let (mean32, var) = channel_stats(kb, dims, ch, x)?;
+        let (mean32, var) = merged_stats(kb, dims, ch, partials)?;
         let var32 = kb.fdemote(var);
         kb.store(mean32, mean_o, ch)?;
         kb.store(var32, var_o, ch)?;
@@ -208,28 +300,26 @@ fn lower_train(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNormTrai
     })
 }
 
-/// `lower_train`'s first pass.
+/// `lower_train`'s first step: Σ S of the shard's partials.
 fn lower_sum(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, _: &BatchNormSum) -> CgResult<()> {
-    let shape = cx.in_shape(0).to_vec();
-    let dims = batchnorm_layout(&shape);
-    let (x, out) = (&bufs.inputs[0], &bufs.outputs[0]);
-    kb.for_items(dims.1, |kb, ch| {
-        let s = channel_sum(kb, dims, ch, &mut |kb, ty, at| kb.load(ty, x, at))?;
-        store_split(kb, s, out, (0, dims.1), ch).map(|_| ())
+    let (n, c) = (cx.in_shape(0)[0], cx.in_shape(0)[2]);
+    let (partials, out) = (&bufs.inputs[0], &bufs.outputs[0]);
+    kb.for_items(c, |kb, ch| {
+        let s = partial_sum(kb, (n, c), ch, partials)?;
+        store_split(kb, s, out, (0, c), ch).map(|_| ())
     })
 }
 
-/// `lower_train`'s second pass, about the mean of the global batch's Σ x.
+/// `lower_train`'s second step, about the mean of the global batch's Σ x.
 fn lower_sqdev(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, op: &BatchNormSqDev) -> CgResult<()> {
-    let shape = cx.in_shape(0).to_vec();
-    let dims = batchnorm_layout(&shape);
-    let (x, sum, out) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
-    kb.for_items(dims.1, |kb, ch| {
-        let (s, _) = load_split(kb, sum, (0, dims.1), ch)?;
+    let (n, c) = (cx.in_shape(0)[0], cx.in_shape(0)[2]);
+    let (partials, sum, out) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
+    kb.for_items(c, |kb, ch| {
+        let (s, _) = load_split(kb, sum, (0, c), ch)?;
         let inv_m = kb.f64const(1.0 / op.count as f64);
         let mean32 = mean_from_sum(kb, s, inv_m);
-        let ss = squared_deviations(kb, dims, ch, x, mean32)?;
-        store_split(kb, ss, out, (0, dims.1), ch).map(|_| ())
+        let ss = moved_sqdev(kb, (n, c, op.inner), ch, partials, mean32)?;
+        store_split(kb, ss, out, (0, c), ch).map(|_| ())
     })
 }
 
