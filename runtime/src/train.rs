@@ -615,6 +615,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_monitor_reads_back_from_a_checkpoint_to_the_bit() {
+        // serde_json's default parser reads this value back one ulp high.
+        for best in [1.2479414145151775, 0.1 + 0.2, f64::MIN_POSITIVE, 1e300] {
+            let m = Monitor { best: Some((best, 8)), stale: 1, plateau_wait: 1, lr_scale: 0.1 * 0.1 };
+            let back: Monitor = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+            assert_eq!(back.best.unwrap().0.to_bits(), best.to_bits());
+            assert_eq!(back, m);
+        }
+    }
+
+    #[test]
     fn every_sample_is_seen_exactly_once_per_epoch() {
         for (n, b) in [(10, 3), (9, 3), (1, 4), (60_000, 64), (7, 7)] {
             let order = epoch_order(n, 5, 2, true);

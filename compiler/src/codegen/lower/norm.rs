@@ -8,7 +8,7 @@
 
 use super::element::{eval_scale, inv_std};
 use super::epilogue::{self, At, EpiOp};
-use super::reduce::{bias_sum, lane_sums, ElementValues};
+use super::reduce::{bias_sum, lane_sums, wide_lane_sum, ElementValues};
 use super::{
     lower_rules, no_element, opaque, per_sample, pointwise, Element, KernelBufs, LowerCtx, MicroTile, NodeCx, Work,
 };
@@ -121,7 +121,8 @@ fn per_partial_channel<T>(_: &T, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
 }
 
 /// Sample `img`'s partial statistics, row `img` of `partials` [N, 2, C]: per channel, the
-/// sum S of its chunk (`lane_sums`, the f32 value `channel_sums` would add) and Q = Σ
+/// sum S of its chunk (`wide_lane_sum`: four accumulators, since these sums are bound by
+/// the adds' latency) and Q = Σ
 /// (x − c)² about the chunk's mean c = S/inner rounded to f32 (`chunk_centre`), both f32.
 /// Two passes over a chunk of `inner` values, which are in cache when the kernel that
 /// has just stored the sample computes them.
@@ -134,18 +135,18 @@ pub fn sample_stats(
 ) -> CgResult<()> {
     kb.for_range(0, c as i64, 1, |kb, ch| {
         let row = kb.affine(0, &[(img, (c * inner) as i64), (ch, inner as i64)]);
-        let s = lane_sums(kb, inner, 1, &mut |kb, ty, i| {
+        let s = wide_lane_sum(kb, inner, &mut |kb, ty, i| {
             let at = kb.add(row, i);
-            Ok(vec![kb.load(ty, x, at)?])
-        })?[0];
+            kb.load(ty, x, at)
+        })?;
         let centre = chunk_centre(kb, s, inner);
-        let q = lane_sums(kb, inner, 1, &mut |kb, ty, i| {
+        let q = wide_lane_sum(kb, inner, &mut |kb, ty, i| {
             let at = kb.add(row, i);
             let v = kb.load(ty, x, at)?;
             let mu = kb.splat(ty, centre);
             let d = kb.fsub(v, mu);
-            Ok(vec![kb.fmul(d, d)])
-        })?[0];
+            Ok(kb.fmul(d, d))
+        })?;
         let at = kb.affine(0, &[(img, (2 * c) as i64), (ch, 1)]);
         kb.store(s, partials, at)?;
         let at = kb.affine(c as i64, &[(img, (2 * c) as i64), (ch, 1)]);
@@ -176,8 +177,7 @@ fn partial_at(kb: &mut Kb, c: usize, b: Idx, r: usize, ch: Idx) -> Idx {
     kb.affine((r * c) as i64, &[(b, (2 * c) as i64), (ch, 1)])
 }
 
-/// Σ S of a channel over the samples of partials [N, 2, C], in f64, in sample order: the
-/// bits of adding the chunks' sums directly (`channel_sums`).
+/// Σ S of a channel over the samples of partials [N, 2, C], in f64, in sample order.
 fn partial_sum(kb: &mut Kb, (n, c): (usize, usize), ch: Idx, partials: &Buf) -> CgResult<Val> {
     let z = kb.f64const(0.0);
     Ok(kb.fold_n(&[z], (0, n as i64, 1), |kb, b, acc| {

@@ -13,6 +13,40 @@ use crate::ops::{
 /// Values computed at an element index, on lanes of a type.
 pub type ElementValues<'a> = dyn FnMut(&mut Kb, types::Type, Idx) -> CgResult<Vec<Val>> + 'a;
 
+/// Σ f(i) for i in 0..len in f32 on four f32x4 accumulators, 16 floats a step, so the
+/// adds do not wait on each other (one chain of adds is bound by their latency); then the
+/// four added pairwise, the remaining whole vectors, the lanes, the tail in order. The
+/// order depends on `len` alone. Batch norm's per-sample partials use it; the other sums
+/// keep `lane_sums`' order.
+pub fn wide_lane_sum(
+    kb: &mut Kb,
+    len: usize,
+    f: &mut dyn FnMut(&mut Kb, types::Type, Idx) -> CgResult<Val>,
+) -> CgResult<Val> {
+    let (end16, end4) = ((len / 16 * 16) as i64, (len / 4 * 4) as i64);
+    let z = kb.f(types::F32X4, 0.0);
+    let acc = kb.fold_n(&[z; 4], (0, end16, 16), |kb, i, acc| {
+        (0..4)
+            .map(|j| {
+                let v = f(kb, types::F32X4, i + Idx::constant(4 * j as i64))?;
+                Ok(kb.fadd(acc[j], v))
+            })
+            .collect()
+    })?;
+    let a = kb.fadd(acc[0], acc[1]);
+    let b = kb.fadd(acc[2], acc[3]);
+    let v = kb.fadd(a, b);
+    let v = kb.fold_n(&[v], (end16, end4, 4), |kb, i, acc| {
+        let x = f(kb, types::F32X4, i)?;
+        Ok(vec![kb.fadd(acc[0], x)])
+    })?[0];
+    let head = kb.lane_sum(v);
+    Ok(kb.fold_n(&[head], (end4, len as i64, 1), |kb, i, acc| {
+        let x = f(kb, types::F32, i)?;
+        Ok(vec![kb.fadd(acc[0], x)])
+    })?[0])
+}
+
 /// Σ f(i) for i in 0..len, for `k` values of `f` at once, in f32 — in the one order every
 /// f32 sum over a run follows: f32x4 lanes over the whole vectors, the lanes added, then
 /// the tail in order. `f(kb, ty, i)` gives the `k` values at offset `i` on lanes of `ty`.
