@@ -61,9 +61,10 @@ fn fused_evaluation_plan_of_cnn_bn() {
 }
 
 #[test]
-fn fused_plans_of_lenet5_and_cnn_bn() {
+fn fused_plans_of_lenet5_cnn_bn_and_residual() {
     expect_file!["snapshots/lenet5_fused.txt"].assert_eq(&fused_plan("lenet5.nn"));
     expect_file!["snapshots/cnn_bn_fused.txt"].assert_eq(&fused_plan("cnn_bn.nn"));
+    expect_file!["snapshots/residual_fused.txt"].assert_eq(&fused_plan("residual.nn"));
 }
 
 /// A pooling gradient takes the activation derivative only where its windows are

@@ -706,7 +706,7 @@ fn emit_direct(
             })
         })?;
         match stats {
-            Some(partials) => norm::sample_stats(kb, (0, oc, oh * ow), img, out, partials),
+            Some(partials) => norm::sample_stats(kb, (cx.in_shape(0)[0], oc, oh * ow), img, out, partials),
             None => Ok(()),
         }
     })

@@ -121,11 +121,11 @@ fn per_partial_channel<T>(_: &T, cx: &NodeCx, _: &MicroTile, _: usize) -> Work {
 }
 
 /// Sample `img`'s partial statistics, row `img` of `partials` [N, 2, C]: per channel, the
-/// sum S of its chunk (`wide_lane_sum`: four accumulators, since these sums are bound by
-/// the adds' latency) and Q = Σ
-/// (x − c)² about the chunk's mean c = S/inner rounded to f32 (`chunk_centre`), both f32.
-/// Two passes over a chunk of `inner` values, which are in cache when the kernel that
-/// has just stored the sample computes them.
+/// sum S of its chunk and Q = Σ (x − c)² about the chunk's mean c = S/inner rounded to f32
+/// (`chunk_centre`), both f32, each on four accumulators (`wide_lane_sum`: on one chain
+/// of adds these sums are bound by the adds' latency). Two passes over a chunk of `inner`
+/// values, which are in cache when the kernel that has just stored the sample computes
+/// them.
 pub fn sample_stats(
     kb: &mut Kb,
     (_, c, inner): (usize, usize, usize),
