@@ -94,7 +94,11 @@ fn distance(a: &[f32], b: &[f32]) -> f64 {
 fn mpirun_trains_the_single_process_model() {
     let dir = tmpdir("train");
     let d = dir.to_str().unwrap();
-    for (model, steps, ks, tolerance) in [("lenet5", 20, &[2, 3][..], 1e-5), ("cnn_bn", 20, &[2, 3], 1e-5)] {
+    // cnn_bn's runs agree to rounding until two nearly equal values of a max-pooling
+    // window trade places, at a step that depends on every rounding of the trajectory:
+    // on this data, with three processes, between steps 10 and 15 (1.5e-6 after 10,
+    // 8.6e-5 after 15; docs/ARCHITECTURE.md, "What depends on K").
+    for (model, steps, ks, tolerance) in [("lenet5", 20, &[2, 3][..], 1e-5), ("cnn_bn", 10, &[2, 3], 1e-5)] {
         let one = train(&dir, 0, model, steps, &format!("{d}/{model}-1"), &[]);
         let w1 = weights(&dir.join(format!("{model}-1/weights.safetensors")));
         for &k in ks {
