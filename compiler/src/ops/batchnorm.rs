@@ -31,12 +31,19 @@ fn check_inputs(ins: &Shapes, count: usize, vectors: &[&str]) -> Result<usize, S
     arity(ins, count)?;
     check_x(ins[0])?;
     let (_, c, _) = channel_layout(ins[0]);
-    for (v, what) in ins[1..].iter().zip(vectors) {
-        if *v != [c] {
-            return Err(format!("{what} must be [{c}], found {v:?}"));
+    let named: Vec<(usize, &str)> = vectors.iter().enumerate().map(|(i, &what)| (i + 1, what)).collect();
+    check_vectors(ins, c, &named)?;
+    Ok(c)
+}
+
+/// Inputs `i` (named `what`) are per-channel vectors [C].
+fn check_vectors(ins: &Shapes, c: usize, vectors: &[(usize, &str)]) -> Result<(), String> {
+    for &(i, what) in vectors {
+        if ins[i] != [c] {
+            return Err(format!("{what} must be [{c}], found {:?}", ins[i]));
         }
     }
-    Ok(c)
+    Ok(())
 }
 
 /// An x-shaped result and two per-channel vectors (computed in f64) as an op's outputs.
@@ -45,16 +52,10 @@ fn with_channel_vectors<T: Real>(y: Tensor<T>, a: &[f64], b: &[f64]) -> Vec<Tens
     vec![y, to_t(a), to_t(b)]
 }
 
-/// The centre of a sample's run of `n` values whose sum (rounded to T) is `sum`: its mean,
-/// rounded to T. `batchnorm_stats` takes squared deviations about it and `batchnorm_train`
-/// recomputes it from the stored sum, so both use the same value.
-fn chunk_centre<T: Real>(sum: f64, n: usize) -> f64 {
-    T::from_f64(sum / n as f64).as_f64()
-}
-
 /// Per-sample partial statistics [N, 2, C] of x: row 0 of sample b holds each channel's
-/// Σ x over the sample's values, row 1 Σ (x − c)² about c = [`chunk_centre`] (f64, then
-/// rounded to T).
+/// Σ x over the sample's values, row 1 Σ (x − c)² about c, the sample's mean rounded to T
+/// ([`mean_of`], from the stored sum, as `batchnorm_train` recomputes it); both summed in
+/// f64 and stored rounded to T.
 fn sample_partials<T: Real>(x: &Tensor<T>) -> Tensor<T> {
     let (n, c, inner) = channel_layout(&x.shape);
     let mut out = vec![T::zero(); n * 2 * c];
@@ -62,7 +63,7 @@ fn sample_partials<T: Real>(x: &Tensor<T>) -> Tensor<T> {
         for ch in 0..c {
             let run = &x.data[(b * c + ch) * inner..(b * c + ch + 1) * inner];
             let sum = T::from_f64(run.iter().map(|v| v.as_f64()).sum());
-            let centre = chunk_centre::<T>(sum.as_f64(), inner);
+            let centre = mean_of::<T>(sum.as_f64(), inner);
             let sq = run.iter().map(|v| (v.as_f64() - centre).powi(2)).sum();
             out[b * 2 * c + ch] = sum;
             out[b * 2 * c + c + ch] = T::from_f64(sq);
@@ -98,7 +99,7 @@ fn moved_sqdev<T: Real>(partials: &Tensor<T>, ch: usize, inner: usize, mu: f64) 
     (0..n)
         .map(|b| {
             let (s, q) = (partials.data[b * 2 * c + ch].as_f64(), partials.data[b * 2 * c + c + ch].as_f64());
-            let centre = chunk_centre::<T>(s, inner);
+            let centre = mean_of::<T>(s, inner);
             let d = centre - mu;
             q + d * (2.0 * (s - size * centre) + size * d)
         })
@@ -237,11 +238,7 @@ impl OpRule for BatchNormTrain {
         if ins[1] != [n, 2, c] {
             return Err(format!("the partial statistics must be [{n}, 2, {c}], found {:?}", ins[1]));
         }
-        for (v, what) in [(ins[2], "γ"), (ins[3], "β")] {
-            if v != [c] {
-                return Err(format!("{what} must be [{c}], found {v:?}"));
-            }
-        }
+        check_vectors(ins, c, &[(2, "γ"), (3, "β")])?;
         if n * inner < 2 {
             return Err(format!(
                 "batch norm in training needs more than one value per channel, found {} (batch {n})",
@@ -451,8 +448,8 @@ fn check_exchange(s: &[usize], rows: usize, c: usize, what: &str) -> Result<(), 
     }
 }
 
-/// The mean of a batch-norm channel from its sum over `count` values, rounded to T: what
-/// `batchnorm_train` normalizes and centres with.
+/// The mean of `count` values from their sum, rounded to T: what `batchnorm_train`
+/// normalizes and centres with, and a sample's centre in `batchnorm_stats`.
 fn mean_of<T: Real>(sum: f64, count: usize) -> f64 {
     T::from_f64(sum / count as f64).as_f64()
 }
@@ -561,11 +558,7 @@ impl OpRule for BatchNormApply {
         let (_, c, _) = channel_layout(ins[0]);
         check_exchange(ins[1], 2, c, "Σ x")?;
         check_exchange(ins[2], 2, c, "Σ (x − mean)²")?;
-        for (v, what) in [(ins[3], "γ"), (ins[4], "β")] {
-            if v != [c] {
-                return Err(format!("{what} must be [{c}], found {v:?}"));
-            }
-        }
+        check_vectors(ins, c, &[(3, "γ"), (4, "β")])?;
         if self.count < 2 {
             return Err(format!("batch norm in training needs more than one value per channel, found {}", self.count));
         }
@@ -650,11 +643,7 @@ impl OpRule for BatchNormGradInput {
         arity(ins, 6)?;
         check_x(ins[0])?;
         let (_, c, _) = channel_layout(ins[0]);
-        for (i, what) in [(1, "mean"), (2, "var"), (3, "γ")] {
-            if ins[i] != [c] {
-                return Err(format!("{what} must be [{c}], found {:?}", ins[i]));
-            }
-        }
+        check_vectors(ins, c, &[(1, "mean"), (2, "var"), (3, "γ")])?;
         super::same(ins[0], ins[4], "x and dy")?;
         check_exchange(ins[5], 4, c, "the gradient sums")?;
         if self.count < 2 {
