@@ -161,6 +161,11 @@ const OP_CASES: &[(&str, usize)] = &[
         ("input [2, 8, 8] conv2d(3, kernel: [2, 4], stride: [1, 2], padding: [1, 0]) relu flatten dense(4) loss softmax_cross_entropy", 2),
         ("input [2, 9, 9] conv2d(4, kernel: 5, padding: same) maxpool(2) flatten dense(3) loss softmax_cross_entropy", 3),
         ("input [3, 7, 7] maxpool(3, stride: 2) avgpool(2, stride: 1) flatten dense(3) loss mse", 2),
+        // A convolution that pools each image in its kernel after a residual add (in
+        // evaluation from one-image scratch, the add's operand read at the image's place).
+        ("input [2, 8, 8] stem: conv2d(3, kernel: 3, padding: same) relu conv2d(3, kernel: 3, padding: same) add(stem) relu maxpool(2) flatten dense(3) loss softmax_cross_entropy", 3),
+        ("input x: [2, 8, 8] a: conv2d(4, kernel: 1, stride: 2) conv2d(4, kernel: 3, stride: 2, padding: 1, from: x) add(a) tanh avgpool(2) flatten dense(3) loss mse", 3),
+        ("input [2, 7, 7] stem: conv2d(2, kernel: 3, padding: 1) conv2d(2, kernel: 3, padding: 1) add(stem) maxpool(3, stride: 1, padding: 1) flatten dense(2) loss mse", 1),
         ("input [3, 5, 6] global_avgpool dense(2) loss mse", 4),
         ("input [3, 5, 6] global_maxpool dense(2) loss mse", 4),
         ("input [2, 1, 1] global_maxpool dense(2) loss mse", 3),
@@ -241,8 +246,9 @@ fn every_op_agrees() {
 
 /// Fusion changes which values are stored, never a value: every rule applies the same
 /// operations in the same order as the kernels it replaces (an epilogue at the store, a
-/// sibling summing values as they are stored), so a training step computes the same bits
-/// fused and unfused — for every op's model and the examples.
+/// sibling summing or pooling values as they are stored), so a training step and an
+/// evaluation compute the same bits fused and unfused — for every op's model and the
+/// examples.
 #[test]
 fn fusion_keeps_the_bits() {
     let examples = ["lenet5", "cnn_bn", "residual", "strided"].map(|m| {
@@ -279,5 +285,12 @@ fn fusion_keeps_the_bits() {
         }
         assert_eq!(bits(&f_fused.prediction), bits(&f_unfused.prediction), "prediction\n{text}");
         assert_eq!(f_fused.loss.map(f32::to_bits), f_unfused.loss.map(f32::to_bits), "loss\n{text}");
+        // Evaluation, where a convolution's pooled image never leaves its kernel.
+        let eval = exec::eval_program(&spec, batch, true, &[]).unwrap();
+        let predict = |fuse: bool| {
+            let opts = CodegenOptions { fuse, ..CodegenOptions::default() };
+            compile(&eval, store.layout(), opts).unwrap().run(&mut store.clone(), &feed, &cx).unwrap().prediction
+        };
+        assert_eq!(bits(&predict(true)), bits(&predict(false)), "evaluation's prediction\n{text}");
     }
 }

@@ -45,6 +45,12 @@ pub struct Kernel {
     pub epilogue: Vec<Link>,
     /// Scratch, shared buffers and passes, from the main op's lowering rule.
     pub work: Work,
+    /// The first stored value when only the kernel itself reads it (and it is no program
+    /// output): a convolution's image that its kernel pools, in evaluation. It is kept one
+    /// image at a time in per-thread scratch — the last of `work.scratch` — and never in
+    /// the arena, so the full-resolution activation is stored only where the backward pass
+    /// reads it.
+    pub internal: Option<ValueId>,
 }
 
 impl Kernel {
@@ -56,9 +62,17 @@ impl Kernel {
         n
     }
 
-    /// The values it stores: the main op's outputs (the first replaced by the end of the
-    /// epilogue chain), then the siblings' outputs.
+    /// The values it stores in the arena or the state: [`Kernel::computed`] but the
+    /// [`Kernel::internal`] one.
     pub fn stored(&self, g: &Graph) -> Vec<ValueId> {
+        let mut out = self.computed(g);
+        out.retain(|&v| Some(v) != self.internal);
+        out
+    }
+
+    /// The values its lowering writes: the main op's outputs (the first replaced by the end
+    /// of the epilogue chain), then the siblings' outputs.
+    pub fn computed(&self, g: &Graph) -> Vec<ValueId> {
         let main = &g.nodes[self.main];
         let mut out = main.outputs.clone();
         if let Some(last) = self.epilogue.last() {
@@ -71,10 +85,10 @@ impl Kernel {
     }
 
     /// What it reads from outside: the main op's and siblings' inputs, then the links'
-    /// operands, each once — not what it stores itself (a sibling reading the main op's
+    /// operands, each once — not what it computes itself (a sibling reading the main op's
     /// output takes each value as it is stored).
     pub fn reads(&self, g: &Graph) -> Vec<ValueId> {
-        let mut ins: Vec<ValueId> = self.stored(g);
+        let mut ins: Vec<ValueId> = self.computed(g);
         let own = ins.len();
         let nodes = std::iter::once(self.main).chain(self.siblings.iter().copied());
         let all = nodes
@@ -98,17 +112,19 @@ fn phase_name(p: Phase) -> &'static str {
     }
 }
 
-/// `fwd.dense_7+relu_8`: the phase, then the statements of the nodes; a kernel of one
-/// node adds its op (`bwd.dense_7.matmul`).
+/// `fwd.dense_7+relu_8`: the phase, then the statements of the nodes in graph order; a
+/// kernel of one node adds its op (`bwd.dense_7.matmul`).
 pub fn kernel_name(g: &Graph, nodes: &[usize]) -> String {
+    let mut in_order = nodes.to_vec();
+    in_order.sort_unstable();
     let mut tags: Vec<&str> = vec![];
-    for &n in nodes {
+    for &n in &in_order {
         let tag = g.nodes[n].origin.tag.as_str();
         if !tags.contains(&tag) {
             tags.push(tag);
         }
     }
-    let first = &g.nodes[nodes[0]];
+    let first = &g.nodes[in_order[0]];
     let base = format!("{}.{}", phase_name(first.origin.phase), tags.join("+"));
     if nodes.len() == 1 {
         format!("{base}.{}", first.op.name())
@@ -184,6 +200,15 @@ pub const RULES: &[Rule] = &[
         apply: conv_with_batchnorm_stats,
     },
     Rule {
+        name: "conv_with_pooling",
+        removes: "a pass over a convolution's output before max or average pooling: the convolution's \
+                  kernel pools each image right after it stores it, from cache, with the pooling \
+                  kernel's own loops (the same bits); the convolution takes its epilogue as \
+                  gemm_epilogue gives it (bias, batch norm in evaluation, activation, residual add), \
+                  so convolution, bias, batch norm, activation and pooling are one kernel",
+        apply: conv_with_pooling,
+    },
+    Rule {
         name: "gemm_epilogue",
         removes: "a pass over C per link: bias, batch norm in evaluation mode, activation, activation \
                   derivative and residual add are applied to each GEMM tile while it is hot",
@@ -233,16 +258,31 @@ fn bias_grad_with_batchnorm_grad(cx: &FuseCx, i: usize) -> Option<Match> {
 }
 
 fn conv_with_batchnorm_stats(cx: &FuseCx, i: usize) -> Option<Match> {
+    conv_with_reader(cx, i, |op| matches!(op, Op::BatchNormStats(_))).map(|(m, _)| m)
+}
+
+fn conv_with_pooling(cx: &FuseCx, i: usize) -> Option<Match> {
+    let (m, pool) = conv_with_reader(cx, i, |op| matches!(op, Op::MaxPool(_) | Op::AvgPool(_)))?;
+    // A pooling whose own epilogue would remove a pass keeps its kernel: a sibling stores
+    // its value as it is.
+    pointwise_epilogue(cx, pool).is_none().then_some(m)
+}
+
+/// A convolution at node `i` with the epilogue `gemm_epilogue` would give it, and as its
+/// sibling the first node not yet taken whose op `wants` and whose only input is the
+/// value the convolution stores — which the kernel computes per image, once the image is
+/// stored (`lower::dense`'s `AfterImage`). Also returns that node.
+fn conv_with_reader(cx: &FuseCx, i: usize, wants: fn(&Op) -> bool) -> Option<(Match, usize)> {
     let g = cx.graph;
     if !matches!(g.nodes[i].op, Op::Conv2d(_)) {
         return None;
     }
     let mut m = chain(cx, i, |_| true).unwrap_or(Match { siblings: vec![], epilogue: vec![] });
     let stored = m.epilogue.last().map_or(g.nodes[i].outputs[0], |l| g.nodes[l.node].outputs[0]);
-    let stats = (i + 1..g.nodes.len())
-        .find(|&c| matches!(g.nodes[c].op, Op::BatchNormStats(_)) && g.nodes[c].inputs == [stored] && !cx.taken[c])?;
-    m.siblings.push(stats);
-    Some(m)
+    let reader =
+        (i + 1..g.nodes.len()).find(|&c| wants(&g.nodes[c].op) && g.nodes[c].inputs == [stored] && !cx.taken[c])?;
+    m.siblings.push(reader);
+    Some((m, reader))
 }
 
 /// Grow the chain of links after node `i`'s first output, taking what `accepts` allows.
@@ -324,8 +364,19 @@ pub fn kernels(graph: &Graph, fuse: bool, micro: &MicroTile, threads: usize) -> 
         }
         let node = cx.node(i);
         let work = node.node.op.lowering().work(&node, micro, threads);
-        let mut k = Kernel { name: String::new(), rule, main: i, siblings, epilogue, work };
+        let mut k = Kernel { name: String::new(), rule, main: i, siblings, epilogue, work, internal: None };
         k.name = kernel_name(graph, &k.nodes());
+        // Only a convolution's lowering writes its value one image at a time into scratch.
+        let first = k.computed(graph)[0];
+        let f = first.0 as usize;
+        if matches!(graph.nodes[i].op, Op::Conv2d(_))
+            && !cx.is_output[f]
+            && cx.readers[f] == 1
+            && cx.consumer[f].is_some_and(|c| k.siblings.contains(&c))
+        {
+            k.internal = Some(first);
+            k.work.scratch.push(graph.value(first).numel() / graph.shape(first)[0]);
+        }
         out.push(k);
     }
     // Kernels of the same statements and op are told apart by a count.

@@ -22,7 +22,9 @@
 
 use super::epilogue::{self, At};
 use super::gemm::{emit_gemm, Gemm, GemmScratch, Mat, MicroTile};
-use super::{lower_rules, no_element, norm, ChannelAxis, KernelBufs, LowerCtx, NodeCx, Storage, Work};
+use super::{
+    image_start, lower_rules, no_element, norm, pool, ChannelAxis, KernelBufs, LowerCtx, NodeCx, Storage, Work,
+};
 use crate::codegen::builder::{Buf, Kb};
 use crate::codegen::jit::{err, CgResult};
 use crate::codegen::loops::{types, Idx, Val};
@@ -649,7 +651,7 @@ const MAX_STEPS: usize = 4096;
 /// A direct convolution's loop nest: per sample, the bordered copy of `src`; per group, the
 /// GEMM of A (`a`, its group g's rows from `a_base(g)`, `a_rs` apart, taps contiguous) into
 /// the wide result, then its valid columns through `epi` into `out` [N, dp.out]; then the
-/// sample's batch-norm partials when the kernel computes them (`stats`).
+/// sample's batch-norm partials or pooling when the kernel computes them (`after`).
 #[allow(clippy::too_many_arguments)]
 fn emit_direct(
     kb: &mut Kb,
@@ -659,7 +661,7 @@ fn emit_direct(
     (src, a, a_rs): (&Buf, &Buf, usize),
     out: &Buf,
     epi: &[super::EpiOp],
-    stats: Option<&Buf>,
+    after: &AfterImage,
 ) -> CgResult<()> {
     let (wide_c, pad) = (&bufs.scratch[0], &bufs.scratch[4]);
     let scratch = gemm_scratch(bufs, 1);
@@ -688,7 +690,7 @@ fn emit_direct(
             };
             emit_gemm(kb, &g, None)?;
             let first_row = kb.mul(group, gm as i64);
-            let image = kb.mul(img, (oc * oh * ow) as i64);
+            let (image, to_batch) = image_start(kb, out, img, oc * oh * ow);
             kb.for_range(0, gm as i64, 1, |kb, r| {
                 let row = kb.add(first_row, r);
                 kb.for_range(0, oh as i64, 1, |kb, oy| {
@@ -699,27 +701,48 @@ fn emit_direct(
                     let to = kb.add(to, pix);
                     for_run(kb, ow, Run::Exact, &mut |kb, j, ty| {
                         let v = kb.load(ty, wide_c, from + j)?;
-                        let v = epilogue::apply(kb, epi, v, At { at: to + j, row, col: pix + j })?;
+                        let v = epilogue::apply(kb, epi, v, At { at: to + to_batch + j, row, col: pix + j })?;
                         kb.store(v, out, to + j)
                     })
                 })
             })
         })?;
-        match stats {
-            Some(partials) => norm::sample_stats(kb, (cx.in_shape(0)[0], oc, oh * ow), img, out, partials),
-            None => Ok(()),
-        }
+        after.emit(kb, cx, img, out)
     })
 }
 
-/// The buffer of the batch-norm partials a convolution's kernel computes beside it
-/// (fusion's `conv_with_batchnorm_stats`): each image's, once the image is stored and
-/// while it is in cache.
-fn sibling_stats<'a>(cx: &LowerCtx, bufs: &'a KernelBufs) -> CgResult<Option<&'a Buf>> {
-    match cx.kernel.siblings.as_slice() {
-        [] => Ok(None),
-        [s] if matches!(cx.graph.nodes[*s].op, Op::BatchNormStats(_)) => Ok(Some(&bufs.outputs[1])),
-        _ => err(format!("kernel `{}`: a convolution computes only batch norm's partials beside it", cx.kernel.name)),
+/// What a convolution's kernel computes from each image right after storing it, while the
+/// image is in cache: nothing, batch norm's partial statistics (fusion's
+/// `conv_with_batchnorm_stats`) or a max or average pooling (`conv_with_pooling`), into
+/// the kernel's second output.
+enum AfterImage<'a> {
+    Nothing,
+    Stats(&'a Buf),
+    Pool(&'a Op, &'a Buf),
+}
+
+impl<'a> AfterImage<'a> {
+    fn of(cx: &'a LowerCtx, bufs: &'a KernelBufs) -> CgResult<AfterImage<'a>> {
+        let op = match cx.kernel.siblings.as_slice() {
+            [] => return Ok(AfterImage::Nothing),
+            [s] => &cx.graph.nodes[*s].op,
+            _ => return err(format!("kernel `{}`: a convolution computes one op beside it", cx.kernel.name)),
+        };
+        match op {
+            Op::BatchNormStats(_) => Ok(AfterImage::Stats(&bufs.outputs[1])),
+            Op::MaxPool(_) | Op::AvgPool(_) => Ok(AfterImage::Pool(op, &bufs.outputs[1])),
+            _ => err(format!("kernel `{}`: a convolution does not compute `{}` beside it", cx.kernel.name, op.name())),
+        }
+    }
+
+    /// Its part for image `img` of the stored output `y`.
+    fn emit(&self, kb: &mut Kb, cx: &LowerCtx, img: Idx, y: &Buf) -> CgResult<()> {
+        let shape = cx.graph.shape(cx.node.outputs[0]);
+        match self {
+            AfterImage::Nothing => Ok(()),
+            AfterImage::Stats(partials) => norm::sample_stats(kb, batchnorm_layout(shape), img, y, partials),
+            AfterImage::Pool(op, pooled) => pool::pool_image(kb, op, shape, img, (y, pooled)),
+        }
     }
 }
 
@@ -947,10 +970,10 @@ fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2d) ->
     let epi = &bufs.epilogue;
     let d = conv2d_dims(&cx.node_cx(), &conv.geom);
     let ConvPlan { direct, tile } = conv_plan(&d, &conv.geom, cx.micro, false);
-    let stats = sibling_stats(cx, bufs)?;
+    let after = AfterImage::of(cx, bufs)?;
     if let Some(dp) = direct {
         let (x, w, y) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
-        return emit_direct(kb, (cx, &tile), bufs, &dp, (x, w, d.group_k()), y, epi, stats);
+        return emit_direct(kb, (cx, &tile), bufs, &dp, (x, w, d.group_k()), y, epi, &after);
     }
     let (x, w, y) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.outputs[0]);
     let col = &bufs.scratch[0];
@@ -965,7 +988,8 @@ fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2d) ->
         let (col, col0) = col_of(kb, &d, img, x, col);
         // Group g: filters g·gf.. of the output from rows g·gk.. of the matrix.
         for_groups(kb, &d, |kb, group| {
-            let base = group_base(kb, img, group, &d);
+            let (image, to_batch) = image_start(kb, y, img, d.f * p);
+            let base = at_group(kb, image, group, gf * p);
             let c = Mat { buf: y.clone(), base, rs: p as i64, cs: 1 };
             let g = Gemm {
                 m: gf,
@@ -988,16 +1012,11 @@ fn lower_conv2d(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: &Conv2d) ->
             let first_row = kb.mul(group, gf as i64);
             let mut f = |kb: &mut Kb, v: Val, pos: At| {
                 let row = kb.add(first_row, pos.row);
-                epilogue::apply(kb, epi, v, At { row, ..pos })
+                epilogue::apply(kb, epi, v, At { at: pos.at + to_batch, row, ..pos })
             };
             emit_gemm(kb, &g, Some(&mut f))
         })?;
-        match stats {
-            Some(partials) => {
-                norm::sample_stats(kb, batchnorm_layout(cx.graph.shape(cx.node.outputs[0])), img, y, partials)
-            }
-            None => Ok(()),
-        }
+        after.emit(kb, cx, img, y)
     })
 }
 
@@ -1008,7 +1027,16 @@ fn lower_conv2d_grad_input(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, conv: 
     if let Some(dp) = direct {
         let wt = &bufs.scratch[5];
         swap_filters_channels(kb, &d, w, wt)?;
-        return emit_direct(kb, (cx, &tile), bufs, &dp, (dy, wt, d.group_f() * d.kh * d.kw), dx, &bufs.epilogue, None);
+        return emit_direct(
+            kb,
+            (cx, &tile),
+            bufs,
+            &dp,
+            (dy, wt, d.group_f() * d.kh * d.kw),
+            dx,
+            &bufs.epilogue,
+            &AfterImage::Nothing,
+        );
     }
     let dcol = &bufs.scratch[0];
     let scratch = gemm_scratch(bufs, 1);

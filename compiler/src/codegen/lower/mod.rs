@@ -25,7 +25,7 @@ pub use gemm::MicroTile;
 use super::builder::{Buf, Kb};
 use super::fuse::Kernel;
 use super::jit::{err, CgResult};
-use super::loops::LoopNest;
+use super::loops::{Idx, LoopNest};
 use super::plan::ArenaPlan;
 use crate::ir::{Graph, Node, ValueId};
 use crate::layers::Activation;
@@ -264,14 +264,34 @@ lower_rules! {
     crate::ops::Reshape => kernelless, no_element, no_work, no_kernel;
 }
 
+/// Where image `img` of `per` floats starts in `buf`, and what to add to an index into it
+/// to reach the same element in the batch's other values (an epilogue's operands): for a
+/// buffer of the whole batch, the image's place and 0; for a kernel's
+/// [`Kernel::internal`] value, in scratch one image at a time, 0 and the image's place
+/// (with one image in the batch the two agree).
+pub(crate) fn image_start(kb: &mut Kb, buf: &Buf, img: Idx, per: usize) -> (Idx, Idx) {
+    let place = kb.mul(img, per as i64);
+    if buf.len == per {
+        (Idx::constant(0), place)
+    } else {
+        (place, Idx::constant(0))
+    }
+}
+
 /// The buffers of kernel `k` in `plan`.
 fn kernel_bufs(g: &Graph, k: &Kernel, plan: &ArenaPlan, index: usize) -> CgResult<KernelBufs> {
     let stored = |v: ValueId| match plan.locs[v.0 as usize] {
         Some(_) => Ok(plan.buf(v, format!("{v}"))),
         None => Err(Error::Codegen(format!("{v} is not stored"))),
     };
+    let region = |name: &str, locs: &[super::plan::Loc]| -> Vec<Buf> {
+        locs.iter()
+            .enumerate()
+            .map(|(s, l)| Buf { region: l.region, offset: l.offset, len: l.len, name: format!("{name}{s}") })
+            .collect()
+    };
     let main = &g.nodes[k.main];
-    let own = k.stored(g);
+    let own = k.computed(g);
     let mut inputs = main.inputs.iter().map(|&v| stored(v)).collect::<CgResult<Vec<_>>>()?;
     for &s in &k.siblings {
         for &v in &g.nodes[s].inputs {
@@ -281,7 +301,14 @@ fn kernel_bufs(g: &Graph, k: &Kernel, plan: &ArenaPlan, index: usize) -> CgResul
             }
         }
     }
-    let outputs = own.into_iter().map(stored).collect::<CgResult<Vec<_>>>()?;
+    let scratch = region("scratch", &plan.scratch[index]);
+    let outputs = own
+        .into_iter()
+        .map(|v| match (k.internal == Some(v), scratch.last()) {
+            (true, Some(one_image)) => Ok(Buf { name: format!("{v}"), ..one_image.clone() }),
+            _ => stored(v),
+        })
+        .collect::<CgResult<Vec<_>>>()?;
     let axis = match main.op.lowering().storage(&NodeCx { graph: g, node: main }) {
         Storage::Gemm(axis) => Some(axis),
         _ => None,
@@ -294,19 +321,7 @@ fn kernel_bufs(g: &Graph, k: &Kernel, plan: &ArenaPlan, index: usize) -> CgResul
             EpiOp::new(l.element, operands, axis)
         })
         .collect::<CgResult<Vec<_>>>()?;
-    let region = |name: &str, locs: &[super::plan::Loc]| -> Vec<Buf> {
-        locs.iter()
-            .enumerate()
-            .map(|(s, l)| Buf { region: l.region, offset: l.offset, len: l.len, name: format!("{name}{s}") })
-            .collect()
-    };
-    Ok(KernelBufs {
-        inputs,
-        outputs,
-        scratch: region("scratch", &plan.scratch[index]),
-        shared: region("shared", &plan.shared[index]),
-        epilogue,
-    })
+    Ok(KernelBufs { inputs, outputs, scratch, shared: region("shared", &plan.shared[index]), epilogue })
 }
 
 /// The loop nests of kernel `index` (one per pass), each proved in bounds.

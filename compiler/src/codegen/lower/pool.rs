@@ -9,11 +9,11 @@
 //! not overlap (`Storage::Scatter`), so each element gets at most one.
 
 use super::epilogue::{self, At, EpiOp};
-use super::{lower_rules, no_element, per_sample, pointwise, KernelBufs, LowerCtx, NodeCx, Storage};
+use super::{image_start, lower_rules, no_element, per_sample, pointwise, KernelBufs, LowerCtx, NodeCx, Storage};
 use crate::codegen::builder::{Buf, Kb};
-use crate::codegen::jit::CgResult;
+use crate::codegen::jit::{err, CgResult};
 use crate::codegen::loops::{types, Convert, FloatCC, Idx, Type, Val};
-use crate::ops::avg_divisor;
+use crate::ops::{avg_divisor, Op};
 use crate::ops::{
     AvgPool, AvgPoolGrad, GlobalAvgPool, GlobalAvgPoolGrad, GlobalMaxPool, GlobalMaxPoolGrad, MaxPool, MaxPoolGrad,
     MaxoutGrad, MaxoutReduce, PoolGeom,
@@ -129,13 +129,13 @@ type AtWindow<'a> = dyn FnMut(&mut Kb, Idx, Idx, &[i64]) -> CgResult<()> + 'a;
 /// left of the input by the padding; its offsets, row-major, are fixed at compile time for
 /// each run of rows and columns (a border's windows lose their outside taps), so no
 /// access is tested at run time.
-fn windows(kb: &mut Kb, x_shape: &[usize], geom: &PoolGeom, f: &mut AtWindow) -> CgResult<()> {
+fn windows(kb: &mut Kb, x_shape: &[usize], geom: &PoolGeom, samples: Samples, f: &mut AtWindow) -> CgResult<()> {
     let (n, c, h, w) = (x_shape[0], x_shape[1], x_shape[2], x_shape[3]);
     let [ho, wo] = geom.out_hw(h, w).expect("checked shapes");
     let [sh, sw] = geom.stride;
     let origin = -((geom.padding[0] * w + geom.padding[1]) as i64);
     let (row_runs, col_runs) = (tap_runs(geom, 0, ho, h), tap_runs(geom, 1, wo, w));
-    kb.for_items(n, |kb, item| {
+    samples.each(kb, n, (c * h * w, c * ho * wo), |kb, x_at, y_at| {
         kb.for_range(0, c as i64, 1, |kb, ch| {
             for (oy_lo, oy_hi, rows) in &row_runs {
                 for (ox_lo, ox_hi, cols) in &col_runs {
@@ -143,17 +143,9 @@ fn windows(kb: &mut Kb, x_shape: &[usize], geom: &PoolGeom, f: &mut AtWindow) ->
                         rows.clone().flat_map(|ky| cols.clone().map(move |kx| (ky * w + kx) as i64)).collect();
                     kb.for_range(*oy_lo as i64, *oy_hi as i64, 1, |kb, oy| {
                         kb.for_range(*ox_lo as i64, *ox_hi as i64, 1, |kb, ox| {
-                            let terms = [
-                                (item, (c * h * w) as i64),
-                                (ch, (h * w) as i64),
-                                (oy, (sh * w) as i64),
-                                (ox, sw as i64),
-                            ];
+                            let terms = [(x_at, 1), (ch, (h * w) as i64), (oy, (sh * w) as i64), (ox, sw as i64)];
                             let xb = kb.affine(0, &terms).plus(origin);
-                            let yo = kb.affine(
-                                0,
-                                &[(item, (c * ho * wo) as i64), (ch, (ho * wo) as i64), (oy, wo as i64), (ox, 1)],
-                            );
+                            let yo = kb.affine(0, &[(y_at, 1), (ch, (ho * wo) as i64), (oy, wo as i64), (ox, 1)]);
                             f(kb, xb, yo, &offs)
                         })
                     })?;
@@ -170,16 +162,17 @@ fn rows(
     kb: &mut Kb,
     x_shape: &[usize],
     geom: &PoolGeom,
+    samples: Samples,
     f: &mut dyn FnMut(&mut Kb, Idx, Idx, usize) -> CgResult<()>,
 ) -> CgResult<()> {
     let (n, c, h, w) = (x_shape[0], x_shape[1], x_shape[2], x_shape[3]);
     let [ho, wo] = geom.out_hw(h, w).expect("checked shapes");
     let sh = geom.stride[0];
-    kb.for_items(n, |kb, item| {
+    samples.each(kb, n, (c * h * w, c * ho * wo), |kb, x_at, y_at| {
         kb.for_range(0, c as i64, 1, |kb, ch| {
             kb.for_range(0, ho as i64, 1, |kb, oy| {
-                let xrow = kb.affine(0, &[(item, (c * h * w) as i64), (ch, (h * w) as i64), (oy, (sh * w) as i64)]);
-                let yrow = kb.affine(0, &[(item, (c * ho * wo) as i64), (ch, (ho * wo) as i64), (oy, wo as i64)]);
+                let xrow = kb.affine(0, &[(x_at, 1), (ch, (h * w) as i64), (oy, (sh * w) as i64)]);
+                let yrow = kb.affine(0, &[(y_at, 1), (ch, (ho * wo) as i64), (oy, wo as i64)]);
                 f(kb, xrow, yrow, wo)
             })
         })
@@ -289,9 +282,16 @@ fn zero_per_sample(kb: &mut Kb, y: &Buf, n: usize, per: usize) -> CgResult<()> {
 /// Every window's maximum, for max pooling and its gradient alike: `at_winner(kb, window
 /// start in x, output index, the winning value, its offset in the window as an i64)`.
 /// Vectorized over rows (four window starts per f32x4) where the stride divides 4.
-fn each_window_max(kb: &mut Kb, x: &Buf, xs: &[usize], geom: &PoolGeom, at_winner: &mut AtWinner) -> CgResult<()> {
+fn each_window_max(
+    kb: &mut Kb,
+    x: &Buf,
+    xs: &[usize],
+    geom: &PoolGeom,
+    samples: Samples,
+    at_winner: &mut AtWinner,
+) -> CgResult<()> {
     if !by_rows(geom) {
-        return windows(kb, xs, geom, &mut |kb, xb, yo, offs| {
+        return windows(kb, xs, geom, samples, &mut |kb, xb, yo, offs| {
             let cands = candidates(kb, types::F32, x, xb, offs)?;
             let (best, off) = first_max(kb, &cands, types::I64);
             at_winner(kb, xb, yo, best, off)
@@ -299,7 +299,7 @@ fn each_window_max(kb: &mut Kb, x: &Buf, xs: &[usize], geom: &PoolGeom, at_winne
     }
     let offs = window_offsets(geom, xs[3]);
     let sw = geom.stride[1] as i64;
-    rows(kb, xs, geom, &mut |kb, xrow, yrow, wo| {
+    rows(kb, xs, geom, samples, &mut |kb, xrow, yrow, wo| {
         max_row(kb, x, xrow, xs[3], wo, geom, &offs, &mut |kb, ox, best, off| {
             let off = kb.convert(Convert::Uextend, types::I64, off);
             let xo = kb.mul(ox, sw);
@@ -340,10 +340,11 @@ fn each_quad(
     x: &Buf,
     xs: &[usize],
     geom: &PoolGeom,
+    samples: Samples,
     f: &mut dyn FnMut(&mut Kb, &Quad) -> CgResult<()>,
 ) -> CgResult<()> {
     let w = xs[3] as i64;
-    rows(kb, xs, geom, &mut |kb, xrow, yrow, wo| {
+    rows(kb, xs, geom, samples, &mut |kb, xrow, yrow, wo| {
         let vec_end = (wo / 4 * 4) as i64;
         let mut four = |kb: &mut Kb, ox: Idx| -> CgResult<()> {
             let xo = kb.mul(ox, 2);
@@ -394,14 +395,64 @@ fn needs_only_input(epi: &[EpiOp], x: &Buf) -> bool {
 }
 
 fn lower_maxpool(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &MaxPool) -> CgResult<()> {
-    let io = Io::of(bufs);
-    if tiles_2x2(&p.geom) {
-        return each_quad(kb, io.x, cx.in_shape(0), &p.geom, &mut |kb, q| {
+    maxpool(kb, &Io::of(bufs), cx.in_shape(0), &p.geom, Samples::Items)
+}
+
+fn maxpool(kb: &mut Kb, io: &Io, xs: &[usize], geom: &PoolGeom, samples: Samples) -> CgResult<()> {
+    if tiles_2x2(geom) {
+        return each_quad(kb, io.x, xs, geom, samples, &mut |kb, q| {
             let (best, _) = running_max(kb, &q.x);
             io.put(kb, best, q.yat)
         });
     }
-    each_window_max(kb, io.x, cx.in_shape(0), &p.geom, &mut |kb, _, yo, best, _| io.put(kb, best, yo))
+    each_window_max(kb, io.x, xs, geom, samples, &mut |kb, _, yo, best, _| io.put(kb, best, yo))
+}
+
+/// Which samples a pooling loop covers: every sample, as the kernel's work items, or one
+/// image of a convolution's kernel that pools it right after storing it.
+/// For one image, where it starts in x and where its output starts in y.
+// Built once per kernel while the loop nest is written: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Copy)]
+enum Samples {
+    Items,
+    One { x: Idx, y: Idx },
+}
+
+impl Samples {
+    /// `f(kb, x's start, y's start)` for each sample of x [n, …] (`per` = (x's, y's floats
+    /// per sample)).
+    fn each(
+        self,
+        kb: &mut Kb,
+        n: usize,
+        (x_per, y_per): (usize, usize),
+        f: impl FnOnce(&mut Kb, Idx, Idx) -> CgResult<()>,
+    ) -> CgResult<()> {
+        match self {
+            Samples::Items => kb.for_items(n, |kb, item| {
+                let (x, y) = (kb.mul(item, x_per as i64), kb.mul(item, y_per as i64));
+                f(kb, x, y)
+            }),
+            Samples::One { x, y } => f(kb, x, y),
+        }
+    }
+}
+
+/// Max or average pooling `op` of image `img` of x [N, C, H, W] into y — what a
+/// convolution's kernel computes right after it stores the image, while it is in cache
+/// (fusion's `conv_with_pooling`). The pooling kernel's own loops for one sample, with no
+/// epilogue, so the same bits.
+pub fn pool_image(kb: &mut Kb, op: &Op, xs: &[usize], img: Idx, (x, y): (&Buf, &Buf)) -> CgResult<()> {
+    let io = Io { x, y, epi: &[] };
+    let (x_at, _) = image_start(kb, x, img, xs[1..].iter().product());
+    let y_at = kb.mul(img, (y.len / xs[0]) as i64);
+    let one = Samples::One { x: x_at, y: y_at };
+    match op {
+        Op::MaxPool(p) => maxpool(kb, &io, xs, &p.geom, one),
+        Op::AvgPool(p) => avgpool(kb, &io, xs, p, one),
+        _ => err(format!("`{}` is not a pooling a convolution's kernel computes", op.name())),
+    }
 }
 
 /// Each window's dy goes to its winner.
@@ -413,7 +464,7 @@ fn lower_maxpool_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &MaxPool
         return maxpool_2x2_grad(kb, &io, dy, xs, &p.geom);
     }
     zero_per_sample(kb, io.y, xs[0], xs[1..].iter().product())?;
-    each_window_max(kb, io.x, xs, &p.geom, &mut |kb, win, yo, best, off| {
+    each_window_max(kb, io.x, xs, &p.geom, Samples::Items, &mut |kb, win, yo, best, off| {
         let g = kb.load(types::F32, dy, yo)?;
         add_to_winner(kb, (io.x, io.y), win, off, g, best, io.epi)
     })
@@ -425,7 +476,7 @@ fn lower_maxpool_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &MaxPool
 fn maxpool_2x2_grad(kb: &mut Kb, io: &Io, dy: &Buf, xs: &[usize], geom: &PoolGeom) -> CgResult<()> {
     let (h, w) = (xs[2], xs[3]);
     let wi = w as i64;
-    each_quad(kb, io.x, xs, geom, &mut |kb, q| {
+    each_quad(kb, io.x, xs, geom, Samples::Items, &mut |kb, q| {
         let (best, takes) = running_max(kb, &q.x);
         let g = kb.load(q.ty, dy, q.yat)?;
         let e = epilogue::apply_knowing(kb, io.epi, g, At::flat(q.xat), Some((io.x, best)))?;
@@ -481,9 +532,11 @@ fn maxpool_2x2_grad(kb: &mut Kb, io: &Io, dy: &Buf, xs: &[usize], geom: &PoolGeo
 }
 
 fn lower_avgpool(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &AvgPool) -> CgResult<()> {
-    let io = Io::of(bufs);
-    let xs = cx.in_shape(0);
-    windows(kb, xs, &p.geom, &mut |kb, xb, yo, offs| {
+    avgpool(kb, &Io::of(bufs), cx.in_shape(0), p, Samples::Items)
+}
+
+fn avgpool(kb: &mut Kb, io: &Io, xs: &[usize], p: &AvgPool, samples: Samples) -> CgResult<()> {
+    windows(kb, xs, &p.geom, samples, &mut |kb, xb, yo, offs| {
         let inv = 1.0 / avg_divisor(&p.geom, p.include_pad, offs.len()) as f32;
         let mut s = kb.load(types::F32, io.x, xb.plus(offs[0]))?;
         for &o in &offs[1..] {
@@ -501,7 +554,7 @@ fn lower_avgpool_grad(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, p: &AvgPool
     let io = Io::of(bufs);
     let xs = cx.out_shape(0);
     zero_per_sample(kb, io.y, xs[0], xs[1..].iter().product())?;
-    windows(kb, xs, &p.geom, &mut |kb, xb, yo, offs| {
+    windows(kb, xs, &p.geom, Samples::Items, &mut |kb, xb, yo, offs| {
         let inv = 1.0 / avg_divisor(&p.geom, p.include_pad, offs.len()) as f32;
         let g = kb.load(types::F32, io.x, yo)?;
         let k = kb.f(types::F32, inv);
