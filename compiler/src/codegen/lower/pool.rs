@@ -409,8 +409,8 @@ fn maxpool(kb: &mut Kb, io: &Io, xs: &[usize], geom: &PoolGeom, samples: Samples
 }
 
 /// Which samples a pooling loop covers: every sample, as the kernel's work items, or one
-/// image of a convolution's kernel that pools it right after storing it.
-/// For one image, where it starts in x and where its output starts in y.
+/// image of a convolution's kernel that pools it right after storing it (where the image
+/// starts in x and where its output starts in y).
 // Built once per kernel while the loop nest is written: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy)]
