@@ -233,10 +233,10 @@ fn a_closed_pipe_ends_output_quietly() {
     assert!(!err.contains("panicked") && err.is_empty(), "{err}");
 }
 
-/// `bench --inference` measures the forward pass, fused and unfused.
+/// `bench --inference` measures the forward pass, fused and unfused, kernel by kernel.
 #[test]
 fn bench_inference_reports_both_variants() {
-    let o = percept(&["bench", "examples/xor.nn", "--inference", "--batch", "4", "--seconds", "0.05", "--json"]);
+    let o = percept(&["bench", "examples/lenet5.nn", "--inference", "--batch", "4", "--seconds", "0.05", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     for variant in ["fused", "unfused"] {
@@ -244,7 +244,18 @@ fn bench_inference_reports_both_variants() {
         let per = v[variant]["us_per_sample"].as_f64().unwrap();
         assert!(rate > 0.0 && (per * rate / 1e6 - 1.0).abs() < 1e-9, "{v}");
         assert!(v[variant]["batches"].as_u64().unwrap() >= 3, "{v}");
+        // The evaluation program's kernels: the forward pass only, each timed.
+        let kernels = v[variant]["kernels"].as_array().unwrap();
+        let names: Vec<&str> = kernels.iter().map(|k| k["name"].as_str().unwrap()).collect();
+        assert!(names.iter().all(|n| n.starts_with("fwd.")), "{names:?}");
+        assert!(kernels.iter().all(|k| k["us_per_step"].as_f64().unwrap() > 0.0), "{v}");
+        // Convolution, bias, relu and max pooling are one kernel only when fused.
+        assert_eq!(names.contains(&"fwd.conv2d_0+relu_1+maxpool_2"), variant == "fused", "{names:?}");
     }
+    assert!(v["bandwidth_gbs"].as_f64().unwrap() > 0.0, "{v}");
+    let o = percept(&["bench", "examples/lenet5.nn", "--inference", "--batch", "4", "--seconds", "0.05"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("µs/batch") && stdout(&o).contains("fwd.conv2d_3+relu_4+maxpool_5"), "{}", stdout(&o));
     let o = percept(&["bench", "examples/xor.nn", "--inference", "--html", "/tmp/never.html"]);
     assert_eq!(o.status.code(), Some(1));
 }

@@ -333,9 +333,19 @@ impl Model {
     /// name, FLOPs, total time measured since profiling was turned on, and whether it is
     /// GEMM-shaped.
     pub fn kernel_profile(&self, batch: usize) -> Vec<KernelTime> {
+        self.profile_of(&[ProgramKey::Grad { batch, global: None }, ProgramKey::Update])
+    }
+
+    /// Per kernel of the evaluation forward pass at `batch` (what [`Model::forward`] runs
+    /// without a target or exposed values), as [`Model::kernel_profile`] gives them.
+    pub fn inference_profile(&self, batch: usize) -> Vec<KernelTime> {
+        self.profile_of(&[ProgramKey::Eval { batch, loss: false, expose: vec![] }])
+    }
+
+    fn profile_of(&self, keys: &[ProgramKey]) -> Vec<KernelTime> {
         let mut out = vec![];
-        for key in [ProgramKey::Grad { batch, global: None }, ProgramKey::Update] {
-            let Some(exe) = self.cache.get(&key) else { continue };
+        for key in keys {
+            let Some(exe) = self.cache.get(key) else { continue };
             let Some(j) = exe.as_any().downcast_ref::<codegen::JitExecutable>() else { continue };
             for (i, k) in j.program().kernels.iter().enumerate() {
                 let time = j.profile().and_then(|p| p.get(i).copied()).unwrap_or_default();

@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub(super) html: Option<PathBuf>,
     /// Measure the evaluation forward pass (inference) at --batch instead of the training
-    /// step: samples/s and µs per batch and per sample, fused and unfused.
+    /// step: samples/s and µs per batch and per sample, fused and unfused, kernel by kernel.
     #[arg(long)]
     pub(super) inference: bool,
     /// Under mpirun: the data-parallel training step (each process its shard of --batch),
@@ -52,8 +52,9 @@ pub struct Args {
     pub(super) mpi: bool,
 }
 
-/// `--inference`: the evaluation program's throughput, one variant.
-fn measure_inference(a: &Args, backend: Backend, fuse: bool) -> Result<(f64, u64, Duration), UserError> {
+/// `--inference`: the evaluation program's throughput, one variant, then a shorter
+/// profiled run for its kernels (as the training step's).
+fn measure_inference(a: &Args, backend: Backend, fuse: bool) -> Result<Measured, UserError> {
     let mut model = bench_model(a, backend, fuse, false)?;
     let (x, _) = batch_data(&model, a.batch);
     let started = Instant::now();
@@ -67,7 +68,20 @@ fn measure_inference(a: &Args, backend: Backend, fuse: bool) -> Result<(f64, u64
         model.forward(&x, None, &[])?;
         n += 1;
     }
-    Ok(((n as usize * a.batch) as f64 / started.elapsed().as_secs_f64(), n, compile))
+    let elapsed = started.elapsed().as_secs_f64();
+    model.set_profiling(true);
+    let profiled_steps = (n / 4).max(3);
+    for _ in 0..profiled_steps {
+        model.forward(&x, None, &[])?;
+    }
+    Ok(Measured {
+        samples_per_s: (n as usize * a.batch) as f64 / elapsed,
+        compile,
+        steps: n,
+        kernels: model.inference_profile(a.batch),
+        profiled_steps,
+        model,
+    })
 }
 
 fn run_inference(a: &Args, backend: Backend) -> CliResult {
@@ -81,35 +95,53 @@ fn run_inference(a: &Args, backend: Backend) -> CliResult {
     };
     let mut results = vec![];
     for (name, fuse) in variants {
-        let (rate, n, compile) = measure_inference(a, backend, fuse)?;
-        results.push((name, rate, n, compile));
+        results.push((name, measure_inference(a, backend, fuse)?));
     }
+    let threads = a.threads.unwrap_or_else(Model::default_threads);
+    let roof = if backend == Backend::Interp {
+        Roofline { peak_gflops: None, bandwidth_gbs: 0.0, threads }
+    } else {
+        eprintln!("measuring this machine's roofs (FMA peak, memory bandwidth) on {threads} thread(s)");
+        percept_runtime::machine::measure(threads)
+    };
     if a.json {
-        let mut v = serde_json::json!({"model": a.model.display().to_string(), "batch": a.batch, "inference": true});
-        for (name, rate, n, compile) in &results {
-            v[*name] = serde_json::json!({
-                "samples_per_s": rate,
-                "us_per_sample": 1e6 / rate,
-                "us_per_batch": 1e6 * a.batch as f64 / rate,
-                "batches": n,
-                "compile_ms": compile.as_secs_f64() * 1e3,
-            });
+        let mut v = serde_json::json!({
+            "model": a.model.display().to_string(),
+            "batch": a.batch,
+            "inference": true,
+            "threads": threads,
+            "peak_gflops": roof.peak_gflops.map(|p| p / threads as f64),
+            "bandwidth_gbs": roof.bandwidth_gbs,
+        });
+        for (name, m) in &results {
+            let mut o = json(m, a.batch, &roof);
+            o["us_per_sample"] = serde_json::json!(1e6 / m.samples_per_s);
+            o["us_per_batch"] = serde_json::json!(1e6 * a.batch as f64 / m.samples_per_s);
+            o["batches"] = serde_json::json!(m.steps);
+            if let Some(o) = o.as_object_mut() {
+                o.remove("steps");
+            }
+            v[*name] = o;
         }
         outln!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
         return Ok(());
     }
-    for (name, rate, n, compile) in &results {
+    for (i, (name, m)) in results.iter().enumerate() {
+        let rate = m.samples_per_s;
         outln!(
-            "{name} inference: {} samples/s, {:.1} µs per batch of {}, {:.2} µs per sample ({n} batches), compiled in {:.1} ms",
-            group(*rate),
+            "{}{name} inference: {} samples/s, {:.1} µs per batch of {}, {:.2} µs per sample ({} batches), compiled in {:.1} ms",
+            if i > 0 { "\n" } else { "" },
+            group(rate),
             1e6 * a.batch as f64 / rate,
             a.batch,
             1e6 / rate,
-            compile.as_secs_f64() * 1e3
+            m.steps,
+            m.compile.as_secs_f64() * 1e3
         );
+        kernel_table(m, roof.peak_gflops, "batch", "pass");
     }
-    if let [(_, f, ..), (_, u, ..)] = results.as_slice() {
-        outln!("fused / unfused: {:.2}x", f / u);
+    if let [(_, f), (_, u)] = results.as_slice() {
+        outln!("\nfused / unfused: {:.2}x", f.samples_per_s / u.samples_per_s);
     }
     Ok(())
 }
@@ -250,6 +282,12 @@ fn table(name: &str, m: &Measured, peak: Option<f64>) {
         m.steps,
         m.compile.as_secs_f64() * 1e3
     );
+    kernel_table(m, peak, "step", "step");
+}
+
+/// Where the time of each measured run (a training `step`, an inference `batch`) goes,
+/// kernel by kernel, slowest first; `whole` names the run in the GEMM line.
+fn kernel_table(m: &Measured, peak: Option<f64>, per_run: &str, whole: &str) {
     if m.kernels.is_empty() {
         return;
     }
@@ -261,7 +299,7 @@ fn table(name: &str, m: &Measured, peak: Option<f64>) {
     outln!(
         "  {:<w$}  {:>10}  {:>8}  {:>7}  {:>7}  {:>6}",
         "kernel",
-        "µs/step",
+        format!("µs/{per_run}"),
         "GFLOP/s",
         "FLOP/B",
         "of peak",
@@ -282,7 +320,7 @@ fn table(name: &str, m: &Measured, peak: Option<f64>) {
         );
     }
     let gemm: f64 = m.kernels.iter().filter(|k| k.gemm).map(|k| k.time.as_secs_f64()).sum();
-    outln!("  GEMM-shaped kernels: {:.1}% of the step", 100.0 * gemm / total.max(1e-12));
+    outln!("  GEMM-shaped kernels: {:.1}% of the {whole}", 100.0 * gemm / total.max(1e-12));
 }
 
 /// The whole step's rate: the op table's FLOPs of all its kernels over the step's time.
