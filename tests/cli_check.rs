@@ -117,8 +117,8 @@ fn inspect_shows_the_kernel_plan_clif_and_machine_code() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let plan = stdout(&o);
     assert!(plan.starts_with("program lenet5 train batch=64:"), "{plan}");
-    assert!(plan.contains("kernel 0 fwd.conv2d_0+relu_1 (items 64, gemm: cranelift-6x8)"), "{plan}");
-    assert!(plan.contains("  ops      conv2d + bias_add + relu\n"), "{plan}");
+    assert!(plan.contains("kernel 0 fwd.conv2d_0+relu_1+maxpool_2 (items 64, gemm: cranelift-6x8)"), "{plan}");
+    assert!(plan.contains("  ops      conv2d + maxpool + bias_add + relu\n"), "{plan}");
     assert!(plan.contains("arena peak:"), "{plan}");
 
     let o = percept(&["inspect", "examples/lenet5.nn", "--emit", "plan", "--json"]);
@@ -130,13 +130,15 @@ fn inspect_shows_the_kernel_plan_clif_and_machine_code() {
         assert!(k["name"].is_string() && k["ops"].is_array() && k["flops"].is_u64() && k["bytes"].is_u64(), "{k}");
     }
     assert!(v["arena_bytes"].as_u64().unwrap() > 1_000_000);
-    let conv = kernels.iter().find(|k| k["name"] == "fwd.conv2d_0+relu_1").unwrap();
-    assert_eq!(conv["ops"], serde_json::json!(["conv2d", "bias_add", "relu"]));
-    assert_eq!(conv["flops"], 2 * 64 * 6 * 28 * 28 * 25 + 2 * 64 * 6 * 28 * 28);
+    // The convolution's kernel with its bias, relu and max pooling: the op table's FLOPs of
+    // the four (the pooling counts each window's four positions).
+    let conv = kernels.iter().find(|k| k["name"] == "fwd.conv2d_0+relu_1+maxpool_2").unwrap();
+    assert_eq!(conv["ops"], serde_json::json!(["conv2d", "maxpool", "bias_add", "relu"]));
+    assert_eq!(conv["flops"], 2 * 64 * 6 * 28 * 28 * 25 + 3 * 64 * 6 * 28 * 28);
 
     // The GEMM kernels' CLIF (with the micro-kernel they call) is vector code with FMA.
     let fma = percept_compiler::codegen::host_features().unwrap().fma;
-    for kernel in ["fwd.conv2d_0+relu_1", "fwd.dense_7+relu_8", "bwd.dense_7.matmul"] {
+    for kernel in ["fwd.conv2d_0+relu_1+maxpool_2", "fwd.dense_7+relu_8", "bwd.dense_7.matmul"] {
         let o = percept(&[
             "inspect",
             "examples/lenet5.nn",
@@ -170,7 +172,7 @@ fn inspect_shows_the_kernel_plan_clif_and_machine_code() {
     assert!(stdout(&o).contains(&format!("gemm: {native})")), "{}", stdout(&o));
     let o = percept(&["inspect", "examples/lenet5.nn", "--emit", "clif", "--kernel", "nonsense"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("no kernel matches `nonsense`; the kernels are: micro, fwd.conv2d_0+relu_1"));
+    assert!(stderr(&o).contains("no kernel matches `nonsense`; the kernels are: micro, fwd.conv2d_0+relu_1+maxpool_2"));
 }
 
 /// `--emit loops` prints every kernel's loop nest for every example, each headed by the
@@ -203,7 +205,7 @@ fn inspect_prints_the_loop_nest_of_every_kernel_of_every_example() {
         // Accesses carry their proved ranges.
         assert!(text.contains("load.f32") && text.contains("; ["), "{file}");
     }
-    let o = percept(&["inspect", "examples/lenet5.nn", "--emit", "loops", "--kernel", "fwd.conv2d_0+relu_1"]);
+    let o = percept(&["inspect", "examples/lenet5.nn", "--emit", "loops", "--kernel", "fwd.conv2d_0+relu_1+maxpool_2"]);
     let text = stdout(&o);
     // The GEMM's call (on an AVX-512 host the narrow tile's: six filters fill its rows).
     let call = |l: &str| l.trim_start().starts_with("call ") && l.ends_with("micro kc=25");

@@ -125,7 +125,7 @@ fn the_generated_type_exposes_forward_kernels_and_weights() {
     let y = net.forward(&vec![0.5; 2 * 784]).unwrap();
     assert_eq!(y.len(), 2 * Lenet5::OUTPUT_SHAPE[0]);
     let kernels = net.kernels().unwrap();
-    assert!(kernels.iter().any(|k| k.name() == "fwd.conv2d_0+relu_1" && k.text.clif.contains("f32x4")));
+    assert!(kernels.iter().any(|k| k.name() == "fwd.conv2d_0+relu_1+maxpool_2" && k.text.clif.contains("f32x4")));
     let path = std::env::temp_dir().join(format!("percept-macro-{}.safetensors", std::process::id()));
     net.save(&path).unwrap();
     let mut other = Lenet5::new(4).unwrap();

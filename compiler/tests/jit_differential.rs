@@ -166,6 +166,10 @@ const OP_CASES: &[(&str, usize)] = &[
         ("input [2, 8, 8] stem: conv2d(3, kernel: 3, padding: same) relu conv2d(3, kernel: 3, padding: same) add(stem) relu maxpool(2) flatten dense(3) loss softmax_cross_entropy", 3),
         ("input x: [2, 8, 8] a: conv2d(4, kernel: 1, stride: 2) conv2d(4, kernel: 3, stride: 2, padding: 1, from: x) add(a) tanh avgpool(2) flatten dense(3) loss mse", 3),
         ("input [2, 7, 7] stem: conv2d(2, kernel: 3, padding: 1) conv2d(2, kernel: 3, padding: 1) add(stem) maxpool(3, stride: 1, padding: 1) flatten dense(2) loss mse", 1),
+        // Batch norm's kernel pooling each channel it normalizes (training).
+        ("input [2, 8, 8] conv2d(3, kernel: 3, padding: 1) batchnorm relu maxpool(2) flatten dense(3) loss softmax_cross_entropy", 3),
+        ("input [2, 7, 7] stem: conv2d(3, kernel: 3, padding: 1) conv2d(3, kernel: 3, padding: 1) batchnorm add(stem) relu avgpool(3, stride: 2) flatten dense(2) loss mse", 2),
+        ("input [1, 9, 9] conv2d(2, kernel: 3) batchnorm tanh maxpool(3, stride: 2, padding: 1) flatten dense(2) loss mse", 3),
         ("input [3, 5, 6] global_avgpool dense(2) loss mse", 4),
         ("input [3, 5, 6] global_maxpool dense(2) loss mse", 4),
         ("input [2, 1, 1] global_maxpool dense(2) loss mse", 3),
@@ -241,6 +245,44 @@ fn every_op_agrees() {
         for seed in 0..3u64 {
             check_model(&format!("model op {{ {body} }}"), *batch, i as u64 * 10 + seed, optimizer(seed));
         }
+    }
+}
+
+/// With the layers before a pooling frozen, nothing in the backward pass reads what the
+/// pooling reads: a convolution that pools keeps its image in scratch, batch norm keeps its
+/// pooling kernel apart (its lowering stores its value), and both agree with the
+/// interpreter.
+#[test]
+fn frozen_layers_before_a_pooling() {
+    let cases = [
+        "model f { input [1, 6, 6] conv2d(2, kernel: 3, padding: 1) relu maxpool(2) flatten dense(2) loss mse }",
+        "model g { input [2, 6, 6] conv2d(3, kernel: 3, padding: 1) batchnorm relu maxpool(2) flatten dense(3) loss softmax_cross_entropy }",
+    ];
+    for (i, text) in cases.into_iter().enumerate() {
+        let src = SourceFile::new("gen.nn", text);
+        let spec = parse_and_check(&src).unwrap_or_else(|d| panic!("{}", d.render(&src)));
+        let mut rng = Rng(i as u64 + 11);
+        let opt = Optimizer::Sgd { momentum: 0.0, nesterov: false, weight_decay: 0.0 };
+        let layout = StateLayout::new(&spec, opt.state_suffixes());
+        let store = random_store(&layout, &mut rng);
+        let per: usize = spec.input.shape.iter().product();
+        let data: Vec<f32> = (0..3 * per).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        let t = targets(&spec, 3, &mut rng);
+        let feed = Feed { data: &data, target: Some(&t) };
+        let cx = StepCtx { seed: 1, step: 1, lr: 0.01 };
+        // Every parameter but the dense layer's (the last two).
+        let mut frozen: Vec<String> = spec.params().filter(|p| p.role.trainable()).map(|p| p.name.clone()).collect();
+        frozen.truncate(frozen.len() - 2);
+        let grad = exec::grad_program(&spec, 3, &frozen).unwrap();
+        let kernels = |fuse: bool| {
+            let opts = CodegenOptions { fuse, ..CodegenOptions::default() };
+            compare(&grad, &store, &feed, &cx, opts, text);
+            let exe = compile(&grad, store.layout(), opts).unwrap();
+            exe.program().kernels.iter().map(|k| k.name().to_string()).collect::<Vec<_>>()
+        };
+        let fused = kernels(true);
+        assert!(fused.iter().any(|k| k.ends_with("+maxpool_2") || k.ends_with("+maxpool_3")) == (i == 0), "{fused:?}");
+        kernels(false);
     }
 }
 

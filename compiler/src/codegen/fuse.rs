@@ -209,6 +209,15 @@ pub const RULES: &[Rule] = &[
         apply: conv_with_pooling,
     },
     Rule {
+        name: "batchnorm_with_pooling",
+        removes: "a pass over batch norm's output before max or average pooling: batch norm's kernel \
+                  (training; its items are channels) pools each channel of every sample right after \
+                  normalizing it, from cache, with the pooling kernel's own loops (the same bits); it \
+                  takes its epilogue as pointwise_epilogue gives it (activation, residual add), so \
+                  normalization, activation and pooling are one kernel",
+        apply: batchnorm_with_pooling,
+    },
+    Rule {
         name: "gemm_epilogue",
         removes: "a pass over C per link: bias, batch norm in evaluation mode, activation, activation \
                   derivative and residual add are applied to each GEMM tile while it is hot",
@@ -258,26 +267,48 @@ fn bias_grad_with_batchnorm_grad(cx: &FuseCx, i: usize) -> Option<Match> {
 }
 
 fn conv_with_batchnorm_stats(cx: &FuseCx, i: usize) -> Option<Match> {
-    conv_with_reader(cx, i, |op| matches!(op, Op::BatchNormStats(_))).map(|(m, _)| m)
+    if !matches!(cx.graph.nodes[i].op, Op::Conv2d(_)) {
+        return None;
+    }
+    with_reader(cx, i, |_| true, |op| matches!(op, Op::BatchNormStats(_))).map(|(m, _)| m)
 }
 
 fn conv_with_pooling(cx: &FuseCx, i: usize) -> Option<Match> {
-    let (m, pool) = conv_with_reader(cx, i, |op| matches!(op, Op::MaxPool(_) | Op::AvgPool(_)))?;
-    // A pooling whose own epilogue would remove a pass keeps its kernel: a sibling stores
-    // its value as it is.
+    if !matches!(cx.graph.nodes[i].op, Op::Conv2d(_)) {
+        return None;
+    }
+    with_pooling(cx, i, |_| true)
+}
+
+fn batchnorm_with_pooling(cx: &FuseCx, i: usize) -> Option<Match> {
+    let g = cx.graph;
+    if !matches!(g.nodes[i].op, Op::BatchNormTrain(_) | Op::BatchNormApply(_)) {
+        return None;
+    }
+    let m = with_pooling(cx, i, pointwise_links)?;
+    // Batch norm's lowering stores its value in the arena: something besides the pooling
+    // must read it (the backward pass does, unless the layers up to here are frozen).
+    let stored = m.epilogue.last().map_or(g.nodes[i].outputs[0], |l| g.nodes[l.node].outputs[0]);
+    let v = stored.0 as usize;
+    (cx.readers[v] > 1 || cx.is_output[v]).then_some(m)
+}
+
+/// Node `i` with the links `accepts` allows, and as its sibling a max or average pooling
+/// of what it stores — unless the pooling's own epilogue would remove a pass (a sibling
+/// stores its value as it is).
+fn with_pooling(cx: &FuseCx, i: usize, accepts: fn(&Element) -> bool) -> Option<Match> {
+    let (m, pool) = with_reader(cx, i, accepts, |op| matches!(op, Op::MaxPool(_) | Op::AvgPool(_)))?;
     pointwise_epilogue(cx, pool).is_none().then_some(m)
 }
 
-/// A convolution at node `i` with the epilogue `gemm_epilogue` would give it, and as its
-/// sibling the first node not yet taken whose op `wants` and whose only input is the
-/// value the convolution stores — which the kernel computes per image, once the image is
-/// stored (`lower::dense`'s `AfterImage`). Also returns that node.
-fn conv_with_reader(cx: &FuseCx, i: usize, wants: fn(&Op) -> bool) -> Option<(Match, usize)> {
+/// Node `i` with the chain of links `accepts` allows, and as its sibling the first node
+/// not yet taken whose op `wants` and whose only input is the value the kernel stores —
+/// which the main op's lowering computes as it goes (a convolution per image once the
+/// image is stored, `lower::dense`'s `AfterImage`; batch norm per channel once it is
+/// normalized). Also returns that node.
+fn with_reader(cx: &FuseCx, i: usize, accepts: fn(&Element) -> bool, wants: fn(&Op) -> bool) -> Option<(Match, usize)> {
     let g = cx.graph;
-    if !matches!(g.nodes[i].op, Op::Conv2d(_)) {
-        return None;
-    }
-    let mut m = chain(cx, i, |_| true).unwrap_or(Match { siblings: vec![], epilogue: vec![] });
+    let mut m = chain(cx, i, accepts).unwrap_or(Match { siblings: vec![], epilogue: vec![] });
     let stored = m.epilogue.last().map_or(g.nodes[i].outputs[0], |l| g.nodes[l.node].outputs[0]);
     let reader =
         (i + 1..g.nodes.len()).find(|&c| wants(&g.nodes[c].op) && g.nodes[c].inputs == [stored] && !cx.taken[c])?;
@@ -316,9 +347,14 @@ fn gemm_epilogue(cx: &FuseCx, i: usize) -> Option<Match> {
 
 fn pointwise_epilogue(cx: &FuseCx, i: usize) -> Option<Match> {
     match cx.graph.nodes[i].op.lowering().storage(&cx.node(i)) {
-        Storage::Pointwise => chain(cx, i, |e| matches!(e, Element::Act(_) | Element::ActGrad(_) | Element::Add)),
+        Storage::Pointwise => chain(cx, i, pointwise_links),
         _ => None,
     }
+}
+
+/// What an op that stores each element once takes: activations, derivatives and adds.
+fn pointwise_links(e: &Element) -> bool {
+    matches!(e, Element::Act(_) | Element::ActGrad(_) | Element::Add)
 }
 
 fn scatter_epilogue(cx: &FuseCx, i: usize) -> Option<Match> {

@@ -291,13 +291,35 @@ fn lower_train(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNormTrai
     let dims = batchnorm_layout(&shape);
     let (x, partials, g, b) = (&bufs.inputs[0], &bufs.inputs[1], &bufs.inputs[2], &bufs.inputs[3]);
     let (y, mean_o, var_o) = (&bufs.outputs[0], &bufs.outputs[1], &bufs.outputs[2]);
+    let pool = sibling_pool(cx, bufs)?;
     kb.for_items(dims.1, |kb, ch| {
         let (mean32, var) = merged_stats(kb, dims, ch, partials)?;
         let var32 = kb.fdemote(var);
         kb.store(mean32, mean_o, ch)?;
         kb.store(var32, var_o, ch)?;
-        apply_channel(kb, dims, ch, bufs, (x, g, b, y), (mean32, var), bn.eps)
+        apply_channel(kb, dims, ch, bufs, (x, g, b, y), (mean32, var), bn.eps)?;
+        pool_after(kb, pool, &shape, ch, y)
     })
+}
+
+/// The pooling batch norm's kernel computes beside it (fusion's `batchnorm_with_pooling`),
+/// into its fourth output (after y, mean and variance).
+fn sibling_pool<'a>(cx: &'a LowerCtx, bufs: &'a KernelBufs) -> CgResult<Option<(&'a Op, &'a Buf)>> {
+    match cx.kernel.siblings.as_slice() {
+        [] => Ok(None),
+        [s] if matches!(cx.graph.nodes[*s].op, Op::MaxPool(_) | Op::AvgPool(_)) => {
+            Ok(Some((&cx.graph.nodes[*s].op, &bufs.outputs[3])))
+        }
+        _ => err(format!("kernel `{}`: batch norm computes only a pooling beside it", cx.kernel.name)),
+    }
+}
+
+/// Pool channel `ch` of y, once normalized, when the kernel computes the pooling.
+fn pool_after(kb: &mut Kb, pool: Option<(&Op, &Buf)>, shape: &[usize], ch: Idx, y: &Buf) -> CgResult<()> {
+    match pool {
+        Some((op, pooled)) => super::pool::pool_channel(kb, op, shape, ch, (y, pooled)),
+        None => Ok(()),
+    }
 }
 
 /// `lower_train`'s first step: Σ S of the shard's partials.
@@ -329,6 +351,7 @@ fn lower_apply(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNormAppl
     let dims = batchnorm_layout(&shape);
     let [x, sum, sq, g, b] = [0, 1, 2, 3, 4].map(|i| &bufs.inputs[i]);
     let (y, mean_o, var_o) = (&bufs.outputs[0], &bufs.outputs[1], &bufs.outputs[2]);
+    let pool = sibling_pool(cx, bufs)?;
     kb.for_items(dims.1, |kb, ch| {
         let (s, _) = load_split(kb, sum, (0, dims.1), ch)?;
         let inv_m = kb.f64const(1.0 / bn.count as f64);
@@ -338,7 +361,8 @@ fn lower_apply(kb: &mut Kb, cx: &LowerCtx, bufs: &KernelBufs, bn: &BatchNormAppl
         let var32 = kb.fdemote(var);
         kb.store(mean32, mean_o, ch)?;
         kb.store(var32, var_o, ch)?;
-        apply_channel(kb, dims, ch, bufs, (x, g, b, y), (mean32, var), bn.eps)
+        apply_channel(kb, dims, ch, bufs, (x, g, b, y), (mean32, var), bn.eps)?;
+        pool_after(kb, pool, &shape, ch, y)
     })
 }
 

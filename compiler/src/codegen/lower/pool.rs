@@ -123,7 +123,7 @@ fn tap_runs(geom: &PoolGeom, axis: usize, out: usize, n: usize) -> Vec<(usize, u
 /// What is done with a window: (kb, its origin in x, the output index, its taps' offsets).
 type AtWindow<'a> = dyn FnMut(&mut Kb, Idx, Idx, &[i64]) -> CgResult<()> + 'a;
 
-/// Loop over (item, channel, oy, ox) of a pooling node: `f(kb, window origin in x, output
+/// Loop over (sample, channel, oy, ox) of a pooling node (the planes `samples` covers): `f(kb, window origin in x, output
 /// index, the offsets from the origin of the window's positions inside x)`, with x of
 /// shape [N, C, H, W] and outputs [N, C, Ho, Wo]. A padded window's origin lies up and
 /// left of the input by the padding; its offsets, row-major, are fixed at compile time for
@@ -135,29 +135,26 @@ fn windows(kb: &mut Kb, x_shape: &[usize], geom: &PoolGeom, samples: Samples, f:
     let [sh, sw] = geom.stride;
     let origin = -((geom.padding[0] * w + geom.padding[1]) as i64);
     let (row_runs, col_runs) = (tap_runs(geom, 0, ho, h), tap_runs(geom, 1, wo, w));
-    samples.each(kb, n, (c * h * w, c * ho * wo), |kb, x_at, y_at| {
-        kb.for_range(0, c as i64, 1, |kb, ch| {
-            for (oy_lo, oy_hi, rows) in &row_runs {
-                for (ox_lo, ox_hi, cols) in &col_runs {
-                    let offs: Vec<i64> =
-                        rows.clone().flat_map(|ky| cols.clone().map(move |kx| (ky * w + kx) as i64)).collect();
-                    kb.for_range(*oy_lo as i64, *oy_hi as i64, 1, |kb, oy| {
-                        kb.for_range(*ox_lo as i64, *ox_hi as i64, 1, |kb, ox| {
-                            let terms = [(x_at, 1), (ch, (h * w) as i64), (oy, (sh * w) as i64), (ox, sw as i64)];
-                            let xb = kb.affine(0, &terms).plus(origin);
-                            let yo = kb.affine(0, &[(y_at, 1), (ch, (ho * wo) as i64), (oy, wo as i64), (ox, 1)]);
-                            f(kb, xb, yo, &offs)
-                        })
-                    })?;
-                }
+    samples.planes(kb, (n, c), (h * w, ho * wo), &mut |kb, x_at, y_at| {
+        for (oy_lo, oy_hi, rows) in &row_runs {
+            for (ox_lo, ox_hi, cols) in &col_runs {
+                let offs: Vec<i64> =
+                    rows.clone().flat_map(|ky| cols.clone().map(move |kx| (ky * w + kx) as i64)).collect();
+                kb.for_range(*oy_lo as i64, *oy_hi as i64, 1, |kb, oy| {
+                    kb.for_range(*ox_lo as i64, *ox_hi as i64, 1, |kb, ox| {
+                        let xb = kb.affine(0, &[(x_at, 1), (oy, (sh * w) as i64), (ox, sw as i64)]).plus(origin);
+                        let yo = kb.affine(0, &[(y_at, 1), (oy, wo as i64), (ox, 1)]);
+                        f(kb, xb, yo, &offs)
+                    })
+                })?;
             }
-            Ok(())
-        })
+        }
+        Ok(())
     })
 }
 
-/// Loop over (item, channel, output row): `f(kb, first input row's start, output row's
-/// start, output width)`.
+/// Loop over (sample, channel, output row) of the planes `samples` covers: `f(kb, first
+/// input row's start, output row's start, output width)`.
 fn rows(
     kb: &mut Kb,
     x_shape: &[usize],
@@ -168,13 +165,11 @@ fn rows(
     let (n, c, h, w) = (x_shape[0], x_shape[1], x_shape[2], x_shape[3]);
     let [ho, wo] = geom.out_hw(h, w).expect("checked shapes");
     let sh = geom.stride[0];
-    samples.each(kb, n, (c * h * w, c * ho * wo), |kb, x_at, y_at| {
-        kb.for_range(0, c as i64, 1, |kb, ch| {
-            kb.for_range(0, ho as i64, 1, |kb, oy| {
-                let xrow = kb.affine(0, &[(x_at, 1), (ch, (h * w) as i64), (oy, (sh * w) as i64)]);
-                let yrow = kb.affine(0, &[(y_at, 1), (ch, (ho * wo) as i64), (oy, wo as i64)]);
-                f(kb, xrow, yrow, wo)
-            })
+    samples.planes(kb, (n, c), (h * w, ho * wo), &mut |kb, x_at, y_at| {
+        kb.for_range(0, ho as i64, 1, |kb, oy| {
+            let xrow = kb.affine(0, &[(x_at, 1), (oy, (sh * w) as i64)]);
+            let yrow = kb.affine(0, &[(y_at, 1), (oy, wo as i64)]);
+            f(kb, xrow, yrow, wo)
         })
     })
 }
@@ -408,33 +403,43 @@ fn maxpool(kb: &mut Kb, io: &Io, xs: &[usize], geom: &PoolGeom, samples: Samples
     each_window_max(kb, io.x, xs, geom, samples, &mut |kb, _, yo, best, _| io.put(kb, best, yo))
 }
 
-/// Which samples a pooling loop covers: every sample, as the kernel's work items, or one
-/// image of a convolution's kernel that pools it right after storing it (where the image
-/// starts in x and where its output starts in y).
+/// Which planes a pooling loop covers: every sample's, as the kernel's work items; one
+/// image's, for a convolution's kernel that pools it right after storing it (where the
+/// image starts in x and where its output starts in y); or one channel's of every sample,
+/// for batch norm's kernel, whose items are channels.
 // Built once per kernel while the loop nest is written: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy)]
 enum Samples {
     Items,
     One { x: Idx, y: Idx },
+    Channel(Idx),
 }
 
 impl Samples {
-    /// `f(kb, x's start, y's start)` for each sample of x [n, …] (`per` = (x's, y's floats
-    /// per sample)).
-    fn each(
+    /// `f(kb, x's plane start, y's plane start)` for each (sample, channel) plane covered
+    /// of x [n, c, …] (`plane` = the floats of a plane of x and of y).
+    fn planes(
         self,
         kb: &mut Kb,
-        n: usize,
-        (x_per, y_per): (usize, usize),
-        f: impl FnOnce(&mut Kb, Idx, Idx) -> CgResult<()>,
+        (n, c): (usize, usize),
+        (xp, yp): (usize, usize),
+        f: &mut dyn FnMut(&mut Kb, Idx, Idx) -> CgResult<()>,
     ) -> CgResult<()> {
+        let mut at = |kb: &mut Kb, (x, y): (Idx, Idx), ch: Idx| {
+            let (xc, yc) = (kb.mul(ch, xp as i64), kb.mul(ch, yp as i64));
+            f(kb, x + xc, y + yc)
+        };
         match self {
             Samples::Items => kb.for_items(n, |kb, item| {
-                let (x, y) = (kb.mul(item, x_per as i64), kb.mul(item, y_per as i64));
-                f(kb, x, y)
+                let starts = (kb.mul(item, (c * xp) as i64), kb.mul(item, (c * yp) as i64));
+                kb.for_range(0, c as i64, 1, |kb, ch| at(kb, starts, ch))
             }),
-            Samples::One { x, y } => f(kb, x, y),
+            Samples::One { x, y } => kb.for_range(0, c as i64, 1, |kb, ch| at(kb, (x, y), ch)),
+            Samples::Channel(ch) => kb.for_range(0, n as i64, 1, |kb, b| {
+                let starts = (kb.mul(b, (c * xp) as i64), kb.mul(b, (c * yp) as i64));
+                at(kb, starts, ch)
+            }),
         }
     }
 }
@@ -452,6 +457,19 @@ pub fn pool_image(kb: &mut Kb, op: &Op, xs: &[usize], img: Idx, (x, y): (&Buf, &
         Op::MaxPool(p) => maxpool(kb, &io, xs, &p.geom, one),
         Op::AvgPool(p) => avgpool(kb, &io, xs, p, one),
         _ => err(format!("`{}` is not a pooling a convolution's kernel computes", op.name())),
+    }
+}
+
+/// Max or average pooling `op` of channel `ch` of every sample of x [N, C, H, W] into y —
+/// what batch norm's kernel computes right after it normalizes the channel, while its
+/// planes are in cache (fusion's `batchnorm_with_pooling`). The pooling kernel's own loops
+/// for those planes, with no epilogue, so the same bits.
+pub fn pool_channel(kb: &mut Kb, op: &Op, xs: &[usize], ch: Idx, (x, y): (&Buf, &Buf)) -> CgResult<()> {
+    let io = Io { x, y, epi: &[] };
+    match op {
+        Op::MaxPool(p) => maxpool(kb, &io, xs, &p.geom, Samples::Channel(ch)),
+        Op::AvgPool(p) => avgpool(kb, &io, xs, p, Samples::Channel(ch)),
+        _ => err(format!("`{}` is not a pooling batch norm's kernel computes", op.name())),
     }
 }
 
