@@ -166,6 +166,8 @@ const OP_CASES: &[(&str, usize)] = &[
         ("input [2, 8, 8] stem: conv2d(3, kernel: 3, padding: same) relu conv2d(3, kernel: 3, padding: same) add(stem) relu maxpool(2) flatten dense(3) loss softmax_cross_entropy", 3),
         ("input x: [2, 8, 8] a: conv2d(4, kernel: 1, stride: 2) conv2d(4, kernel: 3, stride: 2, padding: 1, from: x) add(a) tanh avgpool(2) flatten dense(3) loss mse", 3),
         ("input [2, 7, 7] stem: conv2d(2, kernel: 3, padding: 1) conv2d(2, kernel: 3, padding: 1) add(stem) maxpool(3, stride: 1, padding: 1) flatten dense(2) loss mse", 1),
+        ("input [4, 9, 9] conv2d(4, kernel: 3, padding: 2, dilation: 2, groups: 2) relu maxpool(2) flatten dense(2) loss mse", 1),
+        ("input [3, 6, 6] conv2d(3, kernel: 3, padding: 1, groups: 3) elu avgpool(2, stride: 1) flatten dense(2) loss mse", 2),
         // Batch norm's kernel pooling each channel it normalizes (training).
         ("input [2, 8, 8] conv2d(3, kernel: 3, padding: 1) batchnorm relu maxpool(2) flatten dense(3) loss softmax_cross_entropy", 3),
         ("input [2, 7, 7] stem: conv2d(3, kernel: 3, padding: 1) conv2d(3, kernel: 3, padding: 1) batchnorm add(stem) relu avgpool(3, stride: 2) flatten dense(2) loss mse", 2),
