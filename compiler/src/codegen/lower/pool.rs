@@ -446,30 +446,28 @@ impl Samples {
 
 /// Max or average pooling `op` of image `img` of x [N, C, H, W] into y — what a
 /// convolution's kernel computes right after it stores the image, while it is in cache
-/// (fusion's `conv_with_pooling`). The pooling kernel's own loops for one sample, with no
-/// epilogue, so the same bits.
+/// (fusion's `conv_with_pooling`).
 pub fn pool_image(kb: &mut Kb, op: &Op, xs: &[usize], img: Idx, (x, y): (&Buf, &Buf)) -> CgResult<()> {
-    let io = Io { x, y, epi: &[] };
     let (x_at, _) = image_start(kb, x, img, xs[1..].iter().product());
     let y_at = kb.mul(img, (y.len / xs[0]) as i64);
-    let one = Samples::One { x: x_at, y: y_at };
-    match op {
-        Op::MaxPool(p) => maxpool(kb, &io, xs, &p.geom, one),
-        Op::AvgPool(p) => avgpool(kb, &io, xs, p, one),
-        _ => err(format!("`{}` is not a pooling a convolution's kernel computes", op.name())),
-    }
+    pool_planes(kb, op, xs, Samples::One { x: x_at, y: y_at }, (x, y))
 }
 
 /// Max or average pooling `op` of channel `ch` of every sample of x [N, C, H, W] into y —
 /// what batch norm's kernel computes right after it normalizes the channel, while its
-/// planes are in cache (fusion's `batchnorm_with_pooling`). The pooling kernel's own loops
-/// for those planes, with no epilogue, so the same bits.
+/// planes are in cache (fusion's `batchnorm_with_pooling`).
 pub fn pool_channel(kb: &mut Kb, op: &Op, xs: &[usize], ch: Idx, (x, y): (&Buf, &Buf)) -> CgResult<()> {
+    pool_planes(kb, op, xs, Samples::Channel(ch), (x, y))
+}
+
+/// The pooling kernel's own loops over the planes `samples` covers, with no epilogue: what
+/// another op's kernel computes beside it, with the same bits.
+fn pool_planes(kb: &mut Kb, op: &Op, xs: &[usize], samples: Samples, (x, y): (&Buf, &Buf)) -> CgResult<()> {
     let io = Io { x, y, epi: &[] };
     match op {
-        Op::MaxPool(p) => maxpool(kb, &io, xs, &p.geom, Samples::Channel(ch)),
-        Op::AvgPool(p) => avgpool(kb, &io, xs, p, Samples::Channel(ch)),
-        _ => err(format!("`{}` is not a pooling batch norm's kernel computes", op.name())),
+        Op::MaxPool(p) => maxpool(kb, &io, xs, &p.geom, samples),
+        Op::AvgPool(p) => avgpool(kb, &io, xs, p, samples),
+        _ => err(format!("`{}` is not a pooling another kernel computes beside it", op.name())),
     }
 }
 
