@@ -46,7 +46,8 @@ pub struct Kernel {
     /// Scratch, shared buffers and passes, from the main op's lowering rule.
     pub work: Work,
     /// The first stored value when only the kernel itself reads it (and it is no program
-    /// output): a convolution's image that its kernel pools, in evaluation. It is kept one
+    /// output): a convolution's image that its kernel pools, in evaluation (or in training
+    /// with the layers before the pooling frozen). It is kept one
     /// image at a time in per-thread scratch — the last of `work.scratch` — and never in
     /// the arena, so the full-resolution activation is stored only where the backward pass
     /// reads it.
