@@ -55,11 +55,13 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Its nodes: the main op, the siblings, then the epilogue's.
+    /// Its nodes in graph order (the main op first: every other node reads what it makes),
+    /// as the plan lists its ops and the explorer stacks them: data flows down the list.
     pub fn nodes(&self) -> Vec<usize> {
         let mut n = vec![self.main];
         n.extend(&self.siblings);
         n.extend(self.epilogue.iter().map(|l| l.node));
+        n.sort_unstable();
         n
     }
 
@@ -113,19 +115,18 @@ fn phase_name(p: Phase) -> &'static str {
     }
 }
 
-/// `fwd.dense_7+relu_8`: the phase, then the statements of the nodes in graph order; a
-/// kernel of one node adds its op (`bwd.dense_7.matmul`).
+/// `fwd.dense_7+relu_8`: the phase, then the statements of the nodes (in graph order,
+/// as [`Kernel::nodes`] gives them); a kernel of one node adds its op
+/// (`bwd.dense_7.matmul`).
 pub fn kernel_name(g: &Graph, nodes: &[usize]) -> String {
-    let mut in_order = nodes.to_vec();
-    in_order.sort_unstable();
     let mut tags: Vec<&str> = vec![];
-    for &n in &in_order {
+    for &n in nodes {
         let tag = g.nodes[n].origin.tag.as_str();
         if !tags.contains(&tag) {
             tags.push(tag);
         }
     }
-    let first = &g.nodes[in_order[0]];
+    let first = &g.nodes[nodes[0]];
     let base = format!("{}.{}", phase_name(first.origin.phase), tags.join("+"));
     if nodes.len() == 1 {
         format!("{base}.{}", first.op.name())
