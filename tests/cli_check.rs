@@ -258,8 +258,32 @@ fn bench_inference_reports_both_variants() {
     let o = percept(&["bench", "examples/lenet5.nn", "--inference", "--batch", "4", "--seconds", "0.05"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("µs/batch") && stdout(&o).contains("fwd.conv2d_3+relu_4+maxpool_5"), "{}", stdout(&o));
-    let o = percept(&["bench", "examples/xor.nn", "--inference", "--html", "/tmp/never.html"]);
+    // --html: the explorer page of the forward pass, its kernels the ones timed.
+    let page = std::env::temp_dir().join(format!("percept-inference-{}.html", std::process::id()));
+    let o = percept(&[
+        "bench",
+        "examples/lenet5.nn",
+        "--inference",
+        "--batch",
+        "4",
+        "--seconds",
+        "0.05",
+        "--html",
+        page.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let html = std::fs::read_to_string(&page).unwrap();
+    std::fs::remove_file(&page).unwrap();
+    let kernels: Vec<&str> = html.split("data-kernel=\"").skip(1).filter_map(|s| s.split('"').next()).collect();
+    assert!(kernels.contains(&"fwd.conv2d_0+relu_1+maxpool_2"), "{kernels:?}");
+    assert!(kernels.iter().all(|k| k.starts_with("fwd.")), "{kernels:?}");
+    // The interpreter has no kernels to show: refused before anything is measured.
+    let never = std::env::temp_dir().join(format!("percept-never-{}.html", std::process::id()));
+    let o =
+        percept(&["bench", "examples/xor.nn", "--inference", "--backend", "interp", "--html", never.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--html needs --backend jit"), "{}", stderr(&o));
+    assert!(!never.exists());
 }
 
 /// `bench --json` carries the step's GFLOP/s, its fraction of the measured FMA peak, and

@@ -306,14 +306,24 @@ impl Model {
     /// the evaluation forward pass, compiling them if needed: their kernels with names,
     /// ops, CLIF text and disassembly. Needs the JIT back end.
     pub fn jit_programs(&mut self, batch: usize, training: bool) -> Result<Vec<&codegen::JitExecutable>> {
-        if self.backend != Backend::Jit {
-            bail!("kernels exist only on the JIT back end");
-        }
         let keys = if training {
             vec![ProgramKey::Grad { batch, global: None }, ProgramKey::Update]
         } else {
             vec![ProgramKey::Eval { batch, loss: self.spec.loss.is_some(), expose: vec![] }]
         };
+        self.jit_programs_of(keys)
+    }
+
+    /// The compiled JIT program of the forward pass alone at `batch` (what
+    /// [`Model::forward`] runs without a target, and [`Model::inference_profile`] times).
+    pub fn inference_program(&mut self, batch: usize) -> Result<Vec<&codegen::JitExecutable>> {
+        self.jit_programs_of(vec![ProgramKey::Eval { batch, loss: false, expose: vec![] }])
+    }
+
+    fn jit_programs_of(&mut self, keys: Vec<ProgramKey>) -> Result<Vec<&codegen::JitExecutable>> {
+        if self.backend != Backend::Jit {
+            bail!("kernels exist only on the JIT back end");
+        }
         for k in &keys {
             self.ensure(k)?;
         }

@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(long)]
     pub(super) json: bool,
     /// Also write the kernel explorer page with these timings (fused and unfused) and a
-    /// roofline measured on this machine.
+    /// roofline measured on this machine (of the forward pass with --inference).
     #[arg(long, value_name = "FILE")]
     pub(super) html: Option<PathBuf>,
     /// Measure the evaluation forward pass (inference) at --batch instead of the training
@@ -85,9 +85,6 @@ fn measure_inference(a: &Args, backend: Backend, fuse: bool) -> Result<Measured,
 }
 
 fn run_inference(a: &Args, backend: Backend) -> CliResult {
-    if a.html.is_some() {
-        return Err(UserError("--html shows the training step; it cannot be combined with --inference yet".into()));
-    }
     let variants: Vec<(&str, bool)> = if a.unfused || backend == Backend::Interp {
         vec![("unfused", false)]
     } else {
@@ -104,6 +101,14 @@ fn run_inference(a: &Args, backend: Backend) -> CliResult {
         eprintln!("measuring this machine's roofs (FMA peak, memory bandwidth) on {threads} thread(s)");
         percept_runtime::machine::measure(threads)
     };
+    if let Some(path) = &a.html {
+        let (fused, unfused) = match results.as_mut_slice() {
+            [(_, f), (_, u)] => (Some(f), u),
+            [(_, u)] => (None, u),
+            _ => unreachable!("one or two variants are measured"),
+        };
+        write_page(a, path, (fused, unfused), roof, true)?;
+    }
     if a.json {
         let mut v = serde_json::json!({
             "model": a.model.display().to_string(),
@@ -225,14 +230,15 @@ fn measure(a: &Args, backend: Backend, fuse: bool) -> Result<Measured, UserError
     })
 }
 
-/// The explorer page for the measured programs: the fused plan (or the unfused one with
-/// `--unfused`) with its kernels' times, the unfused times beside them, and the roofs.
+/// The explorer page for the measured programs (the training step's, or with `inference`
+/// the forward pass's): the fused plan (or the unfused one with `--unfused`) with its
+/// kernels' times, the unfused times beside them, and the roofs.
 fn write_page(
     a: &Args,
     path: &std::path::Path,
-    fused: Option<&mut Measured>,
-    unfused: &mut Measured,
+    (fused, unfused): (Option<&mut Measured>, &mut Measured),
     roofline: Roofline,
+    inference: bool,
 ) -> CliResult {
     let (src, spec, _) = super::load_model(&a.model)?;
     let threads = a.threads.unwrap_or_else(Model::default_threads);
@@ -241,8 +247,7 @@ fn write_page(
     };
     let unfused_us = per_step(unfused);
     let unfused_rate = unfused.samples_per_s;
-    let unfused_progs: Vec<&percept_compiler::codegen::JitProgram> =
-        unfused.model.jit_programs(a.batch, true)?.into_iter().map(|e| e.program()).collect();
+    let unfused_progs = timed_programs(&mut unfused.model, a.batch, inference)?;
     let page = match fused {
         Some(f) => {
             let timings = crate::explorer::Timings {
@@ -251,8 +256,7 @@ fn write_page(
                 unfused: Some((unfused_us, unfused_rate)),
                 roofline,
             };
-            let progs: Vec<&percept_compiler::codegen::JitProgram> =
-                f.model.jit_programs(a.batch, true)?.into_iter().map(|e| e.program()).collect();
+            let progs = timed_programs(&mut f.model, a.batch, inference)?;
             crate::explorer::Explorer::collect(&spec, &src, &progs, &unfused_progs, true, threads, Some(timings))
         }
         None => {
@@ -272,6 +276,17 @@ fn write_page(
     super::write_file(path, crate::explorer::render(&page).as_bytes())?;
     eprintln!("wrote {}", path.display());
     Ok(())
+}
+
+/// The programs a measurement timed, kernel for kernel: the training step's, or the
+/// forward pass's.
+fn timed_programs(
+    model: &mut Model,
+    batch: usize,
+    inference: bool,
+) -> Result<Vec<&percept_compiler::codegen::JitProgram>, UserError> {
+    let exes = if inference { model.inference_program(batch)? } else { model.jit_programs(batch, true)? };
+    Ok(exes.into_iter().map(|e| e.program()).collect())
 }
 
 /// The measured peak of `threads` threads, when there is one (what fractions are of).
@@ -377,6 +392,9 @@ pub fn run(a: Args) -> CliResult {
     // A missing or malformed model is reported before anything says it is being measured.
     super::load_model(&a.model)?;
     let backend: Backend = a.backend.into();
+    if a.html.is_some() && backend == Backend::Interp {
+        return Err(UserError("the interpreter has no kernels to show: --html needs --backend jit".into()));
+    }
     if a.mpi {
         return super::bench_mpi::run(&a, backend);
     }
@@ -385,9 +403,6 @@ pub fn run(a: Args) -> CliResult {
         return run_inference(&a, backend);
     }
     if backend == Backend::Interp {
-        if a.html.is_some() {
-            return Err(UserError("the interpreter has no kernels to show: --html needs --backend jit".into()));
-        }
         let m = measure(&a, backend, false)?;
         if a.json {
             outln!(
@@ -406,7 +421,7 @@ pub fn run(a: Args) -> CliResult {
     eprintln!("measuring this machine's roofs (FMA peak, memory bandwidth) on {threads} thread(s)");
     let roof = percept_runtime::machine::measure(threads);
     if let Some(path) = &a.html {
-        write_page(&a, path, fused.as_mut(), &mut unfused, roof)?;
+        write_page(&a, path, (fused.as_mut(), &mut unfused), roof, false)?;
     }
     if a.json {
         let mut v = serde_json::json!({
