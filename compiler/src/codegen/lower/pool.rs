@@ -123,9 +123,9 @@ fn tap_runs(geom: &PoolGeom, axis: usize, out: usize, n: usize) -> Vec<(usize, u
 /// What is done with a window: (kb, its origin in x, the output index, its taps' offsets).
 type AtWindow<'a> = dyn FnMut(&mut Kb, Idx, Idx, &[i64]) -> CgResult<()> + 'a;
 
-/// Loop over (sample, channel, oy, ox) of a pooling node (the planes `samples` covers): `f(kb, window origin in x, output
-/// index, the offsets from the origin of the window's positions inside x)`, with x of
-/// shape [N, C, H, W] and outputs [N, C, Ho, Wo]. A padded window's origin lies up and
+/// Loop over (sample, channel, oy, ox) of a pooling node, on the planes `samples` covers:
+/// `f(kb, window origin in x, output index, the offsets from the origin of the window's
+/// positions inside x)`, with x of shape [N, C, H, W] and outputs [N, C, Ho, Wo]. A padded window's origin lies up and
 /// left of the input by the padding; its offsets, row-major, are fixed at compile time for
 /// each run of rows and columns (a border's windows lose their outside taps), so no
 /// access is tested at run time.
