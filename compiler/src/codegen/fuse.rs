@@ -76,11 +76,8 @@ impl Kernel {
     /// The values its lowering writes: the main op's outputs (the first replaced by the end
     /// of the epilogue chain), then the siblings' outputs.
     pub fn computed(&self, g: &Graph) -> Vec<ValueId> {
-        let main = &g.nodes[self.main];
-        let mut out = main.outputs.clone();
-        if let Some(last) = self.epilogue.last() {
-            out[0] = g.nodes[last.node].outputs[0];
-        }
+        let mut out = g.nodes[self.main].outputs.clone();
+        out[0] = chain_end(g, self.main, &self.epilogue);
         for &s in &self.siblings {
             out.extend(&g.nodes[s].outputs);
         }
@@ -290,8 +287,7 @@ fn batchnorm_with_pooling(cx: &FuseCx, i: usize) -> Option<Match> {
     let m = with_pooling(cx, i, pointwise_links)?;
     // Batch norm's lowering stores its value in the arena: something besides the pooling
     // must read it (the backward pass does, unless the layers up to here are frozen).
-    let stored = m.epilogue.last().map_or(g.nodes[i].outputs[0], |l| g.nodes[l.node].outputs[0]);
-    let v = stored.0 as usize;
+    let v = chain_end(g, i, &m.epilogue).0 as usize;
     (cx.readers[v] > 1 || cx.is_output[v]).then_some(m)
 }
 
@@ -311,11 +307,16 @@ fn with_pooling(cx: &FuseCx, i: usize, accepts: fn(&Element) -> bool) -> Option<
 fn with_reader(cx: &FuseCx, i: usize, accepts: fn(&Element) -> bool, wants: fn(&Op) -> bool) -> Option<(Match, usize)> {
     let g = cx.graph;
     let mut m = chain(cx, i, accepts).unwrap_or(Match { siblings: vec![], epilogue: vec![] });
-    let stored = m.epilogue.last().map_or(g.nodes[i].outputs[0], |l| g.nodes[l.node].outputs[0]);
+    let stored = chain_end(g, i, &m.epilogue);
     let reader =
         (i + 1..g.nodes.len()).find(|&c| wants(&g.nodes[c].op) && g.nodes[c].inputs == [stored] && !cx.taken[c])?;
     m.siblings.push(reader);
     Some((m, reader))
+}
+
+/// The value a kernel with main op `i` and this epilogue stores first: the end of the chain.
+fn chain_end(g: &Graph, i: usize, epilogue: &[Link]) -> ValueId {
+    epilogue.last().map_or(g.nodes[i].outputs[0], |l| g.nodes[l.node].outputs[0])
 }
 
 /// Grow the chain of links after node `i`'s first output, taking what `accepts` allows.
