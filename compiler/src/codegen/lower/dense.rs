@@ -360,14 +360,53 @@ fn for_run(
     (body_end..len).try_for_each(|j| f(kb, Idx::constant(j as i64), types::F32))
 }
 
+/// The zero-bordered copy of a [C, H, W] image with `border` = [rows, columns]: each plane
+/// has the border's rows above and below the image, and each row the border's columns on
+/// its left only, Hp = H + 2·border[0] rows of Wp = W + border[1] floats. A row's right
+/// border is the next row's left one (the same zeros; after the last row, the next plane's
+/// or, past the last plane, `BorderedImage::size`'s tail), so a window that runs off a row's
+/// right end reads zeros as it would in a [C, H + 2·ph, W + 2·pw] copy, and the wide columns
+/// of a direct convolution (Wp − Wo per row) are half as many.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct BorderedImage {
+    c: usize,
+    hp: usize,
+    wp: usize,
+    border: [usize; 2],
+}
+
+impl BorderedImage {
+    fn of([c, h, w]: [usize; 3], border: [usize; 2]) -> BorderedImage {
+        BorderedImage { c, hp: h + 2 * border[0], wp: w + border[1], border }
+    }
+
+    fn plane(&self) -> usize {
+        self.hp * self.wp
+    }
+
+    /// Floats of the copy: its planes and, after them, the last row's right border.
+    fn size(&self) -> usize {
+        self.c * self.plane() + self.border[1]
+    }
+
+    /// Where pixel (0, 0) of channel 0 lands.
+    fn interior(&self) -> usize {
+        self.border[0] * self.wp + self.border[1]
+    }
+}
+
+/// The bordered copy im2col reads, with the convolution's padding as its border.
+fn bordered_input(d: &ConvDims, g: &ConvGeom) -> BorderedImage {
+    BorderedImage::of([d.c, d.h, d.w], g.padding)
+}
+
 /// Floats of the zero-bordered copy of one image that a padded convolution's im2col reads
 /// (one float, unused, when it reads the image itself).
 fn padded_size(d: &ConvDims, g: &ConvGeom) -> usize {
-    let (ph, pw) = (g.padding[0], g.padding[1]);
-    if d.identity || (ph, pw) == (0, 0) {
+    if d.identity || g.padding == [0, 0] {
         1
     } else {
-        d.c * (d.h + 2 * ph) * (d.w + 2 * pw)
+        bordered_input(d, g).size()
     }
 }
 
@@ -381,8 +420,8 @@ fn zero_padded(kb: &mut Kb, d: &ConvDims, g: &ConvGeom, pad: &Buf) -> CgResult<(
 }
 
 /// Image `img` of `x` as im2col reads it: `x` itself without padding, else its copy into
-/// the interior of `pad` [C, H + 2ph, W + 2pw] (whose border `zero_padded` wrote), so
-/// that every row of the matrix is one plain copy, with no tests and no zero spans.
+/// the interior of `pad` (a `BorderedImage`, whose border `zero_padded` wrote), so that
+/// every row of the matrix is one plain copy, with no tests and no zero spans.
 /// Returns the buffer, the image's first float, its row length and its plane.
 fn padded_image(
     kb: &mut Kb,
@@ -396,35 +435,33 @@ fn padded_image(
     if padded_size(d, g) == 1 {
         return Ok((x.clone(), image, d.w, d.h * d.w));
     }
-    let border = [g.padding[0], g.padding[1]];
-    let (hp, wp) = copy_into_border(kb, [d.c, d.h, d.w], border, image, x, pad)?;
-    Ok((pad.clone(), Idx::constant(0), wp, hp * wp))
+    let b = bordered_input(d, g);
+    copy_into_border(kb, [d.c, d.h, d.w], &b, image, x, pad)?;
+    Ok((pad.clone(), Idx::constant(0), b.wp, b.plane()))
 }
 
-/// The image of `x` starting at `image` ([c, h, w]) into the interior of `pad`
-/// [c, h + 2·border[0], w + 2·border[1]], whose border stays zero: each row one
-/// straight-line run (the last vector overlapping). Returns the bordered height and width.
+/// The image of `x` starting at `image` ([c, h, w]) into the interior of `pad`, laid out
+/// as `b`, whose border stays zero: each row one straight-line run (the last vector
+/// overlapping; it ends where the row does, so it never writes the next row's border).
 fn copy_into_border(
     kb: &mut Kb,
     [c, h, w]: [usize; 3],
-    border: [usize; 2],
+    b: &BorderedImage,
     image: Idx,
     x: &Buf,
     pad: &Buf,
-) -> CgResult<(usize, usize)> {
-    let (hp, wp) = (h + 2 * border[0], w + 2 * border[1]);
+) -> CgResult<()> {
     kb.for_range(0, c as i64, 1, |kb, ch| {
         kb.for_range(0, h as i64, 1, |kb, y| {
             let s = kb.affine(0, &[(ch, (h * w) as i64), (y, w as i64)]);
             let s = kb.add(image, s);
-            let t = kb.affine((border[0] * wp + border[1]) as i64, &[(ch, (hp * wp) as i64), (y, wp as i64)]);
+            let t = kb.affine(b.interior() as i64, &[(ch, b.plane() as i64), (y, b.wp as i64)]);
             for_run(kb, w, Run::Overlap, &mut |kb, j, ty| {
                 let v = kb.load(ty, x, s + j)?;
                 kb.store(v, pad, t + j)
             })
         })
-    })?;
-    Ok((hp, wp))
+    })
 }
 
 /// Image `img`'s im2col matrix into `col` [C·kh·kw, Ho·Wo]: row (c, ky, kx), column
@@ -511,13 +548,11 @@ fn col2im(kb: &mut Kb, d: &ConvDims, g: &ConvGeom, img: Idx, dx: &Buf, dcol: &Bu
 struct Direct {
     /// The image convolved, per sample: channels, rows, columns (dy for an input gradient).
     src: [usize; 3],
-    /// Its border: rows, columns.
-    pad: [usize; 2],
+    /// Its zero-bordered copy (border: (k − 1)·d − p for an input gradient, else p).
+    bordered: BorderedImage,
     /// The result, per sample: channels, rows, columns.
     out: [usize; 3],
     groups: usize,
-    hp: usize,
-    wp: usize,
     /// Columns computed: (rows − 1)·Wp + columns, rounded up to whole micro-tile panels.
     wide: usize,
     /// Floats of the zero-bordered image buffer: the image, and what the wide columns
@@ -616,7 +651,8 @@ fn conv_forms(d: &ConvDims, g: &ConvGeom, micro: &MicroTile, grad_input: bool) -
     } else {
         ([d.c, d.h, d.w], g.padding, [d.f, d.ho, d.wo])
     };
-    let (hp, wp) = (src[1] + 2 * pad[0], src[2] + 2 * pad[1]);
+    let bordered = BorderedImage::of(src, pad);
+    let (hp, wp) = (bordered.hp, bordered.wp);
     let wide = ((out[1] - 1) * wp + out[2]).div_ceil(micro.nr) * micro.nr;
     let (gsrc, gout, taps) = (src[0] / d.groups, out[0] / d.groups, kh * kw);
     let (p, gk) = (out[1] * out[2], gsrc * taps);
@@ -640,8 +676,8 @@ fn conv_forms(d: &ConvDims, g: &ConvGeom, micro: &MicroTile, grad_input: bool) -
         }
     }
     let last = *steps.iter().max().expect("a kernel has taps") as usize;
-    let size = (src[0] * plane).max((d.groups - 1) * gsrc * plane + last + wide);
-    (im2col, Some((direct, Direct { src, pad, out, groups: d.groups, hp, wp, wide, size, steps: steps.into() })))
+    let size = bordered.size().max((d.groups - 1) * gsrc * plane + last + wide);
+    (im2col, Some((direct, Direct { src, bordered, out, groups: d.groups, wide, size, steps: steps.into() })))
 }
 
 /// Most taps per group a direct convolution takes: its step offsets live on the kernel's
@@ -667,12 +703,12 @@ fn emit_direct(
     let scratch = gemm_scratch(bufs, 1);
     let (gm, gk) = dp.group_mk();
     let [oc, oh, ow] = dp.out;
-    let gsrc_plane = (dp.src[0] / dp.groups * dp.hp * dp.wp) as i64;
+    let gsrc_plane = (dp.src[0] / dp.groups * dp.bordered.plane()) as i64;
     kb.zero(pad, Idx::constant(0), dp.size)?;
     kb.for_items(cx.in_shape(0)[0], |kb, img| {
         let [c, h, w] = dp.src;
         let image = kb.mul(img, (c * h * w) as i64);
-        copy_into_border(kb, dp.src, dp.pad, image, src, pad)?;
+        copy_into_border(kb, dp.src, &dp.bordered, image, src, pad)?;
         kb.for_range(0, dp.groups as i64, 1, |kb, group| {
             let g = Gemm {
                 m: gm,
@@ -694,7 +730,7 @@ fn emit_direct(
             kb.for_range(0, gm as i64, 1, |kb, r| {
                 let row = kb.add(first_row, r);
                 kb.for_range(0, oh as i64, 1, |kb, oy| {
-                    let from = kb.affine(0, &[(r, dp.wide as i64), (oy, dp.wp as i64)]);
+                    let from = kb.affine(0, &[(r, dp.wide as i64), (oy, dp.bordered.wp as i64)]);
                     let pix = kb.affine(0, &[(oy, ow as i64)]);
                     let to = kb.affine(0, &[(row, (oh * ow) as i64)]);
                     let to = kb.add(image, to);
@@ -821,7 +857,7 @@ struct DirectDw {
     hp: usize,
     wp: usize,
     /// The GEMM's K: the wide pixels. The last row needs no wide columns, so A's last tap
-    /// ends at the bordered image's last float.
+    /// ends in the bordered image's tail (its last row's right border).
     wide: usize,
     /// Columns of the packed dyᵀ.
     cols: usize,
@@ -908,8 +944,9 @@ fn grad_weight_forms(d: &ConvDims, g: &ConvGeom, tile: &MicroTile) -> Vec<(f64, 
     if d.identity {
         return forms;
     }
-    let (hp, wp) = (d.h + 2 * g.padding[0], d.w + 2 * g.padding[1]);
-    let bordered = if padded_size(d, g) == 1 { 0.0 } else { (d.c * hp * wp) as f64 * 0.5 };
+    let b = bordered_input(d, g);
+    let (hp, wp) = (b.hp, b.wp);
+    let bordered = if padded_size(d, g) == 1 { 0.0 } else { b.size() as f64 * 0.5 };
     let taps_cols = gk.div_ceil(tile.nr) * tile.nr;
     if p * taps_cols <= MAX_PANELS {
         // colᵀ's writes, a cycle a store: each (pixel, channel, ky) run of kw taps is
