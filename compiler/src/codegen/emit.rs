@@ -39,6 +39,12 @@ fn flags() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
 }
 
+/// A load Cranelift may treat as a pure value: merge with equal ones and hoist out of the
+/// loops it does not depend on (see `loops::readonly` for when that is sound).
+fn pure_load() -> MemFlagsData {
+    flags().with_readonly().with_can_move()
+}
+
 type Terms = ([(Val, i64); MAX_TERMS], usize);
 
 /// The CLIF being written for one nest, and helpers shared with `math`.
@@ -64,6 +70,10 @@ pub struct Clif<'f> {
     /// The micro-kernel calls' step-offset tables, each in a stack slot written once at
     /// the function's entry (not at every call inside the loops).
     tables: Vec<(std::sync::Arc<[i32]>, StackSlot)>,
+    /// Per buffer, whether the nest never writes it (`LoopNest::read_only`).
+    read_only: Vec<bool>,
+    /// How many `if_below` branches enclose the statement being written.
+    branches: usize,
 }
 
 impl Clif<'_> {
@@ -218,12 +228,16 @@ impl Clif<'_> {
                 }
             }
             Expr::Load { buf, ref at } => {
+                // Not inside a branch (its index may be in bounds only there), nor with
+                // run-time checks (the load must stay behind its check).
+                let pure = self.read_only[buf.0 as usize] && self.branches == 0 && self.checks.is_none();
                 let (a, imm) = self.addr(nest, buf, at, width(ty), "load")?;
-                self.fb.ins().load(ty, flags(), a, imm)
+                self.fb.ins().load(ty, if pure { pure_load() } else { flags() }, a, imm)
             }
             Expr::Ctx { offset } => {
+                // The step context: a fixed struct no kernel writes.
                 let c = self.ctx;
-                self.fb.ins().load(ty, flags(), c, offset)
+                self.fb.ins().load(ty, pure_load(), c, offset)
             }
             Expr::Index(ref i) => self.index_value(i),
             Expr::Get(var) => {
@@ -398,12 +412,14 @@ impl Clif<'_> {
                 let cond = self.fb.ins().icmp_imm_s(IntCC::SignedLessThan, x, *limit);
                 let (a, b, join) = (self.fb.create_block(), self.fb.create_block(), self.fb.create_block());
                 self.fb.ins().brif(cond, a, &[], b, &[]);
+                self.branches += 1;
                 for (blk, body) in [(a, then), (b, otherwise)] {
                     self.fb.switch_to_block(blk);
                     self.fb.seal_block(blk);
                     self.block(nest, body)?;
                     self.fb.ins().jump(join, &[]);
                 }
+                self.branches -= 1;
                 self.fb.switch_to_block(join);
                 self.fb.seal_block(join);
             }
@@ -492,6 +508,8 @@ pub fn emit(nest: &LoopNest, func: &mut Function, config: TargetFrontendConfig, 
         access_base: cx.access_base,
         sums: vec![],
         tables,
+        read_only: nest.read_only(),
+        branches: 0,
     };
     c.block(nest, &nest.body)?;
     c.fb.ins().jump(exit, &[]);

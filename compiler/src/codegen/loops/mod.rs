@@ -16,6 +16,7 @@
 pub mod dce;
 mod print;
 pub mod range;
+mod readonly;
 pub mod verify;
 
 use crate::codegen::builder::Buf;
