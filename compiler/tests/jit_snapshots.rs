@@ -132,3 +132,31 @@ fn the_assembly_of_every_kernel_accounts_for_every_byte() {
         }
     }
 }
+
+/// Loads of what a kernel never writes are pure to Cranelift (`readonly can_move`), so they
+/// are hoisted out of loops; loads of what it writes are not. An SGD step with momentum
+/// updates the parameter and its velocity in place and only reads the gradient; the
+/// evaluation kernel of a convolution with batch norm computes the scale (an f64 square
+/// root) once per channel, not once per vector stored.
+#[test]
+fn loads_of_read_only_buffers_are_pure() {
+    let spec = spec("model m { input [1, 6, 6] conv2d(4, kernel: 3, padding: 1) batchnorm relu flatten dense(2) loss softmax_cross_entropy }");
+    let opt = Optimizer::Sgd { momentum: 0.9, nesterov: false, weight_decay: 0.0 };
+    let layout = StateLayout::new(&spec, opt.state_suffixes());
+    let update = compile(&exec::update_program(&spec, &opt, &[]), &layout, CodegenOptions::default()).unwrap();
+    let sgd =
+        update.program().kernels.iter().find(|k| k.name() == "upd.0.weight.sgd_update").expect("the update kernel");
+    let loads: Vec<&str> = sgd.text.clif.lines().filter(|l| l.contains(" = load.")).collect();
+    let pure = loads.iter().filter(|l| l.contains("readonly can_move")).count();
+    // Per element: the gradient (pure), the parameter and the velocity (both written).
+    assert!(pure > 0 && pure < loads.len(), "{}", sgd.text.clif);
+    for l in loads.iter().filter(|l| !l.contains("readonly")) {
+        assert!(l.contains("notrap"), "{l}");
+    }
+    let eval = compile(&exec::eval_program(&spec, 2, false, &[]).unwrap(), &layout, CodegenOptions::default()).unwrap();
+    let conv = &eval.program().kernels[0];
+    assert!(conv.name().starts_with("fwd.conv2d_0+batchnorm_1"), "{}", conv.name());
+    let asm: String = conv.text.code.iter().map(|c| percept_compiler::codegen::asm::listing(c, false)).collect();
+    let sqrts = asm.lines().filter(|l| l.contains("sqrt")).count();
+    assert_eq!(sqrts, 1, "one square root, in the channel loop:\n{asm}");
+}
