@@ -212,7 +212,7 @@ impl Kb {
         a_rows: Option<std::sync::Arc<[i32]>>,
         (b_buf, b_at, b_len, b_stride): (&Buf, Idx, usize, usize),
         b_steps: Option<std::sync::Arc<[i32]>>,
-        tile_at: (&Buf, Idx, usize),
+        (tile_buf, tile_at, tile_len, tile_stride, accumulate): (&Buf, Idx, usize, usize, bool),
     ) -> CgResult<()> {
         let ptr = |kb: &mut Kb, (buf, at, len): (&Buf, Idx, usize)| -> CgResult<Ptr> {
             kb.check(buf, at, len, "pointer")?;
@@ -229,7 +229,7 @@ impl Kb {
                 )))
             }
         };
-        let tile_ptr = ptr(self, tile_at)?;
+        let tile_ptr = ptr(self, (tile_buf, tile_at, tile_len))?;
         self.push(Stmt::CallMicro(Box::new(MicroCall {
             narrow,
             kc,
@@ -240,6 +240,8 @@ impl Kb {
             b_stride,
             b_steps,
             tile: tile_ptr,
+            tile_stride,
+            accumulate,
         })));
         Ok(())
     }

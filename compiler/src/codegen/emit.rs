@@ -428,7 +428,7 @@ impl Clif<'_> {
                     return err(format!("kernel `{}` calls the micro-kernel but does not import it", nest.name));
                 };
                 // (kc, a, a's row stride, a's step stride, a's row offsets, b, b's step
-                // stride, b's step offsets, tile)
+                // stride, b's step offsets, tile, tile's row stride, add)
                 let ptr = |s: &mut Self, p: &super::loops::Ptr, what: &str| -> CgResult<Value> {
                     let (addr, imm) = s.addr(nest, p.buf, &p.at, p.len, what)?;
                     Ok(s.fb.ins().iadd_imm_s(addr, imm as i64))
@@ -452,7 +452,8 @@ impl Clif<'_> {
                 let (rows, steps) = (table(self, &call.a_rows)?, table(self, &call.b_steps)?);
                 let mut int = |c: usize| self.fb.ins().iconst(types::I64, c as i64);
                 let (kc, (ar, ak), bk) = (int(call.kc), call.a_strides, call.b_stride);
-                let args = [kc, a, int(ar), int(ak), rows, b, int(bk), steps, tile];
+                let (ldc, add) = (int(call.tile_stride), int(call.accumulate as usize));
+                let args = [kc, a, int(ar), int(ak), rows, b, int(bk), steps, tile, ldc, add];
                 self.fb.ins().call(micro, &args);
             }
         }

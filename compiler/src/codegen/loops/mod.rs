@@ -280,7 +280,7 @@ pub enum Stmt {
         then: Vec<Stmt>,
         otherwise: Vec<Stmt>,
     },
-    /// `tile = A·B` over `kc` steps of panels (the GEMM micro-kernel).
+    /// `tile (+)= A·B` over `kc` steps of panels (the GEMM micro-kernel).
     CallMicro(Box<MicroCall>),
 }
 
@@ -291,7 +291,9 @@ pub enum Stmt {
 /// B's step p the NR floats at `b + p·b_stride` (NR when B is packed; a row of B itself
 /// when read in place) — or, with `b_steps`, at `b + b_steps[p]` (a direct convolution's
 /// taps in a padded image; the offsets are constants of the nest, so the bounds proof
-/// sees them) —, the tile MR·NR floats.
+/// sees them) —, the tile MR rows of NR floats `tile_stride` apart: the kernel's tile
+/// buffer (`tile_stride` = NR), or C itself where the GEMM has no epilogue (C's row
+/// stride; with `accumulate`, the micro-kernel adds the product to it).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MicroCall {
     /// Whether it calls the nest's narrow micro-kernel (`LoopNest::narrow`).
@@ -304,6 +306,8 @@ pub struct MicroCall {
     pub b_stride: usize,
     pub b_steps: Option<std::sync::Arc<[i32]>>,
     pub tile: Ptr,
+    pub tile_stride: usize,
+    pub accumulate: bool,
 }
 
 impl MicroCall {
@@ -321,7 +325,7 @@ impl MicroCall {
             Some(steps) => steps.iter().map(|&s| s.max(0) as usize).max().unwrap_or(0),
             None => (self.kc - 1) * self.b_stride,
         };
-        [a, last_step + nr, mr * nr]
+        [a, last_step + nr, (mr - 1) * self.tile_stride + nr]
     }
 }
 

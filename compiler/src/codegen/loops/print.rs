@@ -152,7 +152,8 @@ impl LoopNest {
                             let _ = writeln!(out, "{pad}  b = {}  stride {}", p(&call.b), call.b_stride);
                         }
                     }
-                    let _ = writeln!(out, "{pad}  tile = {}", p(&call.tile));
+                    let op = if call.accumulate { "+=" } else { "=" };
+                    let _ = writeln!(out, "{pad}  tile {op} {}  stride {}", p(&call.tile), call.tile_stride);
                 }
             }
         }

@@ -1,10 +1,12 @@
 //! GEMM: C (+)= op(A)·op(B) for any strides, as a loop nest that calls a micro-kernel on
 //! each MR×NR tile.
 //!
-//! The micro-kernel has a narrow interface — `tile = A · B` for one MR×NR tile over `kc`
-//! steps, A's MR values of a step at any two strides, B's NR values of a step contiguous
-//! at one stride — so the pure Cranelift one and the native ones (`micro`) are
-//! interchangeable. Operands are read in place where they can be: A by every full row
+//! The micro-kernel has a narrow interface — `tile (+)= A · B` for one MR×NR tile over
+//! `kc` steps, A's MR values of a step at any two strides, B's NR values of a step
+//! contiguous at one stride, the tile's rows at one stride — so the pure Cranelift one and
+//! the native ones (`micro`) are interchangeable. A whole tile of a GEMM without an
+//! epilogue is C itself; the rest goes through a tile buffer that the loop nest adds,
+//! transforms and stores. Operands are read in place where they can be: A by every full row
 //! tile, B by every full panel when its rows are contiguous. Only what cannot be is
 //! packed, zero-padded so the micro-kernel never reads past a buffer: a partial last row
 //! tile of A, a partial last panel of B, and B whose rows are strided (packed whole, a
@@ -246,7 +248,21 @@ fn block(
                 let b_off = kb.mul(q, (kc * nr) as i64);
                 (&s.pack_b, b_off, kc * nr, nr)
             };
-            kb.call_micro(g.micro, kc, a, a_rows, b, steps.clone(), (&s.tile, Idx::constant(0), mr * nr))?;
+            // A whole tile of a GEMM with no epilogue is computed into C itself (added to
+            // it where C accumulates): no tile buffer and no copy, which for a short K
+            // (a small convolution's 9–25 taps) cost as much as the product.
+            let adds = store == Store::Add || (store == Store::AddFinal && epi.is_none());
+            let whole = rows == mr && cols == nr && g.c.cs == 1 && g.c.rs >= nr as i64;
+            if whole && (adds || (store == Store::Set && epi.is_none())) {
+                let row0 = kb.mul(r, mr as i64);
+                let col0 = kb.affine(0, &[(q, nr as i64)]);
+                let col0 = kb.add(col0, jc);
+                let at = g.c.at(kb, row0, col0);
+                let rs = g.c.rs as usize;
+                let c = (&g.c.buf, at, (mr - 1) * rs + nr, rs, adds);
+                return kb.call_micro(g.micro, kc, a, a_rows, b, steps.clone(), c);
+            }
+            kb.call_micro(g.micro, kc, a, a_rows, b, steps.clone(), (&s.tile, Idx::constant(0), mr * nr, nr, false))?;
             store_tile(kb, g, r, rows, jc, q, cols, store, epi)
         };
         if g.a_rows.is_some() {

@@ -177,12 +177,31 @@ pub fn define<M: Module>(jit: &mut CodeModule<M>, fma: bool) -> CgResult<(MicroK
     fb.seal_block(head1);
     fb.switch_to_block(done);
     fb.seal_block(done);
-    for i in 0..mr {
-        for j in 0..nr / 4 {
-            let v = fb.use_var(accs[i * (nr / 4) + j]);
-            fb.ins().store(flags, v, tile, (4 * (i * nr + 4 * j)) as i32);
+    // The tile's rows are `ldc` floats apart (NR for the tile buffer, C's row stride when
+    // the tile is C); with `add`, C + Σ.
+    let ldc = fb.ins().ishl_imm_u(p[9], 2);
+    let (set, add, end) = (fb.create_block(), fb.create_block(), fb.create_block());
+    let adds = fb.ins().icmp_imm_s(IntCC::NotEqual, p[10], 0);
+    fb.ins().brif(adds, add, &[], set, &[]);
+    for (blk, adding) in [(set, false), (add, true)] {
+        fb.switch_to_block(blk);
+        fb.seal_block(blk);
+        let mut row = tile;
+        for i in 0..mr {
+            for j in 0..nr / 4 {
+                let mut v = fb.use_var(accs[i * (nr / 4) + j]);
+                if adding {
+                    let old = fb.ins().load(types::F32X4, flags, row, (16 * j) as i32);
+                    v = fb.ins().fadd(old, v);
+                }
+                fb.ins().store(flags, v, row, (16 * j) as i32);
+            }
+            row = fb.ins().iadd(row, ldc);
         }
+        fb.ins().jump(end, &[]);
     }
+    fb.switch_to_block(end);
+    fb.seal_block(end);
     fb.ins().return_(&[]);
     fb.finalize(jit.frontend_config());
     let text = jit.define(id, func, OptLevel::None)?;

@@ -1,5 +1,6 @@
-//! GEMM micro-kernels: `tile = packedA · packedB` for one MR×NR tile over `kc` steps of
-//! zero-padded panels, the narrow interface between the loop nests (which pack, block and
+//! GEMM micro-kernels: `tile (+)= packedA · packedB` for one MR×NR tile over `kc` steps of
+//! zero-padded panels (the tile a buffer of its own, or C itself when the GEMM has no
+//! epilogue), the narrow interface between the loop nests (which pack, block and
 //! run epilogues: `lower::gemm`) and the register-blocked inner loop.
 //!
 //! Two kinds, chosen per host when a program is compiled: the native ones (`native`,
@@ -68,11 +69,12 @@ pub fn narrow_for(choice: MicroChoice, features: HostFeatures) -> Option<native:
 }
 
 /// The signature of a micro-kernel: (kc, A, A's row stride, A's step stride, A's row
-/// offsets or null, B, B's step stride, B's step offsets or null, tile), strides and
-/// offsets in floats (see `loops::MicroCall`).
+/// offsets or null, B, B's step stride, B's step offsets or null, tile, the tile's row
+/// stride, add: non-zero to add the product to the tile), strides and offsets in floats
+/// (see `loops::MicroCall`).
 pub fn signature<M: Module>(jit: &CodeModule<M>) -> Signature {
     let mut sig = Signature::new(jit.call_conv());
-    for _ in 0..9 {
+    for _ in 0..11 {
         sig.params.push(AbiParam::new(types::I64));
     }
     sig

@@ -1,7 +1,7 @@
 //! Native micro-kernels: ahead-of-time Rust with `#[target_feature]`, the second (and
 //! last) place with `unsafe` in the back end.
 //!
-//! Each computes `tile = packedA · packedB` for one MR×NR tile over `kc` steps — the same
+//! Each computes `tile (+)= packedA · packedB` for one MR×NR tile over `kc` steps — the same
 //! narrow interface as the Cranelift micro-kernel (`micro::cranelift`), so the JIT loop
 //! nest calls either. They exist because Cranelift's x86 backend emits 128-bit vectors only;
 //! these use 256-bit (AVX2 + FMA) or 512-bit (AVX-512) registers.
@@ -9,7 +9,7 @@
 //! Why the calls are sound: a kernel is registered with the JIT (and so callable at all)
 //! only if the host has its features (`best_native`), and the JIT loop nest passes panel
 //! pointers it proved in bounds for `kc` steps of MR (A) and NR (B) floats, and a tile of
-//! MR·NR floats.
+//! MR rows of NR floats, `ldc` apart.
 
 use crate::codegen::jit::HostFeatures;
 
@@ -23,7 +23,8 @@ pub struct NativeMicro {
     pub address: *const u8,
 }
 
-type TileFn = unsafe extern "C" fn(i64, *const f32, i64, i64, *const i32, *const f32, i64, *const i32, *mut f32);
+type TileFn =
+    unsafe extern "C" fn(i64, *const f32, i64, i64, *const i32, *const f32, i64, *const i32, *mut f32, i64, i64);
 
 #[cfg(target_arch = "x86_64")]
 fn native(name: &'static str, symbol: &'static str, (mr, nr): (usize, usize), k: TileFn) -> NativeMicro {

@@ -9,7 +9,7 @@ macro_rules! tile_kernel {
     (
         $(#[$doc:meta])* $extern:ident, $inner:ident, $features:literal, MR = $mr:literal, NR = $nr:literal,
         $ty:ident, $lanes:literal, zero = $zero:ident, load = $load:ident, store = $store:ident,
-        fma = $fma:ident, broadcast = |$p:ident| $broadcast:expr
+        add = $add:ident, fma = $fma:ident, broadcast = |$p:ident| $broadcast:expr
     ) => {
         $(#[$doc])*
         /// # Safety
@@ -17,7 +17,9 @@ macro_rules! tile_kernel {
         #[doc = concat!(" for i < ", $mr, " and p < `kc` (or, when `a_rows` is not null, `a + a_rows[i] + p·a_step`,")]
         #[doc = concat!(" `a_rows` holding ", $mr, " non-negative offsets), `b` ", $nr, " floats at each `b + p·b_step` (or, when `b_steps`")]
         #[doc = " is not null, at each `b + b_steps[p]`, `b_steps` holding `kc` non-negative offsets), and `tile` "]
-        #[doc = concat!($mr, "·", $nr, " floats (what the JIT loop nest proves before it calls).")]
+        #[doc = concat!($mr, " rows of ", $nr, " floats, `ldc` ≥ ", $nr, " apart (what the JIT loop nest proves before it calls).")]
+        #[doc = " With `add` non-zero the product is added to the tile (each float once: C + Σ, the sum"]
+        #[doc = " finished first), else it is stored."]
         #[cfg(target_arch = "x86_64")]
         #[cfg_attr(micro_object, unsafe(no_mangle))]
         pub unsafe extern "C" fn $extern(
@@ -30,10 +32,12 @@ macro_rules! tile_kernel {
             b_step: i64,
             b_steps: *const i32,
             tile: *mut f32,
+            ldc: i64,
+            add: i64,
         ) {
             let u = |x: i64| x.max(0) as usize;
             // SAFETY: the caller upholds this function's contract.
-            unsafe { $inner(u(kc), (a, u(a_row), u(a_step), a_rows), (b, u(b_step), b_steps), tile) }
+            unsafe { $inner(u(kc), (a, u(a_row), u(a_step), a_rows), (b, u(b_step), b_steps), (tile, u(ldc), add != 0)) }
         }
 
         #[cfg(target_arch = "x86_64")]
@@ -42,7 +46,7 @@ macro_rules! tile_kernel {
             kc: usize,
             (a, a_row, a_step, a_rows): (*const f32, usize, usize, *const i32),
             (b, b_step, b_steps): (*const f32, usize, *const i32),
-            tile: *mut f32,
+            (tile, ldc, add): (*mut f32, usize, bool),
         ) {
             use core::arch::x86_64::*;
             // A's rows: at one stride, or (a direct weight gradient's taps in a bordered
@@ -77,10 +81,17 @@ macro_rules! tile_kernel {
                 }
             }
             for (i, row) in c.iter().enumerate() {
-                // SAFETY: the tile holds MR·NR floats.
+                // SAFETY: the tile's rows hold NR floats each, `ldc` apart. When the tile is
+                // C itself (a GEMM with no epilogue), `add` finishes C + Σ here.
                 unsafe {
-                    $store(tile.add(i * $nr), row[0]);
-                    $store(tile.add(i * $nr + $lanes), row[1]);
+                    let (t0, t1) = (tile.add(i * ldc), tile.add(i * ldc + $lanes));
+                    if add {
+                        $store(t0, $add($load(t0), row[0]));
+                        $store(t1, $add($load(t1), row[1]));
+                    } else {
+                        $store(t0, row[0]);
+                        $store(t1, row[1]);
+                    }
                 }
             }
         }
@@ -90,13 +101,15 @@ macro_rules! tile_kernel {
 tile_kernel! {
     /// 6×16 tile in twelve 256-bit accumulators.
     percept_micro_avx2_6x16, avx2_6x16, "avx2,fma", MR = 6, NR = 16, __m256, 8,
-    zero = _mm256_setzero_ps, load = _mm256_loadu_ps, store = _mm256_storeu_ps, fma = _mm256_fmadd_ps,
+    zero = _mm256_setzero_ps, load = _mm256_loadu_ps, store = _mm256_storeu_ps, add = _mm256_add_ps,
+    fma = _mm256_fmadd_ps,
     broadcast = |p| _mm256_broadcast_ss(&*p)
 }
 
 tile_kernel! {
     /// 8×32 tile in sixteen 512-bit accumulators.
     percept_micro_avx512_8x32, avx512_8x32, "avx512f,fma", MR = 8, NR = 32, __m512, 16,
-    zero = _mm512_setzero_ps, load = _mm512_loadu_ps, store = _mm512_storeu_ps, fma = _mm512_fmadd_ps,
+    zero = _mm512_setzero_ps, load = _mm512_loadu_ps, store = _mm512_storeu_ps, add = _mm512_add_ps,
+    fma = _mm512_fmadd_ps,
     broadcast = |p| _mm512_set1_ps(*p)
 }
