@@ -119,7 +119,7 @@ fn run_inference(a: &Args, backend: Backend) -> CliResult {
             "bandwidth_gbs": roof.bandwidth_gbs,
         });
         for (name, m) in &results {
-            let mut o = json(m, a.batch, &roof);
+            let mut o = json(m, a.batch, &roof, "us_per_batch");
             o["us_per_sample"] = serde_json::json!(1e6 / m.samples_per_s);
             o["us_per_batch"] = serde_json::json!(1e6 * a.batch as f64 / m.samples_per_s);
             o["batches"] = serde_json::json!(m.steps);
@@ -344,21 +344,24 @@ fn step_gflops(m: &Measured, batch: usize) -> f64 {
     flops as f64 * m.samples_per_s / batch as f64 / 1e9
 }
 
-fn json(m: &Measured, batch: usize, roof: &Roofline) -> serde_json::Value {
+/// A variant's figures; each kernel's time under `time_key` (`us_per_step` for the
+/// training step, `us_per_batch` for a forward pass).
+fn json(m: &Measured, batch: usize, roof: &Roofline, time_key: &str) -> serde_json::Value {
     let total: f64 = m.kernels.iter().map(|k| k.time.as_secs_f64()).sum();
     let kernels: Vec<serde_json::Value> = m
         .kernels
         .iter()
         .map(|k| {
             let s = k.time.as_secs_f64() / m.profiled_steps as f64;
-            serde_json::json!({
+            let mut o = serde_json::json!({
                 "name": k.name,
-                "us_per_step": s * 1e6,
                 "gflops": if s > 0.0 { k.flops as f64 / s / 1e9 } else { 0.0 },
                 "intensity": k.flops as f64 / k.bytes.max(1) as f64,
                 "share": k.time.as_secs_f64() / total.max(1e-12),
                 "gemm": k.gemm,
-            })
+            });
+            o[time_key] = serde_json::json!(s * 1e6);
+            o
         })
         .collect();
     let gemm: f64 = m.kernels.iter().filter(|k| k.gemm).map(|k| k.time.as_secs_f64()).sum();
@@ -431,10 +434,10 @@ pub fn run(a: Args) -> CliResult {
             // Per core, as DESIGN.md has it; peak_fraction divides by it times the threads.
             "peak_gflops": roof.peak_gflops.map(|p| p / threads as f64),
             "bandwidth_gbs": roof.bandwidth_gbs,
-            "unfused": json(&unfused, a.batch, &roof),
+            "unfused": json(&unfused, a.batch, &roof, "us_per_step"),
         });
         if let Some(f) = &fused {
-            v["fused"] = json(f, a.batch, &roof);
+            v["fused"] = json(f, a.batch, &roof, "us_per_step");
             v["ratio"] = serde_json::json!(f.samples_per_s / unfused.samples_per_s);
         }
         outln!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
